@@ -1,0 +1,247 @@
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ordoflow/ordo/domain"
+)
+
+// Querier runs SQL: a pool, a connection or a transaction alike.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Store is the event log.
+type Store struct {
+	pool     *pgxpool.Pool
+	registry *domain.Registry
+	notifier *notifier
+}
+
+// New returns a store on pool that decodes events with registry.
+func New(pool *pgxpool.Pool, registry *domain.Registry) *Store {
+	return &Store{pool: pool, registry: registry, notifier: newNotifier(pool)}
+}
+
+// Pool returns the store's connection pool.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Registry returns the registry the store decodes events with.
+func (s *Store) Registry() *domain.Registry { return s.registry }
+
+// Append is a group of events for one stream. ExpectedVersion is the
+// stream's version the caller decided on: 0 for a stream that must not
+// exist yet.
+type Append struct {
+	StreamID        uuid.UUID
+	ExpectedVersion int64
+	Events          []domain.Event
+	Metadata        domain.Metadata
+}
+
+// ConflictError says that a stream was not at the version the writer
+// expected: another writer got there first, or the stream has fewer events.
+// Its transaction is aborted; the command should be decided again.
+type ConflictError struct {
+	StreamIDs []uuid.UUID
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("stream version conflict on %v", e.StreamIDs)
+}
+
+// Is makes a conflict match a domain error with CodeConflict.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// ErrConflict matches any *ConflictError with errors.Is.
+var ErrConflict = errors.New("stream version conflict")
+
+// appendSQL inserts a batch of events. A stream is at its expected version
+// when the event at that version exists (0: the stream is new; the unique
+// key on (stream_id, version) refuses a second writer). When any stream of
+// the batch is behind, nothing is inserted.
+const appendSQL = `
+WITH u AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::jsonb[], $6::jsonb[], $7::bigint[])
+        AS u(stream_id, stream_type, version, type, data, metadata, expected)
+), behind AS (
+    SELECT 1 FROM u
+    WHERE u.expected > 0
+      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream_id AND e.version = u.expected)
+    LIMIT 1
+)
+INSERT INTO events (stream_id, stream_type, version, type, data, metadata)
+SELECT u.stream_id, u.stream_type, u.version, u.type, u.data, u.metadata
+FROM u
+WHERE NOT EXISTS (SELECT 1 FROM behind)
+RETURNING position, transaction_id::text::bigint, stream_id, version, recorded_at`
+
+// Append adds events to their streams within tx, in one statement, and
+// returns them as stored. Each stream must be at its ExpectedVersion, else
+// the result is a *ConflictError (and tx is aborted).
+func (s *Store) Append(ctx context.Context, tx pgx.Tx, appends ...Append) ([]domain.Envelope, error) {
+	n := 0
+	for _, a := range appends {
+		n += len(a.Events)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	var (
+		streamIDs   = make([]uuid.UUID, 0, n)
+		streamTypes = make([]string, 0, n)
+		versions    = make([]int64, 0, n)
+		types       = make([]string, 0, n)
+		datas       = make([]json.RawMessage, 0, n)
+		metas       = make([]json.RawMessage, 0, n)
+		expected    = make([]int64, 0, n)
+		envs        = make([]domain.Envelope, 0, n)
+	)
+	for _, a := range appends {
+		if a.ExpectedVersion < 0 {
+			return nil, fmt.Errorf("append to %s: negative expected version %d", a.StreamID, a.ExpectedVersion)
+		}
+		meta, err := json.Marshal(a.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("encode metadata: %w", err)
+		}
+		for i, e := range a.Events {
+			data, err := json.Marshal(e)
+			if err != nil {
+				return nil, fmt.Errorf("encode %s: %w", e.EventType(), err)
+			}
+			v := a.ExpectedVersion + int64(i) + 1
+			streamIDs = append(streamIDs, a.StreamID)
+			streamTypes = append(streamTypes, e.StreamType())
+			versions = append(versions, v)
+			types = append(types, e.EventType())
+			datas = append(datas, data)
+			metas = append(metas, meta)
+			expected = append(expected, a.ExpectedVersion)
+			envs = append(envs, domain.Envelope{
+				StreamID: a.StreamID, StreamType: e.StreamType(), Version: v, Type: e.EventType(),
+				Data: data, Metadata: a.Metadata, Event: e,
+			})
+		}
+	}
+	rows, err := tx.Query(ctx, appendSQL, streamIDs, streamTypes, versions, types, datas, metas, expected)
+	if err != nil {
+		return nil, s.appendError(err, appends)
+	}
+	type key struct {
+		id uuid.UUID
+		v  int64
+	}
+	index := make(map[key]int, n)
+	for i := range envs {
+		index[key{envs[i].StreamID, envs[i].Version}] = i
+	}
+	stored := 0
+	for rows.Next() {
+		var (
+			pos, txid int64
+			id        uuid.UUID
+			v         int64
+			at        time.Time
+		)
+		if err := rows.Scan(&pos, &txid, &id, &v, &at); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("append events: %w", err)
+		}
+		e := &envs[index[key{id, v}]]
+		e.Position, e.TransactionID, e.RecordedAt = pos, uint64(txid), at
+		stored++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.appendError(err, appends)
+	}
+	if stored != n {
+		// a stream was behind its expected version; nothing was inserted
+		return nil, &ConflictError{StreamIDs: behind(envs)}
+	}
+	return envs, nil
+}
+
+func (s *Store) appendError(err error, appends []Append) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_stream_version_key" {
+		ids := make([]uuid.UUID, len(appends))
+		for i, a := range appends {
+			ids[i] = a.StreamID
+		}
+		return &ConflictError{StreamIDs: ids}
+	}
+	return fmt.Errorf("append events: %w", err)
+}
+
+// behind lists the streams of envs that were not stored.
+func behind(envs []domain.Envelope) []uuid.UUID {
+	var ids []uuid.UUID
+	seen := map[uuid.UUID]bool{}
+	for _, e := range envs {
+		if e.Position == 0 && !seen[e.StreamID] {
+			seen[e.StreamID] = true
+			ids = append(ids, e.StreamID)
+		}
+	}
+	return ids
+}
+
+const selectColumns = `position, transaction_id::text::bigint, stream_id, stream_type, version, type, data, metadata, recorded_at`
+
+// ReadStream returns a stream's events after version, in order.
+func (s *Store) ReadStream(ctx context.Context, q Querier, streamID uuid.UUID, afterVersion int64) ([]domain.Envelope, error) {
+	rows, err := q.Query(ctx, `SELECT `+selectColumns+` FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version`, streamID, afterVersion)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", streamID, err)
+	}
+	return s.scan(rows)
+}
+
+// ReadStreams returns the events of several streams, each in order, all in
+// log order.
+func (s *Store) ReadStreams(ctx context.Context, q Querier, streamIDs []uuid.UUID) ([]domain.Envelope, error) {
+	rows, err := q.Query(ctx, `SELECT `+selectColumns+` FROM events WHERE stream_id = ANY($1) ORDER BY transaction_id, position`, streamIDs)
+	if err != nil {
+		return nil, fmt.Errorf("read streams: %w", err)
+	}
+	return s.scan(rows)
+}
+
+func (s *Store) scan(rows pgx.Rows) ([]domain.Envelope, error) {
+	defer rows.Close()
+	var envs []domain.Envelope
+	for rows.Next() {
+		var (
+			e    domain.Envelope
+			txid int64
+			meta []byte
+		)
+		if err := rows.Scan(&e.Position, &txid, &e.StreamID, &e.StreamType, &e.Version, &e.Type, &e.Data, &meta, &e.RecordedAt); err != nil {
+			return nil, fmt.Errorf("scan event: %w", err)
+		}
+		e.TransactionID = uint64(txid)
+		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
+			return nil, fmt.Errorf("event %d: decode metadata: %w", e.Position, err)
+		}
+		if err := s.registry.DecodeEnvelope(&e); err != nil {
+			return nil, fmt.Errorf("event %d: %w", e.Position, err)
+		}
+		envs = append(envs, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return envs, nil
+}
