@@ -1,0 +1,43 @@
+# Ordo's developer commands. Every target that needs PostgreSQL runs under
+# internal/localpg/withpg, which starts a private throw-away server unless
+# DATABASE_URL or ORDO_DATABASE_URL is set, so `make test` works on a machine
+# with nothing but Go and the PostgreSQL server package installed.
+#
+#   make test                               vet, then every test
+#   make test PKGS=./eventstore/... TESTFLAGS='-run Append -v'
+#   make bench BENCH=Clone PKGS=./internal/pgtest
+
+GO        ?= go
+PKGS      ?= ./...
+TESTFLAGS ?=
+BENCH     ?= .
+WITHPG     = $(GO) run ./internal/localpg/withpg --
+
+.PHONY: test vet build dev lint bench
+
+# go test runs as many packages at once as there are CPUs (-p defaults to
+# GOMAXPROCS); each package clones its own databases from one template, so
+# that needs no tuning here.
+test: vet
+	$(WITHPG) $(GO) test -count=1 $(TESTFLAGS) $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+build:
+	$(GO) build -o bin/ordo ./cmd/ordo
+
+# ordo dev starts its own local PostgreSQL when no database URL is set.
+dev:
+	$(GO) run ./cmd/ordo dev
+
+lint: vet
+	@unformatted=$$(gofmt -l .); \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt: these files need formatting (run gofmt -w):"; echo "$$unformatted"; exit 1; \
+	fi
+
+# Go benchmarks of every package. The side-by-side ratios of DESIGN.md
+# (against raw River, pgbench and a plain scan) will come from `ordo bench`.
+bench:
+	$(WITHPG) $(GO) test -count=1 -run '^$$' -bench '$(BENCH)' -benchmem $(PKGS)
