@@ -13,12 +13,16 @@ TESTFLAGS ?=
 BENCH     ?= .
 WITHPG     = $(GO) run ./internal/localpg/withpg --
 
-.PHONY: test vet build dev lint bench
+.PHONY: deps test vet build dev lint bench
+
+# deps installs PostgreSQL's server binaries (and make) when missing.
+deps:
+	@scripts/install-deps
 
 # go test runs as many packages at once as there are CPUs (-p defaults to
 # GOMAXPROCS); each package clones its own databases from one template, so
 # that needs no tuning here.
-test: vet
+test: deps vet
 	$(WITHPG) $(GO) test -count=1 $(TESTFLAGS) $(PKGS)
 
 vet:
@@ -28,7 +32,7 @@ build:
 	$(GO) build -o bin/ordo ./cmd/ordo
 
 # ordo dev starts its own local PostgreSQL when no database URL is set.
-dev:
+dev: deps
 	$(GO) run ./cmd/ordo dev
 
 lint: vet
