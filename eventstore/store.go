@@ -99,7 +99,7 @@ func (s *Store) Append(ctx context.Context, tx pgx.Tx, appends ...Append) ([]dom
 		return nil, nil
 	}
 	var (
-		streamIDs   = make([]uuid.UUID, 0, n)
+		streamIDs   = make([][16]byte, 0, n) // raw bytes: pgx encodes them without a text round trip
 		streamTypes = make([]string, 0, n)
 		versions    = make([]int64, 0, n)
 		types       = make([]string, 0, n)

@@ -1,0 +1,376 @@
+package jobs
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ordoflow/ordo/domain"
+)
+
+// MaxResultBytes is the largest result a task may return.
+const MaxResultBytes = 1 << 20
+
+// basicEnv are the worker's variables every command task gets, when the
+// worker has them: what programs need to run at all, and nothing secret.
+var basicEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"}
+
+// execPlan is one attempt to run, as decided when it started.
+type execPlan struct {
+	flowRunID uuid.UUID
+	taskRunID uuid.UUID
+	task      domain.TaskSpec
+	attempt   int
+	params    map[string]any
+	inputs    map[string]json.RawMessage
+}
+
+// outcome is how an attempt ended: a result, or a failure.
+type outcome struct {
+	result  json.RawMessage
+	failure *domain.AttemptFailure
+}
+
+func failed(attempt int, format string, args ...any) outcome {
+	return outcome{failure: &domain.AttemptFailure{Attempt: attempt, Error: fmt.Sprintf(format, args...)}}
+}
+
+func (p execPlan) timeout() time.Duration {
+	return time.Duration(p.task.TimeoutSeconds * float64(time.Second))
+}
+
+// workspace returns (and creates) the flow run's directory on this worker.
+func (w *Worker) workspace(flowRunID uuid.UUID) (string, error) {
+	dir := filepath.Join(w.opts.WorkspaceDir, flowRunID.String())
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create workspace: %w", err)
+	}
+	return dir, nil
+}
+
+// execute runs one attempt and reports how it ended.
+func (w *Worker) execute(ctx context.Context, p execPlan, log *taskLog) outcome {
+	ws, err := w.workspace(p.flowRunID)
+	if err != nil {
+		return failed(p.attempt, "%v", err)
+	}
+	switch p.task.Kind() {
+	case domain.TaskKindCommand:
+		return w.runCommand(ctx, p, ws, log)
+	case domain.TaskKindHandler:
+		return w.runHandler(ctx, p, ws, log)
+	}
+	return failed(p.attempt, "task %s is a %q task, which this worker cannot run", p.task.Name, p.task.Kind())
+}
+
+// commandEnv builds a command task's environment: the worker's basic
+// variables (PATH, HOME, LANG, LC_ALL, TZ, TMPDIR), then the worker's
+// variables the task names in inherit_env, then the task's env, then the
+// ORDO_* contract variables; a later source wins. Nothing else of the
+// worker's environment is passed, so its secrets do not leak into tasks.
+func commandEnv(workerEnv []string, t domain.TaskSpec, contract map[string]string) []string {
+	worker := map[string]string{}
+	for _, kv := range workerEnv {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			worker[k] = v
+		}
+	}
+	env := map[string]string{}
+	for _, k := range append(slices.Clone(basicEnv), t.InheritEnv...) {
+		if v, ok := worker[k]; ok {
+			env[k] = v
+		}
+	}
+	maps.Copy(env, t.Env)
+	maps.Copy(env, contract)
+	out := make([]string, 0, len(env))
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		out = append(out, k+"="+env[k])
+	}
+	return out
+}
+
+func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *taskLog) outcome {
+	tmp, err := os.MkdirTemp("", "ordo-result-")
+	if err != nil {
+		return failed(p.attempt, "create result directory: %v", err)
+	}
+	defer os.RemoveAll(tmp)
+	resultPath := filepath.Join(tmp, "result.json")
+
+	params, err := json.Marshal(p.params)
+	if err != nil {
+		return failed(p.attempt, "encode parameters: %v", err)
+	}
+	inputs, err := json.Marshal(p.inputs)
+	if err != nil {
+		return failed(p.attempt, "encode inputs: %v", err)
+	}
+	cmd := exec.Command(p.task.Command[0], p.task.Command[1:]...)
+	cmd.Env = commandEnv(w.opts.Env, p.task, map[string]string{
+		"ORDO_RUN_ID":      p.flowRunID.String(),
+		"ORDO_TASK_RUN_ID": p.taskRunID.String(),
+		"ORDO_TASK_NAME":   p.task.Name,
+		"ORDO_ATTEMPT":     strconv.Itoa(p.attempt),
+		"ORDO_PARAMETERS":  string(params),
+		"ORDO_INPUTS":      string(inputs),
+		"ORDO_RESULT_PATH": resultPath,
+		"ORDO_WORKSPACE":   ws,
+	})
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return failed(p.attempt, "create pipe: %v", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return failed(p.attempt, "create pipe: %v", err)
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	startErr := cmd.Start()
+	outW.Close()
+	errW.Close()
+	if startErr != nil {
+		outR.Close()
+		errR.Close()
+		log.system("could not start %q: %v", p.task.Command[0], startErr)
+		return failed(p.attempt, "start command: %v", startErr)
+	}
+	pgid := cmd.Process.Pid
+	var readers sync.WaitGroup
+	readers.Go(func() { readLines(outR, func(s string) { log.line(StreamStdout, "", s) }) })
+	readers.Go(func() { readLines(errR, func(s string) { log.line(StreamStderr, "", s) }) })
+
+	waitCh := make(chan error, 1)
+	go func() { waitCh <- cmd.Wait() }()
+	var timeoutC <-chan time.Time
+	if d := p.timeout(); d > 0 {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		timeoutC = timer.C
+	}
+	var (
+		waitErr  error
+		timedOut bool
+		stopped  bool
+	)
+	select {
+	case waitErr = <-waitCh:
+	case <-timeoutC:
+		timedOut = true
+		waitErr = w.killGroup(pgid, waitCh)
+	case <-ctx.Done():
+		stopped = true
+		waitErr = w.killGroup(pgid, waitCh)
+	}
+	// Whatever the task left running in its group goes with it.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	if !waitTimeout(&readers, 2*time.Second) {
+		// a process that left the group still holds the pipes
+		outR.Close()
+		errR.Close()
+		readers.Wait()
+	}
+	outR.Close()
+	errR.Close()
+
+	code := -1
+	if cmd.ProcessState != nil {
+		code = cmd.ProcessState.ExitCode()
+	}
+	fail := func(msg string) outcome {
+		f := &domain.AttemptFailure{Attempt: p.attempt, Error: msg, TimedOut: timedOut, Crashed: stopped, LogTail: log.lastLines()}
+		if code >= 0 {
+			f.ExitCode = &code
+		}
+		return outcome{failure: f}
+	}
+	switch {
+	case timedOut:
+		msg := fmt.Sprintf("timed out after %s: the process group was killed", p.timeout())
+		log.system("%s", msg)
+		return fail(msg)
+	case stopped:
+		msg := "the worker stopped while the task ran: the process group was killed"
+		log.system("%s", msg)
+		return fail(msg)
+	case waitErr != nil:
+		msg := describeExit(cmd.ProcessState, waitErr)
+		log.system("%s", msg)
+		return fail(msg)
+	}
+	result, err := readResult(resultPath)
+	if err != nil {
+		log.system("%v", err)
+		return fail(err.Error())
+	}
+	log.system("exited with code 0")
+	return outcome{result: result}
+}
+
+// killGroup stops the process group: SIGTERM, then SIGKILL after the grace
+// period. It returns the leader's wait error.
+func (w *Worker) killGroup(pgid int, waitCh <-chan error) error {
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	grace := time.NewTimer(w.opts.KillGrace)
+	defer grace.Stop()
+	select {
+	case err := <-waitCh:
+		return err
+	case <-grace.C:
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		return <-waitCh
+	}
+}
+
+func describeExit(st *os.ProcessState, err error) string {
+	if st == nil {
+		return fmt.Sprintf("command failed: %v", err)
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return fmt.Sprintf("killed by signal %s", ws.Signal())
+	}
+	return fmt.Sprintf("exited with code %d", st.ExitCode())
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// readLines calls fn with each line of r; very long lines come in pieces.
+func readLines(r io.Reader, fn func(string)) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			fn(string(line))
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case err != nil:
+			return
+		}
+	}
+}
+
+// readResult reads the result a command task wrote at ORDO_RESULT_PATH: nil
+// when it wrote none (or an empty file), else JSON of at most 1 MiB.
+func readResult(path string) (json.RawMessage, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read result: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxResultBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read result: %w", err)
+	}
+	return checkResult(b, "the result written to ORDO_RESULT_PATH")
+}
+
+// checkResult validates and compacts a result.
+func checkResult(b []byte, what string) (json.RawMessage, error) {
+	if len(b) > MaxResultBytes {
+		return nil, fmt.Errorf("%s is larger than the %d bytes limit (1 MiB)", what, MaxResultBytes)
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var out bytes.Buffer
+	if err := json.Compact(&out, b); err != nil {
+		head := b[:min(len(b), 40)]
+		return nil, fmt.Errorf("%s is not valid JSON (%v); it starts with %q", what, err, head)
+	}
+	return out.Bytes(), nil
+}
+
+func (w *Worker) runHandler(ctx context.Context, p execPlan, ws string, log *taskLog) outcome {
+	fn := w.opts.Handlers.lookup(p.task.Handler)
+	if fn == nil {
+		msg := fmt.Sprintf("no handler %s registered on this worker", p.task.Handler)
+		log.system("%s", msg)
+		return failed(p.attempt, "%s", msg)
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	if d := p.timeout(); d > 0 {
+		hctx, cancel = context.WithTimeout(ctx, d)
+	}
+	defer cancel()
+	tc := TaskContext{
+		FlowRunID: p.flowRunID, TaskRunID: p.taskRunID, TaskName: p.task.Name, Attempt: p.attempt,
+		Parameters: p.params, Inputs: p.inputs, Workspace: ws,
+		Logger: slogLogger(log),
+	}
+	type ret struct {
+		v   any
+		err error
+	}
+	done := make(chan ret, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- ret{err: fmt.Errorf("handler panicked: %v", r)}
+			}
+		}()
+		v, err := fn(hctx, tc)
+		done <- ret{v, err}
+	}()
+	var r ret
+	select {
+	case r = <-done:
+	case <-hctx.Done():
+		// give the handler the grace period to notice its context
+		select {
+		case r = <-done:
+		case <-time.After(w.opts.KillGrace):
+			r.err = hctx.Err()
+		}
+	}
+	timedOut := errors.Is(hctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+	if r.err != nil || timedOut {
+		msg := fmt.Sprint(r.err)
+		if timedOut {
+			msg = fmt.Sprintf("timed out after %s", p.timeout())
+		}
+		log.system("%s", msg)
+		f := &domain.AttemptFailure{Attempt: p.attempt, Error: msg, TimedOut: timedOut, Crashed: ctx.Err() != nil, LogTail: log.lastLines()}
+		return outcome{failure: f}
+	}
+	res, err := encodeResult(r.v)
+	if err != nil {
+		log.system("%v", err)
+		return failed(p.attempt, "%v", err)
+	}
+	return outcome{result: res}
+}

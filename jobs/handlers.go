@@ -1,0 +1,93 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/google/uuid"
+)
+
+// HandlerFunc runs a Go handler task. Its result is stored as JSON (at most
+// 1 MiB; nil means no result); an error fails the attempt.
+type HandlerFunc func(ctx context.Context, tc TaskContext) (any, error)
+
+// Handlers are the Go handler tasks a worker binary offers, by name: a task
+// with `handler: NAME` runs the function registered under NAME. The zero
+// value is an empty set, ready to use.
+type Handlers struct {
+	mu sync.RWMutex
+	m  map[string]HandlerFunc
+}
+
+// Handle registers fn under name, replacing any earlier one.
+func (h *Handlers) Handle(name string, fn HandlerFunc) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[string]HandlerFunc{}
+	}
+	h.m[name] = fn
+}
+
+func (h *Handlers) lookup(name string) HandlerFunc {
+	if h == nil {
+		return nil
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.m[name]
+}
+
+// TaskContext is what a Go handler knows about the attempt it runs.
+type TaskContext struct {
+	FlowRunID uuid.UUID
+	TaskRunID uuid.UUID
+	TaskName  string
+	Attempt   int // 1 for the first attempt
+	// Parameters are the run's parameters merged with the task's own (the
+	// task's win).
+	Parameters map[string]any
+	// Inputs are the results of the tasks this one depends on, by task name.
+	Inputs map[string]json.RawMessage
+	// Workspace is a directory kept for the flow run on this worker.
+	Workspace string
+	// Logger writes to the task run's log.
+	Logger *slog.Logger
+}
+
+// Call runs the handler registered under name as a worker would, without a
+// database: its result is encoded to JSON (and checked against the 1 MiB
+// limit). It lets a worker binary's handlers be tested alone. A nil
+// tc.Logger discards.
+func (h *Handlers) Call(ctx context.Context, name string, tc TaskContext) (json.RawMessage, error) {
+	fn := h.lookup(name)
+	if fn == nil {
+		return nil, fmt.Errorf("no handler %s registered on this worker", name)
+	}
+	if tc.Logger == nil {
+		tc.Logger = slog.New(slog.DiscardHandler)
+	}
+	if tc.TaskName == "" {
+		tc.TaskName = name
+	}
+	v, err := fn(ctx, tc)
+	if err != nil {
+		return nil, err
+	}
+	return encodeResult(v)
+}
+
+// encodeResult turns a handler's return value into a stored result.
+func encodeResult(v any) (json.RawMessage, error) {
+	if v == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode the handler's result: %w", err)
+	}
+	return checkResult(b, "the handler's result")
+}

@@ -1,0 +1,302 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ordoflow/ordo/eventstore"
+)
+
+// LogsChannel is the NOTIFY channel on which a worker announces stored log
+// lines; the payload is the flow run id. Readers follow a run's logs by
+// listening here and reading with ReadLogs after the last id they saw.
+const LogsChannel = "ordo_logs"
+
+// Log streams of a task run.
+const (
+	StreamStdout = "stdout"
+	StreamStderr = "stderr"
+	StreamSystem = "system" // the worker's own lines about an attempt
+)
+
+// maxLogLine is the longest stored line; longer lines are split.
+const maxLogLine = 64 << 10
+
+// LogLine is one stored line of a task run's log.
+type LogLine struct {
+	ID        int64     `json:"id"`
+	TaskRunID uuid.UUID `json:"task_run_id"`
+	FlowRunID uuid.UUID `json:"flow_run_id"`
+	Attempt   int       `json:"attempt"`
+	Timestamp time.Time `json:"timestamp"`
+	Stream    string    `json:"stream"`
+	Level     string    `json:"level,omitempty"`
+	Message   string    `json:"message"`
+}
+
+// ReadLogs returns up to limit lines of a flow run's logs with an id above
+// afterID, in order.
+func ReadLogs(ctx context.Context, q eventstore.Querier, flowRunID uuid.UUID, afterID int64, limit int) ([]LogLine, error) {
+	rows, err := q.Query(ctx, `
+SELECT id, task_run_id, flow_run_id, attempt, ts, stream, coalesce(level, ''), line
+FROM task_run_logs WHERE flow_run_id = $1 AND id > $2 ORDER BY id LIMIT $3`, flowRunID, afterID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read logs: %w", err)
+	}
+	lines, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (LogLine, error) {
+		var l LogLine
+		err := r.Scan(&l.ID, &l.TaskRunID, &l.FlowRunID, &l.Attempt, &l.Timestamp, &l.Stream, &l.Level, &l.Message)
+		return l, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read logs: %w", err)
+	}
+	return lines, nil
+}
+
+// logWriter stores log lines in batches: every flushInterval, or sooner
+// when maxBatch lines wait, with COPY, and then notifies LogsChannel once
+// per flow run in the batch.
+type logWriter struct {
+	pool          *pgxpool.Pool
+	logger        *slog.Logger
+	flushInterval time.Duration
+	maxBatch      int
+
+	mu      sync.Mutex
+	pending []LogLine
+	syncs   []chan struct{}
+	kick    chan struct{}
+	done    chan struct{}
+	stopped chan struct{}
+}
+
+func newLogWriter(pool *pgxpool.Pool, logger *slog.Logger) *logWriter {
+	return &logWriter{
+		pool: pool, logger: logger,
+		flushInterval: 100 * time.Millisecond, maxBatch: 500,
+		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}),
+	}
+}
+
+// write queues a line; it never blocks on the database.
+func (w *logWriter) write(l LogLine) {
+	l.Message = cleanLine(l.Message)
+	w.mu.Lock()
+	for len(l.Message) > maxLogLine {
+		cut := maxLogLine
+		for cut > 0 && !utf8.RuneStart(l.Message[cut]) {
+			cut--
+		}
+		part := l
+		part.Message = l.Message[:cut]
+		w.pending = append(w.pending, part)
+		l.Message = l.Message[cut:]
+	}
+	w.pending = append(w.pending, l)
+	full := len(w.pending) >= w.maxBatch
+	w.mu.Unlock()
+	if full {
+		w.poke()
+	}
+}
+
+// sync returns once every line written before it is stored (or ctx ends).
+func (w *logWriter) sync(ctx context.Context) {
+	ch := make(chan struct{})
+	w.mu.Lock()
+	w.syncs = append(w.syncs, ch)
+	w.mu.Unlock()
+	w.poke()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	case <-w.stopped:
+	}
+}
+
+func (w *logWriter) poke() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (w *logWriter) run() {
+	defer close(w.stopped)
+	ticker := time.NewTicker(w.flushInterval)
+	defer ticker.Stop()
+	for {
+		stop := false
+		select {
+		case <-w.done:
+			stop = true
+		case <-w.kick:
+		case <-ticker.C:
+		}
+		w.flush()
+		if stop {
+			return
+		}
+	}
+}
+
+func (w *logWriter) stop() {
+	close(w.done)
+	<-w.stopped
+}
+
+func (w *logWriter) flush() {
+	w.mu.Lock()
+	lines, syncs := w.pending, w.syncs
+	w.pending, w.syncs = nil, nil
+	w.mu.Unlock()
+	defer func() {
+		for _, ch := range syncs {
+			close(ch)
+		}
+	}()
+	if len(lines) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.store(ctx, lines); err != nil {
+		w.logger.Error("store task logs", "lines", len(lines), "err", err)
+	}
+}
+
+func (w *logWriter) store(ctx context.Context, lines []LogLine) error {
+	runs := map[uuid.UUID]bool{}
+	var notify []string
+	for _, l := range lines {
+		if !runs[l.FlowRunID] {
+			runs[l.FlowRunID] = true
+			notify = append(notify, l.FlowRunID.String())
+		}
+	}
+	return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"task_run_logs"},
+			[]string{"task_run_id", "flow_run_id", "attempt", "ts", "stream", "level", "line"},
+			pgx.CopyFromSlice(len(lines), func(i int) ([]any, error) {
+				l := lines[i]
+				var level *string
+				if l.Level != "" {
+					level = &l.Level
+				}
+				return []any{l.TaskRunID, l.FlowRunID, int32(l.Attempt), l.Timestamp, l.Stream, level, l.Message}, nil
+			}))
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id`, LogsChannel, notify)
+		return err
+	})
+}
+
+// cleanLine makes a line storable as Postgres text: valid UTF-8 without NUL.
+func cleanLine(s string) string {
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "\n"), "\r")
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "")
+	}
+	return s
+}
+
+// taskLog is where one attempt's lines go: the log writer, and a tail of the
+// last lines for failure reports.
+type taskLog struct {
+	w    *logWriter
+	base LogLine
+
+	mu   sync.Mutex
+	tail []string
+}
+
+const logTailLines = 20
+
+func (t *taskLog) line(stream, level, msg string) {
+	l := t.base
+	l.Timestamp, l.Stream, l.Level, l.Message = time.Now(), stream, level, msg
+	t.w.write(l)
+	t.mu.Lock()
+	if len(t.tail) == logTailLines {
+		copy(t.tail, t.tail[1:])
+		t.tail = t.tail[:logTailLines-1]
+	}
+	t.tail = append(t.tail, cleanLine(msg))
+	t.mu.Unlock()
+}
+
+func (t *taskLog) system(format string, args ...any) {
+	t.line(StreamSystem, "INFO", fmt.Sprintf(format, args...))
+}
+
+func (t *taskLog) lastLines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.tail...)
+}
+
+// slogHandler turns a Go handler's slog records into log lines of its task
+// run, formatted like slog's text handler without time and level (those are
+// columns).
+type slogHandler struct {
+	log   *taskLog
+	attrs []slog.Attr
+	group string
+}
+
+func (h *slogHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *slogHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	add := func(a slog.Attr) bool {
+		if a.Equal(slog.Attr{}) {
+			return true
+		}
+		key := a.Key
+		if h.group != "" {
+			key = h.group + "." + key
+		}
+		fmt.Fprintf(&b, " %s=%v", key, a.Value.Resolve())
+		return true
+	}
+	for _, a := range h.attrs {
+		add(a)
+	}
+	r.Attrs(add)
+	h.log.line(StreamStdout, r.Level.String(), b.String())
+	return nil
+}
+
+func (h *slogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	c := *h
+	c.attrs = append(append([]slog.Attr(nil), h.attrs...), attrs...)
+	return &c
+}
+
+func (h *slogHandler) WithGroup(name string) slog.Handler {
+	c := *h
+	if c.group != "" {
+		name = c.group + "." + name
+	}
+	c.group = name
+	return &c
+}
+
+// slogLogger returns a logger whose records become lines of the task log.
+func slogLogger(l *taskLog) *slog.Logger { return slog.New(&slogHandler{log: l}) }

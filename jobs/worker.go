@@ -1,0 +1,305 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
+)
+
+// WorkerOptions configure a Worker. The zero value of each field means its
+// default.
+type WorkerOptions struct {
+	// Queues are the work queues the worker takes task runs from. Required.
+	Queues []string
+	// Concurrency is how many task runs the worker runs at once on each of
+	// its queues. Defaults to 10.
+	Concurrency int
+	// Handlers are the Go handler tasks this worker can run. Optional.
+	Handlers *Handlers
+	// Name identifies the worker in events and in the workers table.
+	// Defaults to hostname-pid.
+	Name string
+
+	// FetchCooldown is the shortest time between two fetches of jobs from
+	// one queue: River's default (100ms) caps a queue near 1,000 jobs/s and
+	// adds up to that much to every step. Defaults to 5ms.
+	FetchCooldown time.Duration
+	// FetchPollInterval is how often a queue is polled when no insert
+	// notification arrives. Defaults to 200ms.
+	FetchPollInterval time.Duration
+
+	// WorkspaceDir is where each flow run gets its ORDO_WORKSPACE directory.
+	// Defaults to $TMPDIR/ordo/workspaces.
+	WorkspaceDir string
+	// Env is the worker environment that tasks may inherit from (basic
+	// variables and those named in inherit_env). Defaults to os.Environ().
+	Env []string
+	// KillGrace is how long a timed-out task's process group has between
+	// SIGTERM and SIGKILL (and a Go handler to return after its context
+	// ends). Defaults to 5s.
+	KillGrace time.Duration
+	// HeartbeatInterval is how often the worker records that it is alive.
+	// Defaults to 5s.
+	HeartbeatInterval time.Duration
+	// MaxBatch is the most task starts or outcomes committed in one
+	// transaction. Defaults to 500.
+	MaxBatch int
+	// DisableDueTimer turns off the worker's DueTimer, when another process
+	// runs one. Leave it on: without one, retry delays and scheduled runs
+	// wait for River's 5 s scheduler.
+	DisableDueTimer bool
+	// RescueStuckJobsAfter is when River takes a running job for lost and
+	// works it again (the worker then records the lost attempt as crashed).
+	// It must exceed the longest task timeout. Defaults to 8 days.
+	RescueStuckJobsAfter time.Duration
+	// Logger receives the worker's own logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *WorkerOptions) validate() error {
+	p := &domain.Problems{Message: "invalid worker options"}
+	if len(o.Queues) == 0 {
+		p.Add("Queues", "a worker needs at least one queue")
+	}
+	for _, q := range o.Queues {
+		if !domain.ValidName(q) {
+			p.Add("Queues", "%q is not a valid queue name", q)
+		}
+	}
+	if o.Concurrency < 0 {
+		p.Add("Concurrency", "must not be negative")
+	}
+	if o.FetchCooldown < 0 || o.FetchPollInterval < 0 {
+		p.Add("FetchCooldown", "fetch durations must not be negative")
+	}
+	if o.FetchCooldown > 0 && o.FetchPollInterval > 0 && o.FetchPollInterval < o.FetchCooldown {
+		p.Add("FetchPollInterval", "must not be shorter than FetchCooldown")
+	}
+	return p.Err()
+}
+
+func (o *WorkerOptions) setDefaults() {
+	if o.Concurrency == 0 {
+		o.Concurrency = 10
+	}
+	if o.Name == "" {
+		host, _ := os.Hostname()
+		o.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if o.FetchCooldown == 0 {
+		o.FetchCooldown = 5 * time.Millisecond
+	}
+	if o.FetchPollInterval == 0 {
+		o.FetchPollInterval = max(200*time.Millisecond, o.FetchCooldown)
+	}
+	if o.WorkspaceDir == "" {
+		o.WorkspaceDir = filepath.Join(os.TempDir(), "ordo", "workspaces")
+	}
+	if o.Env == nil {
+		o.Env = os.Environ()
+	}
+	if o.KillGrace == 0 {
+		o.KillGrace = 5 * time.Second
+	}
+	if o.HeartbeatInterval == 0 {
+		o.HeartbeatInterval = 5 * time.Second
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 500
+	}
+	if o.RescueStuckJobsAfter == 0 {
+		o.RescueStuckJobsAfter = 8 * 24 * time.Hour
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Worker works task runs from its queues: a River client on those queues,
+// the group committers that record starts and outcomes, the log writer, a
+// heartbeat and a DueTimer.
+type Worker struct {
+	pool  *pgxpool.Pool
+	store *eventstore.Store
+	opts  WorkerOptions
+	id    uuid.UUID
+	meta  domain.Metadata
+
+	client   *river.Client[pgx.Tx]
+	cache    *flowRunCache
+	logs     *logWriter
+	due      *DueTimer
+	starts   *committer[*taskOp]
+	finishes *committer[*taskOp]
+
+	ctx    context.Context // lives until Stop has stopped River
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+}
+
+// NewWorker returns a worker; Start starts it.
+func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) (*Worker, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	opts.setDefaults()
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{
+		pool: pool, store: store, opts: opts, id: id,
+		meta:  domain.Metadata{Actor: "worker:" + opts.Name},
+		cache: newFlowRunCache(1000),
+		logs:  newLogWriter(pool, opts.Logger),
+	}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	w.starts = newCommitter(w.ctx, opts.MaxBatch, w.commitBatch)
+	w.finishes = newCommitter(w.ctx, opts.MaxBatch, w.commitBatch)
+	if !opts.DisableDueTimer {
+		w.due = NewDueTimer(pool, DueTimerOptions{Logger: opts.Logger})
+	}
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &taskRunWorker{w: w})
+	queues := make(map[string]river.QueueConfig, len(opts.Queues))
+	for _, q := range opts.Queues {
+		queues[q] = river.QueueConfig{MaxWorkers: opts.Concurrency}
+	}
+	w.client, err = river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Queues:               queues,
+		Workers:              workers,
+		FetchCooldown:        opts.FetchCooldown,
+		FetchPollInterval:    opts.FetchPollInterval,
+		JobTimeout:           -1, // tasks have their own timeout_seconds
+		RescueStuckJobsAfter: opts.RescueStuckJobsAfter,
+		Logger:               opts.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("river client: %w", err)
+	}
+	return w, nil
+}
+
+// NewInsertClient returns a River client that only inserts jobs, as
+// NewService needs. Its insert notifications are not rate limited beyond
+// 1ms per queue, so workers hear of new runs at once.
+func NewInsertClient(pool *pgxpool.Pool) (*river.Client[pgx.Tx], error) {
+	return river.NewClient(riverpgxv5.New(pool), &river.Config{FetchCooldown: time.Millisecond})
+}
+
+// Name is the worker's name, as recorded in TaskRunStarted events.
+func (w *Worker) Name() string { return w.opts.Name }
+
+// Start registers the worker and starts working its queues.
+func (w *Worker) Start(ctx context.Context) error {
+	host, _ := os.Hostname()
+	if _, err := w.pool.Exec(ctx, `
+INSERT INTO workers (id, name, queues, hostname, pid) VALUES ($1, $2, $3, $4, $5)`,
+		w.id, w.opts.Name, w.opts.Queues, host, os.Getpid()); err != nil {
+		return fmt.Errorf("register worker: %w", err)
+	}
+	w.bg.Go(w.logs.run)
+	w.bg.Go(w.heartbeat)
+	if w.due != nil {
+		w.bg.Go(func() { _ = w.due.Run(w.ctx) })
+	}
+	if err := w.client.Start(ctx); err != nil {
+		w.cancel()
+		w.logs.stop()
+		w.bg.Wait()
+		return fmt.Errorf("start river client: %w", err)
+	}
+	return nil
+}
+
+// Stop stops taking jobs, waits for running task runs to finish (or ctx to
+// end, which kills them) and records that the worker stopped.
+func (w *Worker) Stop(ctx context.Context) error {
+	err := w.client.Stop(ctx)
+	if err != nil {
+		// ctx ended: kill what still runs; its outcome is recorded as crashed
+		cctx, cancel := context.WithTimeout(context.Background(), w.opts.KillGrace+5*time.Second)
+		defer cancel()
+		_ = w.client.StopAndCancel(cctx)
+	}
+	w.starts.wait()
+	w.finishes.wait()
+	w.cancel()
+	w.logs.stop()
+	w.bg.Wait()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, e := w.pool.Exec(sctx, `UPDATE workers SET stopped_at = now() WHERE id = $1`, w.id); e != nil && err == nil {
+		err = fmt.Errorf("record worker stop: %w", e)
+	}
+	return err
+}
+
+func (w *Worker) heartbeat() {
+	t := time.NewTicker(w.opts.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(w.ctx, max(w.opts.HeartbeatInterval, 5*time.Second))
+		_, err := w.pool.Exec(ctx, `UPDATE workers SET last_heartbeat_at = now() WHERE id = $1`, w.id)
+		cancel()
+		if err != nil && w.ctx.Err() == nil {
+			w.opts.Logger.Warn("worker heartbeat", "err", err)
+		}
+	}
+}
+
+// taskRunWorker is the River worker of ordo.task_run jobs.
+type taskRunWorker struct {
+	river.WorkerDefaults[TaskRunArgs]
+	w *Worker
+}
+
+// Work records the start of the attempt (committed before anything runs,
+// so that a crash is visible), runs it, and records its outcome together
+// with the job's completion and what follows from it.
+func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) error {
+	w := t.w
+	start := &taskOp{kind: opStart, ctx: ctx, job: job}
+	if err := w.starts.do(start); err != nil {
+		return fmt.Errorf("start task run %s: %w", job.Args.TaskRunID, err)
+	}
+	var out outcome
+	switch start.res.action {
+	case actionSkip:
+		w.opts.Logger.Debug("task run job skipped", "task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "reason", start.res.reason)
+		return nil
+	case actionRecover:
+		out = failed(job.Args.Attempt, "attempt %d was lost: the worker running it stopped before recording its outcome", job.Args.Attempt)
+		out.failure.Crashed = true
+	case actionRun:
+		p := start.res.plan
+		log := &taskLog{w: w.logs, base: LogLine{TaskRunID: p.taskRunID, FlowRunID: p.flowRunID, Attempt: p.attempt}}
+		log.system("attempt %d of task %s started on worker %s", p.attempt, p.task.Name, w.opts.Name)
+		out = w.execute(ctx, p, log)
+		w.logs.sync(ctx) // every line is stored before the outcome
+	}
+	finish := &taskOp{kind: opFinish, ctx: ctx, job: job, outcome: out}
+	if err := w.finishes.do(finish); err != nil {
+		return fmt.Errorf("record outcome of task run %s: %w", job.Args.TaskRunID, err)
+	}
+	return nil
+}

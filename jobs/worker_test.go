@@ -1,0 +1,208 @@
+package jobs_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/jobs"
+)
+
+func TestDiamondFlowCompletes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, jobs.WorkerOptions{Concurrency: 4})
+	flow := domain.FlowSpec{Name: "diamond", Tasks: []domain.TaskSpec{
+		sh("a", `echo "a says hi"; echo "a warns" >&2; echo '{"n": 1}' > "$ORDO_RESULT_PATH"`),
+		sh("b", `sleep 0.4; echo '"from b"' > "$ORDO_RESULT_PATH"`, "a"),
+		sh("c", `sleep 0.4; echo "$ORDO_PARAMETERS" > "$ORDO_RESULT_PATH"`, "a"),
+		sh("d", `printf '%s' "$ORDO_INPUTS" > "$ORDO_RESULT_PATH"`, "b", "c"),
+	}}
+	flow.Tasks[2].Parameters = map[string]any{"extra": true}
+	fr := b.create(t, flow, map[string]any{"table": "houses"})
+	if fr.State.Type != domain.Pending {
+		t.Fatalf("a run due now is %s, want PENDING", fr.State.Type)
+	}
+
+	fr = b.wait(t, fr.ID)
+	if fr.State.Type != domain.Completed {
+		t.Fatalf("flow run ended %s (%s), want COMPLETED", fr.State.Type, fr.State.Message)
+	}
+	tasks := b.tasks(t, fr)
+	var inputs map[string]any
+	if err := json.Unmarshal(tasks["d"].run.Result, &inputs); err != nil {
+		t.Fatalf("d's result %s: %v", tasks["d"].run.Result, err)
+	}
+	want := map[string]any{"b": "from b", "c": map[string]any{"table": "houses", "extra": true}}
+	if !reflect.DeepEqual(inputs, want) {
+		t.Errorf("d saw ORDO_INPUTS %v, want %v", inputs, want)
+	}
+	if string(fr.Result) != string(tasks["d"].run.Result) {
+		t.Errorf("flow run result %s, want the single sink's %s", fr.Result, tasks["d"].run.Result)
+	}
+
+	// b and c ran at the same time.
+	span := func(name string) (time.Time, time.Time) {
+		h := tasks[name]
+		return h.of("TaskRunStarted")[0].RecordedAt, h.of("TaskRunCompleted")[0].RecordedAt
+	}
+	bs, be := span("b")
+	cs, ce := span("c")
+	if !bs.Before(ce) || !cs.Before(be) {
+		t.Errorf("b ran %v-%v and c ran %v-%v: they did not overlap", bs, be, cs, ce)
+	}
+	_, ae := span("a")
+	ds, _ := span("d")
+	if bs.Before(ae) || ds.Before(be) || ds.Before(ce) {
+		t.Error("a task started before its upstream completed")
+	}
+
+	// The output lines are in the logs, by stream, before the run ended.
+	lines, err := jobs.ReadLogs(t.Context(), b.pool, fr.ID, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, l := range lines {
+		if l.TaskRunID == fr.TaskRunIDs["a"] {
+			got[l.Message] = l.Stream
+		}
+	}
+	if got["a says hi"] != "stdout" || got["a warns"] != "stderr" {
+		t.Errorf("a's log lines: %v", got)
+	}
+	b.validate(t)
+}
+
+func TestRetries(t *testing.T) {
+	t.Parallel()
+
+	t.Run("RetriesThenCompletes", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.startWorker(t, jobs.WorkerOptions{})
+		task := sh("flaky", `echo "attempt $ORDO_ATTEMPT"; [ "$ORDO_ATTEMPT" -ge 3 ]`)
+		task.Retries, task.RetryDelaySeconds = 3, domain.RetryDelays{1}
+		fr := b.wait(t, b.create(t, domain.FlowSpec{Name: "flaky", Tasks: []domain.TaskSpec{task}}, nil).ID)
+		if fr.State.Type != domain.Completed {
+			t.Fatalf("flow run ended %s (%s), want COMPLETED", fr.State.Type, fr.State.Message)
+		}
+		h := b.tasks(t, fr)["flaky"]
+		starts := h.of("TaskRunStarted")
+		if len(starts) != 3 || len(h.of("TaskRunRetryScheduled")) != 2 {
+			t.Fatalf("%d attempts and %d retries, want 3 and 2", len(starts), len(h.of("TaskRunRetryScheduled")))
+		}
+		for i := 1; i < len(starts); i++ {
+			gap := starts[i].RecordedAt.Sub(starts[i-1].RecordedAt)
+			t.Logf("attempt %d started %v after attempt %d", i+1, gap, i)
+			if gap < 900*time.Millisecond || gap > 3*time.Second {
+				t.Errorf("attempt %d started %v after attempt %d, want about 1s", i+1, gap, i)
+			}
+		}
+		b.validate(t)
+	})
+
+	t.Run("FailsForGood", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.startWorker(t, jobs.WorkerOptions{})
+		bad := sh("bad", `echo "cannot reach the database"; exit 3`)
+		bad.Retries = 1
+		flow := domain.FlowSpec{Name: "failing", Tasks: []domain.TaskSpec{
+			bad, sh("next", "true", "bad"), sh("last", "true", "next"), sh("other", "true"),
+		}}
+		fr := b.wait(t, b.create(t, flow, nil).ID)
+		if fr.State.Type != domain.Failed || !strings.Contains(fr.State.Message, "task bad failed") {
+			t.Fatalf("flow run ended %s (%q), want FAILED naming task bad", fr.State.Type, fr.State.Message)
+		}
+		tasks := b.tasks(t, fr)
+		h := tasks["bad"]
+		if n := len(h.of("TaskRunStarted")); n != 2 {
+			t.Errorf("bad ran %d times, want 2", n)
+		}
+		f := h.run.LastFailure
+		if h.run.State.Type != domain.Failed || f == nil || f.ExitCode == nil || *f.ExitCode != 3 {
+			t.Fatalf("bad is %s with failure %+v, want FAILED with exit code 3", h.run.State.Type, f)
+		}
+		if !strings.Contains(strings.Join(f.LogTail, "\n"), "cannot reach the database") {
+			t.Errorf("log tail %q lacks the task's output", f.LogTail)
+		}
+		for _, name := range []string{"next", "last"} {
+			d := tasks[name]
+			c := d.of("TaskRunCancelled")
+			if d.run.State.Name != domain.NameNotRun || len(c) != 1 || c[0].Metadata.Reason != "upstream task bad failed" {
+				t.Errorf("%s is %s/%s (%+v), want CANCELLED NotRun because upstream task bad failed", name, d.run.State.Type, d.run.State.Name, c)
+			}
+		}
+		if tasks["other"].run.State.Type != domain.Completed {
+			t.Errorf("the independent task is %s, want COMPLETED", tasks["other"].run.State.Type)
+		}
+		b.validate(t)
+	})
+}
+
+// TestWideFanOutFanIn runs many parallel tasks into one sink: completions
+// share transactions (group commit) and the sink sees every input once.
+func TestWideFanOutFanIn(t *testing.T) {
+	t.Parallel()
+	const width = 300
+	var handlers jobs.Handlers
+	handlers.Handle("id", func(ctx context.Context, tc jobs.TaskContext) (any, error) { return tc.TaskName, nil })
+	handlers.Handle("count", func(ctx context.Context, tc jobs.TaskContext) (any, error) { return len(tc.Inputs), nil })
+	b := setup(t)
+	b.startWorker(t, jobs.WorkerOptions{Handlers: &handlers, Concurrency: 50})
+	flow := domain.FlowSpec{Name: "wide"}
+	sink := domain.TaskSpec{Name: "sink", Handler: "count"}
+	for i := range width {
+		name := fmt.Sprintf("t%03d", i)
+		flow.Tasks = append(flow.Tasks, domain.TaskSpec{Name: name, Handler: "id"})
+		sink.DependsOn = append(sink.DependsOn, name)
+	}
+	flow.Tasks = append(flow.Tasks, sink)
+	fr := b.wait(t, b.create(t, flow, nil).ID)
+	if fr.State.Type != domain.Completed || string(fr.Result) != fmt.Sprint(width) {
+		t.Fatalf("flow run ended %s with result %s, want COMPLETED with %d inputs", fr.State.Type, fr.Result, width)
+	}
+	var completions, txs int
+	err := b.pool.QueryRow(t.Context(), `
+SELECT count(*), count(DISTINCT transaction_id) FROM events WHERE type = 'TaskRunCompleted'`).Scan(&completions, &txs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d completions in %d transactions", completions, txs)
+	if completions != width+1 || txs >= completions {
+		t.Errorf("%d completions in %d transactions: want %d, batched", completions, txs, width+1)
+	}
+	b.validate(t)
+}
+
+func TestLogsAreNotified(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	conn, err := b.pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(t.Context(), "LISTEN "+jobs.LogsChannel); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(context.Background(), "UNLISTEN *") //nolint:errcheck
+	b.startWorker(t, jobs.WorkerOptions{})
+	fr := b.create(t, domain.FlowSpec{Name: "talk", Tasks: []domain.TaskSpec{sh("t", "echo hello")}}, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	n, err := conn.Conn().WaitForNotification(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Payload != fr.ID.String() {
+		t.Errorf("notification payload %q, want the flow run id %s", n.Payload, fr.ID)
+	}
+	b.wait(t, fr.ID)
+}
