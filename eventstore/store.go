@@ -42,7 +42,9 @@ func (s *Store) Registry() *domain.Registry { return s.registry }
 
 // Append is a group of events for one stream. ExpectedVersion is the
 // stream's version the caller decided on: 0 for a stream that must not
-// exist yet.
+// exist yet. Several Appends of one call may continue the same stream (each
+// expecting the version the one before it ends at), to give their events
+// different metadata.
 type Append struct {
 	StreamID        uuid.UUID
 	ExpectedVersion int64
@@ -79,6 +81,7 @@ WITH u AS (
     SELECT 1 FROM u
     WHERE u.expected > 0
       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream_id AND e.version = u.expected)
+      AND NOT EXISTS (SELECT 1 FROM u AS earlier WHERE earlier.stream_id = u.stream_id AND earlier.version = u.expected)
     LIMIT 1
 )
 INSERT INTO events (stream_id, stream_type, version, type, data, metadata)
@@ -213,6 +216,27 @@ func (s *Store) ReadStream(ctx context.Context, q Querier, streamID uuid.UUID, a
 // log order.
 func (s *Store) ReadStreams(ctx context.Context, q Querier, streamIDs []uuid.UUID) ([]domain.Envelope, error) {
 	rows, err := q.Query(ctx, `SELECT `+selectColumns+` FROM events WHERE stream_id = ANY($1) ORDER BY transaction_id, position`, streamIDs)
+	if err != nil {
+		return nil, fmt.Errorf("read streams: %w", err)
+	}
+	return s.scan(rows)
+}
+
+// ReadStreamsAfter returns the events of several streams, each after its
+// given version, all in log order: one query for a batch of commands that
+// keep their streams' earlier state cached.
+func (s *Store) ReadStreamsAfter(ctx context.Context, q Querier, after map[uuid.UUID]int64) ([]domain.Envelope, error) {
+	ids := make([][16]byte, 0, len(after))
+	versions := make([]int64, 0, len(after))
+	for id, v := range after {
+		ids = append(ids, id)
+		versions = append(versions, v)
+	}
+	rows, err := q.Query(ctx, `
+SELECT e.position, e.transaction_id::text::bigint, e.stream_id, e.stream_type, e.version, e.type, e.data, e.metadata, e.recorded_at
+FROM unnest($1::uuid[], $2::bigint[]) AS s(stream_id, after_version)
+JOIN events e ON e.stream_id = s.stream_id AND e.version > s.after_version
+ORDER BY e.transaction_id, e.position`, ids, versions)
 	if err != nil {
 		return nil, fmt.Errorf("read streams: %w", err)
 	}

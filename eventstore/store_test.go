@@ -390,3 +390,34 @@ func ExampleCheckpoint_String() {
 	fmt.Println(eventstore.Checkpoint{TransactionID: 812, Position: 40}.String())
 	// Output: 812-40
 }
+
+func TestChainedAppendsAndReadStreamsAfter(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	a, c := uuid.New(), uuid.New()
+	// one call continues stream a with different metadata
+	_, err := appendTx(t, b,
+		eventstore.Append{StreamID: a, Events: []domain.Event{domain.FlowRunLate{}, domain.FlowRunPending{}}, Metadata: domain.Metadata{Actor: "scheduler"}},
+		eventstore.Append{StreamID: a, ExpectedVersion: 2, Events: []domain.Event{domain.FlowRunStarted{}}, Metadata: domain.Metadata{Actor: "worker:w1"}},
+		eventstore.Append{StreamID: c, Events: []domain.Event{domain.TaskRunReset{}}},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.store.ReadStreamsAfter(ctx, b.pool, map[uuid.UUID]int64{a: 1, c: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Version != 2 || got[1].Metadata.Actor != "worker:w1" || got[2].StreamID != c {
+		t.Fatalf("read %+v", got)
+	}
+	// a chain with a gap is still refused
+	_, err = appendTx(t, b,
+		eventstore.Append{StreamID: a, ExpectedVersion: 3, Events: []domain.Event{domain.FlowRunCompleted{}}},
+		eventstore.Append{StreamID: a, ExpectedVersion: 5, Events: []domain.Event{domain.FlowRunCompleted{}}},
+	)
+	if !errors.Is(err, eventstore.ErrConflict) {
+		t.Fatalf("gap in a chain: got %v, want a conflict", err)
+	}
+}
