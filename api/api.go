@@ -1,0 +1,379 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/projections"
+)
+
+// DeploymentCommands is the write side of deployments the API needs.
+type DeploymentCommands interface {
+	DeploymentSave(ctx context.Context, spec domain.DeploymentSpec, actor string) (domain.Deployment, bool, error)
+	DeploymentPause(ctx context.Context, id uuid.UUID, actor string) (domain.Deployment, error)
+	DeploymentResume(ctx context.Context, id uuid.UUID, actor string) (domain.Deployment, error)
+	DeploymentDelete(ctx context.Context, id uuid.UUID, actor string) (domain.Deployment, error)
+}
+
+// RunCreateRequest is the body of POST /deployments/{id}/runs.
+type RunCreateRequest struct {
+	ScheduledAt    *time.Time     `json:"scheduled_at"`    // nil: now
+	Parameters     map[string]any `json:"parameters"`      // overrides of the deployment's defaults
+	IdempotencyKey string         `json:"idempotency_key"` // a second request with the same key creates nothing
+}
+
+// RunCommands is the write side of flow runs the API needs.
+type RunCommands interface {
+	RunCreate(ctx context.Context, deploymentID uuid.UUID, req RunCreateRequest, actor string) (uuid.UUID, error)
+	RunCancel(ctx context.Context, id uuid.UUID, actor string) error
+	RunRetry(ctx context.Context, id uuid.UUID, actor string) error
+}
+
+// ReadModel is the read side the API needs.
+type ReadModel interface {
+	DeploymentList(ctx context.Context, f projections.DeploymentFilter) (projections.Page[projections.Deployment], error)
+	DeploymentGet(ctx context.Context, id uuid.UUID) (projections.Deployment, error)
+	RunList(ctx context.Context, f projections.RunFilter) (projections.Page[projections.FlowRun], error)
+	RunGet(ctx context.Context, id uuid.UUID) (projections.FlowRun, error)
+	RunGraph(ctx context.Context, id uuid.UUID) (projections.Graph, error)
+	RunEvents(ctx context.Context, id uuid.UUID) ([]projections.Event, error)
+	RunHistory(ctx context.Context, id uuid.UUID, at projections.HistoryPoint) (projections.History, error)
+	EventList(ctx context.Context, f projections.EventFilter) (projections.Page[projections.Event], error)
+}
+
+// Projection tells how far the read models are behind the log.
+type Projection interface {
+	// Sync waits until every event committed before the call is in the
+	// read models.
+	Sync(ctx context.Context) error
+	// Lag counts the events not yet in the read models.
+	Lag(ctx context.Context) (int64, error)
+}
+
+// Options configure the API.
+type Options struct {
+	// Deployments runs deployment commands. Required.
+	Deployments DeploymentCommands
+	// Runs runs flow run commands. Nil: those endpoints answer 501.
+	Runs RunCommands
+	// Reads answers queries. Required.
+	Reads ReadModel
+	// Projection is waited on after each write, so that the next read sees
+	// it, and checked by /readyz. Required.
+	Projection Projection
+	// Pool is the database, for /readyz and idempotency keys. Required.
+	Pool *pgxpool.Pool
+	// Registry serves /metrics and receives the API's metrics. Defaults to
+	// a new registry with the Go and process collectors.
+	Registry *prometheus.Registry
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// BodyLimit is the largest request body, in bytes. Defaults to 1 MiB.
+	BodyLimit int64
+	// SyncTimeout bounds the wait for the read models after a write.
+	// Defaults to 5s; after it the write's response is built from the
+	// write side.
+	SyncTimeout time.Duration
+	// ReadyMaxLag is the most events the read models may be behind for
+	// /readyz to say ready. Defaults to 1000.
+	ReadyMaxLag int64
+	// Actor names who makes a request, for the events' metadata. Defaults
+	// to "api".
+	Actor func(r *http.Request) string
+}
+
+func (o *Options) validate() error {
+	switch {
+	case o.Deployments == nil:
+		return errors.New("api options: Deployments is required")
+	case o.Reads == nil:
+		return errors.New("api options: Reads is required")
+	case o.Projection == nil:
+		return errors.New("api options: Projection is required")
+	case o.Pool == nil:
+		return errors.New("api options: Pool is required")
+	case o.BodyLimit < 0:
+		return fmt.Errorf("api options: BodyLimit must not be negative, got %d", o.BodyLimit)
+	case o.SyncTimeout < 0:
+		return fmt.Errorf("api options: SyncTimeout must not be negative, got %s", o.SyncTimeout)
+	case o.ReadyMaxLag < 0:
+		return fmt.Errorf("api options: ReadyMaxLag must not be negative, got %d", o.ReadyMaxLag)
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+		o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.BodyLimit == 0 {
+		o.BodyLimit = 1 << 20
+	}
+	if o.SyncTimeout == 0 {
+		o.SyncTimeout = 5 * time.Second
+	}
+	if o.ReadyMaxLag == 0 {
+		o.ReadyMaxLag = 1000
+	}
+	if o.Actor == nil {
+		o.Actor = func(*http.Request) string { return "api" }
+	}
+	return nil
+}
+
+type server struct {
+	opts    Options
+	log     *slog.Logger
+	idem    *idempotencyKeys
+	metrics *httpMetrics
+}
+
+// New returns the API as an http.Handler.
+func New(opts Options) (http.Handler, error) {
+	e, err := newEcho(opts)
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func newEcho(opts Options) (*echo.Echo, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	s := &server{opts: opts, log: opts.Logger, idem: &idempotencyKeys{pool: opts.Pool}}
+	m, err := newHTTPMetrics(opts.Registry)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	// Root middleware only: Echo v4 gives a group with middleware catch-all
+	// routes, which would turn every 405 under it into a 404.
+	e.Use(s.measure, s.recoverPanics, s.idempotency)
+
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", echo.WrapHandler(m.handler(opts.Registry)))
+
+	g := e.Group("/api/v1")
+	g.GET("/openapi.json", s.openAPI)
+	g.POST("/deployments", s.deploymentSave)
+	g.GET("/deployments", s.deploymentList)
+	g.GET("/deployments/:id", s.deploymentGet)
+	g.DELETE("/deployments/:id", s.deploymentDelete)
+	g.POST("/deployments/:id/pause", s.deploymentPause)
+	g.POST("/deployments/:id/resume", s.deploymentResume)
+	g.POST("/deployments/:id/runs", s.runCreate)
+	g.GET("/runs", s.runList)
+	g.GET("/runs/:id", s.runGet)
+	g.GET("/runs/:id/graph", s.runGraph)
+	g.GET("/runs/:id/events", s.runEvents)
+	g.GET("/runs/:id/history", s.runHistory)
+	g.POST("/runs/:id/cancel", s.runCancel)
+	g.POST("/runs/:id/retry", s.runRetry)
+	g.GET("/events", s.eventList)
+	return e, nil
+}
+
+// recoverPanics turns a panic in a handler into an internal error.
+func (s *server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				err = fmt.Errorf("panic: %v", r)
+			}
+		}()
+		return next(c)
+	}
+}
+
+// readBody reads the request body, at most BodyLimit bytes.
+func (s *server) readBody(c echo.Context) ([]byte, error) {
+	r := c.Request()
+	if r.ContentLength > s.opts.BodyLimit {
+		return nil, s.tooLarge()
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.opts.BodyLimit))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, s.tooLarge()
+	}
+	if err != nil {
+		return nil, domain.Errorf(domain.CodeInvalid, "read body: %v", err)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b)) // readable again by the next reader
+	return b, nil
+}
+
+func (s *server) tooLarge() error {
+	return domain.Errorf(domain.CodeTooLarge, "the body is larger than %d bytes", s.opts.BodyLimit)
+}
+
+// decodeStrict decodes a JSON object body into v, refusing unknown fields,
+// values of the wrong type and data after the object. An empty body leaves
+// v as it is.
+func decodeStrict(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn):
+			return domain.Errorf(domain.CodeInvalid, "invalid JSON at byte %d: %v", syn.Offset, err)
+		case errors.As(err, &typ):
+			field := typ.Field
+			if field == "" {
+				return domain.Errorf(domain.CodeInvalid, "invalid body: must be a JSON object")
+			}
+			return domain.Invalid(field, "must be %s", jsonKind(typ.Type.Kind().String()))
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return domain.Errorf(domain.CodeInvalid, "invalid JSON: unexpected end of input")
+		}
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return domain.Invalid(strings.Trim(name, `"`), "unknown field")
+		}
+		var te *time.ParseError
+		if errors.As(err, &te) {
+			return domain.Errorf(domain.CodeInvalid, "invalid time %q: use RFC 3339 such as 2026-01-02T15:04:05Z", te.Value)
+		}
+		return domain.Errorf(domain.CodeInvalid, "invalid body: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return domain.Errorf(domain.CodeInvalid, "invalid JSON: data after the object")
+	}
+	return nil
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "a string"
+	case "map", "struct":
+		return "an object"
+	case "slice", "array":
+		return "a list"
+	case "bool":
+		return "true or false"
+	}
+	return "a number"
+}
+
+// query reads a request's query string, refusing parameters the endpoint
+// does not know (a typo would otherwise silently return everything).
+type query struct {
+	c   echo.Context
+	err error
+}
+
+func (s *server) query(c echo.Context, known ...string) *query {
+	q := &query{c: c}
+	for name := range c.QueryParams() {
+		if !slices.Contains(known, name) {
+			q.err = domain.Invalid(name, "unknown query parameter; known: %s", strings.Join(known, ", "))
+			break
+		}
+	}
+	return q
+}
+
+func (q *query) str(name string) string { return q.c.QueryParam(name) }
+
+// list reads a parameter given repeatedly or comma-separated.
+func (q *query) list(name string) []string {
+	var out []string
+	for _, v := range q.c.QueryParams()[name] {
+		for part := range strings.SplitSeq(v, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+	}
+	return out
+}
+
+func (q *query) int(name string) int {
+	v := q.c.QueryParam(name)
+	if v == "" || q.err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		q.err = domain.Invalid(name, "must be an integer, got %q", v)
+	}
+	return n
+}
+
+func (q *query) time(name string) *time.Time {
+	v := q.c.QueryParam(name)
+	if v == "" || q.err != nil {
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		q.err = domain.Invalid(name, "must be an RFC 3339 time such as 2026-01-02T15:04:05Z, got %q", v)
+		return nil
+	}
+	return &t
+}
+
+// pathID reads the :id path parameter; a malformed one names nothing that
+// exists.
+func pathID(c echo.Context, what string) (uuid.UUID, error) {
+	id, err := uuid.Parse(c.Param("id"))
+	if err != nil {
+		return uuid.Nil, domain.Errorf(domain.CodeNotFound, "%s %q not found: ids are UUIDs", what, c.Param("id"))
+	}
+	return id, nil
+}
+
+// noBody refuses a body on endpoints that take none, other than {}.
+func (s *server) noBody(c echo.Context) error {
+	b, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	var empty struct{}
+	return decodeStrict(b, &empty)
+}
+
+// sync waits, a bounded time, for the read models to hold what was just
+// written; false when they did not get there in time.
+func (s *server) sync(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.SyncTimeout)
+	defer cancel()
+	if err := s.opts.Projection.Sync(ctx); err != nil {
+		s.log.Warn("read models did not catch up after a write", "err", err)
+		return false
+	}
+	return true
+}
+
+func (s *server) actor(c echo.Context) string { return s.opts.Actor(c.Request()) }

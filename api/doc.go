@@ -1,0 +1,12 @@
+// Package api is Ordo's HTTP API: JSON over HTTP under /api/v1, served by
+// Echo, with its OpenAPI document, health and readiness probes and
+// Prometheus metrics.
+//
+// Handlers read the request, validate it with domain, call one method of a
+// service the package declares as an interface (deployment and run commands
+// on the write side, the read models on the read side), and map the result.
+// Errors go through one handler and one table from domain.Code to status.
+//
+// It depends on domain and on projections' result types; it must never
+// import jobs or eventstore: cmd/ordo wires the implementations in.
+package api

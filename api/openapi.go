@@ -1,0 +1,193 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+)
+
+// The OpenAPI 3 document of the API, written by hand. TestOpenAPIMatchesRoutes
+// fails when a route is missing from it or it names a route that does not
+// exist.
+
+type obj = map[string]any
+
+func ref(name string) obj { return obj{"$ref": "#/components/schemas/" + name} }
+
+func listOf(item string) obj {
+	return obj{"type": "object", "required": []string{"items", "next_cursor"}, "properties": obj{
+		"items":       obj{"type": "array", "items": ref(item)},
+		"next_cursor": obj{"type": "string", "nullable": true, "description": "pass as cursor (or after) for the next page; null on the last page"},
+	}}
+}
+
+func jsonBody(schema obj) obj {
+	return obj{"content": obj{"application/json": obj{"schema": schema}}}
+}
+
+func response(desc string, schema obj) obj {
+	r := obj{"description": desc}
+	if schema != nil {
+		r["content"] = obj{"application/json": obj{"schema": schema}}
+	}
+	return r
+}
+
+var errorResponse = obj{"description": "an error", "content": obj{"application/json": obj{"schema": ref("Error")}}}
+
+func op(summary string, ok obj, params ...obj) obj {
+	o := obj{"summary": summary, "responses": obj{"default": errorResponse}}
+	for code, r := range ok {
+		o["responses"].(obj)[code] = r
+	}
+	if len(params) > 0 {
+		o["parameters"] = params
+	}
+	return o
+}
+
+func withBody(o obj, body obj) obj {
+	o["requestBody"] = body
+	return o
+}
+
+func qparam(name, desc string, schema obj) obj {
+	return obj{"name": name, "in": "query", "description": desc, "schema": schema}
+}
+
+var (
+	idParam    = obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string", "format": "uuid"}}
+	idemHeader = obj{"name": "Idempotency-Key", "in": "header", "description": "a retried POST with the same key gets the first response again", "schema": obj{"type": "string", "maxLength": 255}}
+	str        = obj{"type": "string"}
+	strList    = obj{"type": "array", "items": obj{"type": "string"}}
+	dateTime   = obj{"type": "string", "format": "date-time"}
+	limitParam = qparam("limit", "page size, 1 to 200 (default 50)", obj{"type": "integer", "minimum": 1, "maximum": 200})
+)
+
+func nullable(s obj) obj {
+	c := obj{}
+	for k, v := range s {
+		c[k] = v
+	}
+	c["nullable"] = true
+	return c
+}
+
+func object(required []string, props obj) obj {
+	return obj{"type": "object", "required": required, "properties": props}
+}
+
+var openAPIDocument = obj{
+	"openapi": "3.0.3",
+	"info": obj{
+		"title":       "Ordo API",
+		"version":     "1",
+		"description": "Ordo, a workflow orchestrator whose every state change is an event in PostgreSQL. Errors are always {\"error\": {\"code\", \"message\", \"details\"}}.",
+	},
+	"paths": obj{
+		"/healthz":             obj{"get": op("the process serves HTTP", obj{"200": response("ok", nil)})},
+		"/readyz":              obj{"get": op("the database answers, the schema is current and the read models are caught up", obj{"200": response("ready", nil)})},
+		"/metrics":             obj{"get": op("Prometheus metrics", obj{"200": obj{"description": "metrics in the Prometheus text format"}})},
+		"/api/v1/openapi.json": obj{"get": op("this document", obj{"200": response("the OpenAPI document", obj{"type": "object"})})},
+		"/api/v1/deployments": obj{
+			"post": withBody(op("create a deployment, or save a new version of the one with this name",
+				obj{"201": response("created", ref("Deployment")), "200": response("updated (or unchanged)", ref("Deployment"))}, idemHeader),
+				obj{"required": true, "content": obj{"application/json": obj{"schema": ref("DeploymentSpec")}, "application/yaml": obj{"schema": ref("DeploymentSpec")}}}),
+			"get": op("list deployments by name", obj{"200": response("a page", listOf("Deployment"))},
+				qparam("name", "part of the name", str), qparam("tag", "has this tag", str), qparam("work_queue", "runs go to this queue", str),
+				limitParam, qparam("cursor", "next_cursor of the previous page", str)),
+		},
+		"/api/v1/deployments/{id}": obj{
+			"get":    op("one deployment with its next scheduled runs", obj{"200": response("the deployment", ref("Deployment"))}, idParam),
+			"delete": op("delete a deployment; its runs stay", obj{"204": obj{"description": "deleted"}}, idParam),
+		},
+		"/api/v1/deployments/{id}/pause":  obj{"post": op("turn the schedule off", obj{"200": response("the deployment", ref("Deployment"))}, idParam, idemHeader)},
+		"/api/v1/deployments/{id}/resume": obj{"post": op("turn the schedule on", obj{"200": response("the deployment", ref("Deployment"))}, idParam, idemHeader)},
+		"/api/v1/deployments/{id}/runs": obj{"post": withBody(op("start a run now or at scheduled_at (501 until the server runs flows)",
+			obj{"201": response("the run", ref("FlowRun"))}, idParam, idemHeader), jsonBody(object(nil, obj{
+			"scheduled_at":    dateTime,
+			"parameters":      obj{"type": "object", "additionalProperties": true},
+			"idempotency_key": str,
+		})))},
+		"/api/v1/runs": obj{"get": op("list flow runs, newest first by scheduled time", obj{"200": response("a page", listOf("FlowRun"))},
+			qparam("state", "state types, comma-separated or repeated", strList),
+			qparam("deployment", "deployment id or name", str),
+			qparam("tag", "has all these tags", strList),
+			qparam("name", "part of the run name", str),
+			qparam("work_queue", "work queue", str),
+			qparam("since", "scheduled at or after", dateTime),
+			qparam("until", "scheduled before", dateTime),
+			limitParam, qparam("cursor", "next_cursor of the previous page", str))},
+		"/api/v1/runs/{id}":        obj{"get": op("one flow run with its task runs", obj{"200": response("the run", ref("FlowRun"))}, idParam)},
+		"/api/v1/runs/{id}/graph":  obj{"get": op("the run's task runs and their dependencies", obj{"200": response("the graph", ref("Graph"))}, idParam)},
+		"/api/v1/runs/{id}/events": obj{"get": op("the audit trail: every event of the run and its task runs, in log order", obj{"200": response("all events", listOf("Event"))}, idParam)},
+		"/api/v1/runs/{id}/history": obj{"get": op("the run as it was at a past time or log position, folded from its events",
+			obj{"200": response("the run then", ref("History"))}, idParam,
+			obj{"name": "at", "in": "query", "required": true, "description": "an RFC 3339 time, an event position, or an event cursor TXID-POSITION", "schema": str})},
+		"/api/v1/runs/{id}/cancel": obj{"post": op("cancel a run (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, idParam, idemHeader)},
+		"/api/v1/runs/{id}/retry":  obj{"post": op("run the failed part of a run again (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, idParam, idemHeader)},
+		"/api/v1/events": obj{"get": op("the global event log, in log order", obj{"200": response("a page", listOf("Event"))},
+			qparam("after", "an event's cursor (or position): events after it", str),
+			qparam("type", "event types, comma-separated or repeated", strList),
+			limitParam)},
+	},
+	"components": obj{"schemas": obj{
+		"Error": object([]string{"error"}, obj{"error": object([]string{"code", "message", "details"}, obj{
+			"code":    obj{"type": "string", "enum": []string{"invalid", "not_found", "conflict", "unauthorized", "forbidden", "too_large", "unavailable", "internal", "not_implemented", "method_not_allowed"}},
+			"message": str,
+			"details": obj{"type": "array", "items": object([]string{"field", "message"}, obj{"field": str, "message": str})},
+		})}),
+		"State": object([]string{"type", "name", "timestamp", "message"}, obj{
+			"type":      obj{"type": "string", "enum": []string{"SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLING", "CANCELLED", "CRASHED", "PAUSED"}},
+			"name":      str,
+			"timestamp": dateTime,
+			"message":   str,
+		}),
+		"DeploymentSpec": obj{"type": "object", "description": "name, description, work_queue, tags, parameters, parameters_schema, schedule, flow {name, tasks}, concurrency_limit, concurrency_policy, catch_up, paused; unknown fields are refused", "required": []string{"name", "flow"}},
+		"Deployment": object([]string{"id", "name", "version", "description", "work_queue", "tags", "parameters", "schedule", "paused", "flow", "next_runs", "created_at", "updated_at"}, obj{
+			"id": obj{"type": "string", "format": "uuid"}, "name": str, "version": obj{"type": "integer"}, "description": str,
+			"work_queue": str, "tags": strList, "parameters": obj{"type": "object"}, "schedule": nullable(obj{"type": "object"}),
+			"paused": obj{"type": "boolean"}, "flow": obj{"type": "object"}, "spec": ref("DeploymentSpec"),
+			"next_runs":  obj{"type": "array", "items": object([]string{"id", "scheduled_at"}, obj{"id": str, "scheduled_at": dateTime})},
+			"created_at": dateTime, "updated_at": dateTime,
+		}),
+		"FlowRun": object([]string{"id", "name", "deployment_id", "deployment_name", "work_queue", "tags", "parameters", "state", "scheduled_at", "started_at", "ended_at", "run_count", "parent_task_run_id", "result"}, obj{
+			"id": str, "name": str, "flow_name": str, "deployment_id": str, "deployment_name": str, "deployment_version": obj{"type": "integer"},
+			"work_queue": str, "tags": strList, "parameters": obj{"type": "object"}, "state": ref("State"),
+			"scheduled_at": dateTime, "started_at": nullable(dateTime), "ended_at": nullable(dateTime), "run_count": obj{"type": "integer"},
+			"parent_task_run_id": nullable(str), "parent_flow_run_id": nullable(str), "auto_scheduled": obj{"type": "boolean"},
+			"result": obj{"nullable": true}, "task_count": obj{"type": "integer"}, "created_at": dateTime, "updated_at": dateTime,
+			"task_runs": obj{"type": "array", "items": ref("TaskRun"), "description": "only in GET /runs/{id}"},
+		}),
+		"TaskRun": object([]string{"id", "flow_run_id", "task_name", "state", "run_count", "started_at", "ended_at", "result", "error", "cache_key", "depends_on"}, obj{
+			"id": str, "flow_run_id": str, "task_name": str, "kind": str, "state": ref("State"), "run_count": obj{"type": "integer"},
+			"started_at": nullable(dateTime), "ended_at": nullable(dateTime), "retry_at": nullable(dateTime), "result": obj{"nullable": true},
+			"error": nullable(str), "exit_code": nullable(obj{"type": "integer"}), "cache_key": nullable(str), "depends_on": strList, "tags": strList,
+			"child_flow_run_id": nullable(str), "created_at": dateTime, "updated_at": dateTime,
+		}),
+		"Graph": object([]string{"flow_run_id", "nodes", "edges"}, obj{
+			"flow_run_id": str,
+			"nodes": obj{"type": "array", "items": object([]string{"id", "task_name", "state"}, obj{
+				"id": str, "task_name": str, "kind": str, "state": ref("State"), "run_count": obj{"type": "integer"}, "started_at": nullable(dateTime), "ended_at": nullable(dateTime),
+			})},
+			"edges": obj{"type": "array", "items": object([]string{"from", "to"}, obj{
+				"from": obj{"type": "string", "description": "task run id of the upstream task"}, "to": str, "from_task": str, "to_task": str,
+			})},
+		}),
+		"Event": object([]string{"position", "stream_id", "stream_type", "version", "type", "data", "metadata", "recorded_at"}, obj{
+			"position": obj{"type": "integer"}, "transaction_id": str, "cursor": str, "stream_id": str,
+			"stream_type": obj{"type": "string", "enum": []string{"deployment", "flow_run", "task_run"}},
+			"version":     obj{"type": "integer"}, "type": str, "data": obj{"type": "object"},
+			"metadata":    object([]string{"actor", "reason", "causation_id", "correlation_id"}, obj{"actor": str, "reason": str, "causation_id": str, "correlation_id": str}),
+			"recorded_at": dateTime, "task_name": str,
+			"from_state": ref("State"), "to_state": ref("State"),
+		}),
+		"History": object([]string{"at", "position", "cursor", "event_count", "run"}, obj{
+			"at": dateTime, "position": obj{"type": "integer"}, "cursor": str, "event_count": obj{"type": "integer"}, "run": ref("FlowRun"),
+		}),
+	}},
+}
+
+func (s *server) openAPI(c echo.Context) error {
+	return c.JSON(http.StatusOK, openAPIDocument)
+}

@@ -1,0 +1,11 @@
+DROP VIEW IF EXISTS task_run_attempts_view;
+DROP VIEW IF EXISTS run_timeline;
+DROP VIEW IF EXISTS state_transitions;
+DROP TABLE IF EXISTS state_history;
+DROP TABLE IF EXISTS task_run_attempts;
+DROP TABLE IF EXISTS task_runs;
+DROP TABLE IF EXISTS flow_runs;
+DROP TABLE IF EXISTS deployments;
+DROP TABLE IF EXISTS projection_checkpoints;
+DROP TABLE IF EXISTS idempotency_keys;
+DROP TABLE IF EXISTS deployment_names;

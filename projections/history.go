@@ -1,0 +1,259 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
+)
+
+// runEvents reads a flow run's stream and its task runs' streams, in log
+// order, straight from the log.
+func (r *Reader) runEvents(ctx context.Context, id uuid.UUID) ([]domain.Envelope, map[uuid.UUID]string, error) {
+	own, err := r.store.ReadStream(ctx, r.pool, id, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(own) == 0 || own[0].StreamType != domain.StreamFlowRun {
+		return nil, nil, domain.Errorf(domain.CodeNotFound, "flow run %s not found", id)
+	}
+	var run domain.FlowRun
+	for _, env := range own {
+		run = run.Apply(env.Event, env.RecordedAt)
+	}
+	names := make(map[uuid.UUID]string, len(run.TaskRunIDs))
+	ids := make([]uuid.UUID, 0, len(run.TaskRunIDs)+1)
+	ids = append(ids, id)
+	for name, tid := range run.TaskRunIDs {
+		names[tid] = name
+		ids = append(ids, tid)
+	}
+	envs, err := r.store.ReadStreams(ctx, r.pool, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	return envs, names, nil
+}
+
+// RunEvents returns the audit trail of a flow run: every event of the run and
+// of its task runs, in log order, each with the state of its stream before
+// and after. It reads the log itself, not the read models.
+func (r *Reader) RunEvents(ctx context.Context, id uuid.UUID) ([]Event, error) {
+	envs, names, err := r.runEvents(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	f := newRunFold(id)
+	out := make([]Event, 0, len(envs))
+	for _, env := range envs {
+		before, after := f.apply(env)
+		e := eventOf(env)
+		e.TaskName = names[env.StreamID]
+		b, a := stateOf(before), stateOf(after)
+		if !before.IsZero() {
+			e.FromState = &b
+		}
+		e.ToState = &a
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// HistoryPoint says how far into the log to fold: up to a time, or up to a
+// place in the log (an event's position or a checkpoint "TXID-POSITION").
+type HistoryPoint struct {
+	Time *time.Time
+	Log  string
+}
+
+// RunHistory returns the flow run, with its task runs, as it was at a past
+// point: its events and its task runs' events up to then, folded with the
+// domain's Apply.
+func (r *Reader) RunHistory(ctx context.Context, id uuid.UUID, at HistoryPoint) (History, error) {
+	var cp *eventstore.Checkpoint
+	if at.Log != "" {
+		c, err := r.checkpointAt(ctx, "at", at.Log)
+		if err != nil {
+			return History{}, err
+		}
+		cp = &c
+	}
+	envs, _, err := r.runEvents(ctx, id)
+	if err != nil {
+		return History{}, err
+	}
+	f := newRunFold(id)
+	var h History
+	for _, env := range envs {
+		if cp != nil && checkpointLess(*cp, eventstore.CheckpointOf(env)) || at.Time != nil && env.RecordedAt.After(*at.Time) {
+			break // the log is in order: nothing later can come before the point
+		}
+		f.apply(env)
+		h.EventCount++
+		h.At, h.Position, h.Cursor = env.RecordedAt, env.Position, eventstore.CheckpointOf(env).String()
+	}
+	if !f.seen[id] {
+		return History{}, domain.Errorf(domain.CodeNotFound, "flow run %s did not exist yet at that point", id)
+	}
+	h.Run = f.flowRun()
+	return h, nil
+}
+
+// runFold folds a flow run and its task runs with the domain's Apply,
+// keeping when each was created and last changed.
+type runFold struct {
+	id      uuid.UUID
+	run     domain.FlowRun
+	tasks   map[uuid.UUID]domain.TaskRun
+	order   []uuid.UUID
+	created map[uuid.UUID]time.Time
+	updated map[uuid.UUID]time.Time
+	seen    map[uuid.UUID]bool
+}
+
+func newRunFold(id uuid.UUID) *runFold {
+	return &runFold{
+		id: id, run: domain.FlowRun{ID: id}, tasks: map[uuid.UUID]domain.TaskRun{},
+		created: map[uuid.UUID]time.Time{}, updated: map[uuid.UUID]time.Time{}, seen: map[uuid.UUID]bool{},
+	}
+}
+
+// apply folds one event and returns its stream's state before and after.
+func (f *runFold) apply(env domain.Envelope) (before, after domain.State) {
+	if !f.seen[env.StreamID] {
+		f.seen[env.StreamID] = true
+		f.created[env.StreamID] = env.RecordedAt
+	}
+	f.updated[env.StreamID] = env.RecordedAt
+	if env.StreamID == f.id {
+		before = f.run.State
+		f.run = f.run.Apply(env.Event, env.RecordedAt)
+		f.run.Version = env.Version
+		return before, f.run.State
+	}
+	t, ok := f.tasks[env.StreamID]
+	if !ok {
+		t = domain.TaskRun{ID: env.StreamID}
+		f.order = append(f.order, env.StreamID)
+	}
+	before = t.State
+	t = t.Apply(env.Event, env.RecordedAt)
+	t.Version = env.Version
+	f.tasks[env.StreamID] = t
+	return before, t.State
+}
+
+func (f *runFold) flowRun() FlowRun {
+	r := f.run
+	params, _ := json.Marshal(nonNilMap(r.Parameters))
+	out := FlowRun{
+		ID: r.ID, Name: r.Name, FlowName: r.Flow.Name, DeploymentID: r.DeploymentID, DeploymentName: r.DeploymentName,
+		DeploymentVersion: r.DeploymentVersion, WorkQueue: r.WorkQueue, Tags: nonNil(r.Tags), Parameters: params,
+		State: stateOf(r.State), ScheduledAt: r.ScheduledAt, StartedAt: r.StartedAt, EndedAt: r.EndedAt, RunCount: r.RunCount,
+		ParentTaskRunID: r.ParentTaskRunID, ParentFlowRunID: r.ParentFlowRunID, AutoScheduled: r.AutoScheduled,
+		Result: rawOrNil(r.Result), TaskCount: len(r.TaskRunIDs), CreatedAt: f.created[r.ID], UpdatedAt: f.updated[r.ID],
+		TaskRuns: make([]TaskRun, 0, len(f.order)),
+	}
+	for _, id := range f.order {
+		t := f.tasks[id]
+		tr := TaskRun{
+			ID: t.ID, FlowRunID: t.FlowRunID, TaskName: t.Task.Name, Kind: t.Task.Kind(), State: stateOf(t.State),
+			RunCount: t.Attempt, StartedAt: t.StartedAt, EndedAt: t.EndedAt, Result: rawOrNil(t.Result),
+			DependsOn: nonNil(t.Task.DependsOn), Tags: nonNil(t.Task.Tags), ChildFlowRunID: t.ChildFlowRunID,
+			CreatedAt: f.created[id], UpdatedAt: f.updated[id],
+		}
+		if !t.RetryAt.IsZero() {
+			ra := t.RetryAt
+			tr.RetryAt = &ra
+		}
+		if t.LastFailure != nil {
+			tr.Error, tr.ExitCode = &t.LastFailure.Error, t.LastFailure.ExitCode
+		}
+		if t.CacheKey != "" {
+			ck := t.CacheKey
+			tr.CacheKey = &ck
+		}
+		out.TaskRuns = append(out.TaskRuns, tr)
+	}
+	return out
+}
+
+func eventOf(env domain.Envelope) Event {
+	m := env.Metadata
+	return Event{
+		Position: env.Position, TransactionID: env.TransactionID, Cursor: eventstore.CheckpointOf(env).String(),
+		StreamID: env.StreamID, StreamType: env.StreamType, Version: env.Version, Type: env.Type, Data: env.Data,
+		Metadata:   Metadata{Actor: m.Actor, Reason: m.Reason, CausationID: m.CausationID, CorrelationID: m.CorrelationID},
+		RecordedAt: env.RecordedAt,
+	}
+}
+
+// EventFilter selects a page of the global log.
+type EventFilter struct {
+	After string   // a cursor ("TXID-POSITION", an event's cursor) or a position; "" is the start
+	Types []string // event types, any of them
+	Limit int      // 1..200; 0 means 50
+}
+
+// eventPageSQL reads the stable prefix of the log, like eventstore's
+// ReadAll, with an optional filter on types.
+const eventPageSQL = `
+SELECT position, transaction_id::text::bigint, stream_id, stream_type, version, type, data, metadata, recorded_at
+FROM events
+WHERE (transaction_id, position) > ($1::text::xid8, $2)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+  AND (cardinality($3::text[]) = 0 OR type = ANY($3))
+ORDER BY transaction_id, position
+LIMIT $4`
+
+// EventList returns a page of the global log in log order. Each event
+// carries its cursor; next_cursor is set when the page is full.
+func (r *Reader) EventList(ctx context.Context, f EventFilter) (Page[Event], error) {
+	limit, err := pageSize(f.Limit)
+	if err != nil {
+		return Page[Event]{}, err
+	}
+	var after eventstore.Checkpoint
+	if f.After != "" {
+		if after, err = r.checkpointAt(ctx, "after", f.After); err != nil {
+			return Page[Event]{}, err
+		}
+	}
+	types := f.Types
+	if types == nil {
+		types = []string{}
+	}
+	rows, err := r.pool.Query(ctx, eventPageSQL, strconv.FormatUint(after.TransactionID, 10), after.Position, types, limit)
+	if err != nil {
+		return Page[Event]{}, fmt.Errorf("read log: %w", err)
+	}
+	defer rows.Close()
+	page := Page[Event]{Items: []Event{}}
+	for rows.Next() {
+		var env domain.Envelope
+		var txid int64
+		var meta []byte
+		if err := rows.Scan(&env.Position, &txid, &env.StreamID, &env.StreamType, &env.Version, &env.Type, &env.Data, &meta, &env.RecordedAt); err != nil {
+			return Page[Event]{}, fmt.Errorf("scan event: %w", err)
+		}
+		env.TransactionID = uint64(txid)
+		if err := json.Unmarshal(meta, &env.Metadata); err != nil {
+			return Page[Event]{}, fmt.Errorf("event %d: decode metadata: %w", env.Position, err)
+		}
+		page.Items = append(page.Items, eventOf(env))
+	}
+	if err := rows.Err(); err != nil {
+		return Page[Event]{}, fmt.Errorf("read log: %w", err)
+	}
+	if len(page.Items) == limit {
+		c := page.Items[limit-1].Cursor
+		page.NextCursor = &c
+	}
+	return page, nil
+}

@@ -1,0 +1,415 @@
+package projections
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
+)
+
+// Page sizes of lists.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 200
+)
+
+// Reader answers queries from the read models, and rebuilds a run's audit
+// trail and past states from the log.
+type Reader struct {
+	store *eventstore.Store
+	pool  *pgxpool.Pool
+}
+
+// NewReader returns a reader on store's database.
+func NewReader(store *eventstore.Store) *Reader {
+	return &Reader{store: store, pool: store.Pool()}
+}
+
+// pageSize checks a requested page size; 0 means the default.
+func pageSize(limit int) (int, error) {
+	switch {
+	case limit == 0:
+		return DefaultPageSize, nil
+	case limit < 0 || limit > MaxPageSize:
+		return 0, domain.Invalid("limit", "must be between 1 and %d, got %d", MaxPageSize, limit)
+	}
+	return limit, nil
+}
+
+// likePattern returns a pattern matching s anywhere, with LIKE's wildcards
+// in s taken literally.
+func likePattern(s string) string {
+	return "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s) + "%"
+}
+
+// where collects SQL conditions with numbered arguments.
+type where struct {
+	conds []string
+	args  []any
+}
+
+// add appends cond, in which each ? stands for the next argument.
+func (w *where) add(cond string, args ...any) {
+	for _, a := range args {
+		w.args = append(w.args, a)
+		cond = strings.Replace(cond, "?", "$"+strconv.Itoa(len(w.args)), 1)
+	}
+	w.conds = append(w.conds, cond)
+}
+
+func (w *where) sql() string {
+	if len(w.conds) == 0 {
+		return ""
+	}
+	return "WHERE " + strings.Join(w.conds, " AND ")
+}
+
+// DeploymentFilter selects deployments; they are listed by name.
+type DeploymentFilter struct {
+	Name      string // part of the name, any case
+	Tag       string
+	WorkQueue string
+	Limit     int    // 1..200; 0 means 50
+	Cursor    string // next_cursor of the previous page
+}
+
+const deploymentSelect = `
+SELECT d.id, d.spec, d.version, d.paused, d.created_at, d.updated_at,
+    coalesce((SELECT json_agg(json_build_object('id', n.id, 'scheduled_at', n.scheduled_at) ORDER BY n.scheduled_at)
+              FROM (SELECT id, scheduled_at FROM flow_runs f
+                    WHERE f.deployment_id = d.id AND f.state_type = 'SCHEDULED'
+                    ORDER BY f.scheduled_at LIMIT 5) n), '[]')
+FROM deployments d `
+
+// DeploymentList lists deployments by name.
+func (r *Reader) DeploymentList(ctx context.Context, f DeploymentFilter) (Page[Deployment], error) {
+	limit, err := pageSize(f.Limit)
+	if err != nil {
+		return Page[Deployment]{}, err
+	}
+	var w where
+	if f.Name != "" {
+		w.add(`d.name ILIKE ?`, likePattern(f.Name))
+	}
+	if f.Tag != "" {
+		w.add(`d.tags @> ARRAY[?::text]`, f.Tag)
+	}
+	if f.WorkQueue != "" {
+		w.add(`d.work_queue = ?`, f.WorkQueue)
+	}
+	if f.Cursor != "" {
+		name, id, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return Page[Deployment]{}, err
+		}
+		w.add(`(d.name, d.id) > (?, ?)`, name, id)
+	}
+	w.args = append(w.args, limit+1)
+	rows, err := r.pool.Query(ctx, deploymentSelect+w.sql()+` ORDER BY d.name, d.id LIMIT $`+strconv.Itoa(len(w.args)), w.args...)
+	if err != nil {
+		return Page[Deployment]{}, fmt.Errorf("list deployments: %w", err)
+	}
+	items, err := scanDeployments(rows)
+	if err != nil {
+		return Page[Deployment]{}, err
+	}
+	page := Page[Deployment]{Items: items}
+	if len(items) > limit {
+		page.Items = items[:limit]
+		last := items[limit-1]
+		c := encodeCursor(last.Name, last.ID)
+		page.NextCursor = &c
+	}
+	return page, nil
+}
+
+// DeploymentGet returns one live deployment with its next scheduled runs.
+func (r *Reader) DeploymentGet(ctx context.Context, id uuid.UUID) (Deployment, error) {
+	rows, err := r.pool.Query(ctx, deploymentSelect+`WHERE d.id = $1`, id)
+	if err != nil {
+		return Deployment{}, fmt.Errorf("get deployment: %w", err)
+	}
+	items, err := scanDeployments(rows)
+	if err != nil {
+		return Deployment{}, err
+	}
+	if len(items) == 0 {
+		return Deployment{}, domain.Errorf(domain.CodeNotFound, "deployment %s not found", id)
+	}
+	return items[0], nil
+}
+
+func scanDeployments(rows pgx.Rows) ([]Deployment, error) {
+	defer rows.Close()
+	items := []Deployment{}
+	for rows.Next() {
+		var d domain.Deployment
+		var spec, next []byte
+		if err := rows.Scan(&d.ID, &spec, &d.Version, &d.Paused, &d.CreatedAt, &d.UpdatedAt, &next); err != nil {
+			return nil, fmt.Errorf("scan deployment: %w", err)
+		}
+		if err := json.Unmarshal(spec, &d.Spec); err != nil {
+			return nil, fmt.Errorf("deployment %s: decode spec: %w", d.ID, err)
+		}
+		out := DeploymentOf(d)
+		if err := json.Unmarshal(next, &out.NextRuns); err != nil {
+			return nil, fmt.Errorf("deployment %s: decode next runs: %w", d.ID, err)
+		}
+		items = append(items, out)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read deployments: %w", err)
+	}
+	return items, nil
+}
+
+// RunFilter selects flow runs; they are listed newest first by
+// (scheduled_at, id).
+type RunFilter struct {
+	States     []domain.StateType // any of them
+	Deployment string             // a deployment id or name
+	Tags       []string           // all of them
+	Name       string             // part of the run name, any case
+	WorkQueue  string
+	Since      *time.Time // scheduled at or after
+	Until      *time.Time // scheduled before
+	Limit      int        // 1..200; 0 means 50
+	Cursor     string     // next_cursor of the previous page
+}
+
+const flowRunColumnsSelect = `id, name, flow_name, deployment_id, deployment_name, deployment_version, work_queue, tags, parameters,
+    state_type, state_name, state_timestamp, state_message, scheduled_at, started_at, ended_at, run_count,
+    parent_task_run_id, parent_flow_run_id, auto_scheduled, result, task_count, created_at, updated_at`
+
+// RunList lists flow runs.
+func (r *Reader) RunList(ctx context.Context, f RunFilter) (Page[FlowRun], error) {
+	limit, err := pageSize(f.Limit)
+	if err != nil {
+		return Page[FlowRun]{}, err
+	}
+	var w where
+	if len(f.States) > 0 {
+		states := make([]string, len(f.States))
+		for i, s := range f.States {
+			if !s.Valid() {
+				return Page[FlowRun]{}, domain.Invalid("state", "unknown state type %q", s)
+			}
+			states[i] = string(s)
+		}
+		w.add(`state_type = ANY(?)`, states)
+	}
+	if f.Deployment != "" {
+		if id, err := uuid.Parse(f.Deployment); err == nil {
+			w.add(`deployment_id = ?`, id)
+		} else {
+			w.add(`deployment_name = ?`, f.Deployment)
+		}
+	}
+	if len(f.Tags) > 0 {
+		w.add(`tags @> ?`, f.Tags)
+	}
+	if f.Name != "" {
+		w.add(`name ILIKE ?`, likePattern(f.Name))
+	}
+	if f.WorkQueue != "" {
+		w.add(`work_queue = ?`, f.WorkQueue)
+	}
+	if f.Since != nil {
+		w.add(`scheduled_at >= ?`, *f.Since)
+	}
+	if f.Until != nil {
+		w.add(`scheduled_at < ?`, *f.Until)
+	}
+	if f.Cursor != "" {
+		at, id, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return Page[FlowRun]{}, err
+		}
+		t, err := time.Parse(time.RFC3339Nano, at)
+		if err != nil {
+			return Page[FlowRun]{}, domain.Invalid("cursor", "not a cursor from this list")
+		}
+		w.add(`(scheduled_at, id) < (?, ?)`, t, id)
+	}
+	w.args = append(w.args, limit+1)
+	rows, err := r.pool.Query(ctx, `SELECT `+flowRunColumnsSelect+` FROM flow_runs `+w.sql()+
+		` ORDER BY scheduled_at DESC, id DESC LIMIT $`+strconv.Itoa(len(w.args)), w.args...)
+	if err != nil {
+		return Page[FlowRun]{}, fmt.Errorf("list runs: %w", err)
+	}
+	items, err := scanFlowRuns(rows)
+	if err != nil {
+		return Page[FlowRun]{}, err
+	}
+	page := Page[FlowRun]{Items: items}
+	if len(items) > limit {
+		page.Items = items[:limit]
+		last := items[limit-1]
+		c := encodeCursor(last.ScheduledAt.UTC().Format(time.RFC3339Nano), last.ID)
+		page.NextCursor = &c
+	}
+	return page, nil
+}
+
+func scanFlowRuns(rows pgx.Rows) ([]FlowRun, error) {
+	defer rows.Close()
+	items := []FlowRun{}
+	for rows.Next() {
+		var f FlowRun
+		var stateType string
+		var params, result []byte
+		if err := rows.Scan(&f.ID, &f.Name, &f.FlowName, &f.DeploymentID, &f.DeploymentName, &f.DeploymentVersion, &f.WorkQueue,
+			&f.Tags, &params, &stateType, &f.State.Name, &f.State.Timestamp, &f.State.Message, &f.ScheduledAt, &f.StartedAt,
+			&f.EndedAt, &f.RunCount, &f.ParentTaskRunID, &f.ParentFlowRunID, &f.AutoScheduled, &result, &f.TaskCount,
+			&f.CreatedAt, &f.UpdatedAt); err != nil {
+			return nil, fmt.Errorf("scan flow run: %w", err)
+		}
+		f.State.Type = domain.StateType(stateType)
+		f.Parameters, f.Result = params, rawOrNil(result)
+		f.Tags = nonNil(f.Tags)
+		items = append(items, f)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read flow runs: %w", err)
+	}
+	return items, nil
+}
+
+// RunGet returns one flow run with its task runs.
+func (r *Reader) RunGet(ctx context.Context, id uuid.UUID) (FlowRun, error) {
+	rows, err := r.pool.Query(ctx, `SELECT `+flowRunColumnsSelect+` FROM flow_runs WHERE id = $1`, id)
+	if err != nil {
+		return FlowRun{}, fmt.Errorf("get run: %w", err)
+	}
+	runs, err := scanFlowRuns(rows)
+	if err != nil {
+		return FlowRun{}, err
+	}
+	if len(runs) == 0 {
+		return FlowRun{}, domain.Errorf(domain.CodeNotFound, "flow run %s not found", id)
+	}
+	run := runs[0]
+	if run.TaskRuns, err = r.taskRuns(ctx, id); err != nil {
+		return FlowRun{}, err
+	}
+	return run, nil
+}
+
+func (r *Reader) taskRuns(ctx context.Context, flowRunID uuid.UUID) ([]TaskRun, error) {
+	rows, err := r.pool.Query(ctx, `
+SELECT id, flow_run_id, task_name, kind, state_type, state_name, state_timestamp, state_message, run_count,
+    started_at, ended_at, retry_at, result, error, exit_code, cache_key, depends_on, tags, child_flow_run_id, created_at, updated_at
+FROM task_runs WHERE flow_run_id = $1 ORDER BY created_position`, flowRunID)
+	if err != nil {
+		return nil, fmt.Errorf("get task runs: %w", err)
+	}
+	defer rows.Close()
+	items := []TaskRun{}
+	for rows.Next() {
+		var t TaskRun
+		var stateType string
+		var result []byte
+		if err := rows.Scan(&t.ID, &t.FlowRunID, &t.TaskName, &t.Kind, &stateType, &t.State.Name, &t.State.Timestamp, &t.State.Message,
+			&t.RunCount, &t.StartedAt, &t.EndedAt, &t.RetryAt, &result, &t.Error, &t.ExitCode, &t.CacheKey, &t.DependsOn, &t.Tags,
+			&t.ChildFlowRunID, &t.CreatedAt, &t.UpdatedAt); err != nil {
+			return nil, fmt.Errorf("scan task run: %w", err)
+		}
+		t.State.Type = domain.StateType(stateType)
+		t.Result = rawOrNil(result)
+		t.DependsOn, t.Tags = nonNil(t.DependsOn), nonNil(t.Tags)
+		items = append(items, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read task runs: %w", err)
+	}
+	return items, nil
+}
+
+// RunGraph returns a flow run's task runs as nodes and their dependencies as
+// edges.
+func (r *Reader) RunGraph(ctx context.Context, id uuid.UUID) (Graph, error) {
+	var exists bool
+	if err := r.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM flow_runs WHERE id = $1)`, id).Scan(&exists); err != nil {
+		return Graph{}, fmt.Errorf("get run: %w", err)
+	}
+	if !exists {
+		return Graph{}, domain.Errorf(domain.CodeNotFound, "flow run %s not found", id)
+	}
+	tasks, err := r.taskRuns(ctx, id)
+	if err != nil {
+		return Graph{}, err
+	}
+	return graphOf(id, tasks), nil
+}
+
+func graphOf(id uuid.UUID, tasks []TaskRun) Graph {
+	g := Graph{FlowRunID: id, Nodes: make([]GraphNode, 0, len(tasks)), Edges: []GraphEdge{}}
+	byName := make(map[string]uuid.UUID, len(tasks))
+	for _, t := range tasks {
+		byName[t.TaskName] = t.ID
+		g.Nodes = append(g.Nodes, GraphNode{ID: t.ID, TaskName: t.TaskName, Kind: t.Kind, State: t.State,
+			RunCount: t.RunCount, StartedAt: t.StartedAt, EndedAt: t.EndedAt})
+	}
+	for _, t := range tasks {
+		for _, dep := range t.DependsOn {
+			if from, ok := byName[dep]; ok {
+				g.Edges = append(g.Edges, GraphEdge{From: from, To: t.ID, FromTask: dep, ToTask: t.TaskName})
+			}
+		}
+	}
+	return g
+}
+
+// Cursors are opaque to clients: base64 of "key|uuid".
+func encodeCursor(key string, id uuid.UUID) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(key + "|" + id.String()))
+}
+
+func decodeCursor(c string) (string, uuid.UUID, error) {
+	bad := domain.Invalid("cursor", "not a cursor from this list")
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return "", uuid.Nil, bad
+	}
+	key, idText, ok := strings.Cut(string(b), "|")
+	id, err := uuid.Parse(idText)
+	if !ok || err != nil {
+		return "", uuid.Nil, bad
+	}
+	return key, id, nil
+}
+
+// checkpointAt resolves a reference to a place in the log: a checkpoint
+// "TXID-POSITION" or the position of an event.
+func (r *Reader) checkpointAt(ctx context.Context, field, s string) (eventstore.Checkpoint, error) {
+	if pos, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if pos <= 0 {
+			return eventstore.Checkpoint{}, nil
+		}
+		var txid int64
+		err := r.pool.QueryRow(ctx, `SELECT transaction_id::text::bigint FROM events WHERE position = $1`, pos).Scan(&txid)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return eventstore.Checkpoint{}, domain.Invalid(field, "no event at position %d", pos)
+		}
+		if err != nil {
+			return eventstore.Checkpoint{}, fmt.Errorf("look up event %d: %w", pos, err)
+		}
+		return eventstore.Checkpoint{TransactionID: uint64(txid), Position: pos}, nil
+	}
+	cp, err := eventstore.ParseCheckpoint(s)
+	if err != nil {
+		return cp, domain.Invalid(field, "must be a log position or a cursor such as 812-4051, got %q", s)
+	}
+	return cp, nil
+}
