@@ -1,0 +1,31 @@
+# Ordo's images. `server` holds only the ordo binary; `worker-python` adds
+# Python with scikit-learn, pandas and psycopg2 for the example ML pipeline.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/ordo ./cmd/ordo
+
+FROM debian:bookworm-slim AS server
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates tzdata \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --create-home --home-dir /var/lib/ordo ordo
+COPY --from=build /out/ordo /usr/local/bin/ordo
+USER ordo
+WORKDIR /var/lib/ordo
+EXPOSE 4200
+ENTRYPOINT ["ordo"]
+CMD ["server", "--migrate"]
+
+FROM server AS worker-python
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-sklearn python3-pandas python3-psycopg2 \
+ && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /var/lib/ordo/workspace && chown ordo /var/lib/ordo/workspace
+COPY --chown=ordo examples /app/examples
+WORKDIR /app
+USER ordo
+CMD ["worker", "-q", "ml"]

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ordo",
+		Short: "Ordo: a workflow orchestrator whose every state change is an event in PostgreSQL",
+		Long: `Ordo runs data and ML pipelines: flows of tasks, deployed with schedules to work
+queues, executed by workers, every state change recorded in an append-only
+event log in PostgreSQL.
+
+Every flag can also be set with an environment variable: ORDO_ and the flag's
+name in capitals with - as _ (--database-url is ORDO_DATABASE_URL). A flag on
+the command line wins over the environment.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return flagsFromEnv(cmd)
+		},
+	}
+	root.AddCommand(
+		newServerCommand(),
+		newWorkerCommand(),
+		newDevCommand(),
+		newMigrateCommand(),
+		newHealthCommand(),
+		newDeployCommand(),
+		newRunCommand(),
+		newRunsCommand(),
+		newVersionCommand(),
+	)
+	return root
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print Ordo's version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), "ordo", version)
+		},
+	}
+}
+
+// flagEnvOverrides names the environment variable of flags whose variable
+// is not simply ORDO_ and the flag's name.
+var flagEnvOverrides = map[string]string{}
+
+// envName is the environment variable that sets a flag.
+func envName(flag string) string {
+	if v, ok := flagEnvOverrides[flag]; ok {
+		return v
+	}
+	return "ORDO_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// flagsFromEnv sets every flag not given on the command line from its
+// ORDO_* environment variable. The database URL also falls back to
+// DATABASE_URL.
+func flagsFromEnv(cmd *cobra.Command) error {
+	var err error
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "help" || f.Annotations[noEnv] != nil {
+			return
+		}
+		v, ok := os.LookupEnv(envName(f.Name))
+		if !ok && f.Name == "database-url" {
+			v, ok = os.LookupEnv("DATABASE_URL")
+		}
+		if !ok {
+			return
+		}
+		if f.Value.Type() == "stringSlice" || f.Value.Type() == "stringArray" {
+			for _, part := range strings.Split(v, ",") {
+				if part = strings.TrimSpace(part); part != "" {
+					if e := f.Value.Set(part); e != nil {
+						err = fmt.Errorf("%s: %w", envName(f.Name), e)
+						return
+					}
+				}
+			}
+			return
+		}
+		if e := f.Value.Set(v); e != nil {
+			err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
+		}
+	})
+	return err
+}
+
+// noEnv marks a flag that only the command line may set: one that destroys
+// data must never be switched on by a stray environment variable.
+const noEnv = "ordo_no_env"
+
+// flagHelp appends the environment variable to a flag's usage text.
+func flagHelp(name, usage string) string {
+	return usage + " (env " + envName(name) + ")"
+}

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ordoflow/ordo/api"
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/jobs"
+	"github.com/ordoflow/ordo/migrations"
+	"github.com/ordoflow/ordo/projections"
+)
+
+// serverOptions are the flags of `ordo server` (and of `ordo dev`).
+type serverOptions struct {
+	databaseURL string
+	addr        string
+	migrate     bool
+}
+
+func (o *serverOptions) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.databaseURL, "database-url", "", flagHelp("database-url", "PostgreSQL connection URL; also read from DATABASE_URL"))
+	cmd.Flags().StringVar(&o.addr, "addr", "127.0.0.1:4200", flagHelp("addr", "address the API and UI listen on"))
+	cmd.Flags().BoolVar(&o.migrate, "migrate", false, flagHelp("migrate", "apply pending database migrations before starting"))
+}
+
+func newServerCommand() *cobra.Command {
+	var o serverOptions
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the API, the UI, the projector and the scheduling timers",
+		Long: `Run Ordo's server: the HTTP API and web UI, the projector that keeps the
+read models up to date with the event log, and the timer that makes
+scheduled work due on time. Several servers may run against one database.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger := newLogger(cmd.ErrOrStderr())
+			pool, err := openPool(cmd.Context(), o.databaseURL)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			srv, err := newServer(cmd.Context(), pool, o, logger)
+			if err != nil {
+				return err
+			}
+			return srv.run(cmd.Context(), nil)
+		},
+	}
+	o.register(cmd)
+	return cmd
+}
+
+// server is everything `ordo server` runs in one process.
+type server struct {
+	opts      serverOptions
+	pool      *pgxpool.Pool
+	store     *eventstore.Store
+	projector *projections.Projector
+	dueTimer  *jobs.DueTimer
+	handler   http.Handler
+	logger    *slog.Logger
+}
+
+func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger *slog.Logger) (*server, error) {
+	if o.migrate {
+		if err := migrations.Up(ctx, pool); err != nil {
+			return nil, err
+		}
+	}
+	if v, err := migrations.Status(ctx, pool); err != nil {
+		return nil, err
+	} else if !v.Current() {
+		return nil, fmt.Errorf("the database schema is at version %d (river %d), this binary needs %d (river %d): run `ordo migrate up` or start with --migrate", v.Ordo, v.River, v.Latest, v.LatestRvr)
+	}
+	store := eventstore.New(pool, domain.NewRegistry())
+	projector, err := projections.NewProjector(store, projections.ProjectorOptions{Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	insertClient, err := jobs.NewInsertClient(pool)
+	if err != nil {
+		return nil, err
+	}
+	dueTimer := jobs.NewDueTimer(pool, jobs.DueTimerOptions{Logger: logger})
+	svc := jobs.NewService(pool, store, insertClient, jobs.ServiceOptions{DueTimer: dueTimer})
+	deployments := jobs.NewDeploymentCommands(store)
+	handler, err := api.New(api.Options{
+		Deployments: deployments,
+		Runs:        &runCommands{deployments: deployments, svc: svc},
+		Reads:       projections.NewReader(store),
+		Projection:  projector,
+		Pool:        pool,
+		Logger:      logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, handler: handler, logger: logger}, nil
+}
+
+// run serves until ctx ends. ready, when not nil, receives the listening
+// address once the server accepts connections.
+func (s *server) run(ctx context.Context, ready func(addr string)) error {
+	ln, err := net.Listen("tcp", s.opts.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.opts.addr, err)
+	}
+	httpServer := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ignoreCanceled(s.projector.Run(ctx)) })
+	g.Go(func() error { return ignoreCanceled(s.dueTimer.Run(ctx)) })
+	g.Go(func() error {
+		if err := httpServer.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return httpServer.Shutdown(shutdown)
+	})
+	s.logger.Info("ordo server listening", "url", "http://"+ln.Addr().String(), "api", "http://"+ln.Addr().String()+"/api/v1")
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	err = g.Wait()
+	s.store.Close()
+	return err
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// runCommands turns the API's run commands into the jobs service's.
+type runCommands struct {
+	deployments *jobs.DeploymentCommands
+	svc         *jobs.Service
+}
+
+func (r *runCommands) RunCreate(ctx context.Context, deploymentID uuid.UUID, req api.RunCreateRequest, actor string) (uuid.UUID, error) {
+	d, err := r.deployments.DeploymentGet(ctx, deploymentID)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	params := domain.MergeParameters(d.Spec.Parameters, req.Parameters)
+	if err := d.Spec.CheckParameters(params); err != nil {
+		return uuid.Nil, err
+	}
+	p := jobs.RunCreateParams{
+		DeploymentID: d.ID, DeploymentName: d.Spec.Name, DeploymentVersion: d.Version,
+		WorkQueue: d.Spec.WorkQueue, Tags: d.Spec.Tags, Parameters: params, Flow: d.Spec.Flow,
+		IdempotencyKey: req.IdempotencyKey, Actor: actor,
+	}
+	if req.ScheduledAt != nil {
+		p.ScheduledAt = *req.ScheduledAt
+	}
+	run, err := r.svc.RunCreate(ctx, p)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	return run.ID, nil
+}
+
+func (r *runCommands) RunCancel(ctx context.Context, id uuid.UUID, actor string) error {
+	return domain.Errorf(domain.Code("not_implemented"), "cancelling runs is not available in this version")
+}
+
+func (r *runCommands) RunRetry(ctx context.Context, id uuid.UUID, actor string) error {
+	return domain.Errorf(domain.Code("not_implemented"), "retrying runs is not available in this version")
+}
+
+var _ api.RunCommands = (*runCommands)(nil)

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/jobs"
+)
+
+// workerOptions are the flags of `ordo worker` (and of `ordo dev`).
+type workerOptions struct {
+	databaseURL       string
+	queues            []string
+	concurrency       int
+	name              string
+	workspaceDir      string
+	fetchCooldown     time.Duration
+	fetchPollInterval time.Duration
+	shutdownGrace     time.Duration
+}
+
+func (o *workerOptions) register(cmd *cobra.Command, withDatabase bool) {
+	if withDatabase {
+		cmd.Flags().StringVar(&o.databaseURL, "database-url", "", flagHelp("database-url", "PostgreSQL connection URL; also read from DATABASE_URL"))
+	}
+	cmd.Flags().StringSliceVarP(&o.queues, "queue", "q", nil, flagHelp("queues", "work queue to take task runs from; repeat or separate with commas"))
+	cmd.Flags().IntVar(&o.concurrency, "concurrency", 10, flagHelp("concurrency", "task runs run at once per queue"))
+	cmd.Flags().StringVar(&o.name, "name", "", flagHelp("name", "worker name shown in the UI and events (default hostname-pid)"))
+	cmd.Flags().StringVar(&o.workspaceDir, "workspace-dir", "", flagHelp("workspace-dir", "directory for the runs' ORDO_WORKSPACE directories (default $TMPDIR/ordo/workspaces)"))
+	cmd.Flags().DurationVar(&o.fetchCooldown, "fetch-cooldown", 5*time.Millisecond, flagHelp("fetch-cooldown", "shortest time between two fetches of work from one queue"))
+	cmd.Flags().DurationVar(&o.fetchPollInterval, "fetch-poll-interval", 200*time.Millisecond, flagHelp("fetch-poll-interval", "how often a queue is polled when no notification arrives"))
+	cmd.Flags().DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, flagHelp("shutdown-grace", "on SIGTERM, how long running tasks may take to finish before they are handed back"))
+}
+
+// envName of the -q flag is ORDO_QUEUES, as documented.
+func init() { flagEnvOverrides["queue"] = "ORDO_QUEUES" }
+
+func newWorkerCommand() *cobra.Command {
+	var o workerOptions
+	cmd := &cobra.Command{
+		Use:   "worker -q QUEUE [-q QUEUE...]",
+		Short: "Run task runs from the given work queues",
+		Long: `Run a worker: it takes task runs only from the work queues it is started
+with, runs them (commands as child processes, Go handlers in process), and
+records every state change. Start as many as you like, on any machines that
+reach the database.
+
+On SIGTERM or Ctrl-C the worker stops taking work, lets running task runs
+finish within --shutdown-grace, and hands the rest back to be run again.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger := newLogger(cmd.ErrOrStderr())
+			pool, err := openPool(cmd.Context(), o.databaseURL)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			store := eventstore.New(pool, domain.NewRegistry())
+			defer store.Close()
+			return runWorker(cmd.Context(), pool, store, o, nil, logger)
+		},
+	}
+	o.register(cmd, true)
+	return cmd
+}
+
+// runWorker works until ctx ends, then shuts down gracefully.
+func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, o workerOptions, handlers *jobs.Handlers, logger *slog.Logger) error {
+	if len(o.queues) == 0 {
+		return domain.Invalid("queue", "name at least one work queue with -q (or ORDO_QUEUES)")
+	}
+	w, err := jobs.NewWorker(pool, store, jobs.WorkerOptions{
+		Queues:            o.queues,
+		Concurrency:       o.concurrency,
+		Handlers:          handlers,
+		Name:              o.name,
+		WorkspaceDir:      o.workspaceDir,
+		FetchCooldown:     o.fetchCooldown,
+		FetchPollInterval: o.fetchPollInterval,
+		Logger:            logger,
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	logger.Info("ordo worker started", "name", w.Name(), "queues", o.queues, "concurrency", o.concurrency)
+	<-ctx.Done()
+	logger.Info("ordo worker stopping: finishing running task runs", "grace", o.shutdownGrace)
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownGrace)
+	defer cancel()
+	return w.Stop(stopCtx)
+}
