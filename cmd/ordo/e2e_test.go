@@ -1,0 +1,285 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/internal/pgtest"
+)
+
+// The end-to-end tests build the real ordo binary and drive it as a user
+// would: separate server and worker processes, the CLI against the API.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func ordoBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ordo-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "ordo")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// cluster is one database with a server and workers on it.
+type cluster struct {
+	t      *testing.T
+	bin    string
+	dbURL  string
+	apiURL string
+	dir    string
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startCluster migrates a fresh database and starts `ordo server` on it.
+func startCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{t: t, bin: ordoBinary(t), dbURL: pgtest.URL(t), dir: t.TempDir()}
+	c.ordo("migrate", "up")
+	addr := freeAddr(t)
+	c.apiURL = "http://" + addr
+	c.start("server", "--addr", addr)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(c.apiURL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return c
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not ready at %s: %v", c.apiURL, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *cluster) env() []string {
+	return append(os.Environ(), "ORDO_DATABASE_URL="+c.dbURL, "ORDO_API_URL="+c.apiURL, "ORDO_WORKSPACE_DIR="+filepath.Join(c.dir, "ws"))
+}
+
+// start runs a long-lived ordo process that is stopped with SIGTERM at the
+// end of the test.
+func (c *cluster) start(args ...string) *exec.Cmd {
+	c.t.Helper()
+	cmd := exec.Command(c.bin, args...)
+	cmd.Env = c.env()
+	logFile, err := os.Create(filepath.Join(c.dir, strings.Join(args[:1], "-")+fmt.Sprintf("-%d.log", time.Now().UnixNano())))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		logFile.Close()
+		if c.t.Failed() {
+			b, _ := os.ReadFile(logFile.Name())
+			c.t.Logf("--- ordo %s output:\n%s", strings.Join(args, " "), tail(string(b), 4000))
+		}
+	})
+	return cmd
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// ordo runs a CLI command to its end and returns its output; it fails the
+// test unless the command exits 0.
+func (c *cluster) ordo(args ...string) string {
+	c.t.Helper()
+	out, code := c.ordoCode(args...)
+	if code != 0 {
+		c.t.Fatalf("ordo %s: exit %d\n%s", strings.Join(args, " "), code, out)
+	}
+	return out
+}
+
+func (c *cluster) ordoCode(args ...string) (string, int) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.bin, args...)
+	cmd.Env = c.env()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return out.String(), 0
+	case errors.As(err, &ee):
+		return out.String(), ee.ExitCode()
+	}
+	c.t.Fatalf("ordo %s: %v", strings.Join(args, " "), err)
+	return "", -1
+}
+
+func (c *cluster) writeFile(name, content string) string {
+	c.t.Helper()
+	p := filepath.Join(c.dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	return p
+}
+
+// validateLog replays the whole event log through the domain: every event
+// must be a legal transition from the state before it.
+func (c *cluster) validateLog() int {
+	c.t.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, c.dbURL)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer pool.Close()
+	store := eventstore.New(pool, domain.NewRegistry())
+	defer store.Close()
+	v := domain.NewLogValidator(domain.NewRegistry())
+	var cp eventstore.Checkpoint
+	n := 0
+	for {
+		envs, err := store.ReadAll(ctx, pool, cp, 1000)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if len(envs) == 0 {
+			break
+		}
+		for _, e := range envs {
+			if err := v.Check(e); err != nil {
+				c.t.Fatalf("the event log has an illegal transition: %v", err)
+			}
+		}
+		n += len(envs)
+		cp = eventstore.CheckpointOf(envs[len(envs)-1])
+	}
+	return n
+}
+
+const e2eDeployment = `
+name: e2e-pipeline
+description: three tasks, the last one fails when asked to
+work_queue: e2e
+tags: [e2e, nightly]
+parameters: {fail: "no"}
+flow:
+  name: e2e
+  tasks:
+    - name: extract
+      command: [sh, -c, 'echo extracting; echo "{\"rows\": 42}" > "$ORDO_RESULT_PATH"']
+    - name: transform
+      command: [sh, -c, 'echo "got $ORDO_INPUTS"; echo "{\"ok\": true}" > "$ORDO_RESULT_PATH"']
+      depends_on: [extract]
+    - name: report
+      command: [sh, -c, 'case "$ORDO_PARAMETERS" in *yes*) echo failing >&2; exit 3;; esac; echo done']
+      depends_on: [transform]
+`
+
+func TestEndToEndDeployRunWatch(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t)
+	c.start("worker", "-q", "e2e")
+
+	out := c.ordo("deploy", "-f", c.writeFile("deployment.yaml", e2eDeployment))
+	if !strings.Contains(out, "deployment e2e-pipeline version 1") {
+		t.Fatalf("deploy said: %s", out)
+	}
+
+	t.Run("CompletedRunExitsZero", func(t *testing.T) {
+		out, code := c.ordoCode("run", "e2e-pipeline", "--watch")
+		if code != 0 || !strings.Contains(out, "ended COMPLETED") {
+			t.Fatalf("exit %d, output:\n%s", code, out)
+		}
+		for _, task := range []string{"extract", "transform", "report"} {
+			if !strings.Contains(out, task) {
+				t.Errorf("watch output does not show task %s:\n%s", task, out)
+			}
+		}
+	})
+
+	t.Run("FailedRunExitsOne", func(t *testing.T) {
+		out, code := c.ordoCode("run", "e2e-pipeline", "--param", "fail=yes", "--watch")
+		if code != 1 || !strings.Contains(out, "ended FAILED") {
+			t.Fatalf("exit %d, output:\n%s", code, out)
+		}
+	})
+
+	t.Run("RunsAreListedAndFiltered", func(t *testing.T) {
+		out := c.ordo("runs", "ls", "--deployment", "e2e-pipeline")
+		if strings.Count(out, "e2e-pipeline") != 2 {
+			t.Fatalf("want two runs of the deployment:\n%s", out)
+		}
+		failed := c.ordo("runs", "ls", "--state", "failed")
+		if strings.Count(failed, "FAILED") != 1 || strings.Contains(failed, "COMPLETED") {
+			t.Fatalf("state filter:\n%s", failed)
+		}
+	})
+
+	t.Run("BadDeploymentIsRefusedWithTheField", func(t *testing.T) {
+		bad := strings.Replace(e2eDeployment, "depends_on: [transform]", "depends_on: [transfrom]", 1)
+		out, code := c.ordoCode("deploy", "-f", c.writeFile("bad.yaml", bad))
+		if code != 2 || !strings.Contains(out, "flow.tasks[2].depends_on[0]") || !strings.Contains(out, "transfrom") {
+			t.Fatalf("exit %d, output:\n%s", code, out)
+		}
+	})
+
+	if n := c.validateLog(); n == 0 {
+		t.Fatal("no events in the log")
+	}
+}
