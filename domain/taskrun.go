@@ -216,4 +216,3 @@ func (f AttemptFailure) outcome() string {
 	}
 	return "failed"
 }
-
