@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ordoflow/ordo/api"
+	"github.com/ordoflow/ordo/api/ui"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/jobs"
@@ -107,7 +109,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	if err != nil {
 		return nil, err
 	}
-	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, handler: handler, logger: logger}, nil
+	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, handler: withUI(handler, store), logger: logger}, nil
 }
 
 // run serves until ctx ends. ready, when not nil, receives the listening
@@ -140,6 +142,20 @@ func (s *server) run(ctx context.Context, ready func(addr string)) error {
 	err = g.Wait()
 	s.store.Close()
 	return err
+}
+
+// withUI serves the web UI at / and everything else (the API under /api/, River UI,
+// /healthz, /readyz, /metrics) from the API's handler.
+func withUI(apiHandler http.Handler, store *eventstore.Store) http.Handler {
+	uiHandler := ui.Handler(ui.Options{Store: store})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/api/"), strings.HasPrefix(r.URL.Path, "/riverui"), r.URL.Path == "/healthz", r.URL.Path == "/readyz", r.URL.Path == "/metrics":
+			apiHandler.ServeHTTP(w, r)
+		default:
+			uiHandler.ServeHTTP(w, r)
+		}
+	})
 }
 
 func ignoreCanceled(err error) error {
