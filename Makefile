@@ -11,6 +11,7 @@ GO        ?= go
 PKGS      ?= ./...
 TESTFLAGS ?=
 BENCH     ?= .
+BENCHFLAGS ?=
 WITHPG     = $(GO) run ./internal/localpg/withpg --
 
 .PHONY: deps test vet build dev lint bench
@@ -41,7 +42,8 @@ lint: vet
 		echo "gofmt: these files need formatting (run gofmt -w):"; echo "$$unformatted"; exit 1; \
 	fi
 
-# Go benchmarks of every package. The side-by-side ratios of DESIGN.md
-# (against raw River, pgbench and a plain scan) will come from `ordo bench`.
-bench:
-	$(WITHPG) $(GO) test -count=1 -run '^$$' -bench '$(BENCH)' -benchmem $(PKGS)
+# Go benchmarks, on a private PostgreSQL with production durability settings
+# (fsync on), each figure next to its baseline measured in the same run:
+#   make bench BENCH=BenchmarkAppend PKGS=./eventstore
+bench: deps
+	ORDO_PG_DURABLE=1 $(WITHPG) $(GO) test -count=1 -run '^$$' -bench '$(BENCH)' -benchmem $(BENCHFLAGS) $(PKGS)

@@ -180,6 +180,10 @@ func TestOptimisticConcurrency(t *testing.T) {
 		if len(got) != 0 {
 			t.Fatalf("the other stream of the batch was written: %+v", got)
 		}
+		// the single-event path checks the same
+		if _, err := b.store.AppendAlone(context.Background(), eventstore.Append{StreamID: id, ExpectedVersion: 2, Events: []domain.Event{domain.FlowRunLate{}}}); !errors.Is(err, eventstore.ErrConflict) {
+			t.Fatalf("single event behind: got %v, want a conflict", err)
+		}
 	})
 }
 

@@ -16,6 +16,11 @@ import (
 // Channel is the Postgres NOTIFY channel that announces new events.
 const Channel = "ordo_events"
 
+// notifyEvery is the shortest time between two NOTIFYs from one process.
+// Subscribers in the same process are woken at once; others at most this
+// much later.
+const notifyEvery = 5 * time.Millisecond
+
 // InTx runs fn in a transaction and commits it; after a successful commit it
 // announces new events to subscribers in this process and, through NOTIFY,
 // in every other.
@@ -139,9 +144,16 @@ func (n *notifier) start() {
 				return
 			case <-n.kick:
 			}
-			// one NOTIFY covers every commit that kicked while it was sent
+			// One NOTIFY covers every commit that kicked while it was sent or
+			// during the pause after it: under load, appends are announced
+			// at most every notifyEvery, not once each.
 			if _, err := n.pool.Exec(n.ctx, `SELECT pg_notify($1, '')`, Channel); err != nil && n.ctx.Err() == nil {
 				slog.Debug("notify new events", "err", err)
+			}
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(notifyEvery):
 			}
 		}
 	}()

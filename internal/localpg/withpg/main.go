@@ -53,7 +53,14 @@ func run(args []string) int {
 		return runCommand(args, os.Environ(), signals)
 	}
 
-	dir, err := os.MkdirTemp(scratchBase(), "ordo-pg-")
+	// ORDO_PG_DURABLE=1 (benchmarks) keeps PostgreSQL's durability settings
+	// and its data on disk, as in production; tests turn both off for speed.
+	durable := os.Getenv("ORDO_PG_DURABLE") == "1"
+	base := scratchBase()
+	if durable {
+		base = os.TempDir()
+	}
+	dir, err := os.MkdirTemp(base, "ordo-pg-")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "withpg: %v\n", err)
 		return 1
@@ -74,7 +81,7 @@ func run(args []string) int {
 		}
 	}()
 	started := time.Now()
-	srv, err := localpg.Start(ctx, localpg.Options{DataDir: filepath.Join(dir, "data"), Fast: true})
+	srv, err := localpg.Start(ctx, localpg.Options{DataDir: filepath.Join(dir, "data"), Fast: !durable})
 	interrupted := ctx.Err() != nil
 	cancel()
 	if err != nil {
@@ -91,8 +98,12 @@ func run(args []string) int {
 	if interrupted {
 		return 130
 	}
-	fmt.Fprintf(os.Stderr, "withpg: started %s at %s (data in %s, fsync off, %v); stopped and removed when the command ends\n",
-		serverVersion(srv.URL()), srv.URL(), dir, time.Since(started).Round(time.Millisecond))
+	mode := "fsync off"
+	if durable {
+		mode = "durable"
+	}
+	fmt.Fprintf(os.Stderr, "withpg: started %s at %s (data in %s, %s, %v); stopped and removed when the command ends\n",
+		serverVersion(srv.URL()), srv.URL(), dir, mode, time.Since(started).Round(time.Millisecond))
 
 	env := append(os.Environ(), "DATABASE_URL="+srv.URL(), "ORDO_DATABASE_URL="+srv.URL())
 	return runCommand(args, env, signals)
