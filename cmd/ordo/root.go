@@ -38,6 +38,8 @@ the command line wins over the environment.`,
 		newDeployCommand(),
 		newRunCommand(),
 		newRunsCommand(),
+		newEventsCommand(),
+		newHistoryCommand(),
 		newVersionCommand(),
 	)
 	return root
