@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -45,6 +46,7 @@ The worker takes the queues default and ml unless -q says otherwise.`,
 				}
 				logger.Info("local PostgreSQL ready", "url", pg.URL(), "data", abs)
 				url = pg.URL()
+				wo.env = withLocalPostgres(os.Environ(), pg.Port())
 			}
 			pool, err := openPool(ctx, url)
 			if err != nil {
@@ -73,6 +75,18 @@ The worker takes the queues default and ml unless -q says otherwise.`,
 	wo.register(cmd, false)
 	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), flagHelp("data-dir", "where the local PostgreSQL keeps its data"))
 	return cmd
+}
+
+// withLocalPostgres gives tasks that inherit PG* variables (the example ML
+// pipeline reads its data with them) the local PostgreSQL, unless the
+// environment already names one.
+func withLocalPostgres(env []string, port int) []string {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "PGHOST=") || strings.HasPrefix(kv, "DATABASE_URL=") || strings.HasPrefix(kv, "ML_DATABASE_URL=") {
+			return env
+		}
+	}
+	return append(env, "PGHOST=127.0.0.1", fmt.Sprintf("PGPORT=%d", port), "PGUSER=postgres", "PGDATABASE=postgres")
 }
 
 // devQueues are the queues `ordo dev`'s worker takes when none are given.

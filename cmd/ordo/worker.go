@@ -23,6 +23,7 @@ type workerOptions struct {
 	fetchCooldown     time.Duration
 	fetchPollInterval time.Duration
 	shutdownGrace     time.Duration
+	env               []string // the environment tasks may inherit from; nil: the process's
 }
 
 func (o *workerOptions) register(cmd *cobra.Command, withDatabase bool) {
@@ -83,6 +84,7 @@ func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store,
 		WorkspaceDir:      o.workspaceDir,
 		FetchCooldown:     o.fetchCooldown,
 		FetchPollInterval: o.fetchPollInterval,
+		Env:               o.env,
 		Logger:            logger,
 	})
 	if err != nil {
