@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The brief's pipeline, run as a new user would: the real binary, the
+// example's Python tasks with scikit-learn, a PostgreSQL table of data.
+// scripts/install-deps ml installs Debian's python3-sklearn, -pandas and
+// -psycopg2 (.ci/run does).
+
+// debianPython makes Debian's /usr/bin/python3 (which has the example's
+// libraries) the first python3 on the worker's PATH, ahead of any other
+// interpreter a developer's shell puts first.
+func debianPython(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("/usr/bin/python3", "-c", "import sklearn, pandas, psycopg2").CombinedOutput()
+	if err != nil {
+		t.Fatalf("the ML example needs Debian's python3 with scikit-learn, pandas and psycopg2 (run scripts/install-deps ml): %v\n%s", err, out)
+	}
+	return "PATH=/usr/bin:" + os.Getenv("PATH")
+}
+
+// refusingProxy forwards TCP connections to target, but refuses every
+// connection until refuseUntil: a database that is briefly unreachable.
+type refusingProxy struct {
+	ln          net.Listener
+	target      string
+	refuseUntil time.Time
+	mu          sync.Mutex
+	refused     int
+}
+
+func startRefusingProxy(t *testing.T, target string, refuseFor time.Duration) *refusingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &refusingProxy{ln: ln, target: target, refuseUntil: time.Now().Add(refuseFor)}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if time.Now().Before(p.refuseUntil) {
+				p.mu.Lock()
+				p.refused++
+				p.mu.Unlock()
+				conn.(*net.TCPConn).SetLinger(0)
+				conn.Close() // a reset, as from a database that is down
+				continue
+			}
+			go p.forward(conn)
+		}
+	}()
+	return p
+}
+
+func (p *refusingProxy) forward(client net.Conn) {
+	defer client.Close()
+	server, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	defer server.Close()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(server, client); done <- struct{}{} }() //nolint:errcheck
+	go func() { io.Copy(client, server); done <- struct{}{} }() //nolint:errcheck
+	<-done
+}
+
+func (p *refusingProxy) port() string {
+	return strings.TrimPrefix(p.ln.Addr().String(), "127.0.0.1:")
+}
+
+func TestEndToEndMLPipeline(t *testing.T) {
+	t.Parallel()
+	path := debianPython(t)
+	c := startCluster(t)
+
+	// the data lives in the test's database, in the table the example reads
+	seed := exec.Command("/usr/bin/python3", "../../examples/ml-pipeline/seed.py", "--rows", "2000")
+	seed.Env = append(os.Environ(), "ML_DATABASE_URL="+c.dbURL)
+	if out, err := seed.CombinedOutput(); err != nil {
+		t.Fatalf("seed: %v\n%s", err, out)
+	}
+	// ... reached through a proxy that refuses connections for the first 6 s
+	host, port := hostPort(t, c.dbURL)
+	proxy := startRefusingProxy(t, net.JoinHostPort(host, port), 6*time.Second)
+	dataURL := strings.Replace(c.dbURL, net.JoinHostPort(host, port), "127.0.0.1:"+proxy.port(), 1)
+
+	worker := exec.Command(c.bin, "worker", "-q", "ml")
+	worker.Dir = "../.." // the example's commands are relative to the repository's root
+	worker.Env = append(c.env(), path, "ML_DATABASE_URL="+dataURL)
+	startProcess(t, worker, filepath.Join(c.dir, "worker.log"))
+
+	out := c.ordo("deploy", "-f", "../../examples/ml-pipeline/deployment.yaml")
+	if !strings.Contains(out, "model_training_validation") {
+		t.Fatalf("deploy: %s", out)
+	}
+	started := time.Now()
+	out, code := c.ordoCode("run", "model_training_validation", "--watch")
+	if code != 0 {
+		t.Fatalf("the pipeline did not complete (exit %d):\n%s", code, out)
+	}
+
+	var run runJSON
+	runID := runIDFrom(t, out)
+	getJSON(t, c, "/runs/"+runID, &run)
+	var metrics struct {
+		R2   float64 `json:"r2"`
+		RMSE float64 `json:"rmse"`
+	}
+	if err := json.Unmarshal(run.Result, &metrics); err != nil || metrics.R2 < 0.8 || metrics.RMSE <= 0 {
+		t.Fatalf("run result %s: want a sane R² (≥ 0.8) and RMSE", run.Result)
+	}
+
+	// load_data failed while the database refused connections, waited 5 s,
+	// and succeeded on a later attempt: the audit trail shows it
+	var trail struct {
+		Items []eventJSON `json:"items"`
+	}
+	getJSON(t, c, "/runs/"+runID+"/events", &trail)
+	var retries []time.Time
+	var startedAt []time.Time
+	for _, e := range trail.Items {
+		if e.TaskName != "load_data" {
+			continue
+		}
+		switch e.Type {
+		case "TaskRunRetryScheduled":
+			retries = append(retries, e.RecordedAt)
+			if !strings.Contains(string(e.Data), "cannot reach the data database") {
+				t.Errorf("the failed attempt does not say why: %s", e.Data)
+			}
+		case "TaskRunStarted":
+			startedAt = append(startedAt, e.RecordedAt)
+		}
+	}
+	if len(retries) == 0 || len(startedAt) != len(retries)+1 {
+		t.Fatalf("load_data: %d failed attempts, %d starts; want at least one retry (proxy refused %d connections)", len(retries), len(startedAt), proxy.refused)
+	}
+	if gap := startedAt[1].Sub(retries[0]); gap < 4500*time.Millisecond || gap > 8*time.Second {
+		t.Errorf("the retry started %v after the failure, want about 5 s", gap)
+	}
+	t.Logf("pipeline completed in %v: R² %.3f, RMSE %.0f; load_data retried %d time(s)", time.Since(started).Round(time.Millisecond), metrics.R2, metrics.RMSE, len(retries))
+	c.validateLog()
+}
+
+func hostPort(t *testing.T, rawURL string) (string, string) {
+	t.Helper()
+	at := strings.LastIndex(rawURL, "@")
+	rest := rawURL[at+1:]
+	hp := rest[:strings.IndexAny(rest, "/?")]
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		t.Fatalf("database URL %q: %v", rawURL, err)
+	}
+	return host, port
+}
+
+func runIDFrom(t *testing.T, out string) string {
+	t.Helper()
+	// "run NAME (ID) of DEPLOYMENT started"
+	i, j := strings.Index(out, "("), strings.Index(out, ")")
+	if i < 0 || j < i {
+		t.Fatalf("no run id in:\n%s", out)
+	}
+	return out[i+1 : j]
+}
+
+func getJSON(t *testing.T, c *cluster, path string, out any) {
+	t.Helper()
+	api := newAPIClient()
+	api.base = c.apiURL
+	if err := api.do(context.Background(), "GET", path, nil, out); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+// startProcess starts cmd with its output in logPath, and stops it with
+// SIGINT (then SIGKILL) when the test ends.
+func startProcess(t *testing.T, cmd *exec.Cmd, logPath string) {
+	t.Helper()
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		logFile.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("--- %s output:\n%s", strings.Join(cmd.Args, " "), tail(string(b), 4000))
+		}
+	})
+}
