@@ -172,6 +172,10 @@ type AttemptFailure struct {
 	LogTail  []string `json:"log_tail,omitempty"`
 	TimedOut bool     `json:"timed_out,omitempty"`
 	Crashed  bool     `json:"crashed,omitempty"` // the worker died or lost contact
+	// Interrupted: the worker was shut down before the attempt ended and
+	// handed it back. It runs again at once and does not count against
+	// the task's retries.
+	Interrupted bool `json:"interrupted,omitempty"`
 }
 
 func (DeploymentCreated) EventType() string     { return "DeploymentCreated" }

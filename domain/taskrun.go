@@ -15,6 +15,7 @@ type TaskRun struct {
 	Task           TaskSpec
 	State          State
 	Attempt        int // attempts started so far (run_count); the current one when running
+	Interruptions  int // attempts handed back by a worker shutting down; they do not use up retries
 	Version        int64
 	Result         json.RawMessage
 	CacheKey       string
@@ -101,8 +102,11 @@ func DecideTaskRun(t TaskRun, cmd TaskRunCommand) ([]Event, error) {
 		if refused := t.refuseStale(c.Attempt, outcome); refused != nil {
 			return refused, nil
 		}
-		if c.Attempt <= t.Task.Retries {
-			delay := t.Task.RetryDelay(c.Attempt, c.Random)
+		if c.Interrupted {
+			return []Event{TaskRunRetryScheduled{AttemptFailure: c.AttemptFailure, RetryAt: c.Now}}, nil
+		}
+		if failures := c.Attempt - t.Interruptions; failures <= t.Task.Retries {
+			delay := t.Task.RetryDelay(failures, c.Random)
 			return []Event{TaskRunRetryScheduled{AttemptFailure: c.AttemptFailure, RetryAt: c.Now.Add(delay)}}, nil
 		}
 		return []Event{TaskRunFailed{AttemptFailure: c.AttemptFailure}}, nil
@@ -169,6 +173,9 @@ func (t TaskRun) Apply(e Event, at time.Time) TaskRun {
 	case TaskRunRetryScheduled:
 		f := e.AttemptFailure
 		t.LastFailure, t.RetryAt = &f, e.RetryAt
+		if f.Interrupted {
+			t.Interruptions++
+		}
 		set(Scheduled, NameAwaitingRetry, "attempt "+strconv.Itoa(f.Attempt)+" "+f.outcome()+": "+f.Error)
 	case TaskRunFailed:
 		f := e.AttemptFailure
@@ -209,6 +216,8 @@ func taskRunTarget(e Event, before TaskRun) (StateType, bool) {
 
 func (f AttemptFailure) outcome() string {
 	switch {
+	case f.Interrupted:
+		return "was handed back by its worker"
 	case f.Crashed:
 		return "crashed"
 	case f.TimedOut:

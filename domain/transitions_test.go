@@ -72,7 +72,7 @@ func randomTaskCommand(rng *rand.Rand, t domain.TaskRun, now time.Time) domain.T
 	case 2:
 		return domain.CompleteTaskRun{Attempt: attempt, Result: json.RawMessage(`{"ok":true}`)}
 	case 3:
-		return domain.FailTaskRun{AttemptFailure: domain.AttemptFailure{Attempt: attempt, Error: "boom", TimedOut: rng.IntN(3) == 0, Crashed: rng.IntN(4) == 0}, Now: now, Random: rng.Float64()}
+		return domain.FailTaskRun{AttemptFailure: domain.AttemptFailure{Attempt: attempt, Error: "boom", TimedOut: rng.IntN(3) == 0, Crashed: rng.IntN(4) == 0, Interrupted: rng.IntN(6) == 0}, Now: now, Random: rng.Float64()}
 	case 4:
 		return domain.UseCachedResult{Result: json.RawMessage(`1`), CacheKey: "k", SourceTaskRunID: uuid.New()}
 	case 5:
@@ -219,6 +219,22 @@ func TestTaskRunDecisions(t *testing.T) {
 		}
 		if r.Apply(refused, now).State != r.State {
 			t.Fatal("a refusal changed the state")
+		}
+	})
+
+	t.Run("InterruptedAttemptRunsAgainWithoutUsingARetry", func(t *testing.T) {
+		t.Parallel()
+		noRetries := domain.TaskRun{ID: uuid.New()}.Apply(domain.TaskRunCreated{Task: domain.TaskSpec{Name: "t", Command: []string{"true"}}}, now).
+			Apply(domain.TaskRunStarted{Attempt: 1}, now)
+		events, _ := domain.DecideTaskRun(noRetries, domain.FailTaskRun{AttemptFailure: domain.AttemptFailure{Attempt: 1, Interrupted: true}, Now: now})
+		retry, ok := events[0].(domain.TaskRunRetryScheduled)
+		if !ok || !retry.RetryAt.Equal(now) {
+			t.Fatalf("got %#v, want an immediate retry", events)
+		}
+		again := noRetries.Apply(retry, now).Apply(domain.TaskRunStarted{Attempt: 2}, now)
+		events, _ = domain.DecideTaskRun(again, domain.FailTaskRun{AttemptFailure: domain.AttemptFailure{Attempt: 2, Error: "x"}, Now: now})
+		if _, ok := events[0].(domain.TaskRunFailed); !ok {
+			t.Fatalf("a real failure after a hand-back: got %#v, want TaskRunFailed (no retries)", events)
 		}
 	})
 
