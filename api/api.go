@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/riverqueue/river"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/projections"
@@ -58,6 +60,41 @@ type ReadModel interface {
 	EventList(ctx context.Context, f projections.EventFilter) (projections.Page[projections.Event], error)
 }
 
+// Logs is the read side of task logs the API needs.
+type Logs interface {
+	RunLogs(ctx context.Context, runID uuid.UUID, f projections.LogFilter) (projections.Page[projections.LogLine], error)
+	// RunState is the run's current state; following ends when it is
+	// terminal.
+	RunState(ctx context.Context, runID uuid.UUID) (projections.State, error)
+	// LogNotify signals when new lines of the run may be stored, until stop.
+	LogNotify(runID uuid.UUID) (ch <-chan struct{}, stop func())
+}
+
+// WorkQueues is the read side and the settings of work queues the API needs.
+type WorkQueues interface {
+	WorkQueueList(ctx context.Context, f projections.WorkQueueFilter) (projections.Page[projections.WorkQueue], error)
+	WorkQueueGet(ctx context.Context, name string) (projections.WorkQueue, error)
+	WorkQueueSave(ctx context.Context, s projections.WorkQueueSettings) (created bool, err error)
+}
+
+// QueueControl pauses and resumes work queues; RiverQueues is River's.
+type QueueControl interface {
+	QueuePause(ctx context.Context, name string) error
+	QueueResume(ctx context.Context, name string) error
+}
+
+// streamWaiter is a Projection that can wait for one stream's last write
+// rather than for the whole log (read-your-writes without waiting for
+// everyone else's events).
+type streamWaiter interface {
+	WaitForStream(ctx context.Context, streamID uuid.UUID) error
+}
+
+// metricsRegisterer is a Projection with metrics of its own.
+type metricsRegisterer interface {
+	RegisterMetrics(r prometheus.Registerer) error
+}
+
 // Projection tells how far the read models are behind the log.
 type Projection interface {
 	// Sync waits until every event committed before the call is in the
@@ -78,6 +115,24 @@ type Options struct {
 	// Projection is waited on after each write, so that the next read sees
 	// it, and checked by /readyz. Required.
 	Projection Projection
+	// Logs serves GET /runs/{id}/logs. Defaults to Reads when it
+	// implements Logs; nil otherwise, and the endpoint answers 501.
+	Logs Logs
+	// WorkQueues serves the work queue endpoints. Defaults to Reads when it
+	// implements WorkQueues; nil otherwise (501).
+	WorkQueues WorkQueues
+	// Queues pauses and resumes work queues. Defaults to RiverQueues(River)
+	// when River is set; nil otherwise (501).
+	Queues QueueControl
+	// River, when set, serves River's UI under /riverui/ (job-level
+	// inspection) and pauses and resumes queues.
+	River *river.Client[pgx.Tx]
+	// Context bounds the API's background work (River UI's services).
+	// Defaults to context.Background().
+	Context context.Context
+	// LogPollInterval bounds how long a follower of a run's logs waits for
+	// new lines when no notification comes. Defaults to 1s.
+	LogPollInterval time.Duration
 	// Pool is the database, for /readyz and idempotency keys. Required.
 	Pool *pgxpool.Pool
 	// Registry serves /metrics and receives the API's metrics. Defaults to
@@ -115,6 +170,23 @@ func (o *Options) validate() error {
 		return fmt.Errorf("api options: SyncTimeout must not be negative, got %s", o.SyncTimeout)
 	case o.ReadyMaxLag < 0:
 		return fmt.Errorf("api options: ReadyMaxLag must not be negative, got %d", o.ReadyMaxLag)
+	case o.LogPollInterval < 0:
+		return fmt.Errorf("api options: LogPollInterval must not be negative, got %s", o.LogPollInterval)
+	}
+	if o.Logs == nil {
+		o.Logs, _ = o.Reads.(Logs)
+	}
+	if o.WorkQueues == nil {
+		o.WorkQueues, _ = o.Reads.(WorkQueues)
+	}
+	if o.Queues == nil && o.River != nil {
+		o.Queues = RiverQueues(o.River)
+	}
+	if o.Context == nil {
+		o.Context = context.Background()
+	}
+	if o.LogPollInterval == 0 {
+		o.LogPollInterval = time.Second
 	}
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
@@ -164,6 +236,11 @@ func newEcho(opts Options) (*echo.Echo, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if p, ok := opts.Projection.(metricsRegisterer); ok {
+		if err := p.RegisterMetrics(opts.Registry); err != nil {
+			return nil, err
+		}
+	}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -192,7 +269,17 @@ func newEcho(opts Options) (*echo.Echo, error) {
 	g.GET("/runs/:id/history", s.runHistory)
 	g.POST("/runs/:id/cancel", s.runCancel)
 	g.POST("/runs/:id/retry", s.runRetry)
+	g.GET("/runs/:id/logs", s.runLogs)
 	g.GET("/events", s.eventList)
+	g.GET("/work-queues", s.workQueueList)
+	g.POST("/work-queues", s.workQueueSave)
+	g.POST("/work-queues/:name/pause", s.workQueuePause)
+	g.POST("/work-queues/:name/resume", s.workQueueResume)
+	if opts.River != nil {
+		if err := mountRiverUI(opts.Context, e, opts.River, opts.Logger); err != nil {
+			return nil, err
+		}
+	}
 	return e, nil
 }
 
@@ -331,6 +418,30 @@ func (q *query) int(name string) int {
 	return n
 }
 
+func (q *query) int64(name string) int64 {
+	v := q.c.QueryParam(name)
+	if v == "" || q.err != nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		q.err = domain.Invalid(name, "must be an integer, got %q", v)
+	}
+	return n
+}
+
+func (q *query) bool(name string) bool {
+	v := q.c.QueryParam(name)
+	if v == "" || q.err != nil {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		q.err = domain.Invalid(name, "must be true or false, got %q", v)
+	}
+	return b
+}
+
 func (q *query) time(name string) *time.Time {
 	v := q.c.QueryParam(name)
 	if v == "" || q.err != nil {
@@ -371,6 +482,24 @@ func (s *server) sync(ctx context.Context) bool {
 	defer cancel()
 	if err := s.opts.Projection.Sync(ctx); err != nil {
 		s.log.Warn("read models did not catch up after a write", "err", err)
+		return false
+	}
+	return true
+}
+
+// syncStream waits, a bounded time, until the read models hold the last
+// write to a stream (the one just made); false when they did not get there
+// in time. Without a Projection that can wait for one stream, it waits for
+// the whole log.
+func (s *server) syncStream(ctx context.Context, streamID uuid.UUID) bool {
+	w, ok := s.opts.Projection.(streamWaiter)
+	if !ok {
+		return s.sync(ctx)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.SyncTimeout)
+	defer cancel()
+	if err := w.WaitForStream(ctx, streamID); err != nil {
+		s.log.Warn("read models did not catch up after a write", "stream", streamID, "err", err)
 		return false
 	}
 	return true

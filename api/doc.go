@@ -7,6 +7,12 @@
 // on the write side, the read models on the read side), and map the result.
 // Errors go through one handler and one table from domain.Code to status.
 //
-// It depends on domain and on projections' result types; it must never
-// import jobs or eventstore: cmd/ordo wires the implementations in.
+// Task logs are served as pages or, with follow=true, as Server-Sent
+// Events until the run ends. With a River client in its options it also
+// serves River's own UI under /riverui/ and pauses and resumes work queues
+// through River.
+//
+// It depends on domain, on projections' result types and on River's client
+// and UI; it must never import jobs or eventstore: cmd/ordo wires the
+// implementations in.
 package api

@@ -42,7 +42,7 @@ func (s *server) deploymentSave(c echo.Context) error {
 // model when it caught up, else from the write side.
 func (s *server) deploymentAfterWrite(c echo.Context, d domain.Deployment) projections.Deployment {
 	ctx := c.Request().Context()
-	if s.sync(ctx) {
+	if s.syncStream(ctx, d.ID) {
 		if got, err := s.opts.Reads.DeploymentGet(ctx, d.ID); err == nil && got.Version == d.Version && got.Paused == d.Paused {
 			return got
 		}
@@ -109,7 +109,7 @@ func (s *server) deploymentDelete(c echo.Context) error {
 	if _, err := s.opts.Deployments.DeploymentDelete(c.Request().Context(), id, s.actor(c)); err != nil {
 		return err
 	}
-	s.sync(c.Request().Context())
+	s.syncStream(c.Request().Context(), id)
 	return c.NoContent(http.StatusNoContent)
 }
 
@@ -138,7 +138,7 @@ func (s *server) runCreate(c echo.Context) error {
 
 func (s *server) runAfterWrite(c echo.Context, id uuid.UUID, status int) error {
 	ctx := c.Request().Context()
-	s.sync(ctx)
+	s.syncStream(ctx, id)
 	run, err := s.opts.Reads.RunGet(ctx, id)
 	if err != nil {
 		return err

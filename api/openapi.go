@@ -57,6 +57,7 @@ func qparam(name, desc string, schema obj) obj {
 
 var (
 	idParam    = obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string", "format": "uuid"}}
+	queueParam = obj{"name": "name", "in": "path", "required": true, "schema": obj{"type": "string"}}
 	idemHeader = obj{"name": "Idempotency-Key", "in": "header", "description": "a retried POST with the same key gets the first response again", "schema": obj{"type": "string", "maxLength": 255}}
 	str        = obj{"type": "string"}
 	strList    = obj{"type": "array", "items": obj{"type": "string"}}
@@ -82,7 +83,7 @@ var openAPIDocument = obj{
 	"info": obj{
 		"title":       "Ordo API",
 		"version":     "1",
-		"description": "Ordo, a workflow orchestrator whose every state change is an event in PostgreSQL. Errors are always {\"error\": {\"code\", \"message\", \"details\"}}.",
+		"description": "Ordo, a workflow orchestrator whose every state change is an event in PostgreSQL. Errors are always {\"error\": {\"code\", \"message\", \"details\"}}. River's own UI, when the server has a River client, is served under /riverui/ (not part of this API).",
 	},
 	"paths": obj{
 		"/healthz":             obj{"get": op("the process serves HTTP", obj{"200": response("ok", nil)})},
@@ -126,10 +127,33 @@ var openAPIDocument = obj{
 			obj{"name": "at", "in": "query", "required": true, "description": "an RFC 3339 time, an event position, or an event cursor TXID-POSITION", "schema": str})},
 		"/api/v1/runs/{id}/cancel": obj{"post": op("cancel a run (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, idParam, idemHeader)},
 		"/api/v1/runs/{id}/retry":  obj{"post": op("run the failed part of a run again (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, idParam, idemHeader)},
-		"/api/v1/events": obj{"get": op("the global event log, in log order", obj{"200": response("a page", listOf("Event"))},
+		"/api/v1/events": obj{"get": op("the global event log, in log order (read gap-free: an event shows once no earlier one can still commit)", obj{"200": response("a page", listOf("Event"))},
 			qparam("after", "an event's cursor (or position): events after it", str),
 			qparam("type", "event types, comma-separated or repeated", strList),
 			limitParam)},
+		"/api/v1/runs/{id}/logs": obj{"get": op("the run's task log lines, in order; with follow=true a text/event-stream of every line (event: log, id: the line id), the stored ones and then new ones, ending with event: end when the run is terminal",
+			obj{"200": obj{"description": "a page of lines, or the event stream", "content": obj{
+				"application/json":  obj{"schema": listOf("LogLine")},
+				"text/event-stream": obj{"schema": str},
+			}}}, idParam,
+			qparam("task", "only this task: its name or task run id", str),
+			qparam("after", "lines after this line id (also the Last-Event-ID header when following)", obj{"type": "integer", "minimum": 0}),
+			qparam("limit", "page size, 1 to 5000 (default 500)", obj{"type": "integer", "minimum": 1, "maximum": 5000}),
+			qparam("follow", "stream lines as Server-Sent Events until the run ends", obj{"type": "boolean"}))},
+		"/api/v1/work-queues": obj{
+			"get": op("list work queues by name: depth, running, paused, concurrency limit, online workers", obj{"200": response("a page", listOf("WorkQueue"))},
+				limitParam, qparam("cursor", "next_cursor of the previous page", str)),
+			"post": withBody(op("create or update a work queue's settings",
+				obj{"201": response("created", ref("WorkQueue")), "200": response("updated", ref("WorkQueue"))}, idemHeader),
+				obj{"required": true, "content": obj{"application/json": obj{"schema": object([]string{"name"}, obj{
+					"name":              str,
+					"concurrency_limit": nullable(obj{"type": "integer", "minimum": 1}),
+				})}}}),
+		},
+		"/api/v1/work-queues/{name}/pause": obj{"post": op("pause a work queue: workers take none of its task runs until it is resumed (River's queue pause)",
+			obj{"200": response("the queue", ref("WorkQueue"))}, queueParam, idemHeader)},
+		"/api/v1/work-queues/{name}/resume": obj{"post": op("resume a paused work queue",
+			obj{"200": response("the queue", ref("WorkQueue"))}, queueParam, idemHeader)},
 	},
 	"components": obj{"schemas": obj{
 		"Error": object([]string{"error"}, obj{"error": object([]string{"code", "message", "details"}, obj{
@@ -181,6 +205,22 @@ var openAPIDocument = obj{
 			"metadata":    object([]string{"actor", "reason", "causation_id", "correlation_id"}, obj{"actor": str, "reason": str, "causation_id": str, "correlation_id": str}),
 			"recorded_at": dateTime, "task_name": str,
 			"from_state": ref("State"), "to_state": ref("State"),
+		}),
+		"LogLine": object([]string{"id", "timestamp", "task_run_id", "task_name", "stream", "level", "message"}, obj{
+			"id": obj{"type": "integer"}, "timestamp": dateTime, "task_run_id": str, "task_name": str, "attempt": obj{"type": "integer"},
+			"stream":  obj{"type": "string", "enum": []string{"stdout", "stderr", "system"}},
+			"level":   nullable(str),
+			"message": str,
+		}),
+		"WorkQueue": object([]string{"name", "depth", "running", "paused", "concurrency_limit", "workers_online", "workers"}, obj{
+			"name": str, "depth": obj{"type": "integer", "description": "task runs due and waiting for a worker"},
+			"scheduled": obj{"type": "integer", "description": "task runs queued for later"}, "running": obj{"type": "integer"},
+			"paused": obj{"type": "boolean"}, "paused_at": nullable(dateTime), "concurrency_limit": nullable(obj{"type": "integer"}),
+			"workers_online": obj{"type": "integer"},
+			"workers": obj{"type": "array", "items": object([]string{"name", "last_heartbeat_at", "running"}, obj{
+				"name": str, "hostname": str, "queues": strList, "started_at": dateTime, "last_heartbeat_at": dateTime, "running": obj{"type": "integer"},
+			})},
+			"created_at": nullable(dateTime), "updated_at": nullable(dateTime),
 		}),
 		"History": object([]string{"at", "position", "cursor", "event_count", "run"}, obj{
 			"at": dateTime, "position": obj{"type": "integer"}, "cursor": str, "event_count": obj{"type": "integer"}, "run": ref("FlowRun"),

@@ -27,7 +27,7 @@ func (c Checkpoint) Less(other Checkpoint) bool {
 // wait for an older transaction to end (the log is read gap-free).
 func (s *Store) Head(ctx context.Context, q Querier) (Checkpoint, bool, error) {
 	var txid, pos int64
-	err := q.QueryRow(ctx, `SELECT transaction_id::text::bigint, position FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1`).Scan(&txid, &pos)
+	err := q.QueryRow(ctx, `SELECT transaction_id::text::bigint, position FROM events ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1`).Scan(&txid, &pos)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Checkpoint{}, false, nil
 	}
@@ -85,7 +85,7 @@ FROM events
 WHERE (transaction_id, position) > ($1::text::xid8, $2)
   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
   AND (cardinality($3::text[]) = 0 OR type = ANY($3))
-ORDER BY transaction_id, position
+ORDER BY events.transaction_id, events.position
 LIMIT $4`
 
 // ReadAllFiltered is ReadAll keeping only the events that f selects, read

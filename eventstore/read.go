@@ -55,7 +55,7 @@ SELECT ` + selectColumns + `
 FROM events
 WHERE (transaction_id, position) > ($1::text::xid8, $2)
   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY transaction_id, position
+ORDER BY events.transaction_id, events.position
 LIMIT $3`
 
 // ReadAll returns up to limit events of the global log after checkpoint,

@@ -245,7 +245,7 @@ func (s *Store) ReadStream(ctx context.Context, q Querier, streamID uuid.UUID, a
 // ReadStreams returns the events of several streams, each in order, all in
 // log order.
 func (s *Store) ReadStreams(ctx context.Context, q Querier, streamIDs []uuid.UUID) ([]domain.Envelope, error) {
-	rows, err := q.Query(ctx, `SELECT `+selectColumns+` FROM events WHERE stream_id = ANY($1) ORDER BY transaction_id, position`, streamIDs)
+	rows, err := q.Query(ctx, `SELECT `+selectColumns+` FROM events WHERE stream_id = ANY($1) ORDER BY events.transaction_id, events.position`, streamIDs)
 	if err != nil {
 		return nil, fmt.Errorf("read streams: %w", err)
 	}

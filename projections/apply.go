@@ -26,6 +26,13 @@ type batch struct {
 	attempts    map[attemptKey]*attemptRow
 	attemptKeys []attemptKey
 	history     []historyRow
+	ended       []taskEnd // task runs that reached a terminal state
+}
+
+// taskEnd is a task run that ended, for the duration metric.
+type taskEnd struct {
+	state    domain.StateType
+	duration time.Duration // from its first start; 0 when it never started
 }
 
 type deploymentRow struct {
@@ -273,6 +280,13 @@ func (b *batch) fold(envs []domain.Envelope) error {
 				row.resultSet = true
 			}
 			b.foldAttempt(env, before, row.t)
+			if after := row.t.State.Type; after.Terminal() && !before.State.Type.Terminal() {
+				end := taskEnd{state: after}
+				if st := row.t.StartedAt; st != nil && row.t.EndedAt != nil {
+					end.duration = row.t.EndedAt.Sub(*st)
+				}
+				b.ended = append(b.ended, end)
+			}
 			b.addHistory(env, row.t.FlowRunID, before.State, row.t.State)
 
 		default:

@@ -2,9 +2,13 @@
 // answers queries on them: the deployments, flow_runs, task_runs,
 // task_run_attempts and state_history tables, filled by one Projector that
 // tails the log and applies each batch of events in one transaction together
-// with its checkpoint, and rebuilt from zero by Rebuild (replay). Reader
-// answers the API's queries from those tables, and rebuilds the audit trail
-// and past states of a run from the log itself.
+// with its checkpoint. Replay rebuilds them all from the start of the log
+// into fresh tables while the live ones keep serving, and swaps them in
+// atomically; Verify compares a rebuild with the live tables and checks the
+// whole log with the domain's validator. Reader answers the API's queries
+// from those tables (runs, deployments, work queues, task logs), and rebuilds
+// the audit trail and past states of a run from the log itself. The
+// projector also feeds the read side's Prometheus metrics.
 //
 // It depends on domain and eventstore, and must never import jobs or api.
 package projections

@@ -3,8 +3,6 @@ package projections
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -201,17 +199,6 @@ type EventFilter struct {
 	Limit int      // 1..200; 0 means 50
 }
 
-// eventPageSQL reads the stable prefix of the log, like eventstore's
-// ReadAll, with an optional filter on types.
-const eventPageSQL = `
-SELECT position, transaction_id::text::bigint, stream_id, stream_type, version, type, data, metadata, recorded_at
-FROM events
-WHERE (transaction_id, position) > ($1::text::xid8, $2)
-  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-  AND (cardinality($3::text[]) = 0 OR type = ANY($3))
-ORDER BY transaction_id, position
-LIMIT $4`
-
 // EventList returns a page of the global log in log order. Each event
 // carries its cursor; next_cursor is set when the page is full.
 func (r *Reader) EventList(ctx context.Context, f EventFilter) (Page[Event], error) {
@@ -225,31 +212,13 @@ func (r *Reader) EventList(ctx context.Context, f EventFilter) (Page[Event], err
 			return Page[Event]{}, err
 		}
 	}
-	types := f.Types
-	if types == nil {
-		types = []string{}
-	}
-	rows, err := r.pool.Query(ctx, eventPageSQL, strconv.FormatUint(after.TransactionID, 10), after.Position, types, limit)
+	envs, err := r.store.ReadAllFiltered(ctx, r.pool, after, eventstore.ReadFilter{Types: f.Types}, limit)
 	if err != nil {
-		return Page[Event]{}, fmt.Errorf("read log: %w", err)
+		return Page[Event]{}, err
 	}
-	defer rows.Close()
-	page := Page[Event]{Items: []Event{}}
-	for rows.Next() {
-		var env domain.Envelope
-		var txid int64
-		var meta []byte
-		if err := rows.Scan(&env.Position, &txid, &env.StreamID, &env.StreamType, &env.Version, &env.Type, &env.Data, &meta, &env.RecordedAt); err != nil {
-			return Page[Event]{}, fmt.Errorf("scan event: %w", err)
-		}
-		env.TransactionID = uint64(txid)
-		if err := json.Unmarshal(meta, &env.Metadata); err != nil {
-			return Page[Event]{}, fmt.Errorf("event %d: decode metadata: %w", env.Position, err)
-		}
+	page := Page[Event]{Items: make([]Event, 0, len(envs))}
+	for _, env := range envs {
 		page.Items = append(page.Items, eventOf(env))
-	}
-	if err := rows.Err(); err != nil {
-		return Page[Event]{}, fmt.Errorf("read log: %w", err)
 	}
 	if len(page.Items) == limit {
 		c := page.Items[limit-1].Cursor

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,7 +37,9 @@ type ProjectorOptions struct {
 	// RetryDelay is the wait after a failed batch before Run tries again.
 	// Defaults to 1s.
 	RetryDelay time.Duration
-	// Registerer receives the projector's metrics. Nil registers none.
+	// Registerer receives the projector's metrics and the read models'
+	// gauges (runs by state, queue depth, workers online), which are read
+	// from the database when scraped. Nil registers none.
 	Registerer prometheus.Registerer
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -84,6 +87,8 @@ type Projector struct {
 
 	appliedTotal prometheus.Counter
 	batchSeconds prometheus.Histogram
+	eventsTotal  *prometheus.CounterVec
+	taskDuration *prometheus.HistogramVec
 }
 
 // NewProjector returns a projector of store's log into the read models.
@@ -103,15 +108,37 @@ func NewProjector(store *eventstore.Store, opts ProjectorOptions) (*Projector, e
 			Name: "ordo_projection_batch_seconds", Help: "Time to apply one batch of events to the read models.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
 		}),
+		eventsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ordo_events_appended_total",
+			Help: "Events appended to the log, by type, counted as the projector applies them: rate() is the append rate.",
+		}, []string{"type"}),
+		taskDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ordo_task_run_duration_seconds",
+			Help:    "Time from the first start of a task run to its end, by final state, observed as the projector applies the end.",
+			Buckets: []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600},
+		}, []string{"state"}),
 	}
 	if r := opts.Registerer; r != nil {
-		for _, c := range []prometheus.Collector{p.appliedTotal, p.batchSeconds, lagCollector{p}} {
-			if err := r.Register(c); err != nil {
-				return nil, fmt.Errorf("register projector metrics: %w", err)
-			}
+		if err := p.RegisterMetrics(r); err != nil {
+			return nil, err
 		}
 	}
 	return p, nil
+}
+
+// RegisterMetrics registers the projector's metrics and the read models'
+// gauges with r; metrics already registered there are left as they are.
+func (p *Projector) RegisterMetrics(r prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{p.appliedTotal, p.batchSeconds, p.eventsTotal, p.taskDuration, lagCollector{p}, readModelCollector{p.pool}} {
+		if err := r.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if errors.As(err, &already) {
+				continue
+			}
+			return fmt.Errorf("register projector metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // Run applies the log from the stored checkpoint on, following it as it
@@ -156,7 +183,7 @@ func (p *Projector) follow(ctx context.Context) error {
 // hold it back until they end (the log is read gap-free).
 func (p *Projector) CatchUp(ctx context.Context) (int, error) {
 	n := 0
-	head, ok, err := logHead(ctx, p.pool)
+	head, ok, err := p.store.Head(ctx, p.pool)
 	if err != nil || !ok {
 		return 0, err
 	}
@@ -226,21 +253,28 @@ func (p *Projector) Applied() eventstore.Checkpoint {
 // WaitFor waits until the event at position is applied to the read models,
 // or ctx ends. The API calls it after a command commits (read-your-writes).
 func (p *Projector) WaitFor(ctx context.Context, position int64) error {
-	var txid int64
-	err := p.pool.QueryRow(ctx, `SELECT transaction_id::text::bigint FROM events WHERE position = $1`, position).Scan(&txid)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return domain.Errorf(domain.CodeNotFound, "no event at position %d", position)
-	}
+	cp, err := p.store.CheckpointAt(ctx, p.pool, position)
 	if err != nil {
-		return fmt.Errorf("look up event %d: %w", position, err)
+		return err
 	}
-	return p.WaitForCheckpoint(ctx, eventstore.Checkpoint{TransactionID: uint64(txid), Position: position})
+	return p.WaitForCheckpoint(ctx, cp)
+}
+
+// WaitForStream waits until the last write to a stream, with everything its
+// transaction appended, is applied to the read models, or ctx ends: a
+// command's own write, without waiting for the rest of the log.
+func (p *Projector) WaitForStream(ctx context.Context, streamID uuid.UUID) error {
+	cp, ok, err := p.store.StreamCheckpoint(ctx, p.pool, streamID)
+	if err != nil || !ok {
+		return err
+	}
+	return p.WaitForCheckpoint(ctx, cp)
 }
 
 // Sync waits until every event committed before the call is applied to the
 // read models, or ctx ends.
 func (p *Projector) Sync(ctx context.Context) error {
-	head, ok, err := logHead(ctx, p.pool)
+	head, ok, err := p.store.Head(ctx, p.pool)
 	if err != nil || !ok {
 		return err
 	}
@@ -306,6 +340,7 @@ func (p *Projector) loadCheckpoint(ctx context.Context) (eventstore.Checkpoint, 
 func (p *Projector) applyBatch(ctx context.Context, from eventstore.Checkpoint, envs []domain.Envelope) (eventstore.Checkpoint, error) {
 	start := time.Now()
 	next := eventstore.CheckpointOf(envs[len(envs)-1])
+	var ended []taskEnd
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		var txid string
 		var pos int64
@@ -326,6 +361,7 @@ func (p *Projector) applyBatch(ctx context.Context, from eventstore.Checkpoint, 
 		if err := b.write(ctx, tx); err != nil {
 			return err
 		}
+		ended = b.ended
 		if _, err := tx.Exec(ctx, `UPDATE projection_checkpoints SET transaction_id = $2::text::xid8, position = $3, updated_at = now() WHERE name = $1`,
 			ReadModels, strconv.FormatUint(next.TransactionID, 10), next.Position); err != nil {
 			return fmt.Errorf("move checkpoint: %w", err)
@@ -341,6 +377,14 @@ func (p *Projector) applyBatch(ctx context.Context, from eventstore.Checkpoint, 
 	p.advance(next, false)
 	p.appliedTotal.Add(float64(len(envs)))
 	p.batchSeconds.Observe(time.Since(start).Seconds())
+	for _, env := range envs {
+		p.eventsTotal.WithLabelValues(env.Type).Inc()
+	}
+	for _, e := range ended {
+		if e.duration > 0 {
+			p.taskDuration.WithLabelValues(string(e.state)).Observe(e.duration.Seconds())
+		}
+	}
 	return next, nil
 }
 
@@ -355,19 +399,6 @@ func readCheckpoint(ctx context.Context, q eventstore.Querier) (eventstore.Check
 		return eventstore.Checkpoint{}, fmt.Errorf("read checkpoint: %w", err)
 	}
 	return eventstore.ParseCheckpoint(txid + "-" + strconv.FormatInt(pos, 10))
-}
-
-// logHead returns the checkpoint of the last committed event in log order.
-func logHead(ctx context.Context, q eventstore.Querier) (eventstore.Checkpoint, bool, error) {
-	var txid, pos int64
-	err := q.QueryRow(ctx, `SELECT transaction_id::text::bigint, position FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1`).Scan(&txid, &pos)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return eventstore.Checkpoint{}, false, nil
-	}
-	if err != nil {
-		return eventstore.Checkpoint{}, false, fmt.Errorf("read log head: %w", err)
-	}
-	return eventstore.Checkpoint{TransactionID: uint64(txid), Position: pos}, true, nil
 }
 
 func checkpointLess(a, b eventstore.Checkpoint) bool {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -29,11 +29,14 @@ const (
 type Reader struct {
 	store *eventstore.Store
 	pool  *pgxpool.Pool
+	logs  *logListener
 }
 
 // NewReader returns a reader on store's database.
 func NewReader(store *eventstore.Store) *Reader {
-	return &Reader{store: store, pool: store.Pool()}
+	r := &Reader{store: store, pool: store.Pool()}
+	r.logs = &logListener{r: r, log: slog.Default()}
+	return r
 }
 
 // pageSize checks a requested page size; 0 means the default.
@@ -397,15 +400,11 @@ func (r *Reader) checkpointAt(ctx context.Context, field, s string) (eventstore.
 		if pos <= 0 {
 			return eventstore.Checkpoint{}, nil
 		}
-		var txid int64
-		err := r.pool.QueryRow(ctx, `SELECT transaction_id::text::bigint FROM events WHERE position = $1`, pos).Scan(&txid)
-		if errors.Is(err, pgx.ErrNoRows) {
+		cp, err := r.store.CheckpointAt(ctx, r.pool, pos)
+		if domain.ErrorCode(err) == domain.CodeNotFound {
 			return eventstore.Checkpoint{}, domain.Invalid(field, "no event at position %d", pos)
 		}
-		if err != nil {
-			return eventstore.Checkpoint{}, fmt.Errorf("look up event %d: %w", pos, err)
-		}
-		return eventstore.Checkpoint{TransactionID: uint64(txid), Position: pos}, nil
+		return cp, err
 	}
 	cp, err := eventstore.ParseCheckpoint(s)
 	if err != nil {

@@ -2,70 +2,198 @@ package projections
 
 import (
 	"context"
-	"os"
-	"strconv"
+	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/projections/projtest"
 )
 
-// TestProjectionReplayRate fills the log with synthetic runs in bulk and
-// times a rebuild of the read models from zero. ORDO_REPLAY_RUNS scales it
-// (7 events per run; 143000 runs is a million events).
-func TestProjectionReplayRate(t *testing.T) {
-	if testing.Short() {
-		t.Skip("bulk replay")
+func tableDiff(r VerifyReport, table string) TableDiff {
+	for _, t := range r.Tables {
+		if t.Table == table {
+			return t
+		}
 	}
+	return TableDiff{}
+}
+
+// TestReplayVerifyFindsDamage damages the live read models and the log,
+// and checks that Verify reports each problem by table and key without
+// changing anything, and that Replay then repairs the read models.
+func TestReplayVerifyFindsDamage(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	runs := 5000
-	if v, err := strconv.Atoi(os.Getenv("ORDO_REPLAY_RUNS")); err == nil {
-		runs = v
+	var runs []*projtest.Run
+	for range 5 {
+		r := b.log.CreateRun(projtest.RunSpec{})
+		r.Complete()
+		runs = append(runs, r)
 	}
-	_, err := b.pool.Exec(ctx, `
-WITH r AS (
-    SELECT i, gen_random_uuid() AS run, gen_random_uuid() AS task, gen_random_uuid() AS dep FROM generate_series(1, $1) i
-), e AS (
-    SELECT r.i, 1 AS k, r.run AS stream_id, 'flow_run' AS stream_type, 1 AS version, 'FlowRunCreated' AS type,
-        jsonb_build_object('name', 'run-' || r.i, 'deployment_id', r.dep, 'deployment_name', 'bulk', 'deployment_version', 1,
-            'work_queue', 'default', 'tags', jsonb_build_array('bulk'), 'parameters', jsonb_build_object('i', r.i),
-            'flow', jsonb_build_object('name', 'f', 'tasks', jsonb_build_array(jsonb_build_object('name', 't', 'command', jsonb_build_array('true')))),
-            'task_run_ids', jsonb_build_object('t', r.task), 'scheduled_at', '2026-01-01T00:00:00Z') AS data FROM r
-    UNION ALL SELECT r.i, 2, r.task, 'task_run', 1, 'TaskRunCreated',
-        jsonb_build_object('flow_run_id', r.run, 'task', jsonb_build_object('name', 't', 'command', jsonb_build_array('true'))) FROM r
-    UNION ALL SELECT r.i, 3, r.run, 'flow_run', 2, 'FlowRunPending', '{}' FROM r
-    UNION ALL SELECT r.i, 4, r.run, 'flow_run', 3, 'FlowRunStarted', '{}' FROM r
-    UNION ALL SELECT r.i, 5, r.task, 'task_run', 2, 'TaskRunStarted', '{"attempt": 1, "worker": "w"}' FROM r
-    UNION ALL SELECT r.i, 6, r.task, 'task_run', 3, 'TaskRunCompleted', '{"attempt": 1, "result": 1}' FROM r
-    UNION ALL SELECT r.i, 7, r.run, 'flow_run', 4, 'FlowRunCompleted', '{"result": 1}' FROM r
-)
-INSERT INTO events (stream_id, stream_type, version, type, data, metadata)
-SELECT stream_id, stream_type, version, type, data, '{"actor": "bulk"}' FROM e ORDER BY i, k`, runs)
-	if err != nil {
-		t.Fatal(err)
+	p := newProjector(t, b, ProjectorOptions{})
+	catchUp(t, p)
+	if report, err := Verify(ctx, b.pool, b.store, ReplayOptions{}); err != nil || !report.Clean {
+		t.Fatalf("before any damage: %v\n%s", err, report.String())
 	}
-	var scan time.Duration
-	{
-		start := time.Now()
-		var n int
-		if err := b.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT data FROM events ORDER BY transaction_id, position) e`).Scan(&n); err != nil {
+
+	for _, stmt := range []string{
+		`UPDATE flow_runs SET name = 'edited', run_count = 9 WHERE id = '` + runs[0].ID.String() + `'`,
+		`DELETE FROM state_history WHERE stream_id = '` + runs[1].ID.String() + `' AND version = 2`,
+		`INSERT INTO task_run_attempts (task_run_id, attempt, flow_run_id, outcome) VALUES ('` + runs[2].Tasks["join"].String() + `', 7, '` + runs[2].ID.String() + `', 'running')`,
+	} {
+		if _, err := b.pool.Exec(ctx, stmt); err != nil {
 			t.Fatal(err)
 		}
-		scan = time.Since(start)
 	}
-	start := time.Now()
-	n, err := Rebuild(ctx, b.pool, b.store)
+	// an attempt's result for an attempt that never started: not a legal
+	// transition (the projector applies what the log says)
+	bad := runs[3].Task("left", domain.TaskRunCompleted{Attempt: 5})
+	catchUp(t, p)
+
+	report, err := Verify(ctx, b.pool, b.store, ReplayOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	took := time.Since(start)
-	if n != runs*7 {
-		t.Fatalf("replayed %d events, want %d", n, runs*7)
+	if report.Clean || report.ViolationCount != 1 || len(report.Violations) != 1 {
+		t.Fatalf("report:\n%s", report.String())
 	}
-	var completed int
-	_ = b.pool.QueryRow(ctx, `SELECT count(*) FROM flow_runs WHERE state_type = 'COMPLETED'`).Scan(&completed)
-	if completed != runs {
-		t.Fatalf("%d of %d runs completed after replay", completed, runs)
+	flows := tableDiff(report, "flow_runs")
+	if flows.Different != 1 || flows.Missing+flows.Extra != 0 || len(flows.Samples) != 1 ||
+		flows.Samples[0].Key != runs[0].ID.String() || !slices.Equal(flows.Samples[0].Columns, []string{"name", "run_count"}) {
+		t.Errorf("flow_runs: %+v", flows)
 	}
-	t.Logf("replayed %d events in %s: %.0f events/s (a plain ordered scan of the log took %s)", n, took, float64(n)/took.Seconds(), scan)
+	if h := tableDiff(report, "state_history"); h.Extra != 1 || h.Missing+h.Different != 0 || h.Samples[0].Key != runs[1].ID.String()+"/2" {
+		t.Errorf("state_history: %+v", h)
+	}
+	if a := tableDiff(report, "task_run_attempts"); a.Missing != 1 || a.Samples[0].Kind != "missing" || a.Samples[0].Key != runs[2].Tasks["join"].String()+"/7" {
+		t.Errorf("task_run_attempts: %+v", a)
+	}
+	if tr := tableDiff(report, "task_runs"); tr.Missing+tr.Extra+tr.Different != 0 || tr.LiveRows != 20 || tr.Rebuilt != 20 {
+		t.Errorf("task_runs: %+v", tr)
+	}
+	var name string
+	_ = b.pool.QueryRow(ctx, `SELECT name FROM flow_runs WHERE id = $1`, runs[0].ID).Scan(&name)
+	if name != "edited" {
+		t.Fatal("a dry run changed the live tables")
+	}
+
+	res, err := Replay(ctx, b.pool, b.store, ReplayOptions{})
+	if err != nil || !res.Swapped || res.Events != int64(bad[0].Position) {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	report, err = Verify(ctx, b.pool, b.store, ReplayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if report.differences() != 0 || report.ViolationCount != 1 {
+		t.Fatalf("after the replay:\n%s", report.String())
+	}
+}
+
+// TestReplayWhileAppending replays while runs are written and the projector
+// runs, then checks that what the projector applies on top of the swapped
+// tables equals a rebuild.
+func TestReplayWhileAppending(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range 40 {
+		b.log.CreateRun(projtest.RunSpec{}).Complete()
+	}
+	p := newProjector(t, b, ProjectorOptions{PollInterval: 10 * time.Millisecond})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = p.Run(ctx) })
+	writer := projtest.NewLog(t, b.store)
+	stop := make(chan struct{})
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r := writer.CreateRun(projtest.RunSpec{})
+			r.Flow(domain.FlowRunPending{}, domain.FlowRunStarted{})
+			r.Succeed("load", 1, "x")
+		}
+	})
+	for range 2 {
+		res, err := Replay(ctx, b.pool, b.store, ReplayOptions{Verify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Swapped || !res.Verify.Clean {
+			t.Fatalf("replay while appending:\n%s", res.Verify.String())
+		}
+	}
+	close(stop)
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	if err := p.Sync(wctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	wg.Wait()
+	report, err := Verify(context.Background(), b.pool, b.store, ReplayOptions{})
+	if err != nil || !report.Clean {
+		t.Fatalf("the projector after the swap differs from a rebuild: %v\n%s", err, report.String())
+	}
+}
+
+func TestReplayOneAtATime(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	conn, err := b.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, replayLockKey); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Replay(ctx, b.pool, b.store, ReplayOptions{})
+	if domain.ErrorCode(err) != domain.CodeConflict {
+		t.Fatalf("a second replay: %v", err)
+	}
+	_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, replayLockKey)
+	// an empty log replays to empty tables
+	res, err := Replay(ctx, b.pool, b.store, ReplayOptions{Verify: true})
+	if err != nil || !res.Swapped || res.Events != 0 || !res.Verify.Clean {
+		t.Fatalf("empty log: %+v %v", res, err)
+	}
+}
+
+// TestReplayWaitsForBusyTables holds a reader's lock on a live table past
+// the swap's lock timeout: the swap gives up, tries again, and succeeds
+// once the reader is done.
+func TestReplayWaitsForBusyTables(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	b.log.CreateRun(projtest.RunSpec{}).Complete()
+	catchUp(t, newProjector(t, b, ProjectorOptions{}))
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT count(*) FROM flow_runs`); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(700 * time.Millisecond)
+		_ = tx.Rollback(ctx)
+	}()
+	start := time.Now()
+	res, err := Replay(ctx, b.pool, b.store, ReplayOptions{LockTimeout: 200 * time.Millisecond, Verify: true})
+	if err != nil || !res.Swapped || !res.Verify.Clean {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	if time.Since(start) < 600*time.Millisecond {
+		t.Fatalf("the swap did not wait for the reader (%s)", time.Since(start))
+	}
 }
