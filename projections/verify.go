@@ -56,6 +56,10 @@ func (r *VerifyReport) differences() int64 {
 }
 
 // String summarises the report in a few lines.
+// OK reports whether the rebuilt tables equal the live ones and every event
+// of the log is a legal transition.
+func (r *VerifyReport) OK() bool { return r.ViolationCount == 0 && r.differences() == 0 }
+
 func (r *VerifyReport) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "verified at %s: %d events", r.Checkpoint, r.Events)

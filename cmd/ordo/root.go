@@ -40,6 +40,7 @@ the command line wins over the environment.`,
 		newRunsCommand(),
 		newEventsCommand(),
 		newHistoryCommand(),
+		newReplayCommand(),
 		newVersionCommand(),
 	)
 	return root

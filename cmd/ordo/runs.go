@@ -330,6 +330,8 @@ func newRunsCommand() *cobra.Command {
 	}
 	c.register(retry)
 
-	cmd.AddCommand(ls, show, cancel, retry)
+	logs := newLogsCommand(c)
+	c.register(logs)
+	cmd.AddCommand(ls, show, cancel, retry, logs)
 	return cmd
 }
