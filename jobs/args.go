@@ -14,6 +14,10 @@ type TaskRunArgs struct {
 	TaskRunID uuid.UUID `json:"task_run_id"`
 	FlowRunID uuid.UUID `json:"flow_run_id"`
 	Attempt   int       `json:"attempt"`
+	// ChildFlowRunID is set on the job that reports a sub-flow run that
+	// ended to the attempt of its parent task run that started it: that
+	// job runs nothing and settles the attempt with the child's outcome.
+	ChildFlowRunID uuid.UUID `json:"child_flow_run_id,omitzero"`
 }
 
 // Kind is the River job kind.

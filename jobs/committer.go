@@ -3,7 +3,11 @@ package jobs
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -19,13 +23,14 @@ import (
 // When a batch fails, its items are retried one by one, each a few times
 // when the failure is a conflict, so one bad item fails alone.
 type committer[T any] struct {
-	maxBatch int
-	tries    int
-	run      func(ctx context.Context, items []T) error // one transaction for all items
+	maxBatch    int
+	maxInFlight int // transactions at once
+	tries       int
+	run         func(ctx context.Context, items []T) error // one transaction for all items
 
 	mu      sync.Mutex
 	queue   []*pendingItem[T]
-	running bool
+	running int // loops running
 	ctx     context.Context
 	wg      sync.WaitGroup
 }
@@ -35,8 +40,8 @@ type pendingItem[T any] struct {
 	done chan error
 }
 
-func newCommitter[T any](ctx context.Context, maxBatch int, run func(context.Context, []T) error) *committer[T] {
-	return &committer[T]{maxBatch: maxBatch, tries: 5, run: run, ctx: ctx}
+func newCommitter[T any](ctx context.Context, maxBatch, maxInFlight int, run func(context.Context, []T) error) *committer[T] {
+	return &committer[T]{maxBatch: maxBatch, maxInFlight: max(maxInFlight, 1), tries: 5, run: run, ctx: ctx}
 }
 
 // do commits item, with others, and returns its outcome.
@@ -44,8 +49,8 @@ func (c *committer[T]) do(item T) error {
 	p := &pendingItem[T]{item: item, done: make(chan error, 1)}
 	c.mu.Lock()
 	c.queue = append(c.queue, p)
-	if !c.running {
-		c.running = true
+	if c.running < c.maxInFlight {
+		c.running++
 		c.wg.Add(1)
 		go c.loop()
 	}
@@ -62,7 +67,7 @@ func (c *committer[T]) loop() {
 		c.mu.Lock()
 		n := min(len(c.queue), c.maxBatch)
 		if n == 0 {
-			c.running = false
+			c.running--
 			c.mu.Unlock()
 			return
 		}
@@ -79,7 +84,9 @@ func (c *committer[T]) commit(batch []*pendingItem[T]) {
 		items[i] = p.item
 	}
 	err := c.run(c.ctx, items)
-	if err == nil || len(batch) == 1 && !retryable(err) {
+	// A broken connection may have committed the batch or not: each item's
+	// caller decides what to do, knowing that.
+	if err == nil || transient(err) || len(batch) == 1 && !retryable(err) {
 		for _, p := range batch {
 			p.done <- err
 		}
@@ -88,7 +95,7 @@ func (c *committer[T]) commit(batch []*pendingItem[T]) {
 	for _, p := range batch {
 		var err error
 		for try := 0; try < c.tries; try++ {
-			if err = c.run(c.ctx, []T{p.item}); err == nil || !retryable(err) {
+			if err = c.run(c.ctx, []T{p.item}); err == nil || !retryable(err) || transient(err) {
 				break
 			}
 		}
@@ -104,4 +111,29 @@ func retryable(err error) bool {
 	}
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
+// transient reports whether err says the database could not be reached or
+// the connection broke (a restart, a failover, a network cut): trying again
+// later may succeed, and a commit in flight may or may not have happened.
+func transient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// connection exceptions, operator intervention (shutdown, crash
+		// recovery), too many connections
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P") || pgErr.Code == "53300"
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.Timeout(err), pgconn.SafeToRetry(err):
+		return true
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE):
+		return true
+	}
+	return false
 }

@@ -21,7 +21,10 @@ const deploymentCommandAttempts = 10
 // command in one transaction that loads the deployment's stream, decides in
 // domain and appends with the stream's expected version. The name -> id
 // lookup lives in the write-side table deployment_names, kept in the same
-// transaction; deleting a deployment frees its name.
+// transaction; deleting a deployment frees its name. A command that pauses
+// or deletes a deployment, or changes its schedule or what its runs are made
+// of, cancels in the same transaction the runs its schedule created ahead
+// that have not started (see Scheduler).
 type DeploymentCommands struct {
 	store *eventstore.Store
 }
@@ -63,8 +66,11 @@ func (c *DeploymentCommands) DeploymentSave(ctx context.Context, spec domain.Dep
 			}
 		}
 		d, err = c.deploymentAppend(ctx, tx, cur, events, actor, "saved")
-		created = len(events) > 0 && events[0].EventType() == (domain.DeploymentCreated{}).EventType()
-		return err
+		if err != nil || len(events) == 0 {
+			return err
+		}
+		created = events[0].EventType() == (domain.DeploymentCreated{}).EventType()
+		return cancelObsoleteScheduledRuns(ctx, tx, c.store, id, actor)
 	})
 	if err != nil {
 		return domain.Deployment{}, false, err
@@ -130,7 +136,10 @@ func (c *DeploymentCommands) deploymentCommand(ctx context.Context, id uuid.UUID
 			}
 		}
 		d, err = c.deploymentAppend(ctx, tx, cur, events, actor, reason)
-		return err
+		if err != nil || len(events) == 0 {
+			return err
+		}
+		return cancelObsoleteScheduledRuns(ctx, tx, c.store, id, actor)
 	})
 	return d, err
 }
@@ -138,16 +147,27 @@ func (c *DeploymentCommands) deploymentCommand(ctx context.Context, id uuid.UUID
 // deploymentLoad folds a deployment's stream; a stream with no events gives
 // a zero deployment with ID set.
 func (c *DeploymentCommands) deploymentLoad(ctx context.Context, q eventstore.Querier, id uuid.UUID) (domain.Deployment, error) {
-	envs, err := c.store.ReadStream(ctx, q, id, 0)
+	d, _, err := loadDeployment(ctx, c.store, q, id)
+	return d, err
+}
+
+// loadDeployment folds a deployment's stream and returns it with the
+// events it was folded from; a stream with no events gives a zero
+// deployment with ID set.
+func loadDeployment(ctx context.Context, store *eventstore.Store, q eventstore.Querier, id uuid.UUID) (domain.Deployment, []domain.Envelope, error) {
+	envs, err := store.ReadStream(ctx, q, id, 0)
 	if err != nil {
-		return domain.Deployment{}, err
+		return domain.Deployment{}, nil, err
 	}
 	d := domain.Deployment{ID: id}
 	for _, env := range envs {
+		if env.StreamType != domain.StreamDeployment {
+			return domain.Deployment{}, nil, domain.Errorf(domain.CodeNotFound, "deployment %s not found", id)
+		}
 		d = d.Apply(env.Event, env.RecordedAt)
 		d.Stream = env.Version
 	}
-	return d, nil
+	return d, envs, nil
 }
 
 // deploymentAppend appends events at cur's stream version and returns the

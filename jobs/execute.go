@@ -39,12 +39,17 @@ type execPlan struct {
 	attempt   int
 	params    map[string]any
 	inputs    map[string]json.RawMessage
+	cacheKey  string                 // the key its result is cached under, if the task is cached
+	fail      *domain.AttemptFailure // set when the attempt fails before anything runs
 }
 
-// outcome is how an attempt ended: a result, or a failure.
+// outcome is how an attempt ended: a result, a failure, or cancelled.
 type outcome struct {
-	result  json.RawMessage
-	failure *domain.AttemptFailure
+	result    json.RawMessage
+	failure   *domain.AttemptFailure
+	cancelled bool     // its flow run was cancelled and the attempt was stopped
+	logTail   []string // the last log lines, for a cancelled attempt
+	cacheKey  string
 }
 
 func failed(attempt int, format string, args ...any) outcome {
@@ -58,14 +63,30 @@ func (p execPlan) timeout() time.Duration {
 // workspace returns (and creates) the flow run's directory on this worker.
 func (w *Worker) workspace(flowRunID uuid.UUID) (string, error) {
 	dir := filepath.Join(w.opts.WorkspaceDir, flowRunID.String())
+	w.wsMu.Lock()
+	made := w.workspaces[flowRunID]
+	w.wsMu.Unlock()
+	if made {
+		return dir, nil
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create workspace: %w", err)
 	}
+	w.wsMu.Lock()
+	if len(w.workspaces) >= 10_000 {
+		clear(w.workspaces) // forget old runs; MkdirAll again is harmless
+	}
+	w.workspaces[flowRunID] = true
+	w.wsMu.Unlock()
 	return dir, nil
 }
 
 // execute runs one attempt and reports how it ended.
 func (w *Worker) execute(ctx context.Context, p execPlan, log *taskLog) outcome {
+	if p.fail != nil {
+		log.system("%s", p.fail.Error)
+		return outcome{failure: p.fail}
+	}
 	ws, err := w.workspace(p.flowRunID)
 	if err != nil {
 		return failed(p.attempt, "%v", err)
@@ -133,7 +154,7 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		"ORDO_RESULT_PATH": resultPath,
 		"ORDO_WORKSPACE":   ws,
 	})
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = taskProcAttr()
 
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -209,6 +230,9 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		msg := fmt.Sprintf("timed out after %s: the process group was killed", p.timeout())
 		log.system("%s", msg)
 		return fail(msg)
+	case stopped && errors.Is(context.Cause(ctx), errRunCancelled):
+		log.system("the flow run was cancelled: the process group was killed")
+		return outcome{cancelled: true, logTail: log.lastLines()}
 	case stopped:
 		msg := "the worker stopped while the task ran: the process group was killed"
 		log.system("%s", msg)
@@ -358,6 +382,10 @@ func (w *Worker) runHandler(ctx context.Context, p execPlan, ws string, log *tas
 		}
 	}
 	timedOut := errors.Is(hctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), errRunCancelled) {
+		log.system("the flow run was cancelled: the handler's context was cancelled")
+		return outcome{cancelled: true, logTail: log.lastLines()}
+	}
 	if r.err != nil || timedOut {
 		msg := fmt.Sprint(r.err)
 		if timedOut {

@@ -3,8 +3,10 @@ package jobs
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/riverqueue/river"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
@@ -30,14 +32,22 @@ type cachedFlowRun struct {
 // flowIndex is a flow run's DAG by task run id, computed once per run.
 type flowIndex struct {
 	names map[uuid.UUID]string // task run id -> task name
+	specs map[string]int       // task name -> its index in the flow's tasks
 	down  map[string][]string  // task -> tasks that depend on it
 	sinks []string             // tasks nothing depends on, in spec order
 }
 
 func newFlowIndex(r domain.FlowRun) *flowIndex {
-	ix := &flowIndex{names: make(map[uuid.UUID]string, len(r.TaskRunIDs)), down: r.Flow.Downstream()}
+	ix := &flowIndex{
+		names: make(map[uuid.UUID]string, len(r.TaskRunIDs)),
+		specs: make(map[string]int, len(r.Flow.Tasks)),
+		down:  r.Flow.Downstream(),
+	}
 	for name, id := range r.TaskRunIDs {
 		ix.names[id] = name
+	}
+	for i, t := range r.Flow.Tasks {
+		ix.specs[t.Name] = i
 	}
 	for _, t := range r.Flow.Tasks {
 		if len(ix.down[t.Name]) == 0 {
@@ -45,6 +55,21 @@ func newFlowIndex(r domain.FlowRun) *flowIndex {
 		}
 	}
 	return ix
+}
+
+// task returns the spec of the named task of fr (whose index ix is).
+func (ix *flowIndex) task(fr domain.FlowRun, name string) (domain.TaskSpec, bool) {
+	i, ok := ix.specs[name]
+	if !ok {
+		return domain.TaskSpec{}, false
+	}
+	return fr.Flow.Tasks[i], true
+}
+
+// job is the job that works the given attempt of the named task of fr.
+func (ix *flowIndex) job(fr domain.FlowRun, name string, attempt int, at, now time.Time) river.InsertManyParams {
+	t, _ := ix.task(fr, name)
+	return jobFor(fr, t, attempt, at, now)
 }
 
 // descendants returns every task that depends on name, directly or not.
@@ -100,6 +125,71 @@ func (c *flowRunCache) load(ctx context.Context, store *eventstore.Store, q even
 		c.put(r, ix)
 	}
 	return r, ix, nil
+}
+
+// loadMany is load for several flow runs, in one query. Runs that do not
+// exist are missing from the result.
+func (c *flowRunCache) loadMany(ctx context.Context, store *eventstore.Store, q eventstore.Querier, ids []uuid.UUID) (map[uuid.UUID]*cachedFlowRun, error) {
+	out := make(map[uuid.UUID]*cachedFlowRun, len(ids))
+	after := make(map[uuid.UUID]int64, len(ids))
+	c.mu.Lock()
+	for _, id := range ids {
+		if cached, ok := c.runs[id]; ok {
+			out[id] = &cachedFlowRun{run: cached.run, index: cached.index}
+		} else {
+			out[id] = &cachedFlowRun{run: domain.FlowRun{ID: id}}
+		}
+		after[id] = out[id].run.Version
+	}
+	c.mu.Unlock()
+	envs, err := store.ReadStreamsAfter(ctx, q, after)
+	if err != nil {
+		return nil, err
+	}
+	changed := map[uuid.UUID]bool{}
+	for _, e := range envs {
+		ent := out[e.StreamID]
+		if e.StreamType != domain.StreamFlowRun {
+			delete(out, e.StreamID)
+			delete(after, e.StreamID)
+			continue
+		}
+		if ent == nil {
+			continue
+		}
+		ent.run = ent.run.Apply(e.Event, e.RecordedAt)
+		ent.run.Version = e.Version
+		changed[e.StreamID] = true
+	}
+	for id, ent := range out {
+		if ent.run.State.IsZero() {
+			delete(out, id)
+			continue
+		}
+		if ent.index == nil {
+			ent.index = newFlowIndex(ent.run)
+		}
+		if changed[id] {
+			c.put(ent.run, ent.index)
+		}
+	}
+	return out, nil
+}
+
+// snapshot returns the cached state of each of ids, and whether every one
+// was cached.
+func (c *flowRunCache) snapshot(ids []uuid.UUID) (map[uuid.UUID]*cachedFlowRun, bool) {
+	out := make(map[uuid.UUID]*cachedFlowRun, len(ids))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		cached, ok := c.runs[id]
+		if !ok {
+			return nil, false
+		}
+		out[id] = &cachedFlowRun{run: cached.run, index: cached.index}
+	}
+	return out, true
 }
 
 func (c *flowRunCache) put(r domain.FlowRun, ix *flowIndex) {

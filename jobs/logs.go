@@ -170,10 +170,28 @@ func (w *logWriter) flush() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := w.store(ctx, lines); err != nil {
+	err := w.store(ctx, lines)
+	if err == nil {
+		return
+	}
+	w.mu.Lock()
+	keep := transient(err) && len(w.pending)+len(lines) <= maxPendingLogLines
+	if keep {
+		// The database is unreachable for now: keep the lines, in order,
+		// for the next flush.
+		w.pending = append(lines, w.pending...)
+	}
+	w.mu.Unlock()
+	if keep {
+		w.logger.Warn("store task logs; keeping them to try again", "lines", len(lines), "err", err)
+	} else {
 		w.logger.Error("store task logs", "lines", len(lines), "err", err)
 	}
 }
+
+// maxPendingLogLines bounds the lines kept in memory while the database is
+// unreachable; beyond it, a failed batch is dropped.
+const maxPendingLogLines = 100_000
 
 func (w *logWriter) store(ctx context.Context, lines []LogLine) error {
 	runs := map[uuid.UUID]bool{}
@@ -221,8 +239,9 @@ type taskLog struct {
 	w    *logWriter
 	base LogLine
 
-	mu   sync.Mutex
-	tail []string
+	mu    sync.Mutex
+	tail  []string
+	lines int // lines written
 }
 
 const logTailLines = 20
@@ -237,11 +256,30 @@ func (t *taskLog) line(stream, level, msg string) {
 		t.tail = t.tail[:logTailLines-1]
 	}
 	t.tail = append(t.tail, cleanLine(msg))
+	t.lines++
 	t.mu.Unlock()
+}
+
+// sync returns once every line of the attempt is stored; at once when it
+// wrote none.
+func (t *taskLog) sync(ctx context.Context) {
+	t.mu.Lock()
+	n := t.lines
+	t.mu.Unlock()
+	if n > 0 {
+		t.w.sync(ctx)
+	}
 }
 
 func (t *taskLog) system(format string, args ...any) {
 	t.line(StreamSystem, "INFO", fmt.Sprintf(format, args...))
+}
+
+// note writes a system line that sync does not wait for.
+func (t *taskLog) note(format string, args ...any) {
+	l := t.base
+	l.Timestamp, l.Stream, l.Level, l.Message = time.Now(), StreamSystem, "INFO", fmt.Sprintf(format, args...)
+	t.w.write(l)
 }
 
 func (t *taskLog) lastLines() []string {

@@ -23,6 +23,7 @@ type Service struct {
 	pool  *pgxpool.Pool
 	store *eventstore.Store
 	river *river.Client[pgx.Tx]
+	eng   *engine
 	opts  ServiceOptions
 }
 
@@ -38,7 +39,7 @@ type ServiceOptions struct {
 // NewService returns a Service. client is used only to insert jobs; it
 // needs no queues or workers.
 func NewService(pool *pgxpool.Pool, store *eventstore.Store, client *river.Client[pgx.Tx], opts ServiceOptions) *Service {
-	return &Service{pool: pool, store: store, river: client, opts: opts}
+	return &Service{pool: pool, store: store, river: client, eng: newEngine(store, client), opts: opts}
 }
 
 // RunCreateParams describe a new flow run.
@@ -52,7 +53,9 @@ type RunCreateParams struct {
 	Tags       []string
 	Parameters map[string]any // the run's parameters, already merged with the deployment's
 	Flow       domain.FlowSpec
-	// ScheduledAt is when the run is due. Zero or past means now.
+	// ScheduledAt is when the run is due. Zero means now. A past time is
+	// kept as the run's due time (a scheduled run created a little late is
+	// still the run due then) and the run starts at once.
 	ScheduledAt time.Time
 	// Name of the run. Defaults to the flow name and a random suffix.
 	Name string
@@ -61,6 +64,10 @@ type RunCreateParams struct {
 	IdempotencyKey string
 	// AutoScheduled marks runs created by a deployment's schedule.
 	AutoScheduled bool
+	// Hold creates the run SCHEDULED with none of its tasks queued, whatever
+	// ScheduledAt says: it waits for a deployment concurrency slot, and the
+	// slot accounting (deployruns.go) queues its root tasks when it gets one.
+	Hold bool
 	// Actor is who asks: "token:NAME", "scheduler", "cli", ... Defaults to
 	// "system".
 	Actor string
@@ -88,24 +95,40 @@ func (s *Service) RunCreate(ctx context.Context, p RunCreateParams) (domain.Flow
 // RunCreateTx is RunCreate within the caller's transaction. The caller
 // commits, then calls the store's Committed.
 func (s *Service) RunCreateTx(ctx context.Context, tx pgx.Tx, p RunCreateParams) (domain.FlowRun, error) {
-	if err := p.validate(); err != nil {
-		return domain.FlowRun{}, err
-	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return domain.FlowRun{}, fmt.Errorf("new flow run id: %w", err)
 	}
+	return createRun(ctx, tx, s.store, s.river, p, runIdentity{id: id})
+}
+
+// runIdentity is the id of a run being created and, for a sub-flow run, its
+// parent.
+type runIdentity struct {
+	id              uuid.UUID
+	parentTaskRunID *uuid.UUID
+	parentFlowRunID *uuid.UUID
+}
+
+// createRun records a new flow run and its task runs and queues its root
+// tasks, within tx; client inserts the jobs.
+func createRun(ctx context.Context, tx pgx.Tx, store *eventstore.Store, client *river.Client[pgx.Tx], p RunCreateParams, ident runIdentity) (domain.FlowRun, error) {
+	if err := p.validate(); err != nil {
+		return domain.FlowRun{}, err
+	}
+	id := ident.id
+	var err error
 	if p.IdempotencyKey != "" {
 		existing, found, err := claimIdempotencyKey(ctx, tx, p.DeploymentID, p.IdempotencyKey, id)
 		if err != nil {
 			return domain.FlowRun{}, err
 		}
 		if found {
-			return readFlowRun(ctx, s.store, tx, existing)
+			return readFlowRun(ctx, store, tx, existing)
 		}
 	}
 	now := time.Now()
-	if p.ScheduledAt.IsZero() || p.ScheduledAt.Before(now) {
+	if p.ScheduledAt.IsZero() {
 		p.ScheduledAt = now
 	}
 	if p.WorkQueue == "" {
@@ -130,11 +153,12 @@ func (s *Service) RunCreateTx(ctx context.Context, tx pgx.Tx, p RunCreateParams)
 	}
 	meta := domain.Metadata{Actor: p.Actor, CorrelationID: id.String()}
 
-	u := newUnitOfWork(s.store)
+	u := newUnitOfWork(store)
 	created, err := domain.DecideFlowRun(domain.FlowRun{ID: id}, domain.CreateFlowRun{FlowRunCreated: domain.FlowRunCreated{
 		Name: p.Name, DeploymentID: p.DeploymentID, DeploymentName: p.DeploymentName, DeploymentVersion: p.DeploymentVersion,
 		WorkQueue: p.WorkQueue, Tags: p.Tags, Parameters: p.Parameters, Flow: p.Flow, TaskRunIDs: taskRunIDs,
 		ScheduledAt: p.ScheduledAt.UTC(), AutoScheduled: p.AutoScheduled,
+		ParentTaskRunID: ident.parentTaskRunID, ParentFlowRunID: ident.parentFlowRunID,
 	}})
 	if err != nil {
 		return domain.FlowRun{}, err
@@ -145,7 +169,7 @@ func (s *Service) RunCreateTx(ctx context.Context, tx pgx.Tx, p RunCreateParams)
 		run = run.Apply(e, now)
 	}
 	u.putFlowRun(run)
-	due := !p.ScheduledAt.After(now)
+	due := !p.ScheduledAt.After(now) && !p.Hold
 	if due {
 		if _, err := u.decideFlowRun(id, domain.MarkFlowRunPending{}, meta); err != nil {
 			return domain.FlowRun{}, err
@@ -175,11 +199,16 @@ INSERT INTO flow_run_progress (flow_run_id, task_runs_total, task_runs_unfinishe
 		id, len(p.Flow.Tasks)); err != nil {
 		return domain.FlowRun{}, fmt.Errorf("record progress: %w", err)
 	}
-	var jobs []river.InsertManyParams
-	for _, name := range p.Flow.Roots() {
-		jobs = append(jobs, taskJob(run, name, 1, p.ScheduledAt, now))
+	if p.Hold {
+		return run, nil
 	}
-	if _, err := s.river.InsertManyFastTx(ctx, tx, jobs); err != nil {
+	var jobs []river.InsertManyParams
+	for _, t := range p.Flow.Tasks {
+		if len(t.DependsOn) == 0 {
+			jobs = append(jobs, jobFor(run, t, 1, p.ScheduledAt, now))
+		}
+	}
+	if _, err := client.InsertManyFastTx(ctx, tx, jobs); err != nil {
 		return domain.FlowRun{}, fmt.Errorf("queue root tasks: %w", err)
 	}
 	return run, nil
@@ -214,8 +243,16 @@ func (p *RunCreateParams) validate() error {
 // taskJob is the job that works the given attempt of a task of run, due at
 // `at` (queued at once when that is not after now).
 func taskJob(run domain.FlowRun, task string, attempt int, at, now time.Time) river.InsertManyParams {
+	t, _ := run.Flow.Task(task)
+	return jobFor(run, t, attempt, at, now)
+}
+
+// jobFor is taskJob for a task whose spec the caller has at hand (looking
+// it up by name scans the flow).
+func jobFor(run domain.FlowRun, t domain.TaskSpec, attempt int, at, now time.Time) river.InsertManyParams {
+	task := t.Name
 	queue := run.WorkQueue
-	if t, ok := run.Flow.Task(task); ok && t.WorkQueue != "" {
+	if t.WorkQueue != "" {
 		queue = t.WorkQueue
 	}
 	opts := &river.InsertOpts{Queue: queue}

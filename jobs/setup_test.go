@@ -1,9 +1,14 @@
 package jobs_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -194,4 +199,138 @@ func (b testBundle) validate(t *testing.T) {
 // sh is a command task running script in sh.
 func sh(name, script string, deps ...string) domain.TaskSpec {
 	return domain.TaskSpec{Name: name, Command: []string{"sh", "-c", script}, DependsOn: deps}
+}
+
+// setupURL is setup on a database that other processes can reach at url.
+func setupURL(t *testing.T) (testBundle, string) {
+	t.Helper()
+	url := pgtest.URL(t)
+	pool, err := pgxpool.New(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return bundleOn(t, pool), url
+}
+
+func bundleOn(t *testing.T, pool *pgxpool.Pool) testBundle {
+	t.Helper()
+	store := eventstore.New(pool, domain.NewRegistry())
+	t.Cleanup(store.Close)
+	client, err := jobs.NewInsertClient(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testBundle{
+		pool: pool, store: store,
+		svc:       jobs.NewService(pool, store, client, jobs.ServiceOptions{}),
+		workspace: t.TempDir(),
+	}
+}
+
+// startReaper runs a reaper until the test ends.
+func (b testBundle) startReaper(t *testing.T, opts jobs.ReaperOptions) {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = quietLogger
+	}
+	r, err := jobs.NewReaper(b.pool, b.store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// waitUntil waits up to d for cond to hold.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// taskEvents returns the events of one task run of fr.
+func (b testBundle) taskEvents(t *testing.T, fr domain.FlowRun, task string) taskHistory {
+	t.Helper()
+	envs, err := b.store.ReadStream(context.Background(), b.pool, fr.TaskRunIDs[task], 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := taskHistory{run: domain.TaskRun{ID: fr.TaskRunIDs[task]}, events: envs}
+	for _, e := range envs {
+		h.run = h.run.Apply(e.Event, e.RecordedAt)
+	}
+	return h
+}
+
+// readPid reads a pid a task wrote to a file, once it exists.
+func readPid(t *testing.T, path string) int {
+	t.Helper()
+	var pid int
+	waitUntil(t, 10*time.Second, "pid file "+path, func() bool {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return false
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(raw)))
+		return err == nil && pid > 0
+	})
+	return pid
+}
+
+// waitGone waits for pid to exit, and kills it when it does not.
+func waitGone(t *testing.T, pid int, d time.Duration, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("%s: process %d still runs after %v", what, pid, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testLogger returns a logger whose output is shown only when the test
+// fails: for tests where warnings are expected (a database restart, dead
+// workers).
+func testLogger(t *testing.T) *slog.Logger {
+	t.Helper()
+	buf := &lockedBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("worker logs:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

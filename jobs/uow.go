@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,6 +19,8 @@ import (
 // end with the versions they were read at.
 type unitOfWork struct {
 	store    *eventstore.Store
+	tasks    *taskRunCache // optional: committed task run states seen before
+	seeds    map[uuid.UUID]domain.TaskRun
 	taskRuns map[uuid.UUID]*taskRunEntry
 	flowRuns map[uuid.UUID]*flowRunEntry
 	order    []uuid.UUID // streams in the order they got events
@@ -45,38 +48,133 @@ func newUnitOfWork(store *eventstore.Store) *unitOfWork {
 	}
 }
 
-// loadTaskRuns reads the task runs not loaded yet, in one statement.
+// loadTaskRuns reads the task runs not loaded yet, in one statement: only
+// the events after the state the task run cache holds.
 func (u *unitOfWork) loadTaskRuns(ctx context.Context, q eventstore.Querier, ids []uuid.UUID) error {
-	var missing []uuid.UUID
-	seen := map[uuid.UUID]bool{}
-	for _, id := range ids {
-		if _, ok := u.taskRuns[id]; !ok && !seen[id] {
-			seen[id] = true
-			missing = append(missing, id)
-		}
-	}
-	if len(missing) == 0 {
+	after := map[uuid.UUID]int64{}
+	u.prepareTaskRuns(ids, after)
+	if len(after) == 0 {
 		return nil
 	}
-	envs, err := u.store.ReadStreams(ctx, q, missing)
+	envs, err := u.store.ReadStreamsAfter(ctx, q, after)
 	if err != nil {
 		return err
 	}
-	for _, id := range missing {
-		u.taskRuns[id] = &taskRunEntry{run: domain.TaskRun{ID: id}}
+	return u.applyTaskEvents(envs, after)
+}
+
+// prepareTaskRuns registers the task runs of ids not loaded yet at their
+// cached (or seeded) state, and adds to after the version to read them
+// after.
+func (u *unitOfWork) prepareTaskRuns(ids []uuid.UUID, after map[uuid.UUID]int64) {
+	for _, id := range ids {
+		if _, ok := u.taskRuns[id]; ok {
+			continue
+		}
+		run := domain.TaskRun{ID: id}
+		if cached, ok := u.tasks.get(id); ok {
+			run = cached
+		} else if seed, ok := u.seeds[id]; ok {
+			run = seed
+		}
+		u.taskRuns[id] = &taskRunEntry{run: run}
+		after[id] = run.Version
 	}
+}
+
+// applyTaskEvents folds the events read for prepared task runs (other
+// streams' events are skipped) and records the versions they were read at.
+func (u *unitOfWork) applyTaskEvents(envs []domain.Envelope, after map[uuid.UUID]int64) error {
 	for _, e := range envs {
+		if _, prepared := after[e.StreamID]; !prepared {
+			continue
+		}
 		ent := u.taskRuns[e.StreamID]
-		if ent == nil || e.StreamType != domain.StreamTaskRun {
+		if e.StreamType != domain.StreamTaskRun {
 			return fmt.Errorf("stream %s is a %s, not a task run", e.StreamID, e.StreamType)
 		}
 		ent.run = ent.run.Apply(e.Event, e.RecordedAt)
 		ent.run.Version = e.Version
 	}
-	for _, id := range missing {
+	for id := range after {
 		u.base[id] = u.taskRuns[id].run.Version
 	}
 	return nil
+}
+
+// seedCreated tells loadTaskRuns the first event of task runs of fr: each
+// task run's stream starts with TaskRunCreated{FlowRunID, Task}, appended
+// with its flow run, so its state after that event follows from the flow
+// run already read, and only the events after it need reading (and
+// decoding). The seeded state's timestamp is unknown and left zero.
+func (u *unitOfWork) seedCreated(fr domain.FlowRun, ix *flowIndex, ids []uuid.UUID) {
+	if u.seeds == nil {
+		u.seeds = map[uuid.UUID]domain.TaskRun{}
+	}
+	for _, id := range ids {
+		t, ok := ix.task(fr, ix.names[id])
+		if !ok {
+			continue
+		}
+		run := domain.TaskRun{ID: id}.Apply(domain.TaskRunCreated{FlowRunID: fr.ID, Task: t}, time.Time{})
+		run.Version = 1
+		u.seeds[id] = run
+	}
+}
+
+// remember keeps the task runs' states in the task run cache: call it once
+// the transaction committed.
+func (u *unitOfWork) remember() {
+	if u.tasks == nil {
+		return
+	}
+	for _, ent := range u.taskRuns {
+		if !ent.run.State.IsZero() {
+			u.tasks.put(ent.run)
+		}
+	}
+}
+
+// taskRunCache keeps the last committed state of recently used task runs, so
+// that a task run read again (its outcome after its start) costs no decoding
+// of the events already folded. Events never change: a state folded from
+// committed events stays true up to its version.
+type taskRunCache struct {
+	mu    sync.Mutex
+	max   int
+	runs  map[uuid.UUID]domain.TaskRun
+	order []uuid.UUID // insertion order, for eviction
+}
+
+func newTaskRunCache(max int) *taskRunCache {
+	return &taskRunCache{max: max, runs: map[uuid.UUID]domain.TaskRun{}}
+}
+
+func (c *taskRunCache) get(id uuid.UUID) (domain.TaskRun, bool) {
+	if c == nil {
+		return domain.TaskRun{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.runs[id]
+	return r, ok
+}
+
+func (c *taskRunCache) put(r domain.TaskRun) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.runs[r.ID]; ok {
+		if old.Version < r.Version {
+			c.runs[r.ID] = r
+		}
+		return
+	}
+	if len(c.order) >= c.max {
+		delete(c.runs, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.runs[r.ID] = r
+	c.order = append(c.order, r.ID)
 }
 
 // taskRun returns a loaded task run.

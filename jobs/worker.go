@@ -65,8 +65,19 @@ type WorkerOptions struct {
 	// works it again (the worker then records the lost attempt as crashed).
 	// It must exceed the longest task timeout. Defaults to 8 days.
 	RescueStuckJobsAfter time.Duration
+	// CancelCheckInterval is how often the worker looks for cancelled flow
+	// runs among those it runs attempts of, besides listening for
+	// cancellations: how long a lost notification can delay a stop.
+	// Defaults to 2s.
+	CancelCheckInterval time.Duration
+	// CommitRetryTimeout is how long the worker keeps trying to record a
+	// start or an outcome while the database is unreachable (a restart, a
+	// failover) before giving the job back to River. Defaults to 2m.
+	CommitRetryTimeout time.Duration
 	// Logger receives the worker's own logs. Defaults to slog.Default().
 	Logger *slog.Logger
+
+	noCancelListen bool // tests: rely on CancelCheckInterval alone
 }
 
 func (o *WorkerOptions) validate() error {
@@ -123,6 +134,12 @@ func (o *WorkerOptions) setDefaults() {
 	if o.RescueStuckJobsAfter == 0 {
 		o.RescueStuckJobsAfter = 8 * 24 * time.Hour
 	}
+	if o.CancelCheckInterval == 0 {
+		o.CancelCheckInterval = 2 * time.Second
+	}
+	if o.CommitRetryTimeout == 0 {
+		o.CommitRetryTimeout = 2 * time.Minute
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -138,12 +155,16 @@ type Worker struct {
 	id    uuid.UUID
 	meta  domain.Metadata
 
-	client   *river.Client[pgx.Tx]
-	cache    *flowRunCache
-	logs     *logWriter
-	due      *DueTimer
-	starts   *committer[*taskOp]
-	finishes *committer[*taskOp]
+	client     *river.Client[pgx.Tx]
+	eng        *engine
+	wake       *waker
+	running    *attempts
+	wsMu       sync.Mutex
+	workspaces map[uuid.UUID]bool // flow runs whose workspace this worker created
+	logs       *logWriter
+	due        *DueTimer
+	starts     *committer[*taskOp]
+	finishes   *committer[*taskOp]
 
 	ctx    context.Context // lives until Stop has stopped River
 	cancel context.CancelFunc
@@ -162,13 +183,14 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 	}
 	w := &Worker{
 		pool: pool, store: store, opts: opts, id: id,
-		meta:  domain.Metadata{Actor: "worker:" + opts.Name},
-		cache: newFlowRunCache(1000),
-		logs:  newLogWriter(pool, opts.Logger),
+		meta:    domain.Metadata{Actor: "worker:" + opts.Name},
+		running: newAttempts(), workspaces: map[uuid.UUID]bool{},
+		wake: newWaker(pool, opts.Logger),
+		logs: newLogWriter(pool, opts.Logger),
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
-	w.starts = newCommitter(w.ctx, opts.MaxBatch, w.commitBatch)
-	w.finishes = newCommitter(w.ctx, opts.MaxBatch, w.commitBatch)
+	w.starts = newCommitter(w.ctx, opts.MaxBatch, 1, w.commitBatch)
+	w.finishes = newCommitter(w.ctx, opts.MaxBatch, 1, w.commitBatch)
 	if !opts.DisableDueTimer {
 		w.due = NewDueTimer(pool, DueTimerOptions{Logger: opts.Logger})
 	}
@@ -180,6 +202,9 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		queues[q] = river.QueueConfig{MaxWorkers: opts.Concurrency}
 	}
 	w.client, err = river.NewClient(riverpgxv5.New(pool), &river.Config{
+		// The reaper finds the jobs of a dead worker by this id in
+		// river_job.attempted_by.
+		ID:                   id.String(),
 		Queues:               queues,
 		Workers:              workers,
 		FetchCooldown:        opts.FetchCooldown,
@@ -191,6 +216,7 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 	if err != nil {
 		return nil, fmt.Errorf("river client: %w", err)
 	}
+	w.eng = newEngine(store, w.client)
 	return w, nil
 }
 
@@ -214,6 +240,8 @@ INSERT INTO workers (id, name, queues, hostname, pid) VALUES ($1, $2, $3, $4, $5
 	}
 	w.bg.Go(w.logs.run)
 	w.bg.Go(w.heartbeat)
+	w.bg.Go(w.watchCancellations)
+	w.bg.Go(func() { w.wake.run(w.ctx) })
 	if w.due != nil {
 		w.bg.Go(func() { _ = w.due.Run(w.ctx) })
 	}
@@ -259,10 +287,19 @@ func (w *Worker) heartbeat() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(w.ctx, max(w.opts.HeartbeatInterval, 5*time.Second))
-		_, err := w.pool.Exec(ctx, `UPDATE workers SET last_heartbeat_at = now() WHERE id = $1`, w.id)
+		var deadAt *time.Time
+		err := w.pool.QueryRow(ctx, `
+WITH before AS (SELECT dead_at FROM workers WHERE id = $1 FOR UPDATE)
+UPDATE workers SET last_heartbeat_at = now(), dead_at = NULL
+FROM before WHERE workers.id = $1
+RETURNING before.dead_at`, w.id).Scan(&deadAt)
 		cancel()
-		if err != nil && w.ctx.Err() == nil {
+		switch {
+		case err != nil && w.ctx.Err() == nil:
 			w.opts.Logger.Warn("worker heartbeat", "err", err)
+		case deadAt != nil:
+			w.opts.Logger.Error("this worker was declared dead because its heartbeat stopped; "+
+				"the attempts it was running were recorded as crashed and their results will be refused", "declared_dead_at", *deadAt)
 		}
 	}
 }
@@ -278,14 +315,28 @@ type taskRunWorker struct {
 // with the job's completion and what follows from it.
 func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) error {
 	w := t.w
+	if job.Args.ChildFlowRunID != uuid.Nil {
+		// A sub-flow run ended: settle the parent attempt.
+		return w.commit(w.finishes, &taskOp{kind: opFinish, ctx: ctx, job: job}, "record the end of sub-flow run")
+	}
+	// Registered before the start commits, so that a cancellation that
+	// commits right after it finds the attempt.
+	actx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	w.running.add(job.Args.FlowRunID, job.ID, stop)
+	defer w.running.remove(job.Args.FlowRunID, job.ID)
+
 	start := &taskOp{kind: opStart, ctx: ctx, job: job}
-	if err := w.starts.do(start); err != nil {
-		return fmt.Errorf("start task run %s: %w", job.Args.TaskRunID, err)
+	if err := w.commit(w.starts, start, "start task run"); err != nil {
+		return err
 	}
 	var out outcome
 	switch start.res.action {
 	case actionSkip:
 		w.opts.Logger.Debug("task run job skipped", "task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "reason", start.res.reason)
+		return nil
+	case actionDone:
+		w.opts.Logger.Debug("task run settled at start", "task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "reason", start.res.reason)
 		return nil
 	case actionRecover:
 		out = failed(job.Args.Attempt, "attempt %d was lost: the worker running it stopped before recording its outcome", job.Args.Attempt)
@@ -293,13 +344,37 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) e
 	case actionRun:
 		p := start.res.plan
 		log := &taskLog{w: w.logs, base: LogLine{TaskRunID: p.taskRunID, FlowRunID: p.flowRunID, Attempt: p.attempt}}
-		log.system("attempt %d of task %s started on worker %s", p.attempt, p.task.Name, w.opts.Name)
-		out = w.execute(ctx, p, log)
-		w.logs.sync(ctx) // every line is stored before the outcome
+		// Not waited for: a Go handler that logs nothing finishes without
+		// a log flush; the line is stored within the writer's interval.
+		log.note("attempt %d of task %s started on worker %s", p.attempt, p.task.Name, w.opts.Name)
+		out = w.execute(actx, p, log)
+		out.cacheKey = p.cacheKey
+		log.sync(ctx) // every line is stored before the outcome
 	}
-	finish := &taskOp{kind: opFinish, ctx: ctx, job: job, outcome: out}
-	if err := w.finishes.do(finish); err != nil {
-		return fmt.Errorf("record outcome of task run %s: %w", job.Args.TaskRunID, err)
+	return w.commit(w.finishes, &taskOp{kind: opFinish, ctx: ctx, job: job, outcome: out}, "record outcome of task run")
+}
+
+// commit hands op to a committer and, while the database cannot be
+// reached, tries again for up to CommitRetryTimeout. A later try knows that
+// an earlier one may have committed.
+func (w *Worker) commit(c *committer[*taskOp], op *taskOp, what string) error {
+	deadline := time.Now().Add(w.opts.CommitRetryTimeout)
+	backoff := 50 * time.Millisecond
+	for {
+		err := c.do(op)
+		if err == nil {
+			return nil
+		}
+		if !transient(err) || time.Now().After(deadline) || w.ctx.Err() != nil {
+			return fmt.Errorf("%s %s: %w", what, op.job.Args.TaskRunID, err)
+		}
+		w.opts.Logger.Warn("database unavailable; trying again", "what", what, "task_run_id", op.job.Args.TaskRunID, "err", err, "in", backoff)
+		op.retried = true
+		select {
+		case <-w.ctx.Done():
+			return fmt.Errorf("%s %s: %w", what, op.job.Args.TaskRunID, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
 	}
-	return nil
 }

@@ -71,6 +71,7 @@ type server struct {
 	store     *eventstore.Store
 	projector *projections.Projector
 	dueTimer  *jobs.DueTimer
+	scheduler *jobs.Scheduler
 	handler   http.Handler
 	logger    *slog.Logger
 }
@@ -100,16 +101,23 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	deployments := jobs.NewDeploymentCommands(store)
 	handler, err := api.New(api.Options{
 		Deployments: deployments,
-		Runs:        &runCommands{deployments: deployments, svc: svc},
+		Runs:        &runCommands{runs: jobs.NewDeploymentRuns(svc), svc: svc},
 		Reads:       projections.NewReader(store),
 		Projection:  projector,
 		Pool:        pool,
+		River:       insertClient,
+		Context:     ctx,
 		Logger:      logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, handler: withUI(handler, store), logger: logger}, nil
+	scheduler, err := jobs.NewScheduler(pool, store, svc, jobs.SchedulerOptions{Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, scheduler: scheduler,
+		handler: withUI(handler, ui.Handler(ui.Options{Store: store, Projection: projector, Logger: logger})), logger: logger}, nil
 }
 
 // run serves until ctx ends. ready, when not nil, receives the listening
@@ -123,6 +131,7 @@ func (s *server) run(ctx context.Context, ready func(addr string)) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ignoreCanceled(s.projector.Run(ctx)) })
 	g.Go(func() error { return ignoreCanceled(s.dueTimer.Run(ctx)) })
+	g.Go(func() error { return ignoreCanceled(s.scheduler.Run(ctx)) })
 	g.Go(func() error {
 		if err := httpServer.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -146,8 +155,7 @@ func (s *server) run(ctx context.Context, ready func(addr string)) error {
 
 // withUI serves the web UI at / and everything else (the API under /api/, River UI,
 // /healthz, /readyz, /metrics) from the API's handler.
-func withUI(apiHandler http.Handler, store *eventstore.Store) http.Handler {
-	uiHandler := ui.Handler(ui.Options{Store: store})
+func withUI(apiHandler, uiHandler http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/api/"), strings.HasPrefix(r.URL.Path, "/riverui"), r.URL.Path == "/healthz", r.URL.Path == "/readyz", r.URL.Path == "/metrics":
@@ -167,28 +175,16 @@ func ignoreCanceled(err error) error {
 
 // runCommands turns the API's run commands into the jobs service's.
 type runCommands struct {
-	deployments *jobs.DeploymentCommands
-	svc         *jobs.Service
+	runs *jobs.DeploymentRuns
+	svc  *jobs.Service
 }
 
 func (r *runCommands) RunCreate(ctx context.Context, deploymentID uuid.UUID, req api.RunCreateRequest, actor string) (uuid.UUID, error) {
-	d, err := r.deployments.DeploymentGet(ctx, deploymentID)
-	if err != nil {
-		return uuid.Nil, err
-	}
-	params := domain.MergeParameters(d.Spec.Parameters, req.Parameters)
-	if err := d.Spec.CheckParameters(params); err != nil {
-		return uuid.Nil, err
-	}
-	p := jobs.RunCreateParams{
-		DeploymentID: d.ID, DeploymentName: d.Spec.Name, DeploymentVersion: d.Version,
-		WorkQueue: d.Spec.WorkQueue, Tags: d.Spec.Tags, Parameters: params, Flow: d.Spec.Flow,
-		IdempotencyKey: req.IdempotencyKey, Actor: actor,
-	}
+	rr := jobs.RunRequest{Parameters: req.Parameters, IdempotencyKey: req.IdempotencyKey}
 	if req.ScheduledAt != nil {
-		p.ScheduledAt = *req.ScheduledAt
+		rr.ScheduledAt = *req.ScheduledAt
 	}
-	run, err := r.svc.RunCreate(ctx, p)
+	run, err := r.runs.RunFromDeployment(ctx, deploymentID, rr, actor)
 	if err != nil {
 		return uuid.Nil, err
 	}
@@ -196,11 +192,13 @@ func (r *runCommands) RunCreate(ctx context.Context, deploymentID uuid.UUID, req
 }
 
 func (r *runCommands) RunCancel(ctx context.Context, id uuid.UUID, actor string) error {
-	return domain.Errorf(domain.Code("not_implemented"), "cancelling runs is not available in this version")
+	_, err := r.svc.RunCancel(ctx, id, actor)
+	return err
 }
 
 func (r *runCommands) RunRetry(ctx context.Context, id uuid.UUID, actor string) error {
-	return domain.Errorf(domain.Code("not_implemented"), "retrying runs is not available in this version")
+	_, err := r.svc.RunRetry(ctx, id, actor)
+	return err
 }
 
 var _ api.RunCommands = (*runCommands)(nil)

@@ -1,0 +1,323 @@
+package ui
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
+)
+
+// liveMessage tells a page that a stream changed. Pages read what changed
+// from the API; the message only says where to look.
+type liveMessage struct {
+	StreamID   uuid.UUID `json:"stream_id"`
+	StreamType string    `json:"stream_type"`
+	Type       string    `json:"type"`
+	FlowRunID  string    `json:"flow_run_id,omitempty"` // a flow run's own id, or a task run's flow run
+	Position   int64     `json:"position"`
+}
+
+// maxLiveBatch is the most messages pushed for one batch of events; a
+// larger burst is pushed as one "reset" message that tells pages to reload
+// what they show.
+const maxLiveBatch = 200
+
+// live serves GET /ui/live: a Server-Sent Events stream with one message
+// per changed stream, each pushed once the read models hold the change.
+//
+// ?after=TXID-POSITION (or the Last-Event-ID header on a reconnect) starts
+// after that checkpoint; without it, at the end of the log. The first event
+// is "ready", with the checkpoint the stream starts after.
+type live struct {
+	opts Options
+
+	owners owners
+
+	mu        sync.Mutex
+	shutdowns map[*http.Server]chan struct{}
+}
+
+func (l *live) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	securityHeaders(w.Header())
+	if l.opts.Store == nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "live updates are not available on this server")
+		return
+	}
+	after, err := l.start(r)
+	if err != nil {
+		if domain.ErrorCode(err) == domain.CodeInvalid {
+			writeError(w, http.StatusBadRequest, "invalid", err.Error())
+		} else {
+			l.opts.Logger.Error("live updates: find the end of the log", "err", err)
+			writeError(w, http.StatusInternalServerError, "internal", "internal error")
+		}
+		return
+	}
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	// http.Server.Shutdown waits for handlers but does not cancel their
+	// requests: end the stream when the server shuts down.
+	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok {
+		done := l.shutdownSignal(srv)
+		go func() {
+			select {
+			case <-done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	out := &sseWriter{w: w, rc: http.NewResponseController(w)}
+	ready, _ := json.Marshal(map[string]string{"checkpoint": after.String()})
+	if err := out.send("retry: 2000\nid: " + after.String() + "\nevent: ready\ndata: " + string(ready) + "\n\n"); err != nil {
+		return
+	}
+
+	go func() {
+		tick := time.NewTicker(l.opts.Heartbeat)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if err := out.send(": keep-alive\n\n"); err != nil {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+
+	err = l.opts.Store.Subscribe(ctx, after, eventstore.SubscribeOptions{BatchSize: 1000}, func(ctx context.Context, envs []domain.Envelope) error {
+		return l.push(ctx, out, envs)
+	})
+	if err != nil && ctx.Err() == nil {
+		l.opts.Logger.Warn("live updates stopped", "err", err)
+	}
+}
+
+// start is where the stream begins: the checkpoint the client asks for, or
+// the end of the stable prefix of the log.
+func (l *live) start(r *http.Request) (eventstore.Checkpoint, error) {
+	s := r.URL.Query().Get("after")
+	if s == "" {
+		s = r.Header.Get("Last-Event-ID")
+	}
+	if s != "" {
+		cp, err := eventstore.ParseCheckpoint(s)
+		if err != nil {
+			return cp, domain.Invalid("after", "must be a checkpoint such as 812-4051, got %q", s)
+		}
+		return cp, nil
+	}
+	return stableHead(r.Context(), l.opts.Store.Pool())
+}
+
+// stableHeadSQL finds the last event of the part of the log that can no
+// longer change (see eventstore's ReadAll): a reader that starts after it
+// misses no event committed later.
+const stableHeadSQL = `
+SELECT transaction_id::text::bigint, position FROM events
+WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id DESC, position DESC
+LIMIT 1`
+
+func stableHead(ctx context.Context, q eventstore.Querier) (eventstore.Checkpoint, error) {
+	var txid, pos int64
+	err := q.QueryRow(ctx, stableHeadSQL).Scan(&txid, &pos)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return eventstore.Checkpoint{}, nil
+	}
+	if err != nil {
+		return eventstore.Checkpoint{}, fmt.Errorf("read the end of the log: %w", err)
+	}
+	return eventstore.Checkpoint{TransactionID: uint64(txid), Position: pos}, nil
+}
+
+// push sends one batch of events as messages, one per changed stream, once
+// the read models hold them.
+func (l *live) push(ctx context.Context, out *sseWriter, envs []domain.Envelope) error {
+	last := eventstore.CheckpointOf(envs[len(envs)-1])
+	msgs := make([]liveMessage, 0, len(envs))
+	index := map[uuid.UUID]int{}
+	for _, env := range envs {
+		m := liveMessage{StreamID: env.StreamID, StreamType: env.StreamType, Type: env.Type, Position: env.Position}
+		switch e := env.Event.(type) {
+		case domain.TaskRunCreated:
+			l.owners.learn(env.StreamID, e.FlowRunID)
+		}
+		if env.StreamType == domain.StreamFlowRun {
+			m.FlowRunID = env.StreamID.String()
+		}
+		if i, ok := index[env.StreamID]; ok {
+			msgs[i] = m // the stream's latest change is enough
+			continue
+		}
+		index[env.StreamID] = len(msgs)
+		msgs = append(msgs, m)
+	}
+
+	wait, cancel := context.WithTimeout(ctx, l.opts.ProjectionWait)
+	err := l.opts.Projection.WaitForCheckpoint(wait, last)
+	cancel()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		l.opts.Logger.Debug("live updates: read models behind; pushing anyway", "err", err)
+	}
+
+	id := "id: " + last.String() + "\n"
+	if len(msgs) > maxLiveBatch {
+		return out.send(id + "data: {\"type\":\"reset\"}\n\n")
+	}
+	if err := l.owners.resolve(ctx, l.opts.Store.Pool(), msgs); err != nil && ctx.Err() == nil {
+		l.opts.Logger.Debug("live updates: find the flow runs of task runs", "err", err)
+	}
+	var buf []byte
+	for i, m := range msgs {
+		if i == len(msgs)-1 {
+			buf = append(buf, id...)
+		}
+		b, _ := json.Marshal(m)
+		buf = append(buf, "data: "...)
+		buf = append(buf, b...)
+		buf = append(buf, "\n\n"...)
+	}
+	return out.send(string(buf))
+}
+
+func (l *live) shutdownSignal(srv *http.Server) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.shutdowns == nil {
+		l.shutdowns = map[*http.Server]chan struct{}{}
+	}
+	ch, ok := l.shutdowns[srv]
+	if !ok {
+		ch = make(chan struct{})
+		l.shutdowns[srv] = ch
+		srv.RegisterOnShutdown(func() {
+			close(ch)
+			l.mu.Lock()
+			delete(l.shutdowns, srv)
+			l.mu.Unlock()
+		})
+	}
+	return ch
+}
+
+// owners remembers which flow run each task run belongs to, so that live
+// messages about task runs name their flow run.
+type owners struct {
+	mu sync.Mutex
+	m  map[uuid.UUID]uuid.UUID
+}
+
+// maxOwners bounds the memory of owners; when full it starts again.
+const maxOwners = 100_000
+
+func (o *owners) learn(taskRunID, flowRunID uuid.UUID) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m == nil || len(o.m) >= maxOwners {
+		o.m = make(map[uuid.UUID]uuid.UUID)
+	}
+	o.m[taskRunID] = flowRunID
+}
+
+// taskRunOwnersSQL reads the flow run of task runs from their first event
+// (TaskRunCreated), by the unique (stream_id, version) index.
+const taskRunOwnersSQL = `
+SELECT stream_id, data->>'flow_run_id' FROM events
+WHERE stream_id = ANY($1) AND version = 1 AND type = 'TaskRunCreated'`
+
+// resolve fills FlowRunID in the messages about task runs.
+func (o *owners) resolve(ctx context.Context, q eventstore.Querier, msgs []liveMessage) error {
+	var missing [][16]byte
+	o.mu.Lock()
+	for i := range msgs {
+		if msgs[i].StreamType != domain.StreamTaskRun {
+			continue
+		}
+		if f, ok := o.m[msgs[i].StreamID]; ok {
+			msgs[i].FlowRunID = f.String()
+		} else {
+			missing = append(missing, msgs[i].StreamID)
+		}
+	}
+	o.mu.Unlock()
+	if len(missing) == 0 {
+		return nil
+	}
+	rows, err := q.Query(ctx, taskRunOwnersSQL, missing)
+	if err != nil {
+		return fmt.Errorf("read task runs' flow runs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id uuid.UUID
+		var flow string
+		if err := rows.Scan(&id, &flow); err != nil {
+			return fmt.Errorf("read task runs' flow runs: %w", err)
+		}
+		if f, err := uuid.Parse(flow); err == nil {
+			o.learn(id, f)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read task runs' flow runs: %w", err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := range msgs {
+		if msgs[i].StreamType == domain.StreamTaskRun && msgs[i].FlowRunID == "" {
+			if f, ok := o.m[msgs[i].StreamID]; ok {
+				msgs[i].FlowRunID = f.String()
+			}
+		}
+	}
+	return nil
+}
+
+// sseWriter writes to one event stream from several goroutines (events and
+// heartbeats), flushing after each write.
+type sseWriter struct {
+	mu sync.Mutex
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (s *sseWriter) send(text string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.w.Write([]byte(text)); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+// writeError answers with the API's error envelope.
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(map[string]any{"error": map[string]any{"code": code, "message": message, "details": []any{}}})
+	_, _ = w.Write(b)
+}

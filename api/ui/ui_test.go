@@ -1,0 +1,297 @@
+package ui_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ordoflow/ordo/api/ui"
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/internal/pgtest"
+	"github.com/ordoflow/ordo/projections"
+	"github.com/ordoflow/ordo/projections/projtest"
+)
+
+type bundle struct {
+	store  *eventstore.Store
+	reader *projections.Reader
+	log    *projtest.Log
+	url    string
+}
+
+// setup serves the UI on a fresh database with a running projector.
+func setup(t *testing.T) bundle {
+	t.Helper()
+	pool := pgtest.Pool(t)
+	store := eventstore.New(pool, domain.NewRegistry())
+	proj, err := projections.NewProjector(store, projections.ProjectorOptions{PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = proj.Run(ctx) }()
+	srv := httptest.NewServer(ui.Handler(ui.Options{Store: store, Heartbeat: 100 * time.Millisecond}))
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		cancel()
+		<-done
+		store.Close()
+	})
+	return bundle{store: store, reader: projections.NewReader(store), log: projtest.NewLog(t, store), url: srv.URL}
+}
+
+type sseEvent struct {
+	event, id, data string
+}
+
+// stream reads a Server-Sent Events response, one event at a time.
+type stream struct {
+	t      *testing.T
+	events chan sseEvent
+}
+
+func openLive(t *testing.T, url string) *stream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	s := &stream{t: t, events: make(chan sseEvent, 100)}
+	go func() {
+		defer resp.Body.Close()
+		defer close(s.events)
+		sc := bufio.NewScanner(resp.Body)
+		var ev sseEvent
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if ev.data != "" || ev.event != "" {
+					s.events <- ev
+				}
+				ev = sseEvent{}
+			case strings.HasPrefix(line, "data: "):
+				ev.data = strings.TrimPrefix(line, "data: ")
+			case strings.HasPrefix(line, "event: "):
+				ev.event = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "id: "):
+				ev.id = strings.TrimPrefix(line, "id: ")
+			}
+		}
+	}()
+	return s
+}
+
+func (s *stream) next() sseEvent {
+	s.t.Helper()
+	select {
+	case ev, ok := <-s.events:
+		if !ok {
+			s.t.Fatal("the stream ended")
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		s.t.Fatal("no event in 10s")
+	}
+	return sseEvent{}
+}
+
+type message struct {
+	StreamID   string `json:"stream_id"`
+	StreamType string `json:"stream_type"`
+	Type       string `json:"type"`
+	FlowRunID  string `json:"flow_run_id"`
+	Position   int64  `json:"position"`
+}
+
+func (s *stream) message() message {
+	s.t.Helper()
+	ev := s.next()
+	var m message
+	if err := json.Unmarshal([]byte(ev.data), &m); err != nil {
+		s.t.Fatalf("message %q: %v", ev.data, err)
+	}
+	return m
+}
+
+func TestLive(t *testing.T) {
+	t.Parallel()
+
+	t.Run("TellsWhichRunChangedOnceTheReadModelsHaveIt", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		s := openLive(t, b.url+"/ui/live")
+		if ev := s.next(); ev.event != "ready" {
+			t.Fatalf("first event %+v, want ready", ev)
+		}
+		run := b.log.CreateRun(projtest.RunSpec{Flow: domain.FlowSpec{Name: "one", Tasks: []domain.TaskSpec{{Name: "only", Command: []string{"true"}}}}})
+		m := s.message()
+		if m.StreamID != run.ID.String() || m.StreamType != "flow_run" || m.Type != "FlowRunCreated" || m.FlowRunID != run.ID.String() {
+			t.Fatalf("first message %+v", m)
+		}
+		// pushed only once the read models hold the run: a page reads it at once
+		if _, err := b.reader.RunGet(context.Background(), run.ID); err != nil {
+			t.Fatalf("the read models do not have the announced run: %v", err)
+		}
+		task := s.message()
+		if task.StreamID != run.Tasks["only"].String() || task.StreamType != "task_run" || task.FlowRunID != run.ID.String() {
+			t.Fatalf("task message %+v", task)
+		}
+		run.Task("only", domain.TaskRunStarted{Attempt: 1})
+		if m := s.message(); m.Type != "TaskRunStarted" || m.FlowRunID != run.ID.String() {
+			t.Fatalf("started message %+v", m)
+		}
+	})
+
+	t.Run("ResumesAfterACheckpointAndFindsTheFlowRunOfATaskRun", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		run := b.log.CreateRun(projtest.RunSpec{})
+		envs := run.Task("load", domain.TaskRunStarted{Attempt: 1})
+		from := eventstore.CheckpointOf(envs[0])
+		run.Succeed("load", 1, map[string]int{"rows": 1})
+		// a new connection that never saw TaskRunCreated: the flow run is read from the log
+		s := openLive(t, b.url+"/ui/live?after="+from.String())
+		if ev := s.next(); ev.event != "ready" || !strings.Contains(ev.data, from.String()) {
+			t.Fatalf("first event %+v, want ready after %s", ev, from)
+		}
+		m := s.message()
+		if m.Type != "TaskRunCompleted" || m.FlowRunID != run.ID.String() || m.StreamID != run.Tasks["load"].String() {
+			t.Fatalf("message %+v", m)
+		}
+	})
+
+	t.Run("RefusesABadCheckpoint", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		resp, err := http.Get(b.url + "/ui/live?after=yesterday")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Error struct{ Code, Message string }
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		if resp.StatusCode != http.StatusBadRequest || body.Error.Code != "invalid" || !strings.Contains(body.Error.Message, "after") {
+			t.Fatalf("%d %+v", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("WithoutAStoreSaysUnavailable", func(t *testing.T) {
+		t.Parallel()
+		srv := httptest.NewServer(ui.Handler(ui.Options{}))
+		defer srv.Close()
+		resp, err := http.Get(srv.URL + "/ui/live")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	})
+
+	t.Run("EndsWhenTheServerShutsDown", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.Pool(t)
+		store := eventstore.New(pool, domain.NewRegistry())
+		defer store.Close()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: ui.Handler(ui.Options{Store: store})}
+		go func() { _ = srv.Serve(ln) }()
+		s := openLive(t, "http://"+ln.Addr().String()+"/ui/live")
+		s.next() // ready
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		start := time.Now()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Fatalf("shutdown with an open live stream: %v", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("shutdown took %s", d)
+		}
+	})
+}
+
+func TestPages(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(ui.Handler(ui.Options{}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		path, page string
+		status     int
+	}{
+		{"/", "dashboard", 200},
+		{"/runs", "runs", 200},
+		{"/runs/0191e7a8-0000-7000-8000-000000000000", "run", 200},
+		{"/deployments", "deployments", 200},
+		{"/deployments/0191e7a8-0000-7000-8000-000000000000", "deployment", 200},
+		{"/work-queues", "queues", 200},
+		{"/nowhere", "notfound", 404},
+	} {
+		resp, err := http.Get(srv.URL + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sb strings.Builder
+		_, _ = bufio.NewReader(resp.Body).WriteTo(&sb)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !strings.Contains(sb.String(), `data-page="`+tc.page+`"`) {
+			t.Errorf("GET %s: %d, want %d with page %s", tc.path, resp.StatusCode, tc.status, tc.page)
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
+			t.Errorf("GET %s: Content-Security-Policy %q", tc.path, csp)
+		}
+	}
+
+	t.Run("AssetsRevalidateByETag", func(t *testing.T) {
+		resp, err := http.Get(srv.URL + "/assets/js/main.js")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		etag := resp.Header.Get("ETag")
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") || etag == "" {
+			t.Fatalf("%d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), etag)
+		}
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/assets/js/main.js", nil)
+		req.Header.Set("If-None-Match", etag)
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotModified {
+			t.Fatalf("revalidation: %d", resp.StatusCode)
+		}
+		for _, p := range []string{"/assets/", "/assets/nope.js", "/assets/../shell.html"} {
+			resp, err := http.Get(srv.URL + p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound {
+				t.Errorf("GET %s: %d", p, resp.StatusCode)
+			}
+		}
+	})
+}
