@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/internal/groupcommit"
 )
 
 // Querier runs SQL: a pool, a connection or a transaction alike.
@@ -27,11 +28,14 @@ type Store struct {
 	pool     *pgxpool.Pool
 	registry *domain.Registry
 	notifier *notifier
+	alone    *groupcommit.Committer[*aloneRequest]
 }
 
 // New returns a store on pool that decodes events with registry.
 func New(pool *pgxpool.Pool, registry *domain.Registry) *Store {
-	return &Store{pool: pool, registry: registry, notifier: newNotifier(pool)}
+	s := &Store{pool: pool, registry: registry, notifier: newNotifier(pool)}
+	s.alone = groupcommit.New(groupcommit.Options[*aloneRequest]{Run: s.appendAloneBatch, MaxInFlight: 2})
+	return s
 }
 
 // Pool returns the store's connection pool.
@@ -195,15 +199,48 @@ func (s *Store) appendOn(ctx context.Context, q Querier, appends []Append) ([]do
 	return envs, nil
 }
 
-// AppendAlone appends events in a transaction of their own: the one
-// statement is the transaction, so it costs one round trip instead of three
-// (BEGIN, INSERT, COMMIT). For commands whose only effect is the events.
+// AppendAlone appends events in a transaction of their own, for commands
+// whose only effect is their events. Concurrent calls are group-committed:
+// while one statement commits, the next calls queue and then go in one
+// statement together (a call alone goes at once). Each call still succeeds
+// or fails on its own: when a shared statement fails, its calls are tried
+// one by one.
 func (s *Store) AppendAlone(ctx context.Context, appends ...Append) ([]domain.Envelope, error) {
-	envs, err := s.appendOn(ctx, s.pool, appends)
-	if err == nil && len(envs) > 0 {
+	req := &aloneRequest{appends: appends}
+	if err := s.alone.Do(ctx, req); err != nil {
+		return nil, err
+	}
+	if len(req.envs) > 0 {
 		s.Committed()
 	}
-	return envs, err
+	return req.envs, nil
+}
+
+// aloneRequest is one AppendAlone call waiting for its statement.
+type aloneRequest struct {
+	appends []Append
+	envs    []domain.Envelope
+}
+
+// appendAloneBatch writes the appends of several calls in one statement,
+// which is its own transaction.
+func (s *Store) appendAloneBatch(ctx context.Context, reqs []*aloneRequest) error {
+	var all []Append
+	for _, r := range reqs {
+		all = append(all, r.appends...)
+	}
+	envs, err := s.appendOn(ctx, s.pool, all)
+	if err != nil {
+		return err
+	}
+	for _, r := range reqs {
+		n := 0
+		for _, a := range r.appends {
+			n += len(a.Events)
+		}
+		r.envs, envs = envs[:n:n], envs[n:]
+	}
+	return nil
 }
 
 func (s *Store) appendError(err error, appends []Append) error {

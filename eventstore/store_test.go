@@ -425,3 +425,46 @@ func TestChainedAppendsAndReadStreamsAfter(t *testing.T) {
 		t.Fatalf("gap in a chain: got %v, want a conflict", err)
 	}
 }
+
+// TestAppendAloneGroupsButFailsAlone: concurrent single appends share
+// statements, yet a call behind its stream's version fails by itself.
+func TestAppendAloneGroupsButFailsAlone(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	stale := uuid.New()
+	if _, err := b.store.AppendAlone(ctx, eventstore.Append{StreamID: stale, Events: []domain.Event{domain.FlowRunLate{}}}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 64)
+	ids := make([]uuid.UUID, 64)
+	for i := range errs {
+		ids[i] = uuid.New()
+		wg.Go(func() {
+			a := eventstore.Append{StreamID: ids[i], Events: []domain.Event{domain.TaskRunReset{}}}
+			if i == 17 {
+				a = eventstore.Append{StreamID: stale, Events: []domain.Event{domain.FlowRunPending{}}} // expects a new stream: stale
+			}
+			envs, err := b.store.AppendAlone(ctx, a)
+			if err == nil && (len(envs) != 1 || envs[0].StreamID != a.StreamID || envs[0].Position == 0) {
+				err = fmt.Errorf("call %d got envelopes %+v", i, envs)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i == 17 {
+			if !errors.Is(err, eventstore.ErrConflict) {
+				t.Errorf("the stale call: got %v, want a conflict", err)
+			}
+		} else if err != nil {
+			t.Errorf("call %d: %v", i, err)
+		}
+	}
+	var n int
+	if err := b.pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil || n != 64 {
+		t.Fatalf("%d events stored, want 64 (1 + 63): %v", n, err)
+	}
+}
