@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -149,8 +151,12 @@ type Options struct {
 	// ReadyMaxLag is the most events the read models may be behind for
 	// /readyz to say ready. Defaults to 1000.
 	ReadyMaxLag int64
+	// Auth, when set, requires an API token on every request but the
+	// health probes as soon as one active token exists (see Auth). Nil: no
+	// request is checked.
+	Auth *Auth
 	// Actor names who makes a request, for the events' metadata. Defaults
-	// to "api".
+	// to the request's token as "token:NAME" (see Auth), else "api".
 	Actor func(r *http.Request) string
 }
 
@@ -205,7 +211,7 @@ func (o *Options) validate() error {
 		o.ReadyMaxLag = 1000
 	}
 	if o.Actor == nil {
-		o.Actor = func(*http.Request) string { return "api" }
+		o.Actor = actorOf
 	}
 	return nil
 }
@@ -247,7 +253,9 @@ func newEcho(opts Options) (*echo.Echo, error) {
 	e.HTTPErrorHandler = s.handleError
 	// Root middleware only: Echo v4 gives a group with middleware catch-all
 	// routes, which would turn every 405 under it into a 404.
-	e.Use(s.measure, s.recoverPanics, s.idempotency)
+	// Auth comes before idempotency, which answers repeated requests from
+	// its store.
+	e.Use(s.measure, s.recoverPanics, s.authenticate, s.idempotency)
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
@@ -359,6 +367,57 @@ func decodeStrict(body []byte, v any) error {
 	return nil
 }
 
+// checkNUL refuses a decoded body that holds a NUL character in any
+// string or key: JSON allows \u0000, PostgreSQL's jsonb and text do not, so
+// it would fail only when stored. The error names the first such field.
+func checkNUL(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil || !bytes.Contains(b, []byte(`\u0000`)) {
+		return nil
+	}
+	var doc any
+	if json.Unmarshal(b, &doc) != nil {
+		return domain.Errorf(domain.CodeInvalid, "text must not contain NUL characters")
+	}
+	field := nulField(doc, "")
+	if field == "" {
+		field = "body"
+	}
+	return domain.Invalid(field, "must not contain NUL characters (\\u0000)")
+}
+
+// nulField returns the path of the first string or key holding a NUL.
+func nulField(v any, path string) string {
+	join := func(k string) string {
+		if path == "" {
+			return k
+		}
+		return path + "." + k
+	}
+	switch v := v.(type) {
+	case string:
+		if strings.ContainsRune(v, 0) {
+			return path
+		}
+	case []any:
+		for i, x := range v {
+			if f := nulField(x, fmt.Sprintf("%s[%d]", path, i)); f != "" {
+				return f
+			}
+		}
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			if strings.ContainsRune(k, 0) {
+				return join(strings.ReplaceAll(k, "\x00", `\u0000`))
+			}
+			if f := nulField(v[k], join(k)); f != "" {
+				return f
+			}
+		}
+	}
+	return ""
+}
+
 func jsonKind(goKind string) string {
 	switch goKind {
 	case "string":
@@ -382,10 +441,18 @@ type query struct {
 
 func (s *server) query(c echo.Context, known ...string) *query {
 	q := &query{c: c}
-	for name := range c.QueryParams() {
+	for name, values := range c.QueryParams() {
 		if !slices.Contains(known, name) {
 			q.err = domain.Invalid(name, "unknown query parameter; known: %s", strings.Join(known, ", "))
 			break
+		}
+		for _, v := range values {
+			// PostgreSQL text holds neither: refused here rather than
+			// failing in a query
+			if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+				q.err = domain.Invalid(name, "must be UTF-8 text without NUL characters")
+				return q
+			}
 		}
 	}
 	return q

@@ -12,6 +12,12 @@
 // serves River's own UI under /riverui/ and pauses and resumes work queues
 // through River.
 //
+// With an Auth in its options, every request but the health probes needs
+// an API token as soon as one exists (auth.go): read for GETs, run to
+// start, cancel and retry runs, admin for the rest; the token's name is
+// the actor of the events a request causes. ProtectUI puts the web UI's
+// data routes behind the same check.
+//
 // It depends on domain, on projections' result types and on River's client
 // and UI; it must never import jobs or eventstore: cmd/ordo wires the
 // implementations in.

@@ -26,6 +26,9 @@ func (s *server) deploymentSave(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := checkNUL(spec); err != nil {
+		return err
+	}
 	ctx := c.Request().Context()
 	d, created, err := s.opts.Deployments.DeploymentSave(ctx, spec, s.actor(c))
 	if err != nil {
@@ -127,6 +130,9 @@ func (s *server) runCreate(c echo.Context) error {
 	}
 	var req RunCreateRequest
 	if err := decodeStrict(body, &req); err != nil {
+		return err
+	}
+	if err := checkNUL(req); err != nil {
 		return err
 	}
 	runID, err := s.opts.Runs.RunCreate(c.Request().Context(), id, req, s.actor(c))

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -99,6 +101,9 @@ func (s *server) idempotency(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if len(key) > 255 {
 			return domain.Invalid("Idempotency-Key", "at most 255 characters")
+		}
+		if !utf8.ValidString(key) || strings.ContainsRune(key, 0) {
+			return domain.Invalid("Idempotency-Key", "must be UTF-8 text without NUL characters")
 		}
 		body, err := s.readBody(c)
 		if err != nil {

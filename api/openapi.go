@@ -46,6 +46,16 @@ func op(summary string, ok obj, params ...obj) obj {
 	return o
 }
 
+// bearerScheme is how requests send an API token.
+var bearerScheme = obj{"bearer": obj{"type": "http", "scheme": "bearer",
+	"description": "an API token (ordo tokens create NAME --scope read|run|admin), required once any token exists: read for GET, run to start, cancel and retry runs, admin for everything else; 401 unauthorized without a valid token, 403 forbidden when its scope is too small"}}
+
+// open marks an operation that needs no token.
+func open(o obj) obj {
+	o["security"] = []obj{}
+	return o
+}
+
 func withBody(o obj, body obj) obj {
 	o["requestBody"] = body
 	return o
@@ -85,9 +95,12 @@ var openAPIDocument = obj{
 		"version":     "1",
 		"description": "Ordo, a workflow orchestrator whose every state change is an event in PostgreSQL. Errors are always {\"error\": {\"code\", \"message\", \"details\"}}. River's own UI, when the server has a River client, is served under /riverui/ (not part of this API).",
 	},
+	// Once any API token exists, every request needs one (see api.Auth),
+	// but the health probes.
+	"security": []obj{{"bearer": []string{}}},
 	"paths": obj{
-		"/healthz":             obj{"get": op("the process serves HTTP", obj{"200": response("ok", nil)})},
-		"/readyz":              obj{"get": op("the database answers, the schema is current and the read models are caught up", obj{"200": response("ready", nil)})},
+		"/healthz":             obj{"get": open(op("the process serves HTTP", obj{"200": response("ok", nil)}))},
+		"/readyz":              obj{"get": open(op("the database answers, the schema is current and the read models are caught up", obj{"200": response("ready", nil)}))},
 		"/metrics":             obj{"get": op("Prometheus metrics", obj{"200": obj{"description": "metrics in the Prometheus text format"}})},
 		"/api/v1/openapi.json": obj{"get": op("this document", obj{"200": response("the OpenAPI document", obj{"type": "object"})})},
 		"/api/v1/deployments": obj{
@@ -155,7 +168,7 @@ var openAPIDocument = obj{
 		"/api/v1/work-queues/{name}/resume": obj{"post": op("resume a paused work queue",
 			obj{"200": response("the queue", ref("WorkQueue"))}, queueParam, idemHeader)},
 	},
-	"components": obj{"schemas": obj{
+	"components": obj{"securitySchemes": bearerScheme, "schemas": obj{
 		"Error": object([]string{"error"}, obj{"error": object([]string{"code", "message", "details"}, obj{
 			"code":    obj{"type": "string", "enum": []string{"invalid", "not_found", "conflict", "unauthorized", "forbidden", "too_large", "unavailable", "internal", "not_implemented", "method_not_allowed"}},
 			"message": str,

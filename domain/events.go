@@ -262,6 +262,7 @@ func NewRegistry() *Registry {
 	register[TaskRunCancelled](r)
 	register[TaskRunReset](r)
 	register[TaskRunResultRefused](r)
+	register[EventsArchived](r)
 	return r
 }
 

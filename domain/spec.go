@@ -541,6 +541,7 @@ func (t TaskSpec) validate(p *Problems, base string, index map[string]int) {
 	checkTags(p, field("tags"), t.Tags)
 	for _, name := range slices.Sorted(maps.Keys(t.Env)) {
 		checkEnvName(p, field("env."+name), name)
+		checkSecretEnv(p, field("env."+name), name, t.Env[name])
 	}
 	for j, name := range t.InheritEnv {
 		checkEnvName(p, fmt.Sprintf("%s.inherit_env[%d]", base, j), name)

@@ -116,6 +116,9 @@ func (v *LogValidator) Check(env Envelope) error {
 			return bad("the deployment was deleted")
 		}
 		v.deploys[env.StreamID] = before.Apply(env.Event, env.RecordedAt)
+	case StreamRetention:
+		// records of archivals: no state to follow; their version
+		// sequence is checked above
 	default:
 		return bad("unknown stream type %q", env.StreamType)
 	}

@@ -289,6 +289,9 @@ func (b *batch) fold(envs []domain.Envelope) error {
 			}
 			b.addHistory(env, row.t.FlowRunID, before.State, row.t.State)
 
+		case domain.StreamRetention:
+			// records of what ordo prune archived: nothing to project
+
 		default:
 			return fmt.Errorf("event %d: unknown stream type %q", env.Position, env.StreamType)
 		}

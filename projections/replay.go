@@ -1067,13 +1067,23 @@ func (r *replayer) swap(ctx context.Context, conn *pgxpool.Conn, from eventstore
 	default:
 		head = eventstore.Checkpoint{TransactionID: uint64(htx), Position: hpos}
 	}
-	if head.Less(live) {
-		head = live // cannot happen: the live tables only hold readable events
+	// The live tables only hold readable events, so the readable head is
+	// at or past their checkpoint, unless ordo prune removed the events
+	// they were applied from last and the record of that is not readable
+	// yet: then every event that is left up to the checkpoint is readable
+	// and none lies between the head and the checkpoint.
+	pruned := head.Less(live)
+	if pruned {
+		head = live
 	}
 	for from.Less(head) {
 		next, n, err := r.catchUpOn(ctx, tx, from, &head, 10000, func(envs []domain.Envelope) { pending = append(pending, envs...) })
 		if err != nil {
 			return false, from, err
+		}
+		if n == 0 && pruned {
+			from = head
+			break
 		}
 		if n == 0 {
 			return false, from, fmt.Errorf("replay: the log between %s and %s could not be read", from, head)

@@ -41,6 +41,8 @@ the command line wins over the environment.`,
 		newEventsCommand(),
 		newHistoryCommand(),
 		newReplayCommand(),
+		newTokensCommand(),
+		newPruneCommand(),
 		newVersionCommand(),
 	)
 	return root

@@ -99,7 +99,9 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	dueTimer := jobs.NewDueTimer(pool, jobs.DueTimerOptions{Logger: logger})
 	svc := jobs.NewService(pool, store, insertClient, jobs.ServiceOptions{DueTimer: dueTimer})
 	deployments := jobs.NewDeploymentCommands(store)
+	auth := api.NewAuth(pool, api.AuthOptions{Logger: logger})
 	handler, err := api.New(api.Options{
+		Auth:        auth,
 		Deployments: deployments,
 		Runs:        &runCommands{runs: jobs.NewDeploymentRuns(svc), svc: svc},
 		Reads:       projections.NewReader(store),
@@ -117,7 +119,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		return nil, err
 	}
 	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, scheduler: scheduler,
-		handler: withUI(handler, ui.Handler(ui.Options{Store: store, Projection: projector, Logger: logger})), logger: logger}, nil
+		handler: withUI(handler, auth.ProtectUI(ui.Handler(ui.Options{Store: store, Projection: projector, Logger: logger}))), logger: logger}, nil
 }
 
 // run serves until ctx ends. ready, when not nil, receives the listening

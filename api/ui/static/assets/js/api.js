@@ -46,6 +46,7 @@ export function askToken(reason) {
       const t = input.value.trim();
       if (!t) return;
       try { localStorage.setItem(TOKEN_KEY, t); } catch { /* private mode: kept for this page only */ }
+      document.cookie = 'ordo_api_token=' + t + '; path=/riverui; SameSite=Strict' + (location.protocol === 'https:' ? '; Secure' : '');
       form.removeEventListener('submit', done);
       dialog.close();
       asking = null;

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/retention"
+)
+
+func newPruneCommand() *cobra.Command {
+	var (
+		url, olderThan, archiveDir string
+		dryRun                     bool
+		batchRuns                  int
+	)
+	cmd := &cobra.Command{
+		Use:   "prune --older-than 30d [--archive-dir DIR] [--dry-run]",
+		Short: "Delete old logs and River jobs; archive and remove the events of old finished runs",
+		Long: `Remove what finished longer ago than --older-than (30d, 12h, 90m...):
+
+  - the task log lines of finished flow runs,
+  - River's completed, cancelled and discarded job rows,
+  - the HTTP API's stored responses to idempotent requests,
+  - with --archive-dir, the events of finished flow runs (with their task
+    runs, and sub-flow runs together with their parent): each batch is first
+    written to DIR/ordo-events-TIME-N.ndjson.gz (gzipped, one event per
+    line, synced to disk), then removed from the log and from the read
+    models in one transaction, which records an EventsArchived event naming
+    the file, its SHA-256 and the runs. Without --archive-dir the event log
+    is kept whole.
+
+The events table refuses every other change. While a batch is removed,
+appends wait (at most a few seconds); a run that receives an event while
+it is being archived is left for a later prune. A running replay and prune
+exclude each other. Read models stay equal to a replay (ordo replay
+--verify). --dry-run counts and changes nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if olderThan == "" {
+				return domain.Invalid("older-than", "required: how old finished runs must be to be pruned, such as 30d")
+			}
+			age, err := parseAge(olderThan)
+			if err != nil {
+				return err
+			}
+			pool, err := openPool(cmd.Context(), url)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			store := eventstore.New(pool, domain.NewRegistry())
+			defer store.Close()
+			before := time.Now().Add(-age).UTC()
+			out := cmd.OutOrStdout()
+			verb := "deleted"
+			if dryRun {
+				verb = "would be deleted (dry run)"
+			}
+			fmt.Fprintf(out, "pruning what finished before %s (%s ago)\n", before.Format(time.RFC3339), olderThan)
+			res, err := retention.Prune(cmd.Context(), pool, store, retention.Options{
+				Before: before, ArchiveDir: archiveDir, DryRun: dryRun, BatchRuns: batchRuns,
+				Logger: newLogger(cmd.ErrOrStderr()),
+			})
+			fmt.Fprintf(out, "task log lines: %d %s\n", res.LogLines, verb)
+			fmt.Fprintf(out, "River jobs: %d %s\n", res.RiverJobs, verb)
+			fmt.Fprintf(out, "stored idempotent responses: %d %s\n", res.IdempotencyKeys, verb)
+			switch {
+			case archiveDir == "":
+				fmt.Fprintln(out, "events: kept (give --archive-dir to archive and remove the events of finished runs)")
+			case dryRun:
+				fmt.Fprintf(out, "flow runs: %d would be archived to %s and removed (%d events)\n", res.Runs, archiveDir, res.Events)
+			default:
+				fmt.Fprintf(out, "flow runs: %d archived and removed (%d events)\n", res.Runs, res.Events)
+				for _, f := range res.Files {
+					fmt.Fprintf(out, "  archive: %s\n", f)
+				}
+			}
+			if res.Skipped > 0 {
+				fmt.Fprintf(out, "left for a later prune: %d finished flow runs\n", res.Skipped)
+				for _, s := range res.Skips {
+					fmt.Fprintf(out, "  %s\n", s)
+				}
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&url, "database-url", "", flagHelp("database-url", "PostgreSQL connection URL; also read from DATABASE_URL"))
+	cmd.Flags().StringVar(&olderThan, "older-than", "", flagHelp("older-than", "prune what finished longer ago than this: 30d, 12h, 90m"))
+	cmd.Flags().StringVar(&archiveDir, "archive-dir", "", flagHelp("archive-dir", "archive the events of finished runs here, then remove them from the log"))
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, flagHelp("dry-run", "count what would be pruned; change nothing"))
+	cmd.Flags().IntVar(&batchRuns, "batch-runs", 500, flagHelp("batch-runs", "flow runs per archive file and transaction"))
+	return cmd
+}
+
+// parseAge reads a duration that may also be given in days ("30d") or
+// weeks ("2w").
+func parseAge(s string) (time.Duration, error) {
+	bad := domain.Invalid("older-than", "must be a positive duration such as 30d, 2w, 12h or 90m, got %q", s)
+	var d time.Duration
+	switch {
+	case strings.HasSuffix(s, "d"), strings.HasSuffix(s, "w"):
+		n, err := strconv.ParseFloat(strings.TrimRight(s, "dw"), 64)
+		if err != nil {
+			return 0, bad
+		}
+		unit := 24 * time.Hour
+		if strings.HasSuffix(s, "w") {
+			unit *= 7
+		}
+		if n <= 0 || n > 100*365 {
+			return 0, bad
+		}
+		d = time.Duration(n * float64(unit))
+	default:
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, bad
+		}
+	}
+	if d <= 0 {
+		return 0, bad
+	}
+	return d, nil
+}
