@@ -253,6 +253,11 @@ func (w *Worker) decideStart(ctx context.Context, tx pgx.Tx, s *settlement, op *
 		params: domain.MergeParameters(fr.Parameters, tr.Task.Parameters), inputs: inputs,
 	}
 	if resumed {
+		if tr.ChildFlowRunID != nil {
+			// the sub-flow run was started by that commit, and the job
+			// completed with it
+			return &startResult{action: actionDone, reason: "sub-flow run already started"}, nil
+		}
 		plan.cacheKey, _ = domain.CacheKey(tr.Task, plan.params, inputs)
 		return &startResult{action: actionRun, plan: plan}, nil
 	}

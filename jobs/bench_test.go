@@ -19,10 +19,14 @@ import (
 	"github.com/ordoflow/ordo/jobs"
 )
 
-// Worker settings shared by Ordo's workers and the raw River baseline.
+// Worker settings shared by Ordo's workers and the raw River baseline. A
+// no-op task holds its worker slot while its start and its outcome commit,
+// so with few slots Ordo measures commit latency rather than its capacity;
+// 1,000 slots keep both engines busy. The fetch settings are the worker's
+// defaults (River's own default cooldown is 100 ms).
 const (
 	benchConcurrency = 1000
-	benchCooldown    = 1 * time.Millisecond
+	benchCooldown    = 2 * time.Millisecond
 	benchPoll        = 200 * time.Millisecond
 )
 
@@ -227,12 +231,14 @@ func median(xs []float64) float64 {
 // BenchmarkStepLatency runs a chain of 1,000 no-op Go handler tasks and
 // measures each step: from the moment a task's handler returns to the
 // moment the next task's handler is called, which includes recording the
-// outcome, counting down the fan-in, queueing the next job, River fetching
-// it, and recording its start.
+// outcome, counting down the fan-in, queueing the next job and waking the
+// queue, River fetching it, and recording its start. The percentiles are
+// over the steps of every iteration.
 //
-//	go test ./jobs -run '^$' -bench BenchmarkStepLatency -benchtime 1x
+//	go test ./jobs -run '^$' -bench BenchmarkStepLatency -benchtime 3x
 func BenchmarkStepLatency(b *testing.B) {
 	const n = 1000
+	var steps []time.Duration
 	for range b.N {
 		bb := benchSetup(b)
 		var (
@@ -253,29 +259,29 @@ func BenchmarkStepLatency(b *testing.B) {
 			}()
 			return nil, nil
 		})
-		w := bb.worker(b, handlers)
 		ctx := context.Background()
-		if err := w.Start(ctx); err != nil {
-			b.Fatal(err)
-		}
 		flow := noopFlow("chain", n, true)
 		if _, err := bb.svc.RunCreate(ctx, jobs.RunCreateParams{Flow: flow, Actor: "bench"}); err != nil {
+			b.Fatal(err)
+		}
+		bb.analyze(b)
+		w := bb.worker(b, handlers)
+		if err := w.Start(ctx); err != nil {
 			b.Fatal(err)
 		}
 		bb.runsDone(b, 1)
 		if err := w.Stop(ctx); err != nil {
 			b.Fatal(err)
 		}
-		steps := make([]time.Duration, 0, n-1)
 		for i := 1; i < n; i++ {
 			steps = append(steps, began[flow.Tasks[i].Name].Sub(ended[flow.Tasks[i-1].Name]))
 		}
-		slices.Sort(steps)
-		pct := func(p float64) float64 {
-			return float64(steps[int(p*float64(len(steps)-1))]) / float64(time.Millisecond)
-		}
-		b.ReportMetric(pct(0.50), "p50_ms")
-		b.ReportMetric(pct(0.99), "p99_ms")
-		b.ReportMetric(pct(1), "max_ms")
 	}
+	slices.Sort(steps)
+	pct := func(p float64) float64 {
+		return float64(steps[int(p*float64(len(steps)-1))]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(pct(0.50), "p50_ms")
+	b.ReportMetric(pct(0.99), "p99_ms")
+	b.ReportMetric(pct(1), "max_ms")
 }

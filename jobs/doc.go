@@ -1,11 +1,19 @@
 // Package jobs runs flow runs on River: it creates runs (the write side of
 // flow runs), works task runs on workers that take only their own work
 // queues (work queues are River queues), advances the DAG as tasks finish,
-// and makes scheduled jobs due on time.
+// makes scheduled jobs due on time, cancels and retries runs, reuses cached
+// results, starts sub-flow runs, and recovers the attempts of workers that
+// died (the Reaper).
 //
 // Every state change goes through the domain's decisions and is appended to
 // the event log in the same transaction as the River jobs it implies and the
-// completion of the River job that caused it.
+// completion of the River job that caused it. Beside River's client, the
+// package writes River's river_job table directly in a few places, always
+// inside those transactions: jobs queued as tasks become ready (without the
+// insert notification River would send from inside the transaction; a
+// notification follows the commit), jobs completed in batches, jobs of a
+// cancelled run cancelled, jobs of a dead worker discarded, and due jobs made
+// available.
 //
 // It depends on domain and eventstore; it must never import projections or
 // api.

@@ -52,7 +52,7 @@ type settlement struct {
 	cached    []cacheEntry
 	refused   []refusal
 	// completeJobs are River jobs (by id) to mark completed: the jobs whose
-	// outcome this transaction records. finish does it in the statement that
+	// outcome this transaction records. apply does it in the statement that
 	// updates the progress rows.
 	completeJobs []int64
 	// wake are the queues that got jobs to work now.
@@ -140,14 +140,19 @@ func (s *settlement) loadFlowRuns(ctx context.Context, q eventstore.Querier, ids
 // task runs to read; the query brings both up to date), else in two.
 func (s *settlement) loadRunsAndTasks(ctx context.Context, q eventstore.Querier, flowIDs []uuid.UUID,
 	tasksOf func(fr domain.FlowRun, ix *flowIndex) []uuid.UUID) error {
-	var want []uuid.UUID
+	var want, unique []uuid.UUID
 	seen := map[uuid.UUID]bool{}
 	for _, id := range flowIDs {
-		if _, ok := s.u.flowRun(id); !ok && !seen[id] {
-			seen[id] = true
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		unique = append(unique, id)
+		if _, ok := s.u.flowRun(id); !ok {
 			want = append(want, id)
 		}
 	}
+	flowIDs = unique
 	snaps, all := s.e.cache.snapshot(want)
 	if !all {
 		if err := s.loadFlowRuns(ctx, q, want); err != nil {

@@ -35,7 +35,9 @@ type WorkerOptions struct {
 
 	// FetchCooldown is the shortest time between two fetches of jobs from
 	// one queue: River's default (100ms) caps a queue near 1,000 jobs/s and
-	// adds up to that much to every step. Defaults to 5ms.
+	// adds up to that much to every step. Defaults to 2ms (measured: in a
+	// chain of no-op tasks, 5ms adds about 1.3ms to the median step, since
+	// the previous fetch is usually less than 5ms old).
 	FetchCooldown time.Duration
 	// FetchPollInterval is how often a queue is polled when no insert
 	// notification arrives. Defaults to 200ms.
@@ -111,7 +113,7 @@ func (o *WorkerOptions) setDefaults() {
 		o.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	if o.FetchCooldown == 0 {
-		o.FetchCooldown = 5 * time.Millisecond
+		o.FetchCooldown = 2 * time.Millisecond
 	}
 	if o.FetchPollInterval == 0 {
 		o.FetchPollInterval = max(200*time.Millisecond, o.FetchCooldown)
@@ -349,7 +351,7 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) e
 		log.note("attempt %d of task %s started on worker %s", p.attempt, p.task.Name, w.opts.Name)
 		out = w.execute(actx, p, log)
 		out.cacheKey = p.cacheKey
-		log.sync(ctx) // every line is stored before the outcome
+		log.sync(ctx) // the lines the task wrote are stored before its outcome
 	}
 	return w.commit(w.finishes, &taskOp{kind: opFinish, ctx: ctx, job: job, outcome: out}, "record outcome of task run")
 }

@@ -41,10 +41,12 @@ func newServerCommand() *cobra.Command {
 	var o serverOptions
 	cmd := &cobra.Command{
 		Use:   "server",
-		Short: "Run the API, the UI, the projector and the scheduling timers",
+		Short: "Run the API, the UI, the projector, the scheduler and the crash reaper",
 		Long: `Run Ordo's server: the HTTP API and web UI, the projector that keeps the
-read models up to date with the event log, and the timer that makes
-scheduled work due on time. Several servers may run against one database.`,
+read models up to date with the event log, the scheduler that creates runs
+ahead of time, the timer that makes scheduled work due on time, and the
+reaper that marks the task runs of dead workers crashed within 30 seconds.
+Several servers may run against one database.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger := newLogger(cmd.ErrOrStderr())
@@ -72,6 +74,7 @@ type server struct {
 	projector *projections.Projector
 	dueTimer  *jobs.DueTimer
 	scheduler *jobs.Scheduler
+	reaper    *jobs.Reaper
 	handler   http.Handler
 	logger    *slog.Logger
 }
@@ -118,7 +121,11 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	if err != nil {
 		return nil, err
 	}
-	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, scheduler: scheduler,
+	reaper, err := jobs.NewReaper(pool, store, jobs.ReaperOptions{Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, scheduler: scheduler, reaper: reaper,
 		handler: withUI(handler, auth.ProtectUI(ui.Handler(ui.Options{Store: store, Projection: projector, Logger: logger}))), logger: logger}, nil
 }
 
@@ -134,6 +141,7 @@ func (s *server) run(ctx context.Context, ready func(addr string)) error {
 	g.Go(func() error { return ignoreCanceled(s.projector.Run(ctx)) })
 	g.Go(func() error { return ignoreCanceled(s.dueTimer.Run(ctx)) })
 	g.Go(func() error { return ignoreCanceled(s.scheduler.Run(ctx)) })
+	g.Go(func() error { return ignoreCanceled(s.reaper.Run(ctx)) })
 	g.Go(func() error {
 		if err := httpServer.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err

@@ -34,7 +34,7 @@ func (o *workerOptions) register(cmd *cobra.Command, withDatabase bool) {
 	cmd.Flags().IntVar(&o.concurrency, "concurrency", 10, flagHelp("concurrency", "task runs run at once per queue"))
 	cmd.Flags().StringVar(&o.name, "name", "", flagHelp("name", "worker name shown in the UI and events (default hostname-pid)"))
 	cmd.Flags().StringVar(&o.workspaceDir, "workspace-dir", "", flagHelp("workspace-dir", "directory for the runs' ORDO_WORKSPACE directories (default $TMPDIR/ordo/workspaces)"))
-	cmd.Flags().DurationVar(&o.fetchCooldown, "fetch-cooldown", 5*time.Millisecond, flagHelp("fetch-cooldown", "shortest time between two fetches of work from one queue"))
+	cmd.Flags().DurationVar(&o.fetchCooldown, "fetch-cooldown", 2*time.Millisecond, flagHelp("fetch-cooldown", "shortest time between two fetches of work from one queue"))
 	cmd.Flags().DurationVar(&o.fetchPollInterval, "fetch-poll-interval", 200*time.Millisecond, flagHelp("fetch-poll-interval", "how often a queue is polled when no notification arrives"))
 	cmd.Flags().DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, flagHelp("shutdown-grace", "on SIGTERM, how long running tasks may take to finish before they are handed back"))
 }
