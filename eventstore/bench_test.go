@@ -43,7 +43,8 @@ func BenchmarkAppend(b *testing.B) {
 
 	for _, perTx := range []int{1, 100} {
 		b.Run(fmt.Sprintf("EventsPerTx=%d", perTx), func(b *testing.B) {
-			baseline := pgbenchInsertRate(b, url, benchClients, 5*time.Second)
+			baseline := pgbenchInsertRate(b, url, benchClients, 5*time.Second, plainInsert)
+			sameTable := pgbenchInsertRate(b, url, benchClients, 5*time.Second, eventsInsert)
 			events := make([]domain.Event, perTx)
 			for i := range events {
 				events[i] = domain.TaskRunStarted{Attempt: 1, Worker: "bench"}
@@ -72,15 +73,25 @@ func BenchmarkAppend(b *testing.B) {
 			b.ReportMetric(txPerSec, "tx/s")
 			b.ReportMetric(baseline, "pgbench-tx/s")
 			b.ReportMetric(txPerSec/baseline, "ratio-tx")
+			b.ReportMetric(sameTable, "pgbench-events-tx/s")
+			b.ReportMetric(txPerSec/sameTable, "ratio-events-tx")
 		})
 	}
 }
 
 var tpsLine = regexp.MustCompile(`tps = ([0-9.]+)`)
 
-// pgbenchInsertRate runs pgbench with single-row INSERT transactions into a
-// plain table with a jsonb payload and returns its transactions per second.
-func pgbenchInsertRate(b *testing.B, url string, clients int, d time.Duration) float64 {
+// The two pgbench baselines: a single-row insert into a plain table with a
+// jsonb payload and one index, and the same event row inserted straight
+// into the events table (its three indexes, no version check).
+const (
+	plainInsert  = `INSERT INTO pgbench_rows (payload) VALUES ('{"attempt": 1, "worker": "bench"}');`
+	eventsInsert = `INSERT INTO events (stream_id, stream_type, version, type, data) VALUES (gen_random_uuid(), 'task_run', 1, 'TaskRunStarted', '{"attempt": 1, "worker": "bench"}');`
+)
+
+// pgbenchInsertRate runs pgbench with the single-row INSERT transaction
+// sql and returns its transactions per second.
+func pgbenchInsertRate(b *testing.B, url string, clients int, d time.Duration, sql string) float64 {
 	b.Helper()
 	bin, err := exec.LookPath("pgbench")
 	if err != nil {
@@ -103,7 +114,7 @@ func pgbenchInsertRate(b *testing.B, url string, clients int, d time.Duration) f
 		b.Fatal(err)
 	}
 	script := b.TempDir() + "/insert.sql"
-	if err := os.WriteFile(script, []byte(`INSERT INTO pgbench_rows (payload) VALUES ('{"attempt": 1, "worker": "bench"}');`+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(script, []byte(sql+"\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	out, err := exec.Command(bin, "-n", "-f", script, "-c", strconv.Itoa(clients), "-j", "2",

@@ -6,101 +6,27 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/internal/groupcommit"
 )
 
-// committer is a group commit: callers hand it items, and it commits them
-// in as few transactions as it can. While one transaction is committing,
-// new items queue; the next transaction takes every queued item (up to
-// maxBatch). There is no timer: at low load each item commits at once, at
-// high load many share a commit.
-//
-// When a batch fails, its items are retried one by one, each a few times
-// when the failure is a conflict, so one bad item fails alone.
-type committer[T any] struct {
-	maxBatch    int
-	maxInFlight int // transactions at once
-	tries       int
-	run         func(ctx context.Context, items []T) error // one transaction for all items
-
-	mu      sync.Mutex
-	queue   []*pendingItem[T]
-	running int // loops running
-	ctx     context.Context
-	wg      sync.WaitGroup
-}
-
-type pendingItem[T any] struct {
-	item T
-	done chan error
-}
-
-func newCommitter[T any](ctx context.Context, maxBatch, maxInFlight int, run func(context.Context, []T) error) *committer[T] {
-	return &committer[T]{maxBatch: maxBatch, maxInFlight: max(maxInFlight, 1), tries: 5, run: run, ctx: ctx}
-}
-
-// do commits item, with others, and returns its outcome.
-func (c *committer[T]) do(item T) error {
-	p := &pendingItem[T]{item: item, done: make(chan error, 1)}
-	c.mu.Lock()
-	c.queue = append(c.queue, p)
-	if c.running < c.maxInFlight {
-		c.running++
-		c.wg.Add(1)
-		go c.loop()
-	}
-	c.mu.Unlock()
-	return <-p.done
-}
-
-// wait returns once no batch is in flight.
-func (c *committer[T]) wait() { c.wg.Wait() }
-
-func (c *committer[T]) loop() {
-	defer c.wg.Done()
-	for {
-		c.mu.Lock()
-		n := min(len(c.queue), c.maxBatch)
-		if n == 0 {
-			c.running--
-			c.mu.Unlock()
-			return
-		}
-		batch := c.queue[:n:n]
-		c.queue = c.queue[n:]
-		c.mu.Unlock()
-		c.commit(batch)
-	}
-}
-
-func (c *committer[T]) commit(batch []*pendingItem[T]) {
-	items := make([]T, len(batch))
-	for i, p := range batch {
-		items[i] = p.item
-	}
-	err := c.run(c.ctx, items)
-	// A broken connection may have committed the batch or not: each item's
-	// caller decides what to do, knowing that.
-	if err == nil || transient(err) || len(batch) == 1 && !retryable(err) {
-		for _, p := range batch {
-			p.done <- err
-		}
-		return
-	}
-	for _, p := range batch {
-		var err error
-		for try := 0; try < c.tries; try++ {
-			if err = c.run(c.ctx, []T{p.item}); err == nil || !retryable(err) || transient(err) {
-				break
-			}
-		}
-		p.done <- err
-	}
+// newCommitter returns the group commit of a worker's task starts or
+// outcomes: one transaction for every item queued while the previous one
+// committed. A batch that fails for a reason other than a lost connection
+// is tried item by item, each a few times when the failure is a conflict.
+// A broken connection may have committed the batch or not: each item's
+// caller decides what to do, knowing that.
+func newCommitter[T any](maxBatch int, run func(context.Context, []T) error) *groupcommit.Committer[T] {
+	return groupcommit.New(groupcommit.Options[T]{
+		Run:      run,
+		MaxBatch: maxBatch,
+		Alone:    func(err error) bool { return !transient(err) },
+		Retry:    retryable,
+	})
 }
 
 // retryable reports whether deciding again may succeed: a stream version

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/internal/groupcommit"
 )
 
 // WorkerOptions configure a Worker. The zero value of each field means its
@@ -165,8 +166,8 @@ type Worker struct {
 	workspaces map[uuid.UUID]bool // flow runs whose workspace this worker created
 	logs       *logWriter
 	due        *DueTimer
-	starts     *committer[*taskOp]
-	finishes   *committer[*taskOp]
+	starts     *groupcommit.Committer[*taskOp]
+	finishes   *groupcommit.Committer[*taskOp]
 
 	ctx    context.Context // lives until Stop has stopped River
 	cancel context.CancelFunc
@@ -191,8 +192,8 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		logs: newLogWriter(pool, opts.Logger),
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
-	w.starts = newCommitter(w.ctx, opts.MaxBatch, 1, w.commitBatch)
-	w.finishes = newCommitter(w.ctx, opts.MaxBatch, 1, w.commitBatch)
+	w.starts = newCommitter(opts.MaxBatch, w.commitBatch)
+	w.finishes = newCommitter(opts.MaxBatch, w.commitBatch)
 	if !opts.DisableDueTimer {
 		w.due = NewDueTimer(pool, DueTimerOptions{Logger: opts.Logger})
 	}
@@ -266,8 +267,8 @@ func (w *Worker) Stop(ctx context.Context) error {
 		defer cancel()
 		_ = w.client.StopAndCancel(cctx)
 	}
-	w.starts.wait()
-	w.finishes.wait()
+	w.starts.Wait()
+	w.finishes.Wait()
 	w.cancel()
 	w.logs.stop()
 	w.bg.Wait()
@@ -359,11 +360,11 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) e
 // commit hands op to a committer and, while the database cannot be
 // reached, tries again for up to CommitRetryTimeout. A later try knows that
 // an earlier one may have committed.
-func (w *Worker) commit(c *committer[*taskOp], op *taskOp, what string) error {
+func (w *Worker) commit(c *groupcommit.Committer[*taskOp], op *taskOp, what string) error {
 	deadline := time.Now().Add(w.opts.CommitRetryTimeout)
 	backoff := 50 * time.Millisecond
 	for {
-		err := c.do(op)
+		err := c.Do(context.WithoutCancel(w.ctx), op) // an outcome is always awaited: it may commit
 		if err == nil {
 			return nil
 		}

@@ -21,9 +21,14 @@ type Options[T any] struct {
 	MaxBatch int
 	// MaxInFlight is the most transactions at once. Defaults to 1.
 	MaxInFlight int
-	// Alone reports whether a failed batch should be retried item by item,
-	// so that one bad item fails alone. Nil: always.
+	// Alone reports whether a failed batch should be tried again item by
+	// item, so that one bad item fails alone. Nil: always.
 	Alone func(err error) bool
+	// Retry reports whether an item that failed on its own may succeed if
+	// tried again (a version conflict decided afresh). Nil: never.
+	Retry func(err error) bool
+	// Tries bounds the tries of an item on its own. Defaults to 5.
+	Tries int
 }
 
 // Committer is a group commit of items of type T.
@@ -49,6 +54,9 @@ func New[T any](opts Options[T]) *Committer[T] {
 	}
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = 1
+	}
+	if opts.Tries <= 0 {
+		opts.Tries = 5
 	}
 	return &Committer[T]{opts: opts}
 }
@@ -101,13 +109,23 @@ func (c *Committer[T]) commit(batch []*pending[T]) {
 	}
 	ctx := context.WithoutCancel(batch[0].ctx)
 	err := c.opts.Run(ctx, items)
-	if err == nil || len(batch) == 1 || c.opts.Alone != nil && !c.opts.Alone(err) {
+	if err == nil || c.opts.Alone != nil && !c.opts.Alone(err) || len(batch) == 1 && !c.retry(err) {
 		for _, p := range batch {
 			p.done <- err
 		}
 		return
 	}
 	for _, p := range batch {
-		p.done <- c.opts.Run(ctx, []T{p.item})
+		var err error
+		for range c.opts.Tries {
+			if err = c.opts.Run(ctx, []T{p.item}); err == nil || !c.retry(err) {
+				break
+			}
+		}
+		p.done <- err
 	}
+}
+
+func (c *Committer[T]) retry(err error) bool {
+	return c.opts.Retry != nil && c.opts.Retry(err) && (c.opts.Alone == nil || c.opts.Alone(err))
 }
