@@ -456,7 +456,7 @@ func TestVerifyAfterPruneWhileATransactionIsOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer old.Rollback(ctx) //nolint:errcheck
+	defer old.Rollback(ctx)                                                 //nolint:errcheck
 	if _, err := old.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil { // holds back the readable log
 		t.Fatal(err)
 	}
