@@ -41,6 +41,7 @@ type RunCreateRequest struct {
 	ScheduledAt    *time.Time     `json:"scheduled_at"`    // nil: now
 	Parameters     map[string]any `json:"parameters"`      // overrides of the deployment's defaults
 	IdempotencyKey string         `json:"idempotency_key"` // a second request with the same key creates nothing
+	Name           string         `json:"name"`            // the run's name; default: the flow's name and a random suffix
 }
 
 // RunCommands is the write side of flow runs the API needs.

@@ -117,11 +117,12 @@ var openAPIDocument = obj{
 		},
 		"/api/v1/deployments/{id}/pause":  obj{"post": op("turn the schedule off", obj{"200": response("the deployment", ref("Deployment"))}, idParam, idemHeader)},
 		"/api/v1/deployments/{id}/resume": obj{"post": op("turn the schedule on", obj{"200": response("the deployment", ref("Deployment"))}, idParam, idemHeader)},
-		"/api/v1/deployments/{id}/runs": obj{"post": withBody(op("start a run now or at scheduled_at (501 until the server runs flows)",
+		"/api/v1/deployments/{id}/runs": obj{"post": withBody(op("start a run now or at scheduled_at, with parameter overrides and an optional name",
 			obj{"201": response("the run", ref("FlowRun"))}, idParam, idemHeader), jsonBody(object(nil, obj{
 			"scheduled_at":    dateTime,
 			"parameters":      obj{"type": "object", "additionalProperties": true},
 			"idempotency_key": str,
+			"name":            str,
 		})))},
 		"/api/v1/runs": obj{"get": op("list flow runs, newest first by scheduled time", obj{"200": response("a page", listOf("FlowRun"))},
 			qparam("state", "state types, comma-separated or repeated", strList),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -77,6 +78,9 @@ type RunRequest struct {
 func (r *DeploymentRuns) RunFromDeployment(ctx context.Context, deploymentID uuid.UUID, req RunRequest, actor string) (domain.FlowRun, error) {
 	if actor == "" {
 		actor = "system"
+	}
+	if err := validRunName(req.Name); err != nil {
+		return domain.FlowRun{}, err
 	}
 	var run domain.FlowRun
 	err := r.svc.store.InTx(ctx, func(tx pgx.Tx) error {
@@ -492,4 +496,18 @@ WHERE kind = $1 AND args @> $2::jsonb AND state IN ('available', 'scheduled', 'r
 		return nil, fmt.Errorf("clean up cancelled runs: %w", err)
 	}
 	return cancelled, nil
+}
+
+// validRunName accepts an empty name (one is made up) or up to 200
+// printable characters.
+func validRunName(name string) error {
+	if len(name) > 200 {
+		return domain.Invalid("name", "at most 200 characters, got %d", len(name))
+	}
+	for _, r := range name {
+		if !unicode.IsPrint(r) {
+			return domain.Invalid("name", "must be printable text, found %q", r)
+		}
+	}
+	return nil
 }

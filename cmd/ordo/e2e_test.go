@@ -283,3 +283,17 @@ func TestEndToEndDeployRunWatch(t *testing.T) {
 		t.Fatal("no events in the log")
 	}
 }
+
+func TestEndToEndRunName(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t)
+	c.ordo("deploy", "-f", c.writeFile("deployment.yaml", e2eDeployment))
+	out := c.ordo("run", "e2e-pipeline", "--name", "nightly backfill 2026-11-28")
+	if !strings.Contains(out, "run nightly backfill 2026-11-28 (") {
+		t.Fatalf("the run does not carry its name:\n%s", out)
+	}
+	out, code := c.ordoCode("run", "e2e-pipeline", "--name", strings.Repeat("x", 201))
+	if code != 2 || !strings.Contains(out, "name: at most 200 characters") {
+		t.Fatalf("a 201-character name: exit %d\n%s", code, out)
+	}
+}

@@ -131,6 +131,7 @@ func newRunCommand() *cobra.Command {
 		params []string
 		watch  bool
 		key    string
+		name   string
 	)
 	cmd := &cobra.Command{
 		Use:   "run DEPLOYMENT [--param key=value]... [--watch]",
@@ -162,6 +163,9 @@ status is then 0 for COMPLETED, 1 for FAILED or CRASHED, 3 for CANCELLED.`,
 			if key != "" {
 				body["idempotency_key"] = key
 			}
+			if name != "" {
+				body["name"] = name
+			}
 			if err := c.do(cmd.Context(), "POST", "/deployments/"+d.ID+"/runs", body, &run); err != nil {
 				return err
 			}
@@ -175,6 +179,7 @@ status is then 0 for COMPLETED, 1 for FAILED or CRASHED, 3 for CANCELLED.`,
 	cmd.Flags().StringArrayVarP(&params, "param", "p", nil, "parameter override key=value (repeatable)")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "follow the run until it ends; the exit status says how it ended")
 	cmd.Flags().StringVar(&key, "idempotency-key", "", "a key that makes a repeated command start no second run")
+	cmd.Flags().StringVar(&name, "name", "", "the run's name (default: the flow's name and a random suffix)")
 	c.register(cmd)
 	return cmd
 }
