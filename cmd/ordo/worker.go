@@ -95,7 +95,7 @@ func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store,
 	}
 	logger.Info("ordo worker started", "name", w.Name(), "queues", o.queues, "concurrency", o.concurrency)
 	<-ctx.Done()
-	logger.Info("ordo worker stopping: finishing running task runs", "grace", o.shutdownGrace)
+	logger.Info("ordo worker stopping: finishing running task runs", "grace", o.shutdownGrace.String())
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownGrace)
 	defer cancel()
 	return w.Stop(stopCtx)
