@@ -219,7 +219,9 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		code = cmd.ProcessState.ExitCode()
 	}
 	fail := func(msg string) outcome {
-		f := &domain.AttemptFailure{Attempt: p.attempt, Error: msg, TimedOut: timedOut, Crashed: stopped, LogTail: log.lastLines()}
+		// a worker that stops hands the attempt back: it runs again at once
+		// elsewhere, without using one of the task's retries
+		f := &domain.AttemptFailure{Attempt: p.attempt, Error: msg, TimedOut: timedOut, Interrupted: stopped, LogTail: log.lastLines()}
 		if code >= 0 {
 			f.ExitCode = &code
 		}
@@ -234,7 +236,7 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		log.system("the flow run was cancelled: the process group was killed")
 		return outcome{cancelled: true, logTail: log.lastLines()}
 	case stopped:
-		msg := "the worker stopped while the task ran: the process group was killed"
+		msg := "the worker stopped while the task ran: the process group was killed and the attempt handed back"
 		log.system("%s", msg)
 		return fail(msg)
 	case waitErr != nil:
@@ -392,7 +394,7 @@ func (w *Worker) runHandler(ctx context.Context, p execPlan, ws string, log *tas
 			msg = fmt.Sprintf("timed out after %s", p.timeout())
 		}
 		log.system("%s", msg)
-		f := &domain.AttemptFailure{Attempt: p.attempt, Error: msg, TimedOut: timedOut, Crashed: ctx.Err() != nil, LogTail: log.lastLines()}
+		f := &domain.AttemptFailure{Attempt: p.attempt, Error: msg, TimedOut: timedOut, Interrupted: ctx.Err() != nil, LogTail: log.lastLines()}
 		return outcome{failure: f}
 	}
 	res, err := encodeResult(r.v)

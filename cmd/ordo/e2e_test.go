@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -296,4 +297,82 @@ func TestEndToEndRunName(t *testing.T) {
 	if code != 2 || !strings.Contains(out, "name: at most 200 characters") {
 		t.Fatalf("a 201-character name: exit %d\n%s", code, out)
 	}
+}
+
+// TestEndToEndWorkerSIGTERMLosesNothing: a worker told to stop while a task
+// runs lets it run for its grace period, then kills it and hands the attempt
+// back; another worker runs it again, and the run completes although the
+// task has no retries.
+func TestEndToEndWorkerSIGTERMLosesNothing(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t)
+	c.ordo("deploy", "-f", c.writeFile("slow.yaml", `
+name: slow
+work_queue: sigterm
+flow:
+  name: slow
+  tasks:
+    - name: long
+      command: [sh, -c, 'echo "attempt $ORDO_ATTEMPT"; sleep 4; echo "{\"attempt\": $ORDO_ATTEMPT}" > "$ORDO_RESULT_PATH"']
+    - name: after
+      command: [sh, -c, 'echo "got $ORDO_INPUTS"']
+      depends_on: [long]
+`))
+	first := c.start("worker", "-q", "sigterm", "--shutdown-grace", "1s", "--name", "first")
+	out := c.ordo("run", "slow")
+	runID := runIDFrom(t, out)
+
+	// wait until the long task runs on the first worker, then stop that worker
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var run runJSON
+		getJSON(t, c, "/runs/"+runID, &run)
+		if len(run.TaskRuns) > 0 && run.TaskRuns[0].State.Type == "RUNNING" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the task never started: %+v", run.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := first.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = first.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the worker did not stop within its grace period and a margin")
+	}
+
+	c.start("worker", "-q", "sigterm", "--name", "second")
+	out, code := c.ordoCode("run", "slow", "--watch") // a second run, to be sure the second worker works
+	if code != 0 {
+		t.Fatalf("second run: exit %d\n%s", code, out)
+	}
+	var run runJSON
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		getJSON(t, c, "/runs/"+runID, &run)
+		if run.State.Type.Terminal() || time.Now().After(deadline) {
+			break
+		}
+	}
+	if run.State.Type != "COMPLETED" {
+		t.Fatalf("the interrupted run ended %s: %s", run.State.Type, run.State.Message)
+	}
+	var trail struct {
+		Items []eventJSON `json:"items"`
+	}
+	getJSON(t, c, "/runs/"+runID+"/events", &trail)
+	handedBack := 0
+	for _, e := range trail.Items {
+		if e.Type == "TaskRunRetryScheduled" && strings.Contains(string(e.Data), `"interrupted":true`) {
+			handedBack++
+		}
+	}
+	if handedBack != 1 || string(run.TaskRuns[0].Result) != `{"attempt":2}` {
+		t.Fatalf("want the first attempt handed back once and the second to finish; handed back %d, result %s", handedBack, run.TaskRuns[0].Result)
+	}
+	c.validateLog()
 }
