@@ -472,29 +472,7 @@ func (e *uiEnv) apiError(t *testing.T, method, path string, out any) int {
 // The runs are inserted directly into flow_runs, as the projector would
 // leave them.
 func BenchmarkRunsPageFirstRender(b *testing.B) {
-	n := 10_000
-	if v := os.Getenv("ORDO_BENCH_RUNS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			b.Fatalf("ORDO_BENCH_RUNS: %v", err)
-		}
-	}
-	pool := pgtest.Pool(b)
-	ctx := context.Background()
-	start := time.Now()
-	for done := 0; done < n; done += 100_000 {
-		if _, err := pool.Exec(ctx, benchRunsSQL, min(100_000, n-done), done); err != nil {
-			b.Fatalf("insert runs: %v", err)
-		}
-	}
-	if _, err := pool.Exec(ctx, `ANALYZE flow_runs`); err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("%d runs inserted in %s", n, time.Since(start).Round(time.Millisecond))
-	srv, err := newServer(ctx, pool, serverOptions{addr: "127.0.0.1:0"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv, n := benchRunsServer(b)
 	get := func(path string) int {
 		rec := httptest.NewRecorder()
 		srv.handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
@@ -537,27 +515,7 @@ func BenchmarkRunsPageFirstRender(b *testing.B) {
 // 1,000,000) from 32 concurrent clients over real HTTP: p50, p99 and
 // requests per second.
 func BenchmarkRunsAPIConcurrent(b *testing.B) {
-	n := 10_000
-	if v := os.Getenv("ORDO_BENCH_RUNS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			b.Fatalf("ORDO_BENCH_RUNS: %v", err)
-		}
-	}
-	pool := pgtest.Pool(b)
-	ctx := context.Background()
-	for done := 0; done < n; done += 100_000 {
-		if _, err := pool.Exec(ctx, benchRunsSQL, min(100_000, n-done), done); err != nil {
-			b.Fatalf("insert runs: %v", err)
-		}
-	}
-	if _, err := pool.Exec(ctx, `ANALYZE flow_runs`); err != nil {
-		b.Fatal(err)
-	}
-	srv, err := newServer(ctx, pool, serverOptions{addr: "127.0.0.1:0"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv, _ := benchRunsServer(b)
 	ts := httptest.NewServer(srv.handler)
 	defer ts.Close()
 	queries := []string{
@@ -608,6 +566,37 @@ func BenchmarkRunsAPIConcurrent(b *testing.B) {
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(float64(len(latencies))/b.Elapsed().Seconds(), "req/s")
+}
+
+// benchRunsServer returns a server on a database holding ORDO_BENCH_RUNS
+// finished flow runs (default 10,000), inserted directly into flow_runs as
+// the projector would leave them, and their number.
+func benchRunsServer(b *testing.B) (*server, int) {
+	b.Helper()
+	n := 10_000
+	if v := os.Getenv("ORDO_BENCH_RUNS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			b.Fatalf("ORDO_BENCH_RUNS: %v", err)
+		}
+	}
+	pool := pgtest.Pool(b)
+	ctx := context.Background()
+	start := time.Now()
+	for done := 0; done < n; done += 100_000 {
+		if _, err := pool.Exec(ctx, benchRunsSQL, min(100_000, n-done), done); err != nil {
+			b.Fatalf("insert runs: %v", err)
+		}
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE flow_runs`); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("%d runs inserted in %s", n, time.Since(start).Round(time.Millisecond))
+	srv, err := newServer(ctx, pool, serverOptions{addr: "127.0.0.1:0"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv, n
 }
 
 // benchRunsSQL inserts $1 finished runs of a few deployments, scheduled a
