@@ -170,7 +170,10 @@ func createRun(ctx context.Context, tx pgx.Tx, store *eventstore.Store, client *
 	}
 	u.putFlowRun(run)
 	due := !p.ScheduledAt.After(now) && !p.Hold
-	if due {
+	// A run the scheduler creates after its time (a slow tick, a catch-up)
+	// stays SCHEDULED until a worker starts it, so that it can be marked
+	// Late like any other; its root jobs are queued at once all the same.
+	if due && !(p.AutoScheduled && p.ScheduledAt.Before(now)) {
 		if _, err := u.decideFlowRun(id, domain.MarkFlowRunPending{}, meta); err != nil {
 			return domain.FlowRun{}, err
 		}
