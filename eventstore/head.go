@@ -2,7 +2,6 @@ package eventstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -101,25 +100,5 @@ func (s *Store) ReadAllFiltered(ctx context.Context, q Querier, after Checkpoint
 	if err != nil {
 		return nil, fmt.Errorf("read log: %w", err)
 	}
-	defer rows.Close()
-	var envs []domain.Envelope
-	for rows.Next() {
-		var (
-			e    domain.Envelope
-			txid int64
-			meta []byte
-		)
-		if err := rows.Scan(&e.Position, &txid, &e.StreamID, &e.StreamType, &e.Version, &e.Type, &e.Data, &meta, &e.RecordedAt); err != nil {
-			return nil, fmt.Errorf("scan event: %w", err)
-		}
-		e.TransactionID = uint64(txid)
-		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
-			return nil, fmt.Errorf("event %d: decode metadata: %w", e.Position, err)
-		}
-		envs = append(envs, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read log: %w", err)
-	}
-	return envs, nil
+	return scanRaw(rows)
 }

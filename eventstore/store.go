@@ -311,6 +311,20 @@ ORDER BY e.transaction_id, e.position`, ids, versions)
 }
 
 func (s *Store) scan(rows pgx.Rows) ([]domain.Envelope, error) {
+	envs, err := scanRaw(rows)
+	if err != nil {
+		return nil, err
+	}
+	for i := range envs {
+		if err := s.registry.DecodeEnvelope(&envs[i]); err != nil {
+			return nil, fmt.Errorf("event %d: %w", envs[i].Position, err)
+		}
+	}
+	return envs, nil
+}
+
+// scanRaw reads events as stored, without decoding their payloads.
+func scanRaw(rows pgx.Rows) ([]domain.Envelope, error) {
 	defer rows.Close()
 	var envs []domain.Envelope
 	for rows.Next() {
@@ -325,9 +339,6 @@ func (s *Store) scan(rows pgx.Rows) ([]domain.Envelope, error) {
 		e.TransactionID = uint64(txid)
 		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
 			return nil, fmt.Errorf("event %d: decode metadata: %w", e.Position, err)
-		}
-		if err := s.registry.DecodeEnvelope(&e); err != nil {
-			return nil, fmt.Errorf("event %d: %w", e.Position, err)
 		}
 		envs = append(envs, e)
 	}
