@@ -194,7 +194,7 @@ func (s *Store) appendOn(ctx context.Context, q Querier, appends []Append) ([]do
 	}
 	if stored != n {
 		// a stream was behind its expected version; nothing was inserted
-		return nil, &ConflictError{StreamIDs: behind(envs)}
+		return nil, &ConflictError{StreamIDs: streamsOf(appends)}
 	}
 	return envs, nil
 }
@@ -246,27 +246,24 @@ func (s *Store) appendAloneBatch(ctx context.Context, reqs []*aloneRequest) erro
 func (s *Store) appendError(err error, appends []Append) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_stream_version_key" {
-		ids := make([]uuid.UUID, len(appends))
-		for i, a := range appends {
-			ids[i] = a.StreamID
-		}
-		return &ConflictError{StreamIDs: ids}
+		return &ConflictError{StreamIDs: streamsOf(appends)}
 	}
 	return fmt.Errorf("append events: %w", err)
 }
 
-// behind lists the streams of envs that were not stored.
-func behind(envs []domain.Envelope) []uuid.UUID {
-	var ids []uuid.UUID
+// streamsOf lists the streams a batch of appends writes to.
+func streamsOf(appends []Append) []uuid.UUID {
+	ids := make([]uuid.UUID, 0, len(appends))
 	seen := map[uuid.UUID]bool{}
-	for _, e := range envs {
-		if e.Position == 0 && !seen[e.StreamID] {
-			seen[e.StreamID] = true
-			ids = append(ids, e.StreamID)
+	for _, a := range appends {
+		if !seen[a.StreamID] {
+			seen[a.StreamID] = true
+			ids = append(ids, a.StreamID)
 		}
 	}
 	return ids
 }
+
 
 const selectColumns = `position, transaction_id::text::bigint, stream_id, stream_type, version, type, data, metadata, recorded_at`
 
