@@ -35,7 +35,12 @@ type bundle struct {
 	log   *projtest.Log
 }
 
-func setup(t *testing.T) bundle {
+func setup(t *testing.T) bundle { return newBundle(t, false) }
+
+// newBundle starts the API on a fresh database with a running projector;
+// withRiver also gives it a River client, as `ordo server` does, for the
+// work-queue controls and River UI.
+func newBundle(t *testing.T, withRiver bool) bundle {
 	t.Helper()
 	pool := pgtest.Pool(t)
 	store := eventstore.New(pool, domain.NewRegistry())
@@ -47,13 +52,20 @@ func setup(t *testing.T) bundle {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = proj.Run(ctx) }()
-	h, err := api.New(api.Options{
+	opts := api.Options{
 		Deployments: jobs.NewDeploymentCommands(store),
 		Reads:       projections.NewReader(store),
 		Projection:  proj,
 		Pool:        pool,
 		Registry:    reg,
-	})
+	}
+	if withRiver {
+		if opts.River, err = jobs.NewInsertClient(pool); err != nil {
+			t.Fatal(err)
+		}
+		opts.Context = ctx
+	}
+	h, err := api.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

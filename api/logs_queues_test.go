@@ -5,19 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ordoflow/ordo/api"
 	"github.com/ordoflow/ordo/domain"
-	"github.com/ordoflow/ordo/eventstore"
-	"github.com/ordoflow/ordo/internal/pgtest"
 	"github.com/ordoflow/ordo/jobs"
 	"github.com/ordoflow/ordo/projections"
 	"github.com/ordoflow/ordo/projections/projtest"
@@ -218,43 +213,7 @@ func TestAPIRunLogs(t *testing.T) {
 }
 
 // queueBundle is a server with a River client, as `ordo server` runs.
-func queueBundle(t *testing.T) bundle {
-	t.Helper()
-	pool := pgtest.Pool(t)
-	store := eventstore.New(pool, domain.NewRegistry())
-	reg := prometheus.NewRegistry()
-	proj, err := projections.NewProjector(store, projections.ProjectorOptions{PollInterval: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := jobs.NewInsertClient(pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = proj.Run(ctx) }()
-	h, err := api.New(api.Options{
-		Deployments: jobs.NewDeploymentCommands(store),
-		Reads:       projections.NewReader(store),
-		Projection:  proj,
-		Pool:        pool,
-		Registry:    reg,
-		River:       client,
-		Context:     ctx,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(func() {
-		srv.Close()
-		cancel()
-		<-done
-		store.Close()
-	})
-	return bundle{url: srv.URL, pool: pool, store: store, proj: proj, log: projtest.NewLog(t, store)}
-}
+func queueBundle(t *testing.T) bundle { return newBundle(t, true) }
 
 func TestAPIWorkQueues(t *testing.T) {
 	t.Parallel()
