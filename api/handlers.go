@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -197,8 +198,14 @@ func (s *server) runList(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, page)
+	buf := jsonBuffers.Get().(*[]byte)
+	defer jsonBuffers.Put(buf)
+	*buf = projections.AppendRunPageJSON((*buf)[:0], page)
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, *buf)
 }
+
+// jsonBuffers holds the buffers that hand-encoded list pages are written to.
+var jsonBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 func (s *server) runGet(c echo.Context) error {
 	id, err := pathID(c, "flow run")

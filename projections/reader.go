@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ordoflow/ordo/domain"
@@ -272,12 +273,16 @@ func scanFlowRuns(rows pgx.Rows) ([]FlowRun, error) {
 		var f FlowRun
 		var stateType string
 		var params, result []byte
-		if err := rows.Scan(&f.ID, &f.Name, &f.FlowName, &f.DeploymentID, &f.DeploymentName, &f.DeploymentVersion, &f.WorkQueue,
-			&f.Tags, &params, &stateType, &f.State.Name, &f.State.Timestamp, &f.State.Message, &f.ScheduledAt, &f.StartedAt,
-			&f.EndedAt, &f.RunCount, &f.ParentTaskRunID, &f.ParentFlowRunID, &f.AutoScheduled, &result, &f.TaskCount,
-			&f.CreatedAt, &f.UpdatedAt); err != nil {
+		var parentTask, parentFlow pgtype.UUID
+		// UUIDs scan as plain arrays: through uuid.UUID's sql.Scanner they
+		// would be formatted as text and parsed again, a fifth of a page's cost.
+		if err := rows.Scan((*[16]byte)(&f.ID), &f.Name, &f.FlowName, (*[16]byte)(&f.DeploymentID), &f.DeploymentName,
+			&f.DeploymentVersion, &f.WorkQueue, &f.Tags, &params, &stateType, &f.State.Name, &f.State.Timestamp, &f.State.Message,
+			&f.ScheduledAt, &f.StartedAt, &f.EndedAt, &f.RunCount, &parentTask, &parentFlow, &f.AutoScheduled, &result,
+			&f.TaskCount, &f.CreatedAt, &f.UpdatedAt); err != nil {
 			return nil, fmt.Errorf("scan flow run: %w", err)
 		}
+		f.ParentTaskRunID, f.ParentFlowRunID = uuidOrNil(parentTask), uuidOrNil(parentFlow)
 		f.State.Type = domain.StateType(stateType)
 		f.Parameters, f.Result = params, rawOrNil(result)
 		f.Tags = nonNil(f.Tags)
@@ -411,4 +416,13 @@ func (r *Reader) checkpointAt(ctx context.Context, field, s string) (eventstore.
 		return cp, domain.Invalid(field, "must be a log position or a cursor such as 812-4051, got %q", s)
 	}
 	return cp, nil
+}
+
+// uuidOrNil is a nullable uuid column as a pointer.
+func uuidOrNil(u pgtype.UUID) *uuid.UUID {
+	if !u.Valid {
+		return nil
+	}
+	id := uuid.UUID(u.Bytes)
+	return &id
 }
