@@ -21,7 +21,9 @@ import (
 )
 
 // idempotencyKeys stores the first response to each POST sent with an
-// Idempotency-Key header, in the idempotency_keys table.
+// Idempotency-Key header, in the idempotency_keys table. Keys are the
+// actor's own (the request's token): two tokens that pick the same key
+// never see each other's responses.
 type idempotencyKeys struct {
 	pool *pgxpool.Pool
 }
@@ -33,13 +35,13 @@ type storedResponse struct {
 	body        []byte
 }
 
-// begin claims key for a request with this hash. It returns the stored
+// begin claims the actor's key for a request with this hash. It returns the stored
 // response when the key was used before by the same request, and an error
 // when the key belongs to another request or the first one is still being
 // handled. A claim left by a process that died (older than a minute) is
 // taken over.
-func (k *idempotencyKeys) begin(ctx context.Context, key string, hash []byte) (*storedResponse, error) {
-	tag, err := k.pool.Exec(ctx, `INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, key, hash)
+func (k *idempotencyKeys) begin(ctx context.Context, actor, key string, hash []byte) (*storedResponse, error) {
+	tag, err := k.pool.Exec(ctx, `INSERT INTO idempotency_keys (actor, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT (key, actor) DO NOTHING`, actor, key, hash)
 	if err != nil {
 		return nil, fmt.Errorf("claim idempotency key: %w", err)
 	}
@@ -53,10 +55,10 @@ func (k *idempotencyKeys) begin(ctx context.Context, key string, hash []byte) (*
 		body   []byte
 		stale  bool
 	)
-	err = k.pool.QueryRow(ctx, `SELECT request_hash, status, content_type, body, created_at < now() - interval '1 minute' FROM idempotency_keys WHERE key = $1`, key).
+	err = k.pool.QueryRow(ctx, `SELECT request_hash, status, content_type, body, created_at < now() - interval '1 minute' FROM idempotency_keys WHERE actor = $1 AND key = $2`, actor, key).
 		Scan(&stored, &status, &ctype, &body, &stale)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return k.begin(ctx, key, hash) // deleted meanwhile: claim again
+		return k.begin(ctx, actor, key, hash) // deleted meanwhile: claim again
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read idempotency key: %w", err)
@@ -72,7 +74,7 @@ func (k *idempotencyKeys) begin(ctx context.Context, key string, hash []byte) (*
 		return r, nil
 	}
 	if stale {
-		tag, err := k.pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() WHERE key = $1 AND status IS NULL AND created_at < now() - interval '1 minute'`, key)
+		tag, err := k.pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() WHERE actor = $1 AND key = $2 AND status IS NULL AND created_at < now() - interval '1 minute'`, actor, key)
 		if err == nil && tag.RowsAffected() == 1 {
 			return nil, nil
 		}
@@ -80,19 +82,20 @@ func (k *idempotencyKeys) begin(ctx context.Context, key string, hash []byte) (*
 	return nil, domain.Errorf(domain.CodeConflict, "a request with Idempotency-Key %q is still being handled", key)
 }
 
-func (k *idempotencyKeys) finish(ctx context.Context, key string, r storedResponse) error {
-	_, err := k.pool.Exec(ctx, `UPDATE idempotency_keys SET status = $2, content_type = $3, body = $4, completed_at = now() WHERE key = $1`,
-		key, r.status, r.contentType, r.body)
+func (k *idempotencyKeys) finish(ctx context.Context, actor, key string, r storedResponse) error {
+	_, err := k.pool.Exec(ctx, `UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5, completed_at = now() WHERE actor = $1 AND key = $2`,
+		actor, key, r.status, r.contentType, r.body)
 	return err
 }
 
-func (k *idempotencyKeys) abandon(ctx context.Context, key string) error {
-	_, err := k.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE key = $1 AND status IS NULL`, key)
+func (k *idempotencyKeys) abandon(ctx context.Context, actor, key string) error {
+	_, err := k.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE actor = $1 AND key = $2 AND status IS NULL`, actor, key)
 	return err
 }
 
 // idempotency replays the first response to a POST retried with the same
-// Idempotency-Key. Server errors (5xx) are not kept: the retry runs again.
+// Idempotency-Key by the same actor. Server errors (5xx) are not kept: the
+// retry runs again.
 func (s *server) idempotency(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		key := c.Request().Header.Get("Idempotency-Key")
@@ -113,7 +116,8 @@ func (s *server) idempotency(next echo.HandlerFunc) echo.HandlerFunc {
 		fmt.Fprintf(h, "%s\n%s\n", c.Request().Method, c.Request().URL.Path)
 		h.Write(body)
 		ctx := c.Request().Context()
-		prev, err := s.idem.begin(ctx, key, h.Sum(nil))
+		actor := s.actor(c)
+		prev, err := s.idem.begin(ctx, actor, key, h.Sum(nil))
 		if err != nil {
 			return err
 		}
@@ -134,13 +138,13 @@ func (s *server) idempotency(next echo.HandlerFunc) echo.HandlerFunc {
 		status := c.Response().Status
 		done := context.WithoutCancel(ctx)
 		if status >= 500 {
-			if err := s.idem.abandon(done, key); err != nil {
+			if err := s.idem.abandon(done, actor, key); err != nil {
 				s.log.Error("release idempotency key", "key", key, "err", err)
 			}
 			return nil
 		}
 		resp := storedResponse{status: status, contentType: c.Response().Header().Get(echo.HeaderContentType), body: rec.buf.Bytes()}
-		if err := s.idem.finish(done, key, resp); err != nil {
+		if err := s.idem.finish(done, actor, key, resp); err != nil {
 			s.log.Error("store idempotent response", "key", key, "status", strconv.Itoa(status), "err", err)
 		}
 		return nil

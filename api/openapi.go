@@ -68,7 +68,7 @@ func qparam(name, desc string, schema obj) obj {
 var (
 	idParam    = obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string", "format": "uuid"}}
 	queueParam = obj{"name": "name", "in": "path", "required": true, "schema": obj{"type": "string"}}
-	idemHeader = obj{"name": "Idempotency-Key", "in": "header", "description": "a retried POST with the same key gets the first response again", "schema": obj{"type": "string", "maxLength": 255}}
+	idemHeader = obj{"name": "Idempotency-Key", "in": "header", "description": "a retried POST with the same key gets the first response again; keys are per API token, so two tokens never share an answer", "schema": obj{"type": "string", "maxLength": 255}}
 	str        = obj{"type": "string"}
 	strList    = obj{"type": "array", "items": obj{"type": "string"}}
 	dateTime   = obj{"type": "string", "format": "date-time"}
@@ -155,7 +155,7 @@ var openAPIDocument = obj{
 			qparam("limit", "page size, 1 to 5000 (default 500)", obj{"type": "integer", "minimum": 1, "maximum": 5000}),
 			qparam("follow", "stream lines as Server-Sent Events until the run ends", obj{"type": "boolean"}))},
 		"/api/v1/work-queues": obj{
-			"get": op("list work queues by name: depth, running, paused, concurrency limit, online workers", obj{"200": response("a page", listOf("WorkQueue"))},
+			"get": op("list work queues by name: depth, running, paused, concurrency limit and slots in use, online workers", obj{"200": response("a page", listOf("WorkQueue"))},
 				limitParam, qparam("cursor", "next_cursor of the previous page", str)),
 			"post": withBody(op("create or update a work queue's settings",
 				obj{"201": response("created", ref("WorkQueue")), "200": response("updated", ref("WorkQueue"))}, idemHeader),
@@ -230,7 +230,9 @@ var openAPIDocument = obj{
 			"name": str, "depth": obj{"type": "integer", "description": "task runs due and waiting for a worker"},
 			"scheduled": obj{"type": "integer", "description": "task runs queued for later"}, "running": obj{"type": "integer"},
 			"paused": obj{"type": "boolean"}, "paused_at": nullable(dateTime), "concurrency_limit": nullable(obj{"type": "integer"}),
-			"workers_online": obj{"type": "integer"},
+			"slots_in_use":     nullable(obj{"type": "integer", "description": "with a concurrency limit: slots of task runs running or woken to run"}),
+			"waiting_for_slot": obj{"type": "integer", "description": "task runs due that wait for a slot of the concurrency limit"},
+			"workers_online":   obj{"type": "integer"},
 			"workers": obj{"type": "array", "items": object([]string{"name", "last_heartbeat_at", "running"}, obj{
 				"name": str, "hostname": str, "queues": strList, "started_at": dateTime, "last_heartbeat_at": dateTime, "running": obj{"type": "integer"},
 			})},

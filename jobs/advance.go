@@ -31,6 +31,9 @@ type taskOp struct {
 	// retried is set when an earlier commit of this op failed in a way that
 	// leaves unknown whether it committed (the connection broke).
 	retried bool
+	// slot is set on an outcome whose start took a slot of its work queue's
+	// concurrency limit, which the outcome frees.
+	slot bool
 }
 
 type startAction int
@@ -40,12 +43,14 @@ const (
 	actionSkip                       // nothing to do: a stale or duplicate job
 	actionRecover                    // the attempt was started by a worker that died: record it as crashed
 	actionDone                       // settled within the start: a cache hit, or a sub-flow run started
+	actionWait                       // no slot of the queue's concurrency limit free: the job waits for one
 )
 
 type startResult struct {
 	action startAction
 	reason string
 	plan   execPlan
+	slot   bool // the attempt holds a slot of its queue's concurrency limit
 }
 
 // commitBatch records a batch of starts or outcomes in one transaction.
@@ -123,6 +128,10 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 	if err != nil {
 		return err
 	}
+	slots, err := w.lockQueueSlots(ctx, tx, ops)
+	if err != nil {
+		return err
+	}
 
 	var completed []*taskOp // jobs this transaction completes
 	for _, op := range ops {
@@ -142,16 +151,23 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 		}
 		fr, _ := u.flowRun(a.FlowRunID)
 		if op.kind == opStart {
-			res, err := w.decideStart(ctx, tx, s, op, fr, tr, meta)
-			if err != nil {
-				return err
+			// A start whose job ended with its earlier commit (a cache hit,
+			// or a wait that handed the attempt to another job) is done.
+			res := &startResult{action: actionSkip, reason: "the job ended with an earlier commit whose answer was lost"}
+			if !landed[op.job.ID] {
+				if res, err = w.decideStart(ctx, tx, s, op, fr, tr, meta, slots); err != nil {
+					return err
+				}
 			}
 			op.res = res
+			slots.started(op, res.action)
+			res.slot = res.action == actionRun && slots.holds(op)
 			if res.action == actionDone {
 				completed = append(completed, op)
 			}
 			continue
 		}
+		slots.finished(op)
 		if landed[op.job.ID] {
 			continue // this outcome was recorded by an earlier commit whose answer was lost
 		}
@@ -170,15 +186,19 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 	for _, op := range completed {
 		s.completeJobs = append(s.completeJobs, op.job.ID)
 	}
-	return s.settle(ctx, tx)
+	if err := s.settle(ctx, tx); err != nil {
+		return err
+	}
+	return slots.apply(ctx, tx, s)
 }
 
-// committedEarlier returns the retried finish ops whose job is no longer
-// running: their earlier commit went through.
+// committedEarlier returns the retried ops whose job is no longer running:
+// their earlier commit went through (and completed the job, or handed a
+// waiting start's attempt to another job).
 func committedEarlier(ctx context.Context, tx pgx.Tx, ops []*taskOp) (map[int64]bool, error) {
 	var ids []int64
 	for _, op := range ops {
-		if op.retried && op.kind == opFinish {
+		if op.retried {
 			ids = append(ids, op.job.ID)
 		}
 	}
@@ -209,7 +229,7 @@ func (w *Worker) outcomeCommand(s *settlement, op *taskOp, fr domain.FlowRun, tr
 	switch {
 	case a.ChildFlowRunID != uuid.Nil:
 		child, _ := s.u.flowRun(a.ChildFlowRunID)
-		return childOutcome(s, fr, tr, a.Attempt, child)
+		return childOutcome(s, fr, tr, a, child)
 	case out.cancelled:
 		if !current {
 			w.opts.Logger.Debug("cancelled attempt was no longer current", "task_run_id", a.TaskRunID, "attempt", a.Attempt)
@@ -229,7 +249,7 @@ func (w *Worker) outcomeCommand(s *settlement, op *taskOp, fr domain.FlowRun, tr
 }
 
 // decideStart decides the start of a job's attempt.
-func (w *Worker) decideStart(ctx context.Context, tx pgx.Tx, s *settlement, op *taskOp, fr domain.FlowRun, tr domain.TaskRun, meta domain.Metadata) (*startResult, error) {
+func (w *Worker) decideStart(ctx context.Context, tx pgx.Tx, s *settlement, op *taskOp, fr domain.FlowRun, tr domain.TaskRun, meta domain.Metadata, slots *queueSlots) (*startResult, error) {
 	a := op.job.Args
 	u := s.u
 	resumed := false
@@ -259,6 +279,7 @@ func (w *Worker) decideStart(ctx context.Context, tx pgx.Tx, s *settlement, op *
 			return &startResult{action: actionDone, reason: "sub-flow run already started"}, nil
 		}
 		plan.cacheKey, _ = domain.CacheKey(tr.Task, plan.params, inputs)
+		slots.resume(op)
 		return &startResult{action: actionRun, plan: plan}, nil
 	}
 	markStarted := func() error {
@@ -293,6 +314,9 @@ func (w *Worker) decideStart(ctx context.Context, tx pgx.Tx, s *settlement, op *
 
 	if tr.Task.Kind() == domain.TaskKindDeployment {
 		return w.startChild(ctx, tx, s, plan, markStarted, meta)
+	}
+	if !slots.acquire(op) {
+		return &startResult{action: actionWait, reason: "no free slot in work queue " + op.job.Queue}, nil
 	}
 	if _, err := u.decideTaskRun(tr.ID, domain.StartTaskRun{Attempt: a.Attempt, Worker: w.opts.Name}, meta); err != nil {
 		return nil, err

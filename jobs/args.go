@@ -18,6 +18,10 @@ type TaskRunArgs struct {
 	// ended to the attempt of its parent task run that started it: that
 	// job runs nothing and settles the attempt with the child's outcome.
 	ChildFlowRunID uuid.UUID `json:"child_flow_run_id,omitzero"`
+	// ChildCancelReason, on such a job, is why the child run was cancelled
+	// before it started (its deployment's concurrency limit): the parent
+	// attempt fails with it.
+	ChildCancelReason string `json:"child_cancel_reason,omitempty"`
 }
 
 // Kind is the River job kind.

@@ -64,8 +64,8 @@ type RunRequest struct {
 	// ScheduledAt is when the run is due. Zero or past means now.
 	ScheduledAt time.Time
 	// IdempotencyKey, when set, makes the request idempotent for the
-	// deployment: a request with a key already used returns the run the
-	// first one created, and changes nothing.
+	// deployment and actor: a request with a key the same actor already
+	// used returns the run the first one created, and changes nothing.
 	IdempotencyKey string
 }
 
@@ -96,7 +96,7 @@ func (r *DeploymentRuns) RunFromDeployment(ctx context.Context, deploymentID uui
 			return err
 		}
 		if req.IdempotencyKey != "" {
-			existing, found, err := findIdempotentRun(ctx, tx, deploymentID, req.IdempotencyKey)
+			existing, found, err := findIdempotentRun(ctx, tx, deploymentID, actor, req.IdempotencyKey)
 			if err != nil {
 				return err
 			}
@@ -105,17 +105,10 @@ func (r *DeploymentRuns) RunFromDeployment(ctx context.Context, deploymentID uui
 				return err
 			}
 		}
-		run, err = createDeploymentRunTx(ctx, tx, r.svc, d, RunCreateParams{
+		run, err = startDeploymentRunTx(ctx, tx, r.svc.store, r.svc.river, d, RunCreateParams{
 			Parameters: params, Name: req.Name, ScheduledAt: req.ScheduledAt,
 			IdempotencyKey: req.IdempotencyKey, Actor: actor,
-		})
-		if err != nil || d.Spec.ConcurrencyLimit == 0 {
-			return err
-		}
-		if _, err := admitTx(ctx, tx, r.svc.store, r.svc.river, d, time.Now(), domain.Metadata{Actor: actor}); err != nil {
-			return err
-		}
-		run, err = readFlowRun(ctx, r.svc.store, tx, run.ID)
+		}, runIdentity{})
 		return err
 	})
 	if err != nil {
@@ -127,17 +120,18 @@ func (r *DeploymentRuns) RunFromDeployment(ctx context.Context, deploymentID uui
 	return run, nil
 }
 
-// findIdempotentRun returns the run that already holds key, after taking a
-// transaction lock on (deployment, key) so that a concurrent request with the
-// same key waits for this transaction and then finds its run.
-func findIdempotentRun(ctx context.Context, tx pgx.Tx, deploymentID uuid.UUID, key string) (uuid.UUID, bool, error) {
+// findIdempotentRun returns the run that already holds the actor's key,
+// after taking a transaction lock on (deployment, actor, key) so that a
+// concurrent request with the same key waits for this transaction and then
+// finds its run.
+func findIdempotentRun(ctx context.Context, tx pgx.Tx, deploymentID uuid.UUID, actor, key string) (uuid.UUID, bool, error) {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1::int, hashtext($2))`,
-		idempotencyLockSpace, deploymentID.String()+key); err != nil { // a uuid has a fixed length
+		idempotencyLockSpace, deploymentID.String()+actor+"\n"+key); err != nil { // a uuid has a fixed length
 		return uuid.Nil, false, fmt.Errorf("lock idempotency key: %w", err)
 	}
 	var id uuid.UUID
 	err := tx.QueryRow(ctx, `
-SELECT flow_run_id FROM flow_run_idempotency_keys WHERE deployment_id = $1 AND idempotency_key = $2`, deploymentID, key).Scan(&id)
+SELECT flow_run_id FROM flow_run_idempotency_keys WHERE deployment_id = $1 AND actor = $2 AND idempotency_key = $3`, deploymentID, actor, key).Scan(&id)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return uuid.Nil, false, nil
@@ -147,17 +141,52 @@ SELECT flow_run_id FROM flow_run_idempotency_keys WHERE deployment_id = $1 AND i
 	return id, true, nil
 }
 
+// startDeploymentRunTx creates a run of d (createDeploymentRunTx) and, under
+// a concurrency limit, admits what can start now. It returns the run as it
+// is then: under a limit, admitted (PENDING), waiting for a slot
+// (SCHEDULED) or cancelled by policy cancel_new.
+func startDeploymentRunTx(ctx context.Context, tx pgx.Tx, store *eventstore.Store, client *river.Client[pgx.Tx], d domain.Deployment, p RunCreateParams, ident runIdentity) (domain.FlowRun, error) {
+	run, err := createDeploymentRunTx(ctx, tx, store, client, d, p, ident)
+	if err != nil || d.Spec.ConcurrencyLimit == 0 {
+		return run, err
+	}
+	if _, err := admitTx(ctx, tx, store, client, d, time.Now(), domain.Metadata{Actor: p.Actor}); err != nil {
+		return domain.FlowRun{}, err
+	}
+	return readFlowRun(ctx, store, tx, run.ID)
+}
+
 // createDeploymentRunTx creates a run of d from p, whose Parameters are
-// already merged and checked. The deployment fills in what the run is made
-// of. Under a concurrency limit the run is held and recorded as waiting;
-// the caller then admits (admitTx) what can start.
-func createDeploymentRunTx(ctx context.Context, tx pgx.Tx, svc *Service, d domain.Deployment, p RunCreateParams) (domain.FlowRun, error) {
+// already merged and checked, with ident's id (a new one when it has none).
+// The deployment fills in what the run is made of. The run stays SCHEDULED
+// until a worker starts it, and one the scheduler does not create is
+// recorded for the scheduler's lateness check. Under a concurrency limit the
+// run is held and recorded as waiting; the caller then admits (admitTx)
+// what can start.
+func createDeploymentRunTx(ctx context.Context, tx pgx.Tx, store *eventstore.Store, client *river.Client[pgx.Tx], d domain.Deployment, p RunCreateParams, ident runIdentity) (domain.FlowRun, error) {
+	if ident.id == uuid.Nil {
+		var err error
+		if ident.id, err = uuid.NewV7(); err != nil {
+			return domain.FlowRun{}, fmt.Errorf("new flow run id: %w", err)
+		}
+	}
 	p.DeploymentID, p.DeploymentName, p.DeploymentVersion = d.ID, d.Spec.Name, d.Version
 	p.WorkQueue, p.Tags, p.Flow = d.Spec.WorkQueue, d.Spec.Tags, d.Spec.Flow
+	p.KeepScheduled = true
 	p.Hold = d.Spec.ConcurrencyLimit > 0
-	run, err := svc.RunCreateTx(ctx, tx, p)
-	if err != nil || !p.Hold {
+	run, err := createRun(ctx, tx, store, client, p, ident)
+	if err != nil {
 		return run, err
+	}
+	if !p.AutoScheduled { // the scheduler checks its own runs in scheduled_runs
+		if _, err := tx.Exec(ctx, `
+INSERT INTO run_lateness_checks (flow_run_id, scheduled_at) VALUES ($1, $2) ON CONFLICT (flow_run_id) DO NOTHING`,
+			run.ID, run.ScheduledAt); err != nil {
+			return domain.FlowRun{}, fmt.Errorf("record the lateness check of the run: %w", err)
+		}
+	}
+	if !p.Hold {
+		return run, nil
 	}
 	_, err = tx.Exec(ctx, `
 INSERT INTO deployment_run_slots (flow_run_id, deployment_id, state, due_at) VALUES ($1, $2, 'waiting', $3)
@@ -325,6 +354,9 @@ ORDER BY s.due_at, s.created_at, s.flow_run_id`, d.ID)
 		if a.cancelled, err = cancelNotStartedTx(ctx, tx, store, d.ID, reject, m); err != nil {
 			return a, err
 		}
+		if err := reportCancelledChildrenTx(ctx, tx, store, client, a.cancelled, m.Reason, now); err != nil {
+			return a, err
+		}
 	}
 	if len(admit) > 0 {
 		if a.admitted, err = admitRunsTx(ctx, tx, store, client, admit, now, meta); err != nil {
@@ -383,7 +415,11 @@ UPDATE deployment_run_slots SET state = 'active', admitted_at = $2 WHERE flow_ru
 	if len(cancelling) > 0 {
 		m := meta
 		m.Reason = "cancelled while waiting for a concurrency slot"
-		if _, err := cancelNotStartedTx(ctx, tx, store, uuid.Nil, cancelling, m); err != nil {
+		cancelled, err := cancelNotStartedTx(ctx, tx, store, uuid.Nil, cancelling, m)
+		if err != nil {
+			return nil, err
+		}
+		if err := reportCancelledChildrenTx(ctx, tx, store, client, cancelled, m.Reason, now); err != nil {
 			return nil, err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,10 @@ const (
 
 // maxLogLine is the longest stored line; longer lines are split.
 const maxLogLine = 64 << 10
+
+// DefaultMaxLogBytes is the output of one task attempt that is stored by
+// default (WorkerOptions.MaxLogBytes).
+const DefaultMaxLogBytes = 10 << 20
 
 // LogLine is one stored line of a task run's log.
 type LogLine struct {
@@ -71,6 +76,9 @@ type logWriter struct {
 	logger        *slog.Logger
 	flushInterval time.Duration
 	maxBatch      int
+	// maxTaskBytes is the output of one attempt that is stored; the rest
+	// is dropped.
+	maxTaskBytes int64
 
 	mu      sync.Mutex
 	pending []LogLine
@@ -80,10 +88,18 @@ type logWriter struct {
 	stopped chan struct{}
 }
 
-func newLogWriter(pool *pgxpool.Pool, logger *slog.Logger) *logWriter {
+// newLogWriter returns a log writer that stores up to maxTaskBytes of each
+// attempt's output: 0 means DefaultMaxLogBytes, a negative value no cap.
+func newLogWriter(pool *pgxpool.Pool, logger *slog.Logger, maxTaskBytes int64) *logWriter {
+	switch {
+	case maxTaskBytes == 0:
+		maxTaskBytes = DefaultMaxLogBytes
+	case maxTaskBytes < 0:
+		maxTaskBytes = math.MaxInt64
+	}
 	return &logWriter{
 		pool: pool, logger: logger,
-		flushInterval: 100 * time.Millisecond, maxBatch: 500,
+		flushInterval: 100 * time.Millisecond, maxBatch: 500, maxTaskBytes: maxTaskBytes,
 		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}),
 	}
 }
@@ -235,34 +251,68 @@ func cleanLine(s string) string {
 
 // taskLog is where one attempt's lines go: the log writer, and a tail of the
 // last lines for failure reports.
+//
+// The attempt's output (every stream but system) is stored up to the log
+// writer's maxTaskBytes. Past it, the task runs on but its lines are
+// dropped, only counted, and sync writes one system line that says how much
+// was dropped. The tail still follows the output: a failure report shows
+// the real last lines.
 type taskLog struct {
 	w    *logWriter
 	base LogLine
 
-	mu    sync.Mutex
-	tail  []string
-	lines int // lines written
+	mu           sync.Mutex
+	tail         []string
+	lines        int   // lines written
+	outputBytes  int64 // bytes of output stored
+	droppedLines int64
+	droppedBytes int64
+	reported     bool // the dropped output was reported
 }
 
 const logTailLines = 20
 
 func (t *taskLog) line(stream, level, msg string) {
-	l := t.base
-	l.Timestamp, l.Stream, l.Level, l.Message = time.Now(), stream, level, msg
-	t.w.write(l)
+	size := int64(len(msg)) // as the task wrote it, newline included
 	t.mu.Lock()
+	keep := stream == StreamSystem
+	if !keep && t.droppedLines == 0 && t.outputBytes+size <= t.w.maxTaskBytes {
+		keep = true
+		t.outputBytes += size
+	}
+	if keep {
+		t.lines++
+	} else {
+		t.droppedLines++
+		t.droppedBytes += size
+	}
 	if len(t.tail) == logTailLines {
 		copy(t.tail, t.tail[1:])
 		t.tail = t.tail[:logTailLines-1]
 	}
 	t.tail = append(t.tail, cleanLine(msg))
-	t.lines++
 	t.mu.Unlock()
+	if keep {
+		l := t.base
+		l.Timestamp, l.Stream, l.Level, l.Message = time.Now(), stream, level, msg
+		t.w.write(l)
+	}
 }
 
 // sync returns once every line of the attempt is stored; at once when it
-// wrote none.
+// wrote none. Called when the attempt's output has ended, it first reports
+// the output dropped over the cap, if any.
 func (t *taskLog) sync(ctx context.Context) {
+	t.mu.Lock()
+	report := t.droppedLines > 0 && !t.reported
+	t.reported = t.reported || report
+	lines, bytes := t.droppedLines, t.droppedBytes
+	t.mu.Unlock()
+	if report {
+		t.line(StreamSystem, "WARN", fmt.Sprintf(
+			"log volume cap reached: %d more lines (%d bytes) of output were dropped; an attempt stores at most %d bytes of output",
+			lines, bytes, t.w.maxTaskBytes))
+	}
 	t.mu.Lock()
 	n := t.lines
 	t.mu.Unlock()

@@ -61,7 +61,8 @@ func (o *ReaperOptions) validate() error {
 //
 // Any number of processes may run a reaper: each pass takes a Postgres
 // advisory lock for its transaction, and passes that do not get it skip.
-// A reaper also deletes expired cache entries.
+// A reaper also deletes expired cache entries, and frees the work queue
+// slots that no running attempt uses (see sweepQueueSlots).
 //
 // It cannot stop the processes of a dead worker's tasks on other hosts;
 // on the worker's own host the kernel kills a task whose worker died (see
@@ -116,6 +117,7 @@ type ReapResult struct {
 	Workers  int  // workers declared dead
 	Crashed  int  // attempts recorded as crashed
 	Requeued int  // jobs of dead workers queued again
+	Slots    int  // work queue slots freed that no running attempt used
 }
 
 // reapedJob is a running River job of a dead worker.
@@ -188,9 +190,12 @@ FOR UPDATE OF j SKIP LOCKED`, KindTaskRun)
 		}
 		return nil
 	})
-	if err == nil {
-		wakeAfterCommit(ctx, r.pool, settled, r.opts.Logger)
+	if err != nil || res.Skipped {
+		return res, err
 	}
+	wakeAfterCommit(ctx, r.pool, settled, r.opts.Logger)
+	// After the dead workers' jobs are discarded: their slots go too.
+	res.Slots, err = sweepQueueSlots(ctx, r.pool, r.opts.Logger)
 	return res, err
 }
 

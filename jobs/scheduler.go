@@ -150,7 +150,8 @@ func (o *SchedulerOptions) setDefaults() {
 //   - Lateness: a run it created that no task of has started LateAfter
 //     after its scheduled time gets FlowRunLate (if it is still
 //     SCHEDULED), with the reason "not started within LateAfter of its
-//     scheduled time".
+//     scheduled time". So do the other runs of deployments (manual and
+//     sub-flow runs), whatever their deployment's schedule.
 //   - Catch-up: late runs that never started, and scheduled times up to
 //     now-LateAfter that have no run because no scheduler was up (the
 //     deployment's schedule is followed from where the scheduler last got,
@@ -382,7 +383,75 @@ FROM ids`)
 		next = earliest(next, wn)
 	}
 	s.seen = seen
+	wn, err := s.markLateUnscheduled(ctx, now)
+	if err != nil {
+		if ctx.Err() != nil {
+			return time.Time{}, ctx.Err()
+		}
+		errs = append(errs, err)
+		wn = now.Add(s.opts.Interval)
+	}
+	next = earliest(next, wn)
 	return next, errors.Join(errs...)
+}
+
+// lateChecksPerTick bounds the runs markLateUnscheduled checks in one
+// transaction; a tick with more to check asks for the next one at once.
+const lateChecksPerTick = 1000
+
+// markLateUnscheduled applies the lateness rule to the runs the scheduler
+// did not create (manual and sub-flow runs, listed in run_lateness_checks
+// when created): each one that has not started LateAfter after its
+// scheduled time gets FlowRunLate, like the scheduler's own runs, and its
+// row goes once checked. Catch-up policies do not apply to them. It returns
+// when the next row is due for its check.
+func (s *Scheduler) markLateUnscheduled(ctx context.Context, now time.Time) (time.Time, error) {
+	lateBefore := now.Add(-s.opts.LateAfter)
+	var first *time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT min(scheduled_at) FROM run_lateness_checks`).Scan(&first); err != nil {
+		return time.Time{}, fmt.Errorf("read lateness checks: %w", err)
+	}
+	switch {
+	case first == nil:
+		return time.Time{}, nil
+	case first.After(lateBefore):
+		return first.Add(s.opts.LateAfter), nil
+	}
+	var checked int
+	err := retryingTx(ctx, s.store, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+DELETE FROM run_lateness_checks WHERE flow_run_id IN (
+    SELECT flow_run_id FROM run_lateness_checks WHERE scheduled_at <= $1
+    ORDER BY scheduled_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+RETURNING flow_run_id, EXISTS (SELECT 1 FROM events e WHERE e.stream_id = flow_run_id)`, lateBefore, lateChecksPerTick)
+		if err != nil {
+			return fmt.Errorf("take due lateness checks: %w", err)
+		}
+		var (
+			ids    []uuid.UUID
+			id     uuid.UUID
+			exists bool
+		)
+		checked = 0
+		_, err = pgx.ForEachRow(rows, []any{&id, &exists}, func() error {
+			checked++
+			if exists { // else the run was archived and removed
+				ids = append(ids, id)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("take due lateness checks: %w", err)
+		}
+		return s.markLateTx(ctx, tx, ids)
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("mark late runs outside schedules: %w", err)
+	}
+	if checked == lateChecksPerTick {
+		return now, nil
+	}
+	return now.Add(s.opts.Interval), nil
 }
 
 // earliest returns the earlier of a and b, a zero time meaning none.
@@ -855,7 +924,7 @@ func missedTimes(sched domain.Schedule, after, through time.Time, keep int) ([]t
 }
 
 // markLateTx records FlowRunLate for the runs that are still SCHEDULED
-// and flags their rows.
+// and flags their rows in scheduled_runs.
 func (s *Scheduler) markLateTx(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) error {
 	if len(ids) == 0 {
 		return nil
@@ -894,9 +963,9 @@ func (s *Scheduler) createScheduledRun(ctx context.Context, tx pgx.Tx, d domain.
 	if err := d.Spec.CheckParameters(params); err != nil {
 		return fmt.Errorf("default parameters of deployment %s: %w", d.Spec.Name, err)
 	}
-	run, err := createDeploymentRunTx(ctx, tx, s.svc, d, RunCreateParams{
+	run, err := createDeploymentRunTx(ctx, tx, s.svc.store, s.svc.river, d, RunCreateParams{
 		Parameters: params, ScheduledAt: at, AutoScheduled: true, Actor: SchedulerActor,
-	})
+	}, runIdentity{})
 	if err != nil {
 		return fmt.Errorf("create the run of %s at %s: %w", d.Spec.Name, at.Format(time.RFC3339Nano), err)
 	}

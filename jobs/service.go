@@ -59,11 +59,17 @@ type RunCreateParams struct {
 	ScheduledAt time.Time
 	// Name of the run. Defaults to the flow name and a random suffix.
 	Name string
-	// IdempotencyKey, when set, makes the create idempotent per deployment:
-	// a create with a key already used returns the run the first one made.
+	// IdempotencyKey, when set, makes the create idempotent per deployment
+	// and Actor: a create with a key the same actor already used returns the
+	// run the first one made.
 	IdempotencyKey string
 	// AutoScheduled marks runs created by a deployment's schedule.
 	AutoScheduled bool
+	// KeepScheduled leaves a run that is due now SCHEDULED (its root tasks
+	// queued all the same) until a worker starts it, so that it can be
+	// marked Late like any other; else it is PENDING at once. Runs of
+	// deployments have it.
+	KeepScheduled bool
 	// Hold creates the run SCHEDULED with none of its tasks queued, whatever
 	// ScheduledAt says: it waits for a deployment concurrency slot, and the
 	// slot accounting (deployruns.go) queues its root tasks when it gets one.
@@ -118,8 +124,11 @@ func createRun(ctx context.Context, tx pgx.Tx, store *eventstore.Store, client *
 	}
 	id := ident.id
 	var err error
+	if p.Actor == "" {
+		p.Actor = "system"
+	}
 	if p.IdempotencyKey != "" {
-		existing, found, err := claimIdempotencyKey(ctx, tx, p.DeploymentID, p.IdempotencyKey, id)
+		existing, found, err := claimIdempotencyKey(ctx, tx, p.DeploymentID, p.Actor, p.IdempotencyKey, id)
 		if err != nil {
 			return domain.FlowRun{}, err
 		}
@@ -141,9 +150,6 @@ func createRun(ctx context.Context, tx pgx.Tx, store *eventstore.Store, client *
 	}
 	if p.Parameters == nil {
 		p.Parameters = map[string]any{}
-	}
-	if p.Actor == "" {
-		p.Actor = "system"
 	}
 	taskRunIDs := make(map[string]uuid.UUID, len(p.Flow.Tasks))
 	for _, t := range p.Flow.Tasks {
@@ -170,10 +176,7 @@ func createRun(ctx context.Context, tx pgx.Tx, store *eventstore.Store, client *
 	}
 	u.putFlowRun(run)
 	due := !p.ScheduledAt.After(now) && !p.Hold
-	// A run the scheduler creates after its time (a slow tick, a catch-up)
-	// stays SCHEDULED until a worker starts it, so that it can be marked
-	// Late like any other; its root jobs are queued at once all the same.
-	if due && !(p.AutoScheduled && p.ScheduledAt.Before(now)) {
+	if due && !p.KeepScheduled {
 		if _, err := u.decideFlowRun(id, domain.MarkFlowRunPending{}, meta); err != nil {
 			return domain.FlowRun{}, err
 		}
@@ -268,14 +271,14 @@ func jobFor(run domain.FlowRun, t domain.TaskSpec, attempt int, at, now time.Tim
 	}
 }
 
-// claimIdempotencyKey records key for a new run, or returns the run that
-// already holds it. A concurrent create with the same key waits for this
-// transaction and then finds its run.
-func claimIdempotencyKey(ctx context.Context, tx pgx.Tx, deployment uuid.UUID, key string, id uuid.UUID) (uuid.UUID, bool, error) {
+// claimIdempotencyKey records the actor's key for a new run, or returns the
+// run that already holds it. A concurrent create with the same key waits
+// for this transaction and then finds its run.
+func claimIdempotencyKey(ctx context.Context, tx pgx.Tx, deployment uuid.UUID, actor, key string, id uuid.UUID) (uuid.UUID, bool, error) {
 	var got uuid.UUID
 	err := tx.QueryRow(ctx, `
-INSERT INTO flow_run_idempotency_keys (deployment_id, idempotency_key, flow_run_id) VALUES ($1, $2, $3)
-ON CONFLICT DO NOTHING RETURNING flow_run_id`, deployment, key, id).Scan(&got)
+INSERT INTO flow_run_idempotency_keys (deployment_id, actor, idempotency_key, flow_run_id) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING RETURNING flow_run_id`, deployment, actor, key, id).Scan(&got)
 	if err == nil {
 		return id, false, nil
 	}
@@ -283,7 +286,7 @@ ON CONFLICT DO NOTHING RETURNING flow_run_id`, deployment, key, id).Scan(&got)
 		return uuid.Nil, false, fmt.Errorf("claim idempotency key: %w", err)
 	}
 	err = tx.QueryRow(ctx, `
-SELECT flow_run_id FROM flow_run_idempotency_keys WHERE deployment_id = $1 AND idempotency_key = $2`, deployment, key).Scan(&got)
+SELECT flow_run_id FROM flow_run_idempotency_keys WHERE deployment_id = $1 AND actor = $2 AND idempotency_key = $3`, deployment, actor, key).Scan(&got)
 	if err != nil {
 		return uuid.Nil, false, fmt.Errorf("read idempotency key: %w", err)
 	}

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
@@ -16,10 +19,13 @@ import (
 // Sub-flows. A task with `deployment: NAME` starts a run of that
 // deployment's current version when its attempt starts, in the same
 // transaction as its TaskRunStarted (which names the child run), and its
-// job completes at once: no worker slot waits for the child. When the child
-// run ends, the transaction that ends it queues a job for the parent task
-// run (TaskRunArgs.ChildFlowRunID set), which settles the parent attempt
-// with the child's result or failure.
+// job completes at once: no worker slot waits for the child. The child run
+// is a run of the deployment like any other: under the deployment's
+// concurrency limit it may wait for a slot (and the parent task with it),
+// or be cancelled by policy cancel_new, which fails the parent attempt with
+// that reason at once. When the child run ends, the transaction that ends it
+// queues a job for the parent task run (TaskRunArgs.ChildFlowRunID set),
+// which settles the parent attempt with the child's result or failure.
 
 // startChild starts a sub-flow task's attempt: it creates the child run.
 // A deployment that does not exist, or parameters it refuses, fail the
@@ -58,13 +64,17 @@ func (w *Worker) startChild(ctx context.Context, tx pgx.Tx, s *settlement, plan 
 	if err := markStarted(); err != nil {
 		return nil, err
 	}
-	_, err = createRun(ctx, tx, w.store, w.client, RunCreateParams{
-		DeploymentID: dep.ID, DeploymentName: dep.Spec.Name, DeploymentVersion: dep.Version,
-		WorkQueue: dep.Spec.WorkQueue, Tags: dep.Spec.Tags, Parameters: params, Flow: dep.Spec.Flow,
-		Actor: meta.Actor,
-	}, runIdentity{id: childID, parentTaskRunID: &plan.taskRunID, parentFlowRunID: &plan.flowRunID})
+	child, err := startDeploymentRunTx(ctx, tx, w.store, w.client, dep, RunCreateParams{Parameters: params, Actor: meta.Actor},
+		runIdentity{id: childID, parentTaskRunID: &plan.taskRunID, parentFlowRunID: &plan.flowRunID})
 	if err != nil {
 		return nil, fmt.Errorf("start sub-flow run of %s: %w", dep.Spec.Name, err)
+	}
+	if child.State.Type == domain.Cancelled {
+		// Cancelled as it was created, by policy cancel_new. Its end is not
+		// reported to this attempt, which is only being started: fail it
+		// here.
+		plan.fail = &domain.AttemptFailure{Attempt: plan.attempt, Error: cancelledChild(child, ReasonConcurrencyLimit)}
+		return &startResult{action: actionRun, plan: plan}, nil
 	}
 	return &startResult{action: actionDone, reason: "started sub-flow run " + childID.String()}, nil
 }
@@ -73,7 +83,8 @@ func (w *Worker) startChild(ctx context.Context, tx pgx.Tx, s *settlement, plan 
 // its child run ended: complete with the child's result, fail when it
 // failed, crashed or was cancelled (cancelled, when the parent run is being
 // cancelled itself).
-func childOutcome(s *settlement, fr domain.FlowRun, tr domain.TaskRun, attempt int, child domain.FlowRun) (domain.TaskRunCommand, error) {
+func childOutcome(s *settlement, fr domain.FlowRun, tr domain.TaskRun, a TaskRunArgs, child domain.FlowRun) (domain.TaskRunCommand, error) {
+	attempt := a.Attempt
 	fail := func(format string, args ...any) domain.TaskRunCommand {
 		f := domain.AttemptFailure{Attempt: attempt, Error: fmt.Sprintf(format, args...)}
 		return domain.FailTaskRun{AttemptFailure: f, Now: s.now, Random: rand.Float64()}
@@ -92,9 +103,77 @@ func childOutcome(s *settlement, fr domain.FlowRun, tr domain.TaskRun, attempt i
 		if fr.State.Type == domain.Cancelling && current {
 			return domain.CancelTaskRun{}, nil
 		}
-		return fail("sub-flow run %s (%s) was cancelled", child.Name, child.ID), nil
+		return fail("%s", cancelledChild(child, a.ChildCancelReason)), nil
 	}
 	return nil, nil // not ended: nothing to settle yet
+}
+
+// cancelledChild is the error of a sub-flow task whose child run was
+// cancelled, with the reason when it is known.
+func cancelledChild(child domain.FlowRun, reason string) string {
+	msg := fmt.Sprintf("sub-flow run %s (%s) was cancelled", child.Name, child.ID)
+	if reason != "" {
+		msg += ": " + reason
+	}
+	return msg
+}
+
+// reportCancelledChildrenTx queues, for the sub-flow runs among ids that
+// were just cancelled for reason before any task of theirs started (while
+// waiting for a concurrency slot), the job that settles their parent task's
+// attempt: what a settlement does for runs that end otherwise. A parent
+// attempt that is not running that child any more is left alone.
+func reportCancelledChildrenTx(ctx context.Context, tx pgx.Tx, store *eventstore.Store, client *river.Client[pgx.Tx], ids []uuid.UUID, reason string, now time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	runs, err := readFlowRuns(ctx, store, tx, ids)
+	if err != nil {
+		return err
+	}
+	var (
+		children             []domain.FlowRun
+		parents, parentTasks []uuid.UUID
+	)
+	for _, id := range ids {
+		if c := runs[id]; c.ParentTaskRunID != nil && c.ParentFlowRunID != nil {
+			children = append(children, c)
+			if !slices.Contains(parents, *c.ParentFlowRunID) {
+				parents = append(parents, *c.ParentFlowRunID)
+			}
+			parentTasks = append(parentTasks, *c.ParentTaskRunID)
+		}
+	}
+	if len(children) == 0 {
+		return nil
+	}
+	parentRuns, err := readFlowRuns(ctx, store, tx, parents)
+	if err != nil {
+		return err
+	}
+	u := newUnitOfWork(store)
+	if err := u.loadTaskRuns(ctx, tx, parentTasks); err != nil {
+		return err
+	}
+	var jobs []river.InsertManyParams
+	for _, c := range children {
+		tr := u.taskRun(*c.ParentTaskRunID)
+		if tr.State.Type != domain.Running || tr.ChildFlowRunID == nil || *tr.ChildFlowRunID != c.ID {
+			continue
+		}
+		job := jobFor(parentRuns[*c.ParentFlowRunID], tr.Task, tr.Attempt, now, now)
+		args := job.Args.(TaskRunArgs)
+		args.ChildFlowRunID, args.ChildCancelReason = c.ID, reason
+		job.Args = args
+		jobs = append(jobs, job)
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	if _, err := client.InsertManyFastTx(ctx, tx, jobs); err != nil {
+		return fmt.Errorf("report cancelled sub-flow runs to their parents: %w", err)
+	}
+	return nil
 }
 
 // findDeployment returns the live deployment named name, folded from its

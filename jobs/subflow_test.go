@@ -136,3 +136,114 @@ func TestSubflows(t *testing.T) {
 		b.validate(t)
 	})
 }
+
+// A sub-flow run is a run of its deployment like any other: it obeys the
+// deployment's concurrency limit, and its parent task waits with it.
+func TestSubflowConcurrencyLimit(t *testing.T) {
+	t.Parallel()
+
+	// setup makes a deployment limited to one run at a time (see
+	// concurrencySetup), a run of it that holds the slot, and a parent run
+	// whose task "sub" starts a run of it; it returns once that child run
+	// exists.
+	setup := func(t *testing.T, policy string) (schedBundle, domain.Deployment, chan struct{}, domain.FlowRun, domain.FlowRun, domain.FlowRun) {
+		t.Helper()
+		b, d, gate := concurrencySetup(t, policy)
+		holder, err := b.runs.RunFromDeployment(t.Context(), d.ID, jobs.RunRequest{Name: "holder"}, "token:test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, "the run holding the slot did not start", func() bool { return b.started(t, holder.ID) })
+		parent := b.create(t, domain.FlowSpec{Name: "parent", Tasks: []domain.TaskSpec{
+			subflowTask("sub", d.Spec.Name, nil), sh("after", "true", "sub"),
+		}}, nil)
+		eventually(t, 10*time.Second, "the sub-flow task did not start", func() bool {
+			return len(b.taskEvents(t, parent, "sub").of("TaskRunStarted")) > 0
+		})
+		return b, d, gate, holder, parent, b.child(t, b.taskEvents(t, parent, "sub"))
+	}
+	slotState := func(t *testing.T, b schedBundle, id uuid.UUID) string {
+		t.Helper()
+		var state string
+		err := b.pool.QueryRow(t.Context(), `SELECT coalesce((SELECT state FROM deployment_run_slots WHERE flow_run_id = $1), 'none')`, id).Scan(&state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return state
+	}
+
+	t.Run("ChildWaitsForASlot", func(t *testing.T) {
+		t.Parallel()
+		b, _, gate, holder, parent, child := setup(t, domain.ConcurrencyEnqueue)
+		if child.State.Type != domain.Scheduled || slotState(t, b, child.ID) != "waiting" {
+			t.Fatalf("the child run is %s with slot %s, want SCHEDULED and waiting", child.State.Type, slotState(t, b, child.ID))
+		}
+		if s := b.taskEvents(t, parent, "sub").run.State.Type; s != domain.Running {
+			t.Fatalf("the sub-flow task is %s while its child waits, want RUNNING", s)
+		}
+		gate <- struct{}{} // the holder ends: the child gets the slot
+		eventually(t, 10*time.Second, "the child did not start after the slot was freed", func() bool { return b.started(t, child.ID) })
+		gate <- struct{}{}
+		fr := b.wait(t, parent.ID)
+		if fr.State.Type != domain.Completed {
+			t.Fatalf("the parent ended %s (%s), want COMPLETED", fr.State.Type, fr.State.Message)
+		}
+		child, holder = b.flowRun(t, child.ID), b.flowRun(t, holder.ID)
+		if child.StartedAt.Before(*holder.EndedAt) {
+			t.Errorf("the child started at %v, before the run holding the slot ended at %v", child.StartedAt, holder.EndedAt)
+		}
+		if e, ok := b.lastEvent(t, child.ID, "FlowRunPending"); !ok || e.Metadata.Reason != jobs.ReasonSlotFree {
+			t.Errorf("the child was admitted with %+v", e.Metadata)
+		}
+		b.validate(t)
+	})
+
+	// Cancelled by policy cancel_new as it is created, or while it waits
+	// (the policy changed meanwhile): the parent task fails with the reason.
+	for _, tc := range []struct {
+		name         string
+		policy       string
+		whileWaiting bool
+	}{
+		{"CancelNewFailsTheParentTask", domain.ConcurrencyCancelNew, false},
+		{"WaitingChildCancelledByPolicy", domain.ConcurrencyEnqueue, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b, d, gate, holder, parent, child := setup(t, tc.policy)
+			if tc.whileWaiting {
+				spec := d.Spec
+				spec.ConcurrencyPolicy = domain.ConcurrencyCancelNew
+				b.deploy(t, spec)
+				tick(t, b.scheduler(t, jobs.SchedulerOptions{})) // admission: no slot, and now cancel_new
+			}
+			fr := b.wait(t, parent.ID)
+			if fr.State.Type != domain.Failed || !strings.Contains(fr.State.Message, jobs.ReasonConcurrencyLimit) {
+				t.Fatalf("the parent ended %s (%q), want FAILED because of the concurrency limit", fr.State.Type, fr.State.Message)
+			}
+			b.assertCancelled(t, child, jobs.ReasonConcurrencyLimit)
+			sub := b.tasks(t, fr)["sub"].run
+			if sub.State.Type != domain.Failed || !strings.Contains(sub.State.Message, "was cancelled: "+jobs.ReasonConcurrencyLimit) {
+				t.Errorf("the sub-flow task is %s (%q), want FAILED with the reason", sub.State.Type, sub.State.Message)
+			}
+			gate <- struct{}{}
+			b.wait(t, holder.ID)
+			b.validate(t)
+		})
+	}
+
+	t.Run("CancelParentWhileChildWaits", func(t *testing.T) {
+		t.Parallel()
+		b, _, gate, holder, parent, child := setup(t, domain.ConcurrencyEnqueue)
+		if _, err := b.svc.RunCancel(t.Context(), parent.ID, "token:test"); err != nil {
+			t.Fatal(err)
+		}
+		fr, c := b.wait(t, parent.ID), b.wait(t, child.ID)
+		if fr.State.Type != domain.Cancelled || c.State.Type != domain.Cancelled || slotState(t, b, child.ID) != "none" {
+			t.Fatalf("parent %s, child %s with slot %s: want both CANCELLED and the slot gone", fr.State.Type, c.State.Type, slotState(t, b, child.ID))
+		}
+		gate <- struct{}{}
+		b.wait(t, holder.ID)
+		b.validate(t)
+	})
+}

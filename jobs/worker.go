@@ -50,6 +50,11 @@ type WorkerOptions struct {
 	// Env is the worker environment that tasks may inherit from (basic
 	// variables and those named in inherit_env). Defaults to os.Environ().
 	Env []string
+	// MaxLogBytes is how much output (stdout, stderr, a handler's logs) one
+	// task attempt may store; past it the task runs on, its output is
+	// dropped, and one last line says how much. Defaults to
+	// DefaultMaxLogBytes (10 MiB); negative means no cap.
+	MaxLogBytes int64
 	// KillGrace is how long a timed-out task's process group has between
 	// SIGTERM and SIGKILL (and a Go handler to return after its context
 	// ends). Defaults to 5s.
@@ -80,7 +85,8 @@ type WorkerOptions struct {
 	// Logger receives the worker's own logs. Defaults to slog.Default().
 	Logger *slog.Logger
 
-	noCancelListen bool // tests: rely on CancelCheckInterval alone
+	noCancelListen bool          // tests: rely on CancelCheckInterval alone
+	slotRecheck    time.Duration // tests: how long an attempt waits for a slot before looking again
 }
 
 func (o *WorkerOptions) validate() error {
@@ -189,7 +195,7 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		meta:    domain.Metadata{Actor: "worker:" + opts.Name},
 		running: newAttempts(), workspaces: map[uuid.UUID]bool{},
 		wake: newWaker(pool, opts.Logger),
-		logs: newLogWriter(pool, opts.Logger),
+		logs: newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.starts = newCommitter(opts.MaxBatch, w.commitBatch)
@@ -341,6 +347,11 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) e
 	case actionDone:
 		w.opts.Logger.Debug("task run settled at start", "task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "reason", start.res.reason)
 		return nil
+	case actionWait:
+		// The start completed this job and handed the attempt to a new one:
+		// River finds this one no longer running and leaves it so.
+		w.opts.Logger.Debug("task run waits for a slot", "task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "reason", start.res.reason)
+		return nil
 	case actionRecover:
 		out = failed(job.Args.Attempt, "attempt %d was lost: the worker running it stopped before recording its outcome", job.Args.Attempt)
 		out.failure.Crashed = true
@@ -354,7 +365,7 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) e
 		out.cacheKey = p.cacheKey
 		log.sync(ctx) // the lines the task wrote are stored before its outcome
 	}
-	return w.commit(w.finishes, &taskOp{kind: opFinish, ctx: ctx, job: job, outcome: out}, "record outcome of task run")
+	return w.commit(w.finishes, &taskOp{kind: opFinish, ctx: ctx, job: job, outcome: out, slot: start.res.slot}, "record outcome of task run")
 }
 
 // commit hands op to a committer and, while the database cannot be

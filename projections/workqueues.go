@@ -18,6 +18,8 @@ type WorkQueue struct {
 	Paused           bool          `json:"paused"`
 	PausedAt         *time.Time    `json:"paused_at"`
 	ConcurrencyLimit *int          `json:"concurrency_limit"`
+	SlotsInUse       *int64        `json:"slots_in_use"`     // with a limit: slots of task runs running or woken to run
+	WaitingForSlot   int64         `json:"waiting_for_slot"` // task runs due that wait for a slot of the limit
 	WorkersOnline    int           `json:"workers_online"`
 	Workers          []QueueWorker `json:"workers"`
 	CreatedAt        *time.Time    `json:"created_at"` // when its settings were first saved; nil without settings
@@ -59,6 +61,8 @@ SELECT p.name,
         AND j.state = 'scheduled' AND j.scheduled_at > now()),
     (SELECT count(*) FROM river_job j WHERE j.queue = p.name AND j.kind = 'ordo.task_run' AND j.state = 'running'),
     q.paused_at, w.concurrency_limit, w.created_at, w.updated_at,
+    CASE WHEN w.concurrency_limit IS NOT NULL THEN work_queue_slots_in_use(p.name, w.updated_at, '{}') END,
+    (SELECT count(*) FROM work_queue_slots s WHERE s.queue = p.name AND s.state = 'waiting'),
     coalesce((SELECT json_agg(json_build_object(
             'name', s.name, 'hostname', s.hostname, 'queues', s.queues, 'started_at', s.started_at,
             'last_heartbeat_at', s.last_heartbeat_at,
@@ -121,7 +125,7 @@ func (r *Reader) workQueues(ctx context.Context, after string, limit int, only s
 		var q WorkQueue
 		var limit *int32
 		var workers []byte
-		if err := rows.Scan(&q.Name, &q.Depth, &q.Scheduled, &q.Running, &q.PausedAt, &limit, &q.CreatedAt, &q.UpdatedAt, &workers); err != nil {
+		if err := rows.Scan(&q.Name, &q.Depth, &q.Scheduled, &q.Running, &q.PausedAt, &limit, &q.CreatedAt, &q.UpdatedAt, &q.SlotsInUse, &q.WaitingForSlot, &workers); err != nil {
 			return nil, fmt.Errorf("scan work queue: %w", err)
 		}
 		if limit != nil {

@@ -132,8 +132,10 @@ SELECT id FROM river_job WHERE state IN ('completed', 'cancelled', 'discarded') 
 		"river_job", "id", opts.Before); err != nil {
 		return res, fmt.Errorf("prune river jobs: %w", err)
 	}
+	// a key is per actor: it goes once no actor's use of it is recent
 	if res.IdempotencyKeys, err = deleteInBatches(ctx, pool, opts.DryRun, `
-SELECT key FROM idempotency_keys WHERE created_at < $1 AND completed_at IS NOT NULL`,
+SELECT key FROM idempotency_keys k WHERE created_at < $1 AND completed_at IS NOT NULL
+AND NOT EXISTS (SELECT 1 FROM idempotency_keys n WHERE n.key = k.key AND (n.created_at >= $1 OR n.completed_at IS NULL))`,
 		"idempotency_keys", "key", opts.Before); err != nil {
 		return res, fmt.Errorf("prune idempotency keys: %w", err)
 	}

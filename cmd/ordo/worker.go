@@ -23,6 +23,7 @@ type workerOptions struct {
 	fetchCooldown     time.Duration
 	fetchPollInterval time.Duration
 	shutdownGrace     time.Duration
+	maxLogBytes       int64
 	env               []string // the environment tasks may inherit from; nil: the process's
 }
 
@@ -36,13 +37,18 @@ func (o *workerOptions) register(cmd *cobra.Command, withDatabase bool) {
 	cmd.Flags().StringVar(&o.workspaceDir, "workspace-dir", "", flagHelp("workspace-dir", "directory for the runs' ORDO_WORKSPACE directories (default $TMPDIR/ordo/workspaces)"))
 	cmd.Flags().DurationVar(&o.fetchCooldown, "fetch-cooldown", 2*time.Millisecond, flagHelp("fetch-cooldown", "shortest time between two fetches of work from one queue"))
 	cmd.Flags().DurationVar(&o.fetchPollInterval, "fetch-poll-interval", 200*time.Millisecond, flagHelp("fetch-poll-interval", "how often a queue is polled when no notification arrives"))
+	cmd.Flags().Int64Var(&o.maxLogBytes, "max-log-bytes", jobs.DefaultMaxLogBytes, flagHelp("max-log-bytes", "output stored per task attempt; past it the task runs on and the rest is dropped (-1: no cap)"))
 	cmd.Flags().DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, flagHelp("shutdown-grace", "on SIGTERM, how long running tasks may take to finish before they are handed back"))
 }
 
 // envName of the -q flag is ORDO_QUEUES, as documented.
 func init() { flagEnvOverrides["queue"] = "ORDO_QUEUES" }
 
-func newWorkerCommand() *cobra.Command {
+func newWorkerCommand() *cobra.Command { return newWorkerCommandWith(nil) }
+
+// newWorkerCommandWith is `ordo worker` with Go handlers compiled in
+// (`ordo bench worker` has the benchmarks' no-op handler).
+func newWorkerCommandWith(handlers *jobs.Handlers) *cobra.Command {
 	var o workerOptions
 	cmd := &cobra.Command{
 		Use:   "worker -q QUEUE [-q QUEUE...]",
@@ -64,7 +70,7 @@ finish within --shutdown-grace, and hands the rest back to be run again.`,
 			defer pool.Close()
 			store := eventstore.New(pool, domain.NewRegistry())
 			defer store.Close()
-			return runWorker(cmd.Context(), pool, store, o, nil, logger)
+			return runWorker(cmd.Context(), pool, store, o, handlers, logger)
 		},
 	}
 	o.register(cmd, true)
@@ -84,6 +90,7 @@ func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store,
 		WorkspaceDir:      o.workspaceDir,
 		FetchCooldown:     o.fetchCooldown,
 		FetchPollInterval: o.fetchPollInterval,
+		MaxLogBytes:       o.maxLogBytes,
 		Env:               o.env,
 		Logger:            logger,
 	})

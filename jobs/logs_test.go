@@ -1,0 +1,78 @@
+package jobs_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/jobs"
+)
+
+// A task that prints more than the worker's log volume cap runs to its end;
+// its output over the cap is dropped and one last line says how much.
+func TestLogVolumeCap(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, jobs.WorkerOptions{MaxLogBytes: 1000})
+	// 500 lines of exactly 50 bytes (newline included): 20 fit in the cap.
+	loud := sh("loud", `i=0; while [ $i -lt 500 ]; do printf '%05d %043d\n' $i 0; i=$((i+1)); done; echo '"finished"' > "$ORDO_RESULT_PATH"`)
+	quiet := sh("quiet", `echo one; echo two >&2`)
+	fr := b.wait(t, b.create(t, domain.FlowSpec{Name: "logs", Tasks: []domain.TaskSpec{loud, quiet}}, nil).ID)
+	if fr.State.Type != domain.Completed {
+		t.Fatalf("run ended %s (%s), want COMPLETED: the task runs on past the cap", fr.State.Type, fr.State.Message)
+	}
+	if got := string(b.tasks(t, fr)["loud"].run.Result); got != `"finished"` {
+		t.Errorf("the loud task's result is %s: it did not run to its end", got)
+	}
+	lines, err := jobs.ReadLogs(t.Context(), b.pool, fr.ID, 0, 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byTask := map[string][]jobs.LogLine{}
+	for _, l := range lines {
+		for name, id := range fr.TaskRunIDs {
+			if l.TaskRunID == id {
+				byTask[name] = append(byTask[name], l)
+			}
+		}
+	}
+
+	var output []string
+	var capLines []jobs.LogLine
+	for _, l := range byTask["loud"] {
+		switch {
+		case l.Stream == jobs.StreamStdout:
+			output = append(output, l.Message)
+		case strings.Contains(l.Message, "log volume cap"):
+			capLines = append(capLines, l)
+		}
+	}
+	if len(output) != 20 || output[0] != fmt.Sprintf("%05d %043d", 0, 0) || output[19] != fmt.Sprintf("%05d %043d", 19, 0) {
+		t.Errorf("stored %d output lines (%q ... ), want the first 20", len(output), output[:min(len(output), 1)])
+	}
+	if len(capLines) != 1 {
+		t.Fatalf("%d lines about the cap, want exactly one: %+v", len(capLines), capLines)
+	}
+	c := capLines[0]
+	if want := "480 more lines (24000 bytes) of output were dropped"; c.Stream != jobs.StreamSystem || c.Level != "WARN" || !strings.Contains(c.Message, want) || !strings.Contains(c.Message, "1000 bytes") {
+		t.Errorf("the cap line is %s/%s %q, want a system warning that says %q and names the cap", c.Stream, c.Level, c.Message, want)
+	}
+	if last := byTask["loud"][len(byTask["loud"])-1]; last.ID != c.ID {
+		t.Errorf("the last line of the loud task is %q, want the cap line", last.Message)
+	}
+
+	// The cap is per attempt: the quiet task next to it keeps all its lines.
+	var quietOut []string
+	for _, l := range byTask["quiet"] {
+		if l.Stream != jobs.StreamSystem {
+			quietOut = append(quietOut, l.Stream+":"+l.Message)
+		} else if strings.Contains(l.Message, "log volume cap") {
+			t.Errorf("the quiet task got a cap line: %q", l.Message)
+		}
+	}
+	if strings.Join(quietOut, ",") != "stdout:one,stderr:two" && strings.Join(quietOut, ",") != "stderr:two,stdout:one" {
+		t.Errorf("the quiet task's output: %v", quietOut)
+	}
+	b.validate(t)
+}

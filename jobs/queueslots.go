@@ -1,0 +1,421 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// A work queue's concurrency limit (work_queues.concurrency_limit) holds
+// across all workers through the table work_queue_slots, changed only under
+// the queue's work_queues row lock:
+//
+//   - The transaction that records an attempt's start takes a slot (a held
+//     row) when fewer than the limit are in use, or else records nothing
+//     about the task run: it adds a waiting row and hands the attempt to a
+//     new River job scheduled for later, so that waiting uses no retry (of
+//     the task or of River) and holds no worker.
+//   - The transaction that records the outcome frees the slot and grants it
+//     to the oldest waiting attempt, whose job it makes available at once.
+//     That attempt's start then finds its granted row and takes it.
+//   - The reaper frees the slots of dead workers and of jobs that ended, and
+//     grants slots that a raised limit (or attempts started before the limit
+//     was set, which count against it) left free.
+//
+// A queue without a limit costs one index lookup per batch of starts, and
+// nothing per outcome.
+
+// A waiting attempt sleeps as long as it has waited so far, within these
+// bounds, before it looks for a free slot by itself. That is a safety net: a
+// freed slot wakes the oldest waiting attempt at once, and the reaper grants
+// the slots that a raised limit frees. The growing sleep keeps a long queue
+// of waiting attempts from polling the database.
+const (
+	slotRecheckMin = 2 * time.Second
+	slotRecheckMax = 2 * time.Minute
+)
+
+// queueSlots is what one transaction of starts or outcomes does with the
+// slots of its jobs' queues. A nil *queueSlots means no queue of the batch has
+// a limit: every method is then a no-op.
+type queueSlots struct {
+	worker  uuid.UUID
+	recheck [2]time.Duration // the shortest and longest a waiting attempt sleeps
+	limit   map[string]int64 // limited queues of the batch, locked
+	used    map[string]int64 // their slots in use, counted under the lock
+	rows    map[int64]slotRow
+
+	hold, wait []slotJob
+	release    []int64
+	freed      map[string]bool // limited queues where a slot in use was released
+}
+
+type slotRow struct {
+	state  string // waiting, granted or held
+	waited time.Duration
+}
+
+type slotJob struct {
+	jobID     int64
+	queue     string
+	taskRunID uuid.UUID
+	attempt   int
+	recheck   time.Duration // waiting: when to look again
+}
+
+func jobOf(op *taskOp) slotJob {
+	return slotJob{jobID: op.job.ID, queue: op.job.Queue, taskRunID: op.job.Args.TaskRunID, attempt: op.job.Args.Attempt}
+}
+
+// lockQueueSlots locks the limited queues of a batch's starts and of its
+// outcomes that free a slot, and reads what deciding the starts needs.
+func (w *Worker) lockQueueSlots(ctx context.Context, tx pgx.Tx, ops []*taskOp) (*queueSlots, error) {
+	var queues []string
+	for _, op := range ops {
+		if op.kind == opStart || op.slot {
+			queues = append(queues, op.job.Queue)
+		}
+	}
+	if len(queues) == 0 {
+		return nil, nil
+	}
+	slices.Sort(queues)
+	queues = slices.Compact(queues)
+	// One statement finds the limits and locks them, in name order; the
+	// counts that follow are read in later statements, which see what
+	// transactions that held the locks before committed.
+	rows, err := tx.Query(ctx, `
+SELECT name, concurrency_limit FROM work_queues
+WHERE name = ANY($1) AND concurrency_limit IS NOT NULL
+ORDER BY name FOR NO KEY UPDATE`, queues)
+	if err != nil {
+		return nil, fmt.Errorf("lock work queue limits: %w", err)
+	}
+	qs := &queueSlots{worker: w.id, recheck: [2]time.Duration{slotRecheckMin, slotRecheckMax},
+		limit: map[string]int64{}, used: map[string]int64{}, rows: map[int64]slotRow{}}
+	if w.opts.slotRecheck > 0 {
+		qs.recheck = [2]time.Duration{w.opts.slotRecheck, w.opts.slotRecheck}
+	}
+	for rows.Next() {
+		var (
+			name  string
+			limit int64
+		)
+		if err := rows.Scan(&name, &limit); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("lock work queue limits: %w", err)
+		}
+		qs.limit[name] = limit
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lock work queue limits: %w", err)
+	}
+	if len(qs.limit) == 0 && !slices.ContainsFunc(ops, func(op *taskOp) bool { return op.slot }) {
+		return nil, nil
+	}
+	return qs, qs.read(ctx, tx, ops)
+}
+
+// read reads the slot rows of the batch's starts in limited queues and the
+// slots in use of those queues (not counting the batch's own jobs, which
+// run without a slot row while they start).
+func (qs *queueSlots) read(ctx context.Context, tx pgx.Tx, ops []*taskOp) error {
+	var jobs []int64
+	for _, op := range ops {
+		if _, limited := qs.limit[op.job.Queue]; limited && op.kind == opStart {
+			jobs = append(jobs, op.job.ID)
+		}
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	rows, err := tx.Query(ctx, `
+SELECT s.job_id, s.queue, s.state, extract(epoch FROM now() - s.created_at)::float8 FROM work_queue_slots s WHERE s.job_id = ANY($1)
+UNION ALL
+SELECT NULL, w.name, NULL, work_queue_slots_in_use(w.name, w.updated_at, $1) FROM work_queues w WHERE w.name = ANY($2)`,
+		jobs, slices.Sorted(maps.Keys(qs.limit)))
+	if err != nil {
+		return fmt.Errorf("read work queue slots: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			job   *int64
+			queue string
+			state *string
+			n     float64
+		)
+		if err := rows.Scan(&job, &queue, &state, &n); err != nil {
+			return fmt.Errorf("read work queue slots: %w", err)
+		}
+		if job == nil {
+			qs.used[queue] = int64(n)
+			continue
+		}
+		qs.rows[*job] = slotRow{state: *state, waited: time.Duration(n * float64(time.Second))}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read work queue slots: %w", err)
+	}
+	return nil
+}
+
+// acquire takes a slot for a start that is about to run, and reports
+// whether it may run: when its queue has no limit, holds a slot granted to
+// it (or taken by an earlier commit of this start), or has one free.
+// Otherwise the start waits.
+func (qs *queueSlots) acquire(op *taskOp) bool {
+	if qs == nil {
+		return true
+	}
+	q := op.job.Queue
+	limit, limited := qs.limit[q]
+	if !limited {
+		return true
+	}
+	row, has := qs.rows[op.job.ID]
+	switch {
+	case has && row.state != "waiting":
+	case qs.used[q] < limit:
+		qs.used[q]++
+	default:
+		j := jobOf(op)
+		j.recheck = min(max(row.waited, qs.recheck[0]), qs.recheck[1])
+		qs.wait = append(qs.wait, j)
+		return false
+	}
+	qs.hold = append(qs.hold, jobOf(op))
+	return true
+}
+
+// resume keeps the slot that an earlier commit of a start took, if any.
+func (qs *queueSlots) resume(op *taskOp) {
+	if qs == nil {
+		return
+	}
+	if row, has := qs.rows[op.job.ID]; has && row.state != "waiting" {
+		qs.hold = append(qs.hold, jobOf(op))
+	}
+}
+
+// holds reports whether a start holds a slot, which its outcome must free.
+func (qs *queueSlots) holds(op *taskOp) bool {
+	return qs != nil && slices.ContainsFunc(qs.hold, func(j slotJob) bool { return j.jobID == op.job.ID })
+}
+
+// started notes how a start was decided: one that will not run frees what
+// it held or waited with.
+func (qs *queueSlots) started(op *taskOp, action startAction) {
+	if qs == nil || action == actionRun || action == actionWait {
+		return
+	}
+	if row, has := qs.rows[op.job.ID]; has {
+		qs.free(op.job.ID, op.job.Queue, row.state != "waiting")
+	}
+}
+
+// finished notes an outcome: it frees the slot its start took.
+func (qs *queueSlots) finished(op *taskOp) {
+	if qs != nil && op.slot {
+		qs.free(op.job.ID, op.job.Queue, true)
+	}
+}
+
+func (qs *queueSlots) free(jobID int64, queue string, inUse bool) {
+	qs.release = append(qs.release, jobID)
+	if _, limited := qs.limit[queue]; limited && inUse {
+		if qs.freed == nil {
+			qs.freed = map[string]bool{}
+		}
+		qs.freed[queue] = true
+	}
+}
+
+// applySlotsSQL takes the slots of starts that run; hands each attempt that
+// waits to a new job, scheduled to look again later, and completes the job
+// it was fetched with (a job set back to scheduled instead could be fetched
+// again before River records the end of this work on it, and that record
+// would then complete the new work); and frees released slots.
+const applySlotsSQL = `
+WITH held AS (
+    INSERT INTO work_queue_slots (task_run_id, attempt, queue, job_id, state, worker_id)
+    SELECT h.task_run_id, h.attempt, h.queue, h.job_id, 'held', $5
+    FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::int[]) AS h(job_id, queue, task_run_id, attempt)
+    ON CONFLICT (task_run_id, attempt) DO UPDATE
+    SET state = 'held', job_id = EXCLUDED.job_id, worker_id = EXCLUDED.worker_id, updated_at = now()
+    RETURNING 1
+), handed AS (
+    UPDATE river_job j SET state = 'completed', finalized_at = now()
+    FROM unnest($6::bigint[]) AS w(id)
+    WHERE j.id = w.id AND j.state = 'running'
+    RETURNING j.id, j.args, j.kind, j.max_attempts, j.queue, j.priority
+), requeued AS (
+    INSERT INTO river_job (args, kind, max_attempts, queue, priority, scheduled_at, state)
+    SELECT h.args, h.kind, h.max_attempts, h.queue, h.priority, now() + w.recheck, 'scheduled'
+    FROM handed h JOIN unnest($6::bigint[], $7::interval[]) AS w(id, recheck) ON w.id = h.id
+    RETURNING id, queue, args
+), waiting AS (
+    INSERT INTO work_queue_slots (task_run_id, attempt, queue, job_id, state)
+    SELECT (r.args ->> 'task_run_id')::uuid, (r.args ->> 'attempt')::int, r.queue, r.id, 'waiting'
+    FROM requeued r
+    ON CONFLICT (task_run_id, attempt) DO UPDATE SET job_id = EXCLUDED.job_id, updated_at = now()
+    RETURNING 1
+), released AS (
+    DELETE FROM work_queue_slots WHERE job_id = ANY($8) RETURNING 1
+)
+SELECT (SELECT count(*) FROM held) + (SELECT count(*) FROM waiting) + (SELECT count(*) FROM released)`
+
+// apply writes what the batch decided, then grants the slots it freed; call
+// it once the batch's events are appended. The queues of woken jobs are
+// noted in s, to be notified after the commit.
+func (qs *queueSlots) apply(ctx context.Context, tx pgx.Tx, s *settlement) error {
+	if qs == nil || len(qs.hold)+len(qs.wait)+len(qs.release) == 0 {
+		return nil
+	}
+	n := len(qs.hold)
+	hIDs, hQueues, hRuns, hAttempts := make([]int64, n), make([]string, n), make([][16]byte, n), make([]int32, n)
+	for i, j := range qs.hold {
+		hIDs[i], hQueues[i], hRuns[i], hAttempts[i] = j.jobID, j.queue, j.taskRunID, int32(j.attempt)
+	}
+	waitIDs, rechecks := make([]int64, len(qs.wait)), make([]time.Duration, len(qs.wait))
+	for i, j := range qs.wait {
+		waitIDs[i], rechecks[i] = j.jobID, j.recheck
+	}
+	if _, err := tx.Exec(ctx, applySlotsSQL, hIDs, hQueues, hRuns, hAttempts, qs.worker, waitIDs, rechecks, qs.release); err != nil {
+		return fmt.Errorf("record work queue slots: %w", err)
+	}
+	if len(qs.freed) == 0 {
+		return nil
+	}
+	woken, err := grantSlots(ctx, tx, slices.Sorted(maps.Keys(qs.freed)))
+	for _, q := range woken {
+		s.wakeQueue(q)
+	}
+	return err
+}
+
+// grantSlotsSQL grants the free slots of limited queues to their oldest
+// waiting attempts and makes their jobs available now, ahead of the jobs
+// queued after the attempt first waited.
+const grantSlotsSQL = `
+WITH q AS (
+    SELECT w.name, w.concurrency_limit - work_queue_slots_in_use(w.name, w.updated_at, '{}') AS free
+    FROM work_queues w WHERE w.name = ANY($1) AND w.concurrency_limit IS NOT NULL
+), chosen AS (
+    SELECT c.job_id FROM q CROSS JOIN LATERAL (
+        SELECT s.job_id FROM work_queue_slots s JOIN river_job j ON j.id = s.job_id
+        WHERE s.queue = q.name AND s.state = 'waiting' AND j.state IN ('scheduled', 'available')
+        ORDER BY s.created_at, s.job_id
+        LIMIT greatest(q.free, 0)
+    ) c
+), granted AS (
+    UPDATE work_queue_slots s SET state = 'granted', updated_at = now()
+    FROM chosen c WHERE s.job_id = c.job_id
+    RETURNING s.job_id, s.created_at
+)
+UPDATE river_job j SET state = 'available', scheduled_at = least(g.created_at, now())
+FROM granted g WHERE j.id = g.job_id AND j.state IN ('scheduled', 'available')
+RETURNING j.queue`
+
+// grantSlots runs grantSlotsSQL on queues locked by tx, and returns the
+// queues of the jobs it woke.
+func grantSlots(ctx context.Context, tx pgx.Tx, queues []string) ([]string, error) {
+	rows, err := tx.Query(ctx, grantSlotsSQL, queues)
+	if err != nil {
+		return nil, fmt.Errorf("grant work queue slots: %w", err)
+	}
+	woken, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("grant work queue slots: %w", err)
+	}
+	slices.Sort(woken)
+	return slices.Compact(woken), nil
+}
+
+// sweepSlotsSQL frees the slots that no running attempt uses any more: those
+// of jobs that ended or are gone, those held by a worker that died or
+// stopped, and every row of a queue that has no limit any more (its waiting
+// jobs are made available).
+const sweepSlotsSQL = `
+WITH gone AS (
+    DELETE FROM work_queue_slots s
+    WHERE s.queue = ANY($1) AND (
+        s.queue <> ALL ($2)
+        OR NOT EXISTS (SELECT 1 FROM river_job j WHERE j.id = s.job_id AND j.state NOT IN ('completed', 'cancelled', 'discarded'))
+        OR s.state = 'held' AND NOT EXISTS (
+            SELECT 1 FROM river_job j JOIN workers w ON w.id = s.worker_id
+            WHERE j.id = s.job_id AND j.state = 'running' AND w.dead_at IS NULL AND w.stopped_at IS NULL))
+    RETURNING s.job_id, s.queue, s.state, s.created_at
+), woken AS (
+    UPDATE river_job j SET state = 'available', scheduled_at = least(g.created_at, now())
+    FROM gone g WHERE j.id = g.job_id AND g.state = 'waiting' AND j.state IN ('scheduled', 'available')
+    RETURNING j.queue
+)
+SELECT (SELECT count(*) FROM gone WHERE state <> 'waiting'), array(SELECT DISTINCT queue FROM woken)`
+
+// sweepQueueSlots frees the slots that leaked (see sweepSlotsSQL) and grants
+// the free slots of limited queues to waiting attempts, in one transaction.
+// It returns how many slots it freed.
+func sweepQueueSlots(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (int, error) {
+	var (
+		freed int
+		woken []string
+	)
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT DISTINCT queue FROM work_queue_slots ORDER BY queue`)
+		if err != nil {
+			return fmt.Errorf("find work queues with slots: %w", err)
+		}
+		queues, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil || len(queues) == 0 {
+			return err
+		}
+		// Every queue with rows is locked, limited or not, so that a limit
+		// set meanwhile is seen.
+		rows, err = tx.Query(ctx, `
+SELECT name, concurrency_limit IS NOT NULL FROM work_queues WHERE name = ANY($1)
+ORDER BY name FOR NO KEY UPDATE`, queues)
+		if err != nil {
+			return fmt.Errorf("lock work queues: %w", err)
+		}
+		var (
+			limited = []string{} // not NULL in sweepSlotsSQL
+			name    string
+			has     bool
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&name, &has}, func() error {
+			if has {
+				limited = append(limited, name)
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("lock work queues: %w", err)
+		}
+		var unlimitedWoken []string
+		if err := tx.QueryRow(ctx, sweepSlotsSQL, queues, limited).Scan(&freed, &unlimitedWoken); err != nil {
+			return fmt.Errorf("free leaked work queue slots: %w", err)
+		}
+		if woken, err = grantSlots(ctx, tx, limited); err != nil {
+			return err
+		}
+		woken = append(woken, unlimitedWoken...)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if freed > 0 {
+		logger.Info("work queue slots freed that no running attempt used (a dead worker's, a job that ended, a queue without a limit now)", "slots", freed)
+	}
+	if err := notifyQueues(context.WithoutCancel(ctx), pool, woken); err != nil {
+		logger.Debug("wake queues", "err", err)
+	}
+	return freed, nil
+}
