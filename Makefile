@@ -5,12 +5,13 @@
 #
 #   make test                               vet, then every test
 #   make test PKGS=./eventstore/... TESTFLAGS='-run Append -v'
+#   make bench                              every benchmark scenario (docs/BENCHMARKS.md)
 #   make bench BENCH=Clone PKGS=./internal/pgtest
 
 GO        ?= go
 PKGS      ?= ./...
 TESTFLAGS ?=
-BENCH     ?= .
+BENCH     ?=
 BENCHFLAGS ?=
 WITHPG     = $(GO) run ./internal/localpg/withpg --
 
@@ -42,8 +43,22 @@ lint: vet
 		echo "gofmt: these files need formatting (run gofmt -w):"; echo "$$unformatted"; exit 1; \
 	fi
 
-# Go benchmarks, on a private PostgreSQL with production durability settings
-# (fsync on), each figure next to its baseline measured in the same run:
-#   make bench BENCH=BenchmarkAppend PKGS=./eventstore
+# Benchmarks. Without BENCH: every scenario of `ordo bench` (about 15
+# minutes), on a private PostgreSQL with production durability settings
+# (fsync on) that it starts and removes, or on ORDO_DATABASE_URL's server;
+# the table is printed and written to artifacts/bench/ as Markdown, JSON and
+# SVG:
+#   make bench
+#   make bench BENCHFLAGS='--only append,replay'     some scenarios
+#   make bench BENCHFLAGS=--quick                    all of them, scaled down
+# With BENCH: Go benchmarks on such a server, the same scenarios one at a
+# time, to profile them:
+#   make bench BENCH=BenchmarkAppend PKGS=./eventstore BENCHFLAGS=-cpuprofile=cpu.out
 bench: deps
+ifeq ($(BENCH),)
+	$(GO) build -o bin/ordo ./cmd/ordo
+	mkdir -p artifacts/bench
+	bin/ordo bench --markdown artifacts/bench/bench.md --json artifacts/bench/bench.json --svg artifacts/bench/bench.svg $(BENCHFLAGS)
+else
 	ORDO_PG_DURABLE=1 $(WITHPG) $(GO) test -count=1 -run '^$$' -bench '$(BENCH)' -benchmem $(BENCHFLAGS) $(PKGS)
+endif

@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
-	"github.com/ordoflow/ordo/internal/pgtest"
+	"github.com/ordoflow/ordo/internal/bench"
+	"github.com/ordoflow/ordo/internal/bench/benchtest"
 	"github.com/ordoflow/ordo/jobs"
 )
 
@@ -939,89 +939,11 @@ func TestConcurrencyLimitCancelNew(t *testing.T) {
 	b.validate(t)
 }
 
-// BenchmarkScheduleLateness measures schedule lateness: from a run's
-// scheduled time to its first task running (the recorded_at of its
-// TaskRunStarted), for a 1 s schedule with a no-op Go handler task, a worker
-// and a scheduler. It observes max(b.N, 30) runs, or ORDO_BENCH_RUNS:
+// BenchmarkScheduleLateness is scenario 7 of `ordo bench`
+// (internal/bench): from a run's due time to its first task running, for a
+// 1 s schedule with a no-op Go handler task, a scheduler, a due timer and a
+// worker, over 300 runs (5 minutes; 2 with -short). As a Go benchmark, to
+// profile it:
 //
-//	go test ./jobs/ -run '^$' -bench ScheduleLateness -benchtime 300x
-func BenchmarkScheduleLateness(b *testing.B) {
-	n := max(b.N, 30)
-	if v := os.Getenv("ORDO_BENCH_RUNS"); v != "" {
-		if _, err := fmt.Sscan(v, &n); err != nil {
-			b.Fatalf("ORDO_BENCH_RUNS: %v", err)
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	pool := pgtest.Pool(b)
-	store := eventstore.New(pool, domain.NewRegistry())
-	defer store.Close()
-	client, err := jobs.NewInsertClient(pool)
-	if err != nil {
-		b.Fatal(err)
-	}
-	due := jobs.NewDueTimer(pool, jobs.DueTimerOptions{Logger: quietLogger})
-	go func() { _ = due.Run(ctx) }()
-	svc := jobs.NewService(pool, store, client, jobs.ServiceOptions{DueTimer: due})
-	w, err := jobs.NewWorker(pool, store, jobs.WorkerOptions{
-		Queues: []string{domain.DefaultWorkQueue}, Handlers: noopHandlers, Logger: quietLogger,
-		WorkspaceDir: b.TempDir(), DisableDueTimer: true,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := w.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	defer w.Stop(context.Background()) //nolint:errcheck
-	s, err := jobs.NewScheduler(pool, store, svc, jobs.SchedulerOptions{Logger: quietLogger})
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = s.Run(ctx) }()
-	spec := scheduledSpec("lateness", every(1))
-	spec.CatchUp = domain.CatchUpAll
-	d, _, err := jobs.NewDeploymentCommands(store).DeploymentSave(ctx, spec, "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-
-	b.ResetTimer()
-	// Runs due from 2 s on: the first one may be due before the scheduler
-	// saw the deployment.
-	from := time.Now().Add(2 * time.Second)
-	deadline := from.Add(time.Duration(n)*time.Second + 30*time.Second)
-	var lateness []float64
-	for len(lateness) < n {
-		if time.Now().After(deadline) {
-			b.Fatalf("only %d of %d runs started by %v", len(lateness), n, deadline)
-		}
-		time.Sleep(time.Second)
-		rows, err := pool.Query(ctx, `
-SELECT extract(epoch FROM min(s.recorded_at) - (f.data->>'scheduled_at')::timestamptz)::float8 * 1000
-FROM events f
-JOIN events c ON c.type = 'TaskRunCreated' AND c.data->>'flow_run_id' = f.stream_id::text
-JOIN events s ON s.type = 'TaskRunStarted' AND s.stream_id = c.stream_id
-WHERE f.type = 'FlowRunCreated' AND f.data->>'deployment_id' = $1 AND (f.data->>'scheduled_at')::timestamptz >= $2
-GROUP BY f.stream_id, f.data->>'scheduled_at'
-ORDER BY (f.data->>'scheduled_at')::timestamptz
-LIMIT $3`, d.ID.String(), from, n)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if lateness, err = pgx.CollectRows(rows, pgx.RowTo[float64]); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	slices.Sort(lateness)
-	pct := func(p float64) float64 { return lateness[min(len(lateness)-1, int(p*float64(len(lateness))))] }
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(lateness[len(lateness)-1], "max-ms")
-	b.ReportMetric(float64(len(lateness)), "runs")
-	if p99 := pct(0.99); p99 > 1000 {
-		b.Errorf("p99 schedule lateness %.0f ms over %d runs, want at most 1 s", p99, len(lateness))
-	}
-}
+//	make bench BENCH=BenchmarkScheduleLateness PKGS=./jobs BENCHFLAGS=-cpuprofile=cpu.out
+func BenchmarkScheduleLateness(b *testing.B) { benchtest.Run(b, "lateness", bench.Options{}) }

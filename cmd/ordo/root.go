@@ -43,6 +43,7 @@ the command line wins over the environment.`,
 		newReplayCommand(),
 		newTokensCommand(),
 		newPruneCommand(),
+		newBenchCommand(),
 		newVersionCommand(),
 	)
 	return root

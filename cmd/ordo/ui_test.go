@@ -9,17 +9,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/chromedp"
 
+	"github.com/ordoflow/ordo/internal/bench"
+	"github.com/ordoflow/ordo/internal/bench/benchtest"
 	"github.com/ordoflow/ordo/internal/pgtest"
 )
 
@@ -510,62 +510,14 @@ func BenchmarkRunsPageFirstRender(b *testing.B) {
 	}
 }
 
-// BenchmarkRunsAPIConcurrent measures GET /api/v1/runs with filters over
-// ORDO_BENCH_RUNS runs (default 10,000; the target is p99 ≤ 20 ms with
-// 1,000,000) from 32 concurrent clients over real HTTP: p50, p99 and
-// requests per second.
+// BenchmarkRunsAPIConcurrent is scenario 6 of `ordo bench`
+// (internal/bench): GET /api/v1/runs with filters over 1,000,000 runs from
+// 32 concurrent clients over HTTP, against the server `ordo server` runs.
+// As a Go benchmark, to profile it:
+//
+//	make bench BENCH=BenchmarkRunsAPIConcurrent PKGS=./cmd/ordo BENCHFLAGS=-cpuprofile=cpu.out
 func BenchmarkRunsAPIConcurrent(b *testing.B) {
-	srv, _ := benchRunsServer(b)
-	ts := httptest.NewServer(srv.handler)
-	defer ts.Close()
-	queries := []string{
-		"limit=50", "state=FAILED&limit=50", "deployment=bench-3&limit=50", "tag=shard-7&limit=50",
-		"work_queue=ml&state=COMPLETED&limit=50", "deployment=bench-1&tag=shard-1&limit=50",
-	}
-	const clients = 32
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
-	var (
-		mu        sync.Mutex
-		latencies []time.Duration
-		next      atomic.Int64
-	)
-	b.ResetTimer()
-	var wg sync.WaitGroup
-	for range clients {
-		wg.Go(func() {
-			var mine []time.Duration
-			for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
-				t0 := time.Now()
-				resp, err := client.Get(ts.URL + "/api/v1/runs?" + queries[i%int64(len(queries))])
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					b.Errorf("status %d", resp.StatusCode)
-					return
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			latencies = append(latencies, mine...)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	b.StopTimer()
-	slices.Sort(latencies)
-	if len(latencies) == 0 {
-		return
-	}
-	pct := func(p float64) float64 {
-		return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000
-	}
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(float64(len(latencies))/b.Elapsed().Seconds(), "req/s")
+	benchtest.Run(b, "runs-api", bench.Options{ServeAPI: serveAPI})
 }
 
 // benchRunsServer returns a server on a database holding ORDO_BENCH_RUNS
@@ -583,12 +535,7 @@ func benchRunsServer(b *testing.B) (*server, int) {
 	pool := pgtest.Pool(b)
 	ctx := context.Background()
 	start := time.Now()
-	for done := 0; done < n; done += 100_000 {
-		if _, err := pool.Exec(ctx, benchRunsSQL, min(100_000, n-done), done); err != nil {
-			b.Fatalf("insert runs: %v", err)
-		}
-	}
-	if _, err := pool.Exec(ctx, `ANALYZE flow_runs`); err != nil {
+	if err := bench.LoadRuns(ctx, bench.Env{}, pool, n); err != nil {
 		b.Fatal(err)
 	}
 	b.Logf("%d runs inserted in %s", n, time.Since(start).Round(time.Millisecond))
@@ -598,15 +545,3 @@ func benchRunsServer(b *testing.B) (*server, int) {
 	}
 	return srv, n
 }
-
-// benchRunsSQL inserts $1 finished runs of a few deployments, scheduled a
-// minute apart going back from now.
-const benchRunsSQL = `
-INSERT INTO flow_runs (id, name, flow_name, deployment_id, deployment_name, deployment_version, work_queue, tags, parameters,
-    state_type, state_name, state_timestamp, scheduled_at, started_at, ended_at, run_count, task_count, created_at, updated_at, stream_version)
-SELECT gen_random_uuid(), 'bench-' || i, 'bench', ('00000000-0000-4000-8000-00000000000' || (i % 5))::uuid, 'bench-' || (i % 5), 1,
-    CASE WHEN i % 2 = 0 THEN 'ml' ELSE 'default' END, ARRAY['bench', 'shard-' || (i % 10)], '{"table": "houses"}',
-    s.type, initcap(s.type), t, t, t, t + interval '3 seconds', 1, 5, t, t, 6
-FROM generate_series($2::int + 1, $2::int + $1::int) AS i,
-     LATERAL (SELECT now() - i * interval '1 minute' AS t) AS ts,
-     LATERAL (SELECT (ARRAY['COMPLETED', 'COMPLETED', 'COMPLETED', 'FAILED', 'CANCELLED'])[1 + i % 5] AS type) AS s`

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ordoflow/ordo/internal/bench"
+	"github.com/ordoflow/ordo/internal/pgtest"
+)
+
+// TestBenchQuick runs `ordo bench --quick` as a user would, so that the
+// benchmark harness cannot rot: every scenario runs and gives figures, and
+// the Markdown, JSON and SVG files are written and well-formed. It never
+// judges a speed.
+func TestBenchQuick(t *testing.T) {
+	bin := ordoBinary(t)
+	dir := t.TempDir()
+	md, js, svg := filepath.Join(dir, "bench.md"), filepath.Join(dir, "bench.json"), filepath.Join(dir, "bench.svg")
+	// A guard against a hang, not a speed assertion.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "bench", "--quick", "--markdown", md, "--json", js, "--svg", svg)
+	cmd.Env = append(os.Environ(), "ORDO_DATABASE_URL="+pgtest.URL(t))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("ordo bench --quick: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), tail(stderr.String(), 6000))
+	}
+
+	var rep bench.Report
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("the JSON report does not parse: %v", err)
+	}
+	if !rep.Quick {
+		t.Error("the JSON report does not say it was a quick run")
+	}
+	for _, s := range bench.Scenarios() {
+		rows := 0
+		for _, r := range rep.Rows {
+			if r.Scenario != s.Name {
+				continue
+			}
+			rows++
+			if r.Error != "" {
+				t.Errorf("%s: %s", r.What, r.Error)
+			}
+			if r.Ordo == "" || len(r.Metrics) == 0 {
+				t.Errorf("%s: no figures", r.What)
+			}
+			for k, v := range r.Metrics {
+				if !(v > 0) || math.IsInf(v, 0) {
+					t.Errorf("%s: %s = %v, want a positive figure", r.What, k, v)
+				}
+			}
+			if !strings.Contains(stdout.String(), r.What) {
+				t.Errorf("the printed table has no row %q", r.What)
+			}
+		}
+		if rows == 0 {
+			t.Errorf("scenario %s gave no row", s.Name)
+		}
+	}
+	if !strings.Contains(stderr.String(), "[1/9 throughput]") {
+		t.Errorf("no progress on standard error:\n%s", tail(stderr.String(), 2000))
+	}
+
+	b, err = os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tableLines int
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "| ") && strings.HasSuffix(line, " |") {
+			tableLines++
+		}
+	}
+	if want := len(rep.Rows) + 2; tableLines != want {
+		t.Errorf("the Markdown table has %d lines, want a header, a rule and %d rows:\n%s", tableLines, len(rep.Rows), b)
+	}
+
+	// Unmarshal reads the whole root element, so any syntax error shows.
+	var chart struct{ XMLName xml.Name }
+	if b, err = os.ReadFile(svg); err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(b, &chart); err != nil {
+		t.Fatalf("the SVG chart is not well-formed XML: %v", err)
+	}
+	if chart.XMLName.Local != "svg" {
+		t.Errorf("the chart's root element is %q, want svg", chart.XMLName.Local)
+	}
+}
+
+func TestBenchUnknownScenario(t *testing.T) {
+	out, err := exec.Command(ordoBinary(t), "bench", "--only", "throughput,nope").CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), `unknown scenario "nope"`) {
+		t.Errorf("ordo bench --only nope: %v, %s; want exit status 2 naming the scenario", err, out)
+	}
+}

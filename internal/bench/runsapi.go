@@ -1,0 +1,158 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// runsSQL inserts $1 finished runs of a few deployments, numbered from
+// $2 + 1, scheduled a minute apart going back from now, as the projector
+// would leave them in flow_runs.
+const runsSQL = `
+INSERT INTO flow_runs (id, name, flow_name, deployment_id, deployment_name, deployment_version, work_queue, tags, parameters,
+    state_type, state_name, state_timestamp, scheduled_at, started_at, ended_at, run_count, task_count, created_at, updated_at, stream_version)
+SELECT gen_random_uuid(), 'bench-' || i, 'bench', ('00000000-0000-4000-8000-00000000000' || (i % 5))::uuid, 'bench-' || (i % 5), 1,
+    CASE WHEN i % 2 = 0 THEN 'ml' ELSE 'default' END, ARRAY['bench', 'shard-' || (i % 10)], '{"table": "houses"}',
+    s.type, initcap(s.type), t, t, t, t + interval '3 seconds', 1, 5, t, t, 6
+FROM generate_series($2::int + 1, $2::int + $1::int) AS i,
+     LATERAL (SELECT now() - i * interval '1 minute' AS t) AS ts,
+     LATERAL (SELECT (ARRAY['COMPLETED', 'COMPLETED', 'COMPLETED', 'FAILED', 'CANCELLED'])[1 + i % 5] AS type) AS s`
+
+// LoadRuns inserts n finished runs of five deployments (bench-0 to
+// bench-4, tags bench and shard-0 to shard-9, queues ml and default)
+// straight into the runs read model, 100,000 per statement, then analyzes
+// the table.
+func LoadRuns(ctx context.Context, env Env, pool *pgxpool.Pool, n int) error {
+	for done := 0; done < n; done += 100_000 {
+		if _, err := pool.Exec(ctx, runsSQL, min(100_000, n-done), done); err != nil {
+			return fmt.Errorf("insert runs: %w", err)
+		}
+		if inserted := min(done+100_000, n); inserted < n {
+			env.logf("%s of %s runs inserted", count(inserted), count(n))
+		}
+	}
+	_, err := pool.Exec(ctx, `ANALYZE flow_runs`)
+	return err
+}
+
+// runsQueries are the filters the clients of scenario 6 take turns with.
+var runsQueries = []string{
+	"limit=50", "state=FAILED&limit=50", "deployment=bench-3&limit=50", "tag=shard-7&limit=50",
+	"work_queue=ml&state=COMPLETED&limit=50", "deployment=bench-1&tag=shard-1&limit=50",
+}
+
+// Latencies is scenario 6's outcome: every request's latency in
+// milliseconds, sorted, and the request rate.
+type Latencies struct {
+	Millis []float64
+	PerSec float64
+}
+
+// RunsAPI sends GET /api/v1/runs with filters to the server at baseURL,
+// the given number of requests in all, from clients concurrent clients
+// over HTTP.
+func RunsAPI(ctx context.Context, baseURL string, clients, requests int) (Latencies, error) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	defer client.CloseIdleConnections()
+	var (
+		mu        sync.Mutex
+		latencies []float64
+		next      atomic.Int64
+		firstErr  error
+		wg        sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	began := time.Now()
+	for range clients {
+		wg.Go(func() {
+			var mine []float64
+			for i := next.Add(1); i <= int64(requests); i = next.Add(1) {
+				t0 := time.Now()
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/api/v1/runs?"+runsQueries[i%int64(len(runsQueries))], nil)
+				if err != nil {
+					fail(err)
+					return
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					fail(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					fail(fmt.Errorf("GET %s: status %d", req.URL, resp.StatusCode))
+					return
+				}
+				mine = append(mine, float64(time.Since(t0).Microseconds())/1000)
+			}
+			mu.Lock()
+			latencies = append(latencies, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	took := time.Since(began)
+	if firstErr != nil {
+		return Latencies{}, firstErr
+	}
+	slices.Sort(latencies)
+	return Latencies{Millis: latencies, PerSec: float64(len(latencies)) / took.Seconds()}, nil
+}
+
+func runsAPIScenario(ctx context.Context, env Env, opts Options) ([]Row, error) {
+	sz := opts.Sizes
+	if opts.ServeAPI == nil {
+		return nil, fmt.Errorf("no HTTP server to measure (Options.ServeAPI)")
+	}
+	url, err := env.newDatabase(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	env.logf("inserting %s finished runs", count(sz.APIRuns))
+	err = LoadRuns(ctx, env, pool, sz.APIRuns)
+	pool.Close()
+	if err != nil {
+		return nil, err
+	}
+	base, stop, err := opts.ServeAPI(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	// Warm up: connections, prepared statements, the cache.
+	if _, err := RunsAPI(ctx, base, sz.APIClients, 2*sz.APIClients); err != nil {
+		return nil, err
+	}
+	env.logf("%s requests from %d clients", count(sz.APIRequests), sz.APIClients)
+	l, err := RunsAPI(ctx, base, sz.APIClients, sz.APIRequests)
+	if err != nil {
+		return nil, err
+	}
+	p50, p99 := percentile(l.Millis, 0.5), percentile(l.Millis, 0.99)
+	return []Row{{
+		What:    fmt.Sprintf("`GET /runs` with filters over %s runs, %d concurrent clients over HTTP", count(sz.APIRuns), sz.APIClients),
+		Ordo:    fmt.Sprintf("p50 %s, p99 %s, %s req/s", millis(p50), millis(p99), count(l.PerSec)),
+		Target:  "p99 ≤ 20 ms",
+		Checks:  []Check{atMost("p99 ms", p99, 20)},
+		Metrics: map[string]float64{"p50_ms": p50, "p99_ms": p99, "req_per_s": l.PerSec, "requests": float64(len(l.Millis))},
+	}}, nil
+}
