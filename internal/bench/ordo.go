@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
@@ -153,25 +154,45 @@ func (o *ordoDB) createRuns(ctx context.Context, runs int, flow domain.FlowSpec)
 	return ids, nil
 }
 
-// waitRuns returns once none of the runs has an unfinished task run.
+// waitRuns returns once none of the runs has an unfinished task run. It
+// polls every 10 ms for the runs not seen done yet, with their ids as raw
+// bytes: the poll shares the two cores with what it measures, and asking
+// for 1,000 ids as text every few milliseconds took a tenth of them.
 func (o *ordoDB) waitRuns(ctx context.Context, ids []uuid.UUID) error {
 	deadline := time.Now().Add(10 * time.Minute)
+	remaining := make(map[[16]byte]bool, len(ids))
+	for _, id := range ids {
+		remaining[id] = true
+	}
+	pending := make([][16]byte, 0, len(ids))
 	for {
-		var done int
-		if err := o.pool.QueryRow(ctx,
-			`SELECT count(*) FROM flow_run_progress WHERE flow_run_id = ANY($1) AND task_runs_unfinished = 0`, ids).Scan(&done); err != nil {
+		pending = pending[:0]
+		for id := range remaining {
+			pending = append(pending, id)
+		}
+		rows, err := o.pool.Query(ctx,
+			`SELECT flow_run_id FROM flow_run_progress WHERE flow_run_id = ANY($1) AND task_runs_unfinished = 0`, pending)
+		if err != nil {
 			return err
 		}
-		if done == len(ids) {
+		var done [16]byte
+		_, err = pgx.ForEachRow(rows, []any{&done}, func() error {
+			delete(remaining, done)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(remaining) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d runs done after 10 minutes", done, len(ids))
+			return fmt.Errorf("%d of %d runs done after 10 minutes", len(ids)-len(remaining), len(ids))
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
