@@ -35,7 +35,7 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	}
 	p := &privatePostgres{t: t, opts: localpg.Options{DataDir: filepath.Join(dir, "data"), Fast: true}}
 	if p.srv, err = localpg.Start(t.Context(), p.opts); err != nil {
-		t.Skipf("no private PostgreSQL server for this test: %v", err)
+		t.Fatalf("start a private PostgreSQL server (scripts/install-deps installs its binaries): %v", err)
 	}
 	p.opts.Port = p.srv.Port() // the processes reconnect to the same address
 	t.Cleanup(func() { _ = p.srv.Stop(context.Background()) })

@@ -1,7 +1,6 @@
 package chaos
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -108,13 +107,7 @@ func TestChaosTwoServers(t *testing.T) {
 		most[queue] = overlap(slices.DeleteFunc(slices.Clone(ledger), func(e execution) bool { return e.label != queue }))
 	}
 	t.Logf("most task runs running at once: %d on %s (no limit), %d on %s (limit %d)", most[open], open, most[limited], limited, limit)
-	var enforced bool
-	if err := c.db.QueryRow(context.Background(), `SELECT to_regclass('work_queue_slots') IS NOT NULL`).Scan(&enforced); err != nil {
-		t.Fatal(err)
-	}
 	switch {
-	case !enforced:
-		t.Logf("SKIPPED queue concurrency check: this build does not enforce work queue concurrency limits yet (no work_queue_slots table); %d ran at once on %s, limit %d", most[limited], limited, limit)
 	case most[limited] > limit:
 		_, at := busiest(slices.DeleteFunc(slices.Clone(ledger), func(e execution) bool { return e.label != limited }))
 		var lines []string

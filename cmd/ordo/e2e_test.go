@@ -105,30 +105,7 @@ func (c *cluster) start(args ...string) *exec.Cmd {
 	c.t.Helper()
 	cmd := exec.Command(c.bin, args...)
 	cmd.Env = c.env()
-	logFile, err := os.Create(filepath.Join(c.dir, strings.Join(args[:1], "-")+fmt.Sprintf("-%d.log", time.Now().UnixNano())))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		logFile.Close()
-		if c.t.Failed() {
-			b, _ := os.ReadFile(logFile.Name())
-			c.t.Logf("--- ordo %s output:\n%s", strings.Join(args, " "), tail(string(b), 4000))
-		}
-	})
+	startProcess(c.t, cmd, filepath.Join(c.dir, fmt.Sprintf("%s-%d.log", args[0], time.Now().UnixNano())))
 	return cmd
 }
 
