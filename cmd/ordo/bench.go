@@ -57,9 +57,18 @@ takes about 15 minutes on two cores. Progress goes to standard error.`,
 	cmd.Flags().StringVar(&r.url, "database-url", "", flagHelp("database-url", "PostgreSQL server to measure on; default: a private one started for the run"))
 	cmd.Flags().BoolVar(&r.quick, "quick", false, flagHelp("quick", "run every scenario scaled down, in well under a minute"))
 	cmd.Flags().StringSliceVar(&r.only, "only", nil, flagHelp("only", "run only these scenarios (comma-separated)"))
-	cmd.Flags().StringVar(&r.markdown, "markdown", "", flagHelp("markdown", "also write the table as Markdown to this file"))
-	cmd.Flags().StringVar(&r.json, "json", "", flagHelp("json", "also write the results as JSON to this file"))
-	cmd.Flags().StringVar(&r.svg, "svg", "", flagHelp("svg", "also write a bar chart of the ratios and targets as SVG to this file"))
+	for _, f := range []struct {
+		to          *string
+		name, usage string
+	}{
+		{&r.markdown, "markdown", "also write the table as Markdown to this file"},
+		{&r.json, "json", "also write the results as JSON to this file"},
+		{&r.svg, "svg", "also write a bar chart of the ratios and targets as SVG to this file"},
+	} {
+		env := "ORDO_BENCH_" + strings.ToUpper(f.name)
+		cmd.Flags().StringVar(f.to, f.name, "", f.usage+" (env "+env+")")
+		_ = cmd.Flags().SetAnnotation(f.name, envVar, []string{env})
+	}
 	cmd.AddCommand(newBenchWorkerCommand())
 	return cmd
 }

@@ -112,3 +112,23 @@ func TestBenchUnknownScenario(t *testing.T) {
 		t.Errorf("ordo bench --only nope: %v, %s; want exit status 2 naming the scenario", err, out)
 	}
 }
+
+// ORDO_JSON=1, which asks the listing commands for JSON, must not become
+// the name of bench's JSON file; ORDO_BENCH_JSON is that file.
+func TestBenchFileFlagsFromTheirOwnEnv(t *testing.T) {
+	t.Setenv("ORDO_JSON", "1")
+	t.Setenv("ORDO_BENCH_SVG", "chart.svg")
+	cmd := newBenchCommand()
+	if err := flagsFromEnv(cmd); err != nil {
+		t.Fatal(err)
+	}
+	if got := cmd.Flags().Lookup("json").Value.String(); got != "" {
+		t.Errorf("ORDO_JSON=1 set bench's --json to %q", got)
+	}
+	if got := cmd.Flags().Lookup("svg").Value.String(); got != "chart.svg" {
+		t.Errorf("ORDO_BENCH_SVG set --svg to %q, want chart.svg", got)
+	}
+	if usage := cmd.Flags().Lookup("markdown").Usage; !strings.Contains(usage, "ORDO_BENCH_MARKDOWN") {
+		t.Errorf("--markdown's help does not name ORDO_BENCH_MARKDOWN: %q", usage)
+	}
+}

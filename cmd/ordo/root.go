@@ -81,7 +81,8 @@ func flagsFromEnv(cmd *cobra.Command) error {
 		if err != nil || f.Changed || f.Name == "help" || f.Annotations[noEnv] != nil {
 			return
 		}
-		v, ok := os.LookupEnv(envName(f.Name))
+		name := flagEnv(f)
+		v, ok := os.LookupEnv(name)
 		if !ok && f.Name == "database-url" {
 			v, ok = os.LookupEnv("DATABASE_URL")
 		}
@@ -92,7 +93,7 @@ func flagsFromEnv(cmd *cobra.Command) error {
 			for _, part := range strings.Split(v, ",") {
 				if part = strings.TrimSpace(part); part != "" {
 					if e := f.Value.Set(part); e != nil {
-						err = fmt.Errorf("%s: %w", envName(f.Name), e)
+						err = fmt.Errorf("%s: %w", name, e)
 						return
 					}
 				}
@@ -100,10 +101,23 @@ func flagsFromEnv(cmd *cobra.Command) error {
 			return
 		}
 		if e := f.Value.Set(v); e != nil {
-			err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
+			err = fmt.Errorf("%s=%q: %w", name, v, e)
 		}
 	})
 	return err
+}
+
+// envVar names a flag's environment variable where the flag's name would
+// clash with another command's flag of another meaning (bench's --json is
+// a file, the --json of the listing commands a switch).
+const envVar = "ordo_env"
+
+// flagEnv is the environment variable that sets f.
+func flagEnv(f *pflag.Flag) string {
+	if a := f.Annotations[envVar]; len(a) == 1 {
+		return a[0]
+	}
+	return envName(f.Name)
 }
 
 // noEnv marks a flag that only the command line may set: one that destroys
