@@ -55,7 +55,9 @@ type RunCommands interface {
 type ReadModel interface {
 	DeploymentList(ctx context.Context, f projections.DeploymentFilter) (projections.Page[projections.Deployment], error)
 	DeploymentGet(ctx context.Context, id uuid.UUID) (projections.Deployment, error)
-	RunList(ctx context.Context, f projections.RunFilter) (projections.Page[projections.FlowRun], error)
+	// AppendRunListJSON appends the page of runs f selects as the JSON
+	// document of GET /runs.
+	AppendRunListJSON(ctx context.Context, b []byte, f projections.RunFilter) ([]byte, error)
 	RunGet(ctx context.Context, id uuid.UUID) (projections.FlowRun, error)
 	RunGraph(ctx context.Context, id uuid.UUID) (projections.Graph, error)
 	RunEvents(ctx context.Context, id uuid.UUID) ([]projections.Event, error)

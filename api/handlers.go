@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -194,13 +195,14 @@ func (s *server) runList(c echo.Context) error {
 	if q.err != nil {
 		return q.err
 	}
-	page, err := s.opts.Reads.RunList(c.Request().Context(), f)
-	if err != nil {
-		return err
-	}
 	buf := jsonBuffers.Get().(*[]byte)
 	defer jsonBuffers.Put(buf)
-	*buf = projections.AppendRunPageJSON((*buf)[:0], page)
+	var err error
+	if *buf, err = s.opts.Reads.AppendRunListJSON(c.Request().Context(), (*buf)[:0], f); err != nil {
+		return err
+	}
+	// A stated length spares the response chunked encoding.
+	c.Response().Header().Set(echo.HeaderContentLength, strconv.Itoa(len(*buf)))
 	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, *buf)
 }
 

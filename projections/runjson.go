@@ -1,7 +1,11 @@
 package projections
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -110,11 +114,11 @@ func (f *FlowRun) AppendJSON(b []byte) []byte {
 // appendJSONString appends s quoted. Plain printable ASCII, nearly every
 // name, tag and state, is copied as it is; anything else goes through
 // encoding/json so escaping stays exactly the same.
-func appendJSONString(b []byte, s string) []byte {
+func appendJSONString[S ~string | ~[]byte](b []byte, s S) []byte {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			return appendJSONValue(b, s)
+			return appendJSONValue(b, string(s))
 		}
 	}
 	b = append(b, '"')
@@ -179,4 +183,202 @@ func appendJSONTimePtr(b []byte, t *time.Time) []byte {
 		return append(b, "null"...)
 	}
 	return appendJSONTime(b, *t)
+}
+
+// binaryRunRow writes rows of flowRunColumnsSelect, received in PostgreSQL's
+// binary format, as JSON: the document AppendJSON writes for the FlowRun
+// RunList would scan from the row. It keeps the last row's sort key, for
+// the page's cursor.
+type binaryRunRow struct {
+	scheduledAt time.Time
+	id          uuid.UUID
+}
+
+// errBinaryColumn is a column whose binary value is not of the size or
+// shape its type has; it means the query and this encoder disagree.
+var errBinaryColumn = errors.New("unexpected binary value")
+
+func (r *binaryRunRow) appendJSON(b []byte, v [][]byte) ([]byte, error) {
+	if len(v) != 24 {
+		return b, fmt.Errorf("flow run row of %d columns: %w", len(v), errBinaryColumn)
+	}
+	e := binaryJSON{b: b}
+	e.key(`{"id":`).uuid(v[0])
+	e.key(`,"name":`).text(v[1])
+	e.key(`,"flow_name":`).text(v[2])
+	e.key(`,"deployment_id":`).uuid(v[3])
+	e.key(`,"deployment_name":`).text(v[4])
+	e.key(`,"deployment_version":`).int4(v[5])
+	e.key(`,"work_queue":`).text(v[6])
+	e.key(`,"tags":`).textArray(v[7])
+	e.key(`,"parameters":`).jsonb(v[8])
+	e.key(`,"state":{"type":`).text(v[9])
+	e.key(`,"name":`).text(v[10])
+	e.key(`,"timestamp":`).time(v[11])
+	e.key(`,"message":`).text(v[12])
+	e.key(`},"scheduled_at":`).time(v[13])
+	e.key(`,"started_at":`).time(v[14])
+	e.key(`,"ended_at":`).time(v[15])
+	e.key(`,"run_count":`).int4(v[16])
+	e.key(`,"parent_task_run_id":`).uuid(v[17])
+	e.key(`,"parent_flow_run_id":`).uuid(v[18])
+	e.key(`,"auto_scheduled":`).bool(v[19])
+	e.key(`,"result":`).jsonb(v[20])
+	e.key(`,"task_count":`).int4(v[21])
+	e.key(`,"created_at":`).time(v[22])
+	e.key(`,"updated_at":`).time(v[23])
+	e.key(`}`)
+	if e.err != nil {
+		return b, e.err
+	}
+	r.id = uuid.UUID(v[0])
+	r.scheduledAt, _ = binaryTime(v[13])
+	return e.b, nil
+}
+
+// binaryJSON appends column values in PostgreSQL's binary format as JSON,
+// each as encoding/json would write the Go value pgx scans it into; NULL
+// is null. The first malformed value sets err.
+type binaryJSON struct {
+	b   []byte
+	err error
+}
+
+func (e *binaryJSON) key(k string) *binaryJSON {
+	e.b = append(e.b, k...)
+	return e
+}
+
+func (e *binaryJSON) fail(typ string, v []byte) {
+	if e.err == nil {
+		e.err = fmt.Errorf("%s of %d bytes: %w", typ, len(v), errBinaryColumn)
+	}
+}
+
+func (e *binaryJSON) null(v []byte) bool {
+	if v == nil {
+		e.b = append(e.b, "null"...)
+		return true
+	}
+	return false
+}
+
+func (e *binaryJSON) uuid(v []byte) {
+	if e.null(v) {
+		return
+	}
+	if len(v) != 16 {
+		e.fail("uuid", v)
+		return
+	}
+	e.b = appendJSONUUID(e.b, uuid.UUID(v))
+}
+
+func (e *binaryJSON) text(v []byte) {
+	if e.null(v) {
+		return
+	}
+	e.b = appendJSONString(e.b, v)
+}
+
+func (e *binaryJSON) int4(v []byte) {
+	if e.null(v) {
+		return
+	}
+	if len(v) != 4 {
+		e.fail("integer", v)
+		return
+	}
+	e.b = strconv.AppendInt(e.b, int64(int32(binary.BigEndian.Uint32(v))), 10)
+}
+
+func (e *binaryJSON) bool(v []byte) {
+	if e.null(v) {
+		return
+	}
+	if len(v) != 1 {
+		e.fail("boolean", v)
+		return
+	}
+	e.b = strconv.AppendBool(e.b, v[0] != 0)
+}
+
+func (e *binaryJSON) time(v []byte) {
+	if e.null(v) {
+		return
+	}
+	t, ok := binaryTime(v)
+	if !ok {
+		e.fail("timestamptz", v)
+		return
+	}
+	e.b = appendJSONTime(e.b, t)
+}
+
+// binaryTime is a timestamptz: microseconds since 2000-01-01 UTC, as a
+// time in the local zone, as pgx scans it. Infinities are refused.
+func binaryTime(v []byte) (time.Time, bool) {
+	const unixToY2K = 946_684_800 * 1_000_000
+	if len(v) != 8 {
+		return time.Time{}, false
+	}
+	us := int64(binary.BigEndian.Uint64(v))
+	if us == math.MaxInt64 || us == math.MinInt64 {
+		return time.Time{}, false
+	}
+	return time.UnixMicro(unixToY2K + us), true
+}
+
+// jsonb is a version byte, 1, and the JSON text, appended as it is.
+func (e *binaryJSON) jsonb(v []byte) {
+	if e.null(v) {
+		return
+	}
+	if len(v) < 2 || v[0] != 1 {
+		e.fail("jsonb", v)
+		return
+	}
+	e.b = append(e.b, v[1:]...)
+}
+
+// textArray is a one-dimensional text[] without NULLs: dimensions, a NULL
+// flag and the element type, then each dimension's size and lower bound,
+// then each element's length and bytes. An empty array has no dimension.
+func (e *binaryJSON) textArray(v []byte) {
+	if e.null(v) {
+		return
+	}
+	if len(v) < 12 {
+		e.fail("text[]", v)
+		return
+	}
+	dims := binary.BigEndian.Uint32(v)
+	if dims == 0 {
+		e.b = append(e.b, "[]"...)
+		return
+	}
+	if dims != 1 || len(v) < 20 {
+		e.fail("text[]", v)
+		return
+	}
+	n := int(binary.BigEndian.Uint32(v[12:]))
+	rest := v[20:]
+	e.b = append(e.b, '[')
+	for i := range n {
+		if len(rest) < 4 {
+			e.fail("text[]", v)
+			return
+		}
+		size := int32(binary.BigEndian.Uint32(rest))
+		if size < 0 || int(size) > len(rest)-4 {
+			e.fail("text[]", v)
+			return
+		}
+		if i > 0 {
+			e.b = append(e.b, ',')
+		}
+		e.b = appendJSONString(e.b, rest[4:4+size])
+		rest = rest[4+size:]
+	}
+	e.b = append(e.b, ']')
 }
