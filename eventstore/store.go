@@ -264,7 +264,6 @@ func streamsOf(appends []Append) []uuid.UUID {
 	return ids
 }
 
-
 const selectColumns = `position, transaction_id::text::bigint, stream_id, stream_type, version, type, data, metadata, recorded_at`
 
 // ReadStream returns a stream's events after version, in order.

@@ -518,11 +518,10 @@ func cancelNotStartedTx(ctx context.Context, tx pgx.Tx, store *eventstore.Store,
 	}
 	batch := &pgx.Batch{}
 	for _, id := range cancelled {
-		// args @> uses River's GIN index on args
 		batch.Queue(`
 UPDATE river_job SET state = 'cancelled', finalized_at = now()
-WHERE kind = $1 AND args @> $2::jsonb AND state IN ('available', 'scheduled', 'retryable', 'pending')`,
-			KindTaskRun, fmt.Sprintf(`{"flow_run_id": %q}`, id))
+WHERE args ->> 'flow_run_id' = $2::text AND kind = $1 AND state IN ('available', 'scheduled', 'retryable', 'pending')`,
+			KindTaskRun, id)
 	}
 	batch.Queue(`UPDATE task_run_fanin SET cancelled = true WHERE flow_run_id = ANY($1)`, cancelled)
 	batch.Queue(`UPDATE flow_run_progress SET task_runs_unfinished = 0, updated_at = now() WHERE flow_run_id = ANY($1)`, cancelled)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
@@ -69,8 +70,12 @@ func (w *Worker) workspace(flowRunID uuid.UUID) (string, error) {
 	if made {
 		return dir, nil
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("create workspace: %w", err)
+	// One mkdir where the workspaces' directory exists, as it nearly always
+	// does: MkdirAll would first look at every parent.
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", fmt.Errorf("create workspace: %w", err)
+		}
 	}
 	w.wsMu.Lock()
 	if len(w.workspaces) >= 10_000 {

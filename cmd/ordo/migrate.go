@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
+	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/migrations"
 )
 
@@ -15,7 +16,7 @@ func openPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	if url == "" {
 		return nil, errors.New("no database: set --database-url, ORDO_DATABASE_URL or DATABASE_URL (or use `ordo dev`, which starts a local PostgreSQL)")
 	}
-	pool, err := pgxpool.New(ctx, url)
+	pool, err := eventstore.NewPool(ctx, url)
 	if err != nil {
 		return nil, fmt.Errorf("database URL: %w", err)
 	}

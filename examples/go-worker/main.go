@@ -29,8 +29,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/jobs"
@@ -150,7 +148,7 @@ func run() error {
 	// runs finish within the grace period, and hands the rest back.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	pool, err := pgxpool.New(ctx, url)
+	pool, err := eventstore.NewPool(ctx, url)
 	if err != nil {
 		return fmt.Errorf("database URL: %w", err)
 	}

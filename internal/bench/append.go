@@ -156,6 +156,7 @@ func appendScenario(ctx context.Context, env Env, opts Options) ([]Row, error) {
 		return nil, err
 	}
 	cfg.MaxConns = int32(sz.AppendClients + 2)
+	eventstore.ConfigurePool(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, err

@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/migrations"
 )
 
@@ -51,6 +52,7 @@ func Pool(tb testing.TB) *pgxpool.Pool {
 	}
 	cfg.ConnConfig.Database = name
 	cfg.MaxConns = maxConns
+	eventstore.ConfigurePool(cfg)
 	pool, err := pgxpool.NewWithConfig(tb.Context(), cfg)
 	if err != nil {
 		tb.Fatalf("pgtest: open pool on %s: %v", name, err)
