@@ -312,7 +312,93 @@ func (e *binaryJSON) time(v []byte) {
 		e.fail("timestamptz", v)
 		return
 	}
-	e.b = appendJSONTime(e.b, t)
+	_, offset := t.Zone()
+	e.b = appendRFC3339Micro(e.b, t.UnixMicro(), offset)
+}
+
+// appendRFC3339Micro appends the instant unixMicro, seen at offset seconds
+// east of UTC, quoted, exactly as appendJSONTime writes a time of
+// microsecond precision: formatting many times is most of a page's
+// encoding, and this does in integer arithmetic what time.AppendFormat
+// does through the calendar. Years outside 0000-9999 go to AppendFormat.
+func appendRFC3339Micro(b []byte, unixMicro int64, offset int) []byte {
+	local := unixMicro + int64(offset)*1_000_000
+	secs, micros := floorDiv(local, 1_000_000)
+	days, sod := floorDiv(secs, 86_400)
+	// Days since 1970-01-01 to a civil date, counting in 400-year eras
+	// that start on March 1 so that leap days come last.
+	z := days + 719_468
+	era, doe := floorDiv(z, 146_097)
+	yoe := (doe - doe/1_460 + doe/36_524 - doe/146_096) / 365
+	doy := doe - (365*yoe + yoe/4 - yoe/100)
+	mp := (5*doy + 2) / 153
+	day := doy - (153*mp+2)/5 + 1
+	month := mp + 3
+	if month > 12 {
+		month -= 12
+	}
+	year := yoe + era*400
+	if month <= 2 {
+		year++
+	}
+	if year < 0 || year > 9999 {
+		return appendJSONTime(b, time.UnixMicro(unixMicro).In(time.FixedZone("", offset)))
+	}
+	b = append(b, '"')
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, month, 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, sod/3600, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sod/60%60, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sod%60, 2)
+	if micros != 0 {
+		digits := 6
+		for micros%10 == 0 {
+			micros /= 10
+			digits--
+		}
+		b = append(b, '.')
+		b = appendDigits(b, micros, digits)
+	}
+	if offset == 0 {
+		return append(b, `Z"`...)
+	}
+	sign := byte('+')
+	if offset < 0 {
+		sign, offset = '-', -offset
+	}
+	b = append(b, sign)
+	b = appendDigits(b, int64(offset/3600), 2)
+	b = append(b, ':')
+	b = appendDigits(b, int64(offset/60%60), 2)
+	return append(b, '"')
+}
+
+// floorDiv divides rounding towards minus infinity, with a remainder that
+// is never negative.
+func floorDiv(a, b int64) (int64, int64) {
+	q, r := a/b, a%b
+	if r < 0 {
+		q, r = q-1, r+b
+	}
+	return q, r
+}
+
+// appendDigits appends n, not negative, zero-padded to width digits.
+func appendDigits(b []byte, n int64, width int) []byte {
+	var buf [20]byte
+	i := len(buf)
+	for n > 0 || i > len(buf)-width {
+		i--
+		buf[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return append(b, buf[i:]...)
 }
 
 // binaryTime is a timestamptz: microseconds since 2000-01-01 UTC, as a

@@ -134,3 +134,26 @@ FROM generate_series(1, 230) AS i, LATERAL (SELECT '2026-11-28 12:00:00+00'::tim
 		t.Fatalf("a page too large: %v", err)
 	}
 }
+
+// TestAppendRFC3339Micro checks the fast time format against
+// appendJSONTime over instants spread across four centuries and beyond,
+// at several offsets, including seconds offsets that RFC 3339 rounds.
+func TestAppendRFC3339Micro(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	offsets := []int{0, 3600, -12600, 19800, 50400, -43200, 5*3600 + 1800 + 17}
+	lo, hi := time.Date(-5, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro(), time.Date(10001, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro()
+	for i := range 200_000 {
+		us := lo + rng.Int64N(hi-lo)
+		switch i % 4 {
+		case 1:
+			us -= us % 1_000_000 // whole seconds
+		case 2:
+			us -= us % 86_400_000_000 // midnight UTC
+		}
+		off := offsets[i%len(offsets)]
+		want := string(appendJSONTime(nil, time.UnixMicro(us).In(time.FixedZone("", off))))
+		if got := string(appendRFC3339Micro(nil, us, off)); got != want {
+			t.Fatalf("%d µs at offset %d: got %s, want %s", us, off, got, want)
+		}
+	}
+}
