@@ -28,6 +28,9 @@ import (
 //   - The reaper frees the slots of dead workers and of jobs that ended, and
 //     grants slots that a raised limit (or attempts started before the limit
 //     was set, which count against it) left free.
+//   - Saving a limit and recording starts exclude each other (advisory
+//     locks, migration 0013), so an attempt either started before the save,
+//     and counts against the limit, or sees it.
 //
 // A queue without a limit costs one index lookup per batch of starts, and
 // nothing per outcome.
@@ -77,8 +80,11 @@ func jobOf(op *taskOp) slotJob {
 // lockQueueSlots locks the limited queues of a batch's starts and of its
 // outcomes that free a slot, and reads what deciding the starts needs.
 func (w *Worker) lockQueueSlots(ctx context.Context, tx pgx.Tx, ops []*taskOp) (*queueSlots, error) {
-	var queues []string
+	var queues, starting []string
 	for _, op := range ops {
+		if op.kind == opStart {
+			starting = append(starting, op.job.Queue)
+		}
 		if op.kind == opStart || op.slot {
 			queues = append(queues, op.job.Queue)
 		}
@@ -88,6 +94,14 @@ func (w *Worker) lockQueueSlots(ctx context.Context, tx pgx.Tx, ops []*taskOp) (
 	}
 	slices.Sort(queues)
 	queues = slices.Compact(queues)
+	if len(starting) > 0 {
+		// A save of a limit on these queues waits for this transaction, and
+		// this one for it: the limits read next are the ones in force.
+		slices.Sort(starting)
+		if _, err := tx.Exec(ctx, `SELECT lock_work_queues_for_starts($1)`, slices.Compact(starting)); err != nil {
+			return nil, fmt.Errorf("lock work queues: %w", err)
+		}
+	}
 	// One statement finds the limits and locks them, in name order; the
 	// counts that follow are read in later statements, which see what
 	// transactions that held the locks before committed.

@@ -417,3 +417,74 @@ func TestQueueConcurrencyLimitRemoved(t *testing.T) {
 	}
 	b.noSlotsLeft(t)
 }
+
+// TestQueueLimitSaveAndStartsExclude: saving a queue's limit waits for the
+// transactions recording starts on that queue, and starts wait for the
+// save, so that no attempt starts uncounted against a limit saved at the
+// same moment.
+func TestQueueLimitSaveAndStartsExclude(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	p, g := &concurrencyProbe{}, make(chan struct{})
+	handlers := &jobs.Handlers{}
+	handlers.Handle("gated", p.handle(gate(g)))
+	b.startWorker(t, jobs.WorkerOptions{Queues: []string{"q"}, Concurrency: 4, Handlers: handlers})
+
+	// A save in progress holds back the starts of the queue ...
+	save, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer save.Rollback(context.WithoutCancel(ctx))
+	if _, err := save.Exec(ctx, `SELECT lock_work_queue_for_save('q')`); err != nil {
+		t.Fatal(err)
+	}
+	fr := b.createOn(t, "q", handlerFlow("gated", 1))
+	time.Sleep(500 * time.Millisecond)
+	if n, _ := p.now(); n != 0 {
+		t.Fatal("a task started while a save of its queue's settings was in progress")
+	}
+	if err := save.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the task starts once the save committed", func() bool { n, _ := p.now(); return n == 1 })
+
+	// ... and a transaction recording starts holds back a save.
+	starts, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer starts.Rollback(context.WithoutCancel(ctx))
+	if _, err := starts.Exec(ctx, `SELECT lock_work_queues_for_starts('{q}')`); err != nil {
+		t.Fatal(err)
+	}
+	saved := make(chan struct{})
+	go func() {
+		defer close(saved)
+		b.setQueueLimit(t, "q", 1)
+	}()
+	select {
+	case <-saved:
+		t.Fatal("a limit was saved while starts on its queue were being recorded")
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := starts.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-saved:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the save did not go through once the starts committed")
+	}
+	// The task that started before the limit counts against it.
+	var used int
+	if err := b.pool.QueryRow(ctx, `SELECT slots_in_use FROM work_queue_concurrency WHERE queue = 'q'`).Scan(&used); err != nil || used != 1 {
+		t.Fatalf("slots in use after the limit was saved: %d (%v), want 1", used, err)
+	}
+	feed(t, g, 1)
+	if fr = b.wait(t, fr.ID); fr.State.Type != domain.Completed {
+		t.Fatalf("run ended %s (%s), want COMPLETED", fr.State.Type, fr.State.Message)
+	}
+	b.noSlotsLeft(t)
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/ordoflow/ordo/domain"
 )
 
@@ -175,10 +177,19 @@ func (r *Reader) WorkQueueSave(ctx context.Context, s WorkQueueSettings) (bool, 
 		return false, err
 	}
 	var created bool
-	err := r.pool.QueryRow(ctx, `
-INSERT INTO work_queues (name, concurrency_limit) VALUES ($1, $2)
-ON CONFLICT (name) DO UPDATE SET concurrency_limit = EXCLUDED.concurrency_limit, updated_at = now()
+	// Under the queue's lock, which waits for the transactions recording
+	// starts on it: updated_at, the time the lock was taken, divides the
+	// attempts started without a slot, which count against the limit, from
+	// those that see it (work_queue_slots_in_use).
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT lock_work_queue_for_save($1)`, s.Name); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `
+INSERT INTO work_queues (name, concurrency_limit, updated_at) VALUES ($1, $2, clock_timestamp())
+ON CONFLICT (name) DO UPDATE SET concurrency_limit = EXCLUDED.concurrency_limit, updated_at = EXCLUDED.updated_at
 RETURNING xmax = 0`, s.Name, s.ConcurrencyLimit).Scan(&created)
+	})
 	if err != nil {
 		return false, fmt.Errorf("save work queue %s: %w", s.Name, err)
 	}
