@@ -961,16 +961,8 @@ WHERE x.indrelid = ('public.' || $1)::regclass
 			if err := rows.Err(); err != nil {
 				return fmt.Errorf("replay: read indexes of %s: %w", t, err)
 			}
-			if _, err := conn.Exec(ctx, `SET maintenance_work_mem = '256MB'`); err != nil {
-				return fmt.Errorf("replay: %w", err)
-			}
-
-			for _, s := range stmts {
-				st := time.Now()
-				if _, err := conn.Exec(ctx, s); err != nil {
-					return fmt.Errorf("replay: %s: %w", s, err)
-				}
-				r.opts.Logger.Debug("replay: index built", "statement", s, "took", time.Since(st))
+			if err := r.build(ctx, conn.Conn(), stmts); err != nil {
+				return err
 			}
 			// Statistics for the planner, right away, of the columns that
 			// queries filter and sort on (jsonb documents are only shown;
@@ -989,8 +981,46 @@ WHERE attrelid = ('public.' || $1)::regclass AND attnum > 0 AND NOT attisdropped
 				return fmt.Errorf("replay: analyze %s: %w", t, err)
 			}
 			r.opts.Logger.Debug("replay: table analyzed", "table", t, "took", time.Since(st))
-			_, err = conn.Exec(ctx, `RESET maintenance_work_mem; RESET default_statistics_target`)
+			_, err = conn.Exec(ctx, `RESET default_statistics_target`)
 			return err
+		})
+	}
+	return g.Wait()
+}
+
+// indexLanes is how many of a table's indexes are built at once. Each
+// build is one PostgreSQL process, and the tables are built at once too:
+// two lanes keep both cores of a small machine busy when a big table's
+// indexes are what is left.
+const indexLanes = 2
+
+// build runs a table's index statements, in indexLanes lanes: one on conn,
+// the others on connections of their own.
+func (r *replayer) build(ctx context.Context, conn *pgx.Conn, stmts []string) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for lane := range min(indexLanes, len(stmts)) {
+		g.Go(func() error {
+			c := conn
+			if lane > 0 {
+				pc, err := r.pool.Acquire(ctx)
+				if err != nil {
+					return fmt.Errorf("replay: %w", err)
+				}
+				defer pc.Release()
+				c = pc.Conn()
+			}
+			if _, err := c.Exec(ctx, `SET maintenance_work_mem = '256MB'`); err != nil {
+				return fmt.Errorf("replay: %w", err)
+			}
+			defer c.Exec(context.WithoutCancel(ctx), `RESET maintenance_work_mem`)
+			for i := lane; i < len(stmts); i += indexLanes {
+				st := time.Now()
+				if _, err := c.Exec(ctx, stmts[i]); err != nil {
+					return fmt.Errorf("replay: %s: %w", stmts[i], err)
+				}
+				r.opts.Logger.Debug("replay: index built", "statement", stmts[i], "took", time.Since(st))
+			}
+			return nil
 		})
 	}
 	return g.Wait()
