@@ -240,8 +240,9 @@ func (r *binaryRunRow) appendJSON(b []byte, v [][]byte) ([]byte, error) {
 // each as encoding/json would write the Go value pgx scans it into; NULL
 // is null. The first malformed value sets err.
 type binaryJSON struct {
-	b   []byte
-	err error
+	b    []byte
+	err  error
+	date dateCache
 }
 
 func (e *binaryJSON) key(k string) *binaryJSON {
@@ -313,7 +314,16 @@ func (e *binaryJSON) time(v []byte) {
 		return
 	}
 	_, offset := t.Zone()
-	e.b = appendRFC3339Micro(e.b, t.UnixMicro(), offset)
+	e.b = e.date.appendRFC3339Micro(e.b, t.UnixMicro(), offset)
+}
+
+// dateCache holds the last date appendRFC3339Micro wrote: the times of a
+// page are mostly of a few days, and the calendar is the costly part.
+type dateCache struct {
+	valid  bool
+	days   int64 // since 1970-01-01, at offset
+	offset int
+	date   [10]byte // YYYY-MM-DD
 }
 
 // appendRFC3339Micro appends the instant unixMicro, seen at offset seconds
@@ -321,10 +331,41 @@ func (e *binaryJSON) time(v []byte) {
 // microsecond precision: formatting many times is most of a page's
 // encoding, and this does in integer arithmetic what time.AppendFormat
 // does through the calendar. Years outside 0000-9999 go to AppendFormat.
-func appendRFC3339Micro(b []byte, unixMicro int64, offset int) []byte {
+func (c *dateCache) appendRFC3339Micro(b []byte, unixMicro int64, offset int) []byte {
 	local := unixMicro + int64(offset)*1_000_000
 	secs, micros := floorDiv(local, 1_000_000)
 	days, sod := floorDiv(secs, 86_400)
+	if !c.valid || c.days != days || c.offset != offset {
+		if !c.fill(days, offset) {
+			return appendJSONTime(b, time.UnixMicro(unixMicro).In(time.FixedZone("", offset)))
+		}
+	}
+	h, mi, sec := int(sod/3600), int(sod/60%60), int(sod%60)
+	b = append(b, '"')
+	b = append(b, c.date[:]...)
+	b = append(b, 'T', byte('0'+h/10), byte('0'+h%10), ':', byte('0'+mi/10), byte('0'+mi%10), ':', byte('0'+sec/10), byte('0'+sec%10))
+	if micros != 0 {
+		u := int(micros)
+		b = append(b, '.', byte('0'+u/100000), byte('0'+u/10000%10), byte('0'+u/1000%10),
+			byte('0'+u/100%10), byte('0'+u/10%10), byte('0'+u%10))
+		for b[len(b)-1] == '0' {
+			b = b[:len(b)-1]
+		}
+	}
+	if offset == 0 {
+		return append(b, 'Z', '"')
+	}
+	sign := byte('+')
+	if offset < 0 {
+		sign, offset = '-', -offset
+	}
+	oh, om := offset/3600, offset/60%60
+	return append(b, sign, byte('0'+oh/10), byte('0'+oh%10), ':', byte('0'+om/10), byte('0'+om%10), '"')
+}
+
+// fill computes the date of days since 1970-01-01; it reports false for
+// years outside 0000-9999, which RFC 3339 cannot write in four digits.
+func (c *dateCache) fill(days int64, offset int) bool {
 	// Days since 1970-01-01 to a civil date, counting in 400-year eras
 	// that start on March 1 so that leap days come last.
 	z := days + 719_468
@@ -342,41 +383,14 @@ func appendRFC3339Micro(b []byte, unixMicro int64, offset int) []byte {
 		year++
 	}
 	if year < 0 || year > 9999 {
-		return appendJSONTime(b, time.UnixMicro(unixMicro).In(time.FixedZone("", offset)))
+		c.valid = false
+		return false
 	}
-	b = append(b, '"')
-	b = appendDigits(b, year, 4)
-	b = append(b, '-')
-	b = appendDigits(b, month, 2)
-	b = append(b, '-')
-	b = appendDigits(b, day, 2)
-	b = append(b, 'T')
-	b = appendDigits(b, sod/3600, 2)
-	b = append(b, ':')
-	b = appendDigits(b, sod/60%60, 2)
-	b = append(b, ':')
-	b = appendDigits(b, sod%60, 2)
-	if micros != 0 {
-		digits := 6
-		for micros%10 == 0 {
-			micros /= 10
-			digits--
-		}
-		b = append(b, '.')
-		b = appendDigits(b, micros, digits)
-	}
-	if offset == 0 {
-		return append(b, `Z"`...)
-	}
-	sign := byte('+')
-	if offset < 0 {
-		sign, offset = '-', -offset
-	}
-	b = append(b, sign)
-	b = appendDigits(b, int64(offset/3600), 2)
-	b = append(b, ':')
-	b = appendDigits(b, int64(offset/60%60), 2)
-	return append(b, '"')
+	y, mo, d := int(year), int(month), int(day)
+	c.date = [10]byte{byte('0' + y/1000), byte('0' + y/100%10), byte('0' + y/10%10), byte('0' + y%10),
+		'-', byte('0' + mo/10), byte('0' + mo%10), '-', byte('0' + d/10), byte('0' + d%10)}
+	c.valid, c.days, c.offset = true, days, offset
+	return true
 }
 
 // floorDiv divides rounding towards minus infinity, with a remainder that
@@ -387,18 +401,6 @@ func floorDiv(a, b int64) (int64, int64) {
 		q, r = q-1, r+b
 	}
 	return q, r
-}
-
-// appendDigits appends n, not negative, zero-padded to width digits.
-func appendDigits(b []byte, n int64, width int) []byte {
-	var buf [20]byte
-	i := len(buf)
-	for n > 0 || i > len(buf)-width {
-		i--
-		buf[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return append(b, buf[i:]...)
 }
 
 // binaryTime is a timestamptz: microseconds since 2000-01-01 UTC, as a
