@@ -994,26 +994,38 @@ WHERE attrelid = ('public.' || $1)::regclass AND attnum > 0 AND NOT attisdropped
 // indexes are what is left.
 const indexLanes = 2
 
-// build runs a table's index statements, in indexLanes lanes: one on conn,
-// the others on connections of their own.
+// laneWait is how long build waits for a connection for another lane.
+const laneWait = 100 * time.Millisecond
+
+// build runs a table's index statements, in up to indexLanes lanes: one
+// on conn, the others on connections of the pool that it gets within
+// laneWait. It must not wait longer while it holds conn: the tables are
+// built at once, and on a small pool each would hold one and wait for
+// another.
 func (r *replayer) build(ctx context.Context, conn *pgx.Conn, stmts []string) error {
-	g, ctx := errgroup.WithContext(ctx)
-	for lane := range min(indexLanes, len(stmts)) {
-		g.Go(func() error {
-			c := conn
-			if lane > 0 {
-				pc, err := r.pool.Acquire(ctx)
-				if err != nil {
-					return fmt.Errorf("replay: %w", err)
-				}
-				defer pc.Release()
-				c = pc.Conn()
+	conns := []*pgx.Conn{conn}
+	for len(conns) < min(indexLanes, len(stmts)) {
+		actx, cancel := context.WithTimeout(ctx, laneWait)
+		pc, err := r.pool.Acquire(actx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
+			break // the pool is busy: fewer lanes
+		}
+		defer pc.Release()
+		conns = append(conns, pc.Conn())
+	}
+	lanes := len(conns)
+	g, ctx := errgroup.WithContext(ctx)
+	for lane, c := range conns {
+		g.Go(func() error {
 			if _, err := c.Exec(ctx, `SET maintenance_work_mem = '256MB'`); err != nil {
 				return fmt.Errorf("replay: %w", err)
 			}
 			defer c.Exec(context.WithoutCancel(ctx), `RESET maintenance_work_mem`)
-			for i := lane; i < len(stmts); i += indexLanes {
+			for i := lane; i < len(stmts); i += lanes {
 				st := time.Now()
 				if _, err := c.Exec(ctx, stmts[i]); err != nil {
 					return fmt.Errorf("replay: %s: %w", stmts[i], err)

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/projections/projtest"
 )
 
@@ -195,5 +198,27 @@ func TestReplayWaitsForBusyTables(t *testing.T) {
 	}
 	if time.Since(start) < 600*time.Millisecond {
 		t.Fatalf("the swap did not wait for the reader (%s)", time.Since(start))
+	}
+}
+
+// TestReplayOnASmallPool replays on a pool as small as the one `ordo
+// replay` opens on a two-core machine (4 connections): the phases that
+// work on several tables at once must not each hold a connection while
+// waiting for another.
+func TestReplayOnASmallPool(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cfg := b.pool.Config()
+	cfg.MaxConns = 4
+	small, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	res, err := Replay(ctx, small, eventstore.New(small, domain.NewRegistry()), ReplayOptions{Verify: true})
+	if err != nil || !res.Swapped || !res.Verify.Clean {
+		t.Fatalf("replay on a pool of 4 connections: %+v %v", res, err)
 	}
 }
