@@ -32,8 +32,8 @@ import (
 //     locks, migration 0013), so an attempt either started before the save,
 //     and counts against the limit, or sees it.
 //
-// A queue without a limit costs one index lookup per batch of starts, and
-// nothing per outcome.
+// A queue without a limit costs a shared advisory lock and an index lookup
+// per batch of starts, and nothing per outcome.
 
 // A waiting attempt sleeps as long as it has waited so far, within these
 // bounds, before it looks for a free slot by itself. That is a safety net: a

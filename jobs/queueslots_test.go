@@ -441,7 +441,7 @@ func TestQueueLimitSaveAndStartsExclude(t *testing.T) {
 		t.Fatal(err)
 	}
 	fr := b.createOn(t, "q", handlerFlow("gated", 1))
-	time.Sleep(500 * time.Millisecond)
+	waitUntil(t, 10*time.Second, "the worker's start waits for the save's lock", b.waitsForAdvisoryLock(t))
 	if n, _ := p.now(); n != 0 {
 		t.Fatal("a task started while a save of its queue's settings was in progress")
 	}
@@ -464,10 +464,11 @@ func TestQueueLimitSaveAndStartsExclude(t *testing.T) {
 		defer close(saved)
 		b.setQueueLimit(t, "q", 1)
 	}()
+	waitUntil(t, 10*time.Second, "the save waits for the starts' lock", b.waitsForAdvisoryLock(t))
 	select {
 	case <-saved:
 		t.Fatal("a limit was saved while starts on its queue were being recorded")
-	case <-time.After(500 * time.Millisecond):
+	default:
 	}
 	if err := starts.Commit(ctx); err != nil {
 		t.Fatal(err)
@@ -487,4 +488,12 @@ func TestQueueLimitSaveAndStartsExclude(t *testing.T) {
 		t.Fatalf("run ended %s (%s), want COMPLETED", fr.State.Type, fr.State.Message)
 	}
 	b.noSlotsLeft(t)
+}
+
+// waitsForAdvisoryLock reports whether a transaction waits for an advisory
+// lock: a writer blocked by the queue locks of migration 0013.
+func (b testBundle) waitsForAdvisoryLock(t *testing.T) func() bool {
+	return func() bool {
+		return b.count(t, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`) > 0
+	}
 }
