@@ -281,8 +281,8 @@ func runListQuery(f RunFilter) (string, []any, int, error) {
 		` ORDER BY scheduled_at DESC, id DESC LIMIT $` + strconv.Itoa(len(w.args)), w.args, limit, nil
 }
 
-// AppendRunListJSON appends the page RunList(f) returns, as
-// AppendRunPageJSON would write it. It writes each row's columns straight
+// AppendRunListJSON appends the page RunList(f) returns, as the JSON
+// document of GET /runs and a newline. It writes each row's columns straight
 // from PostgreSQL's binary format into JSON, without building a FlowRun:
 // listing runs is the API's busiest read.
 func (r *Reader) AppendRunListJSON(ctx context.Context, b []byte, f RunFilter) ([]byte, error) {
