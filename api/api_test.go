@@ -333,6 +333,11 @@ func TestAPIBadInputsWriteNothing(t *testing.T) {
 			if tt.inMessage != "" && !strings.Contains(env.Error.Message+fmt.Sprint(env.Error.Details), tt.inMessage) {
 				t.Errorf("message does not mention %q: %s", tt.inMessage, r.body)
 			}
+			for _, d := range env.Error.Details {
+				if said := d.Field + ": " + d.Message; strings.Count(env.Error.Message, said) > 1 {
+					t.Errorf("the message says %q twice: %s", said, r.body)
+				}
+			}
 		})
 	}
 	if after := b.eventCount(t); after != before {

@@ -55,8 +55,8 @@ func Errorf(code Code, format string, args ...any) *Error {
 
 // Invalid returns an invalid-input error about one field.
 func Invalid(field, format string, args ...any) *Error {
-	msg := fmt.Sprintf(format, args...)
-	return &Error{Code: CodeInvalid, Message: field + ": " + msg, Details: []Detail{{Field: field, Message: msg}}}
+	// The message is the detail's: Error writes it "field: message".
+	return &Error{Code: CodeInvalid, Details: []Detail{{Field: field, Message: fmt.Sprintf(format, args...)}}}
 }
 
 // ErrorCode returns the code of the first *Error in err's chain, or
