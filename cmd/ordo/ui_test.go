@@ -149,13 +149,15 @@ func TestUI(t *testing.T) {
 	t.Run("RowTurnsCompletedWithoutReload", func(t *testing.T) {
 		t.Parallel()
 		d := e.deploy(t, map[string]any{"name": "ui-live", "work_queue": "uitest",
-			"flow": map[string]any{"name": "liveflow", "tasks": []any{shellTask("nap", "sleep 2")}}})
+			"flow": map[string]any{"name": "liveflow", "tasks": []any{shellTask("nap", "sleep 5")}}})
 		ctx := e.tab(t)
 		e.open(t, ctx, "/runs?deployment=ui-live")
 		e.waitJS(t, ctx, "the empty table", `document.querySelector('#runs-table').innerText.includes('No run matches')`, 10*time.Second)
 		e.run(t, ctx, "mark the page", js(`window.__notReloaded = true`))
 		run := e.startRun(t, d.ID, nil)
 		row := sel(`document.querySelector('tr[data-run-id=%q]')`, run.ID)
+		// The task sleeps 5 s: the row must be seen RUNNING in that window,
+		// also when a loaded machine slows the page's live updates.
 		e.waitJS(t, ctx, "the new run's row, RUNNING", sel(`!!%s && %s.dataset.state === 'RUNNING' && %s.querySelector('.badge').textContent === 'RUNNING'`, row, row, row), 20*time.Second)
 		e.screenshot(t, ctx, "runs-live-running")
 		e.waitJS(t, ctx, "the row, COMPLETED", sel(`%s.dataset.state === 'COMPLETED' && %s.querySelector('.badge').textContent === 'COMPLETED'`, row, row), 30*time.Second)
