@@ -41,7 +41,7 @@ func (e Env) logf(format string, args ...any) {
 // Sizes scale every scenario. FullSizes are the sizes of the targets;
 // QuickSizes run the whole set in well under a minute.
 type Sizes struct {
-	Rounds      int // throughput rounds, of which the median is reported
+	Rounds      int // rounds of throughput, replay and GET /runs, of which the median is reported
 	OneRunTasks int // the tasks of the one big run of scenario 1
 	Runs        int // the small runs of scenario 1 ...
 	RunTasks    int // ... and the tasks of each

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -148,17 +149,31 @@ func runsAPIScenario(ctx context.Context, env Env, opts Options) ([]Row, error) 
 	if _, err := RunsAPI(ctx, base, sz.APIClients, 2*sz.APIClients); err != nil {
 		return nil, err
 	}
-	env.logf("%s requests from %d clients", count(sz.APIRequests), sz.APIClients)
-	l, err := RunsAPI(ctx, base, sz.APIClients, sz.APIRequests)
-	if err != nil {
-		return nil, err
+	// Rounds of requests on the same server: the round of the median p99
+	// is reported, with the range of all.
+	type round struct{ p50, p99, perSec float64 }
+	var rounds []round
+	for i := 1; i <= sz.Rounds; i++ {
+		env.logf("round %d of %d: %s requests from %d clients", i, sz.Rounds, count(sz.APIRequests), sz.APIClients)
+		l, err := RunsAPI(ctx, base, sz.APIClients, sz.APIRequests)
+		if err != nil {
+			return nil, err
+		}
+		rounds = append(rounds, round{percentile(l.Millis, 0.5), percentile(l.Millis, 0.99), l.PerSec})
 	}
-	p50, p99 := percentile(l.Millis, 0.5), percentile(l.Millis, 0.99)
-	return []Row{{
-		What:    fmt.Sprintf("`GET /runs` with filters over %s runs, %d concurrent clients over HTTP", count(sz.APIRuns), sz.APIClients),
-		Ordo:    fmt.Sprintf("p50 %s, p99 %s, %s req/s", millis(p50), millis(p99), count(l.PerSec)),
-		Target:  "p99 ≤ 20 ms",
-		Checks:  []Check{atMost("p99 ms", p99, 20)},
-		Metrics: map[string]float64{"p50_ms": p50, "p99_ms": p99, "req_per_s": l.PerSec, "requests": float64(len(l.Millis))},
-	}}, nil
+	slices.SortFunc(rounds, func(a, b round) int { return cmp.Compare(a.p99, b.p99) })
+	r := rounds[len(rounds)/2]
+	row := Row{
+		What:   fmt.Sprintf("`GET /runs` with filters over %s runs, %d concurrent clients over HTTP", count(sz.APIRuns), sz.APIClients),
+		Ordo:   fmt.Sprintf("p50 %s, p99 %s, %s req/s", millis(r.p50), millis(r.p99), count(r.perSec)),
+		Target: "p99 ≤ 20 ms",
+		Checks: []Check{atMost("p99 ms", r.p99, 20)},
+		Metrics: map[string]float64{"p50_ms": r.p50, "p99_ms": r.p99, "req_per_s": r.perSec, "requests": float64(sz.APIRequests),
+			"rounds": float64(len(rounds)), "p99_ms_min": rounds[0].p99, "p99_ms_max": rounds[len(rounds)-1].p99},
+	}
+	if len(rounds) > 1 {
+		row.Note = fmt.Sprintf("median of %d rounds of %s requests; p99 %s to %s", len(rounds), count(sz.APIRequests),
+			millis(rounds[0].p99), millis(rounds[len(rounds)-1].p99))
+	}
+	return []Row{row}, nil
 }

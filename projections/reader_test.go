@@ -1,0 +1,73 @@
+package projections
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/internal/pgtest"
+)
+
+// TestRunListFindsFewRunsWithoutAScan checks that GET /runs reads a page of
+// a filter that matches a handful of runs among many from an index, rather
+// than walking the whole table in time order looking for them: a
+// deployment, a state or a work queue with three runs among 30,000.
+func TestRunListFindsFewRunsWithoutAScan(t *testing.T) {
+	ctx := t.Context()
+	pool := pgtest.Pool(t)
+	_, err := pool.Exec(ctx, `
+INSERT INTO flow_runs (id, name, flow_name, deployment_id, deployment_name, deployment_version, work_queue, tags, parameters,
+    state_type, state_name, state_timestamp, scheduled_at, run_count, task_count, created_at, updated_at, stream_version)
+SELECT gen_random_uuid(), 'run-' || i, 'flow', ('00000000-0000-4000-8000-00000000000' || (i % 2))::uuid,
+    CASE WHEN i % 10000 = 0 THEN 'rare' ELSE 'common-' || i % 2 END, 1,
+    CASE WHEN i % 10000 = 1 THEN 'rare' ELSE 'default' END, ARRAY['t'], '{}',
+    CASE WHEN i % 10000 = 2 THEN 'SCHEDULED' ELSE 'COMPLETED' END, 'State', t, t, 1, 1, t, t, 1
+FROM generate_series(1, 30000) AS i, LATERAL (SELECT now() - i * interval '1 minute' AS t) AS ts`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE flow_runs`); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []RunFilter{
+		{Deployment: "rare"}, {WorkQueue: "rare"}, {States: []domain.StateType{domain.Scheduled}},
+		{Deployment: "rare", States: []domain.StateType{domain.Completed}}, {Deployment: "common-1"},
+	} {
+		query, args, _, err := runListQuery(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan []struct{ Plan planNode }
+		var doc []byte
+		if err := pool.QueryRow(ctx, `EXPLAIN (ANALYZE, FORMAT JSON) `+query, args...).Scan(&doc); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(doc, &plan); err != nil {
+			t.Fatal(err)
+		}
+		if read := plan[0].Plan.rowsRead(); read > 200 {
+			t.Errorf("filter %+v: %.0f rows read for one page; plan:\n%s", f, read, doc)
+		}
+	}
+}
+
+// planNode is a node of EXPLAIN (ANALYZE, FORMAT JSON).
+type planNode struct {
+	NodeType            string     `json:"Node Type"`
+	ActualRows          float64    `json:"Actual Rows"`
+	ActualLoops         float64    `json:"Actual Loops"`
+	RowsRemovedByFilter float64    `json:"Rows Removed by Filter"`
+	Plans               []planNode `json:"Plans"`
+}
+
+// rowsRead counts the rows that the scans of the plan read, kept or not.
+func (n planNode) rowsRead() float64 {
+	var read float64
+	if n.NodeType == "Seq Scan" || n.NodeType == "Index Scan" || n.NodeType == "Bitmap Heap Scan" {
+		read += (n.ActualRows + n.RowsRemovedByFilter) * max(n.ActualLoops, 1)
+	}
+	for _, c := range n.Plans {
+		read += c.rowsRead()
+	}
+	return read
+}
