@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,6 +33,7 @@ type Reader struct {
 	store *eventstore.Store
 	pool  *pgxpool.Pool
 	logs  *logListener
+	tags  tagStats
 }
 
 // NewReader returns a reader on store's database.
@@ -198,7 +201,7 @@ const flowRunColumnsSelect = `id, name, flow_name, deployment_id, deployment_nam
 
 // RunList lists flow runs.
 func (r *Reader) RunList(ctx context.Context, f RunFilter) (Page[FlowRun], error) {
-	query, args, limit, err := runListQuery(f)
+	query, args, limit, err := runListQuery(f, r.tags.rare(ctx, r.pool, f.Tags))
 	if err != nil {
 		return Page[FlowRun]{}, err
 	}
@@ -227,7 +230,14 @@ func runCursor(scheduledAt time.Time, id uuid.UUID) string {
 // runListQuery is the query of RunList: its SQL, its arguments, and the
 // page size; it asks for one row more than the page, to know whether
 // another page follows.
-func runListQuery(f RunFilter) (string, []any, int, error) {
+//
+// The page is read in time order from an index, stopping at the page's
+// end, unless rareTag says that a tag filtered on is rare: the planner,
+// which knows the common tags but not how rare the others are, would then
+// still walk the runs in time order, through the whole table if the tag is
+// on none of them. The runs with the tag are then collected first, from
+// the tags index, and sorted.
+func runListQuery(f RunFilter, rareTag bool) (string, []any, int, error) {
 	limit, err := pageSize(f.Limit)
 	if err != nil {
 		return "", nil, 0, err
@@ -277,8 +287,61 @@ func runListQuery(f RunFilter) (string, []any, int, error) {
 		w.add(`(scheduled_at, id) < (?, ?)`, t, id)
 	}
 	w.args = append(w.args, limit+1)
-	return `SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() +
-		` ORDER BY scheduled_at DESC, id DESC LIMIT $` + strconv.Itoa(len(w.args)), w.args, limit, nil
+	order := ` ORDER BY scheduled_at DESC, id DESC LIMIT $` + strconv.Itoa(len(w.args))
+	if rareTag && len(f.Tags) > 0 {
+		return `WITH tagged AS MATERIALIZED (SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() + `)
+SELECT * FROM tagged` + order, w.args, limit, nil
+	}
+	return `SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() + order, w.args, limit, nil
+}
+
+// tagStats knows which run tags are common: the most common elements of
+// flow_runs.tags in the planner's statistics, read again every minute.
+type tagStats struct {
+	mu     sync.Mutex
+	read   time.Time
+	common map[string]bool // nil: no statistics
+}
+
+// tagStatsAge is how long tagStats trusts what it read.
+const tagStatsAge = time.Minute
+
+// rare reports whether the statistics list some tags as common and not one
+// of tags. Without statistics (a new or small table), or when they cannot
+// be read, it reports false.
+func (s *tagStats) rare(ctx context.Context, pool *pgxpool.Pool, tags []string) bool {
+	if len(tags) == 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Since(s.read) > tagStatsAge {
+		var elems []string
+		err := pool.QueryRow(ctx, `
+SELECT coalesce(most_common_elems::text::text[], '{}') FROM pg_stats
+WHERE schemaname = current_schema() AND tablename = 'flow_runs' AND attname = 'tags'`).Scan(&elems)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			s.common = nil
+		case err != nil:
+			return false // tried again on the next call
+		default:
+			s.common = make(map[string]bool, len(elems))
+			for _, e := range elems {
+				s.common[e] = true
+			}
+		}
+		s.read = time.Now()
+	}
+	if len(s.common) == 0 {
+		return false
+	}
+	for _, t := range tags {
+		if !s.common[t] {
+			return true
+		}
+	}
+	return false
 }
 
 // AppendRunListJSON appends the page RunList(f) returns, as the JSON
@@ -286,7 +349,7 @@ func runListQuery(f RunFilter) (string, []any, int, error) {
 // from PostgreSQL's binary format into JSON, without building a FlowRun:
 // listing runs is the API's busiest read.
 func (r *Reader) AppendRunListJSON(ctx context.Context, b []byte, f RunFilter) ([]byte, error) {
-	query, args, limit, err := runListQuery(f)
+	query, args, limit, err := runListQuery(f, r.tags.rare(ctx, r.pool, f.Tags))
 	if err != nil {
 		return b, err
 	}

@@ -2,16 +2,21 @@ package projections
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/internal/pgtest"
 )
 
 // TestRunListFindsFewRunsWithoutAScan checks that GET /runs reads a page of
 // a filter that matches a handful of runs among many from an index, rather
 // than walking the whole table in time order looking for them: a
-// deployment, a state or a work queue with three runs among 30,000.
+// deployment, a state, a work queue or a tag with two or three runs among 100,000,
+// or a tag no run has. Pages of rare tags, read the other way, are the
+// pages the time-ordered query gives.
 func TestRunListFindsFewRunsWithoutAScan(t *testing.T) {
 	ctx := t.Context()
 	pool := pgtest.Pool(t)
@@ -19,21 +24,29 @@ func TestRunListFindsFewRunsWithoutAScan(t *testing.T) {
 INSERT INTO flow_runs (id, name, flow_name, deployment_id, deployment_name, deployment_version, work_queue, tags, parameters,
     state_type, state_name, state_timestamp, scheduled_at, run_count, task_count, created_at, updated_at, stream_version)
 SELECT gen_random_uuid(), 'run-' || i, 'flow', ('00000000-0000-4000-8000-00000000000' || (i % 2))::uuid,
-    CASE WHEN i % 10000 = 0 THEN 'rare' ELSE 'common-' || i % 2 END, 1,
-    CASE WHEN i % 10000 = 1 THEN 'rare' ELSE 'default' END, ARRAY['t'], '{}',
-    CASE WHEN i % 10000 = 2 THEN 'SCHEDULED' ELSE 'COMPLETED' END, 'State', t, t, 1, 1, t, t, 1
-FROM generate_series(1, 30000) AS i, LATERAL (SELECT now() - i * interval '1 minute' AS t) AS ts`)
+    CASE WHEN i % 40000 = 0 THEN 'rare' ELSE 'common-' || i % 2 END, 1,
+    CASE WHEN i % 40000 = 1 THEN 'rare' ELSE 'default' END,
+    CASE WHEN i % 40000 = 3 THEN ARRAY['t', 'rare'] ELSE ARRAY['t', 'x' || i % 3] END, '{}',
+    CASE WHEN i % 40000 = 2 THEN 'SCHEDULED' ELSE 'COMPLETED' END, 'State', t, t, 1, 1, t, t, 1
+FROM generate_series(1, 100000) AS i, LATERAL (SELECT now() - i * interval '1 minute' AS t) AS ts`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(ctx, `ANALYZE flow_runs`); err != nil {
 		t.Fatal(err)
 	}
+	r := NewReader(eventstore.New(pool, domain.NewRegistry()))
 	for _, f := range []RunFilter{
 		{Deployment: "rare"}, {WorkQueue: "rare"}, {States: []domain.StateType{domain.Scheduled}},
 		{Deployment: "rare", States: []domain.StateType{domain.Completed}}, {Deployment: "common-1"},
+		{Tags: []string{"rare"}}, {Tags: []string{"nobody's"}}, {Tags: []string{"t", "rare"}}, {Tags: []string{"x1"}},
+		{Tags: []string{"rare"}, Limit: 1}, {Tags: []string{"rare"}, Deployment: "common-0", Limit: 1},
 	} {
-		query, args, _, err := runListQuery(f)
+		rare := r.tags.rare(ctx, pool, f.Tags)
+		if want := len(f.Tags) > 0 && f.Tags[len(f.Tags)-1] != "x1"; rare != want {
+			t.Errorf("filter %+v: rare tag %v, want %v", f, rare, want)
+		}
+		query, args, _, err := runListQuery(f, rare)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -47,6 +60,28 @@ FROM generate_series(1, 30000) AS i, LATERAL (SELECT now() - i * interval '1 min
 		}
 		if read := plan[0].Plan.rowsRead(); read > 200 {
 			t.Errorf("filter %+v: %.0f rows read for one page; plan:\n%s", f, read, doc)
+		}
+		if !rare {
+			continue
+		}
+		for {
+			got, err := r.RunList(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.tags.common = nil // the time-ordered query
+			want, err := r.RunList(ctx, f)
+			r.tags.read = time.Time{}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("filter %+v: the rare tag's page differs:\n got %+v\nwant %+v", f, got, want)
+			}
+			if got.NextCursor == nil {
+				break
+			}
+			f.Cursor = *got.NextCursor
 		}
 	}
 }
