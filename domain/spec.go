@@ -394,6 +394,10 @@ var (
 // letter or digit.
 func ValidName(s string) bool { return nameRe.MatchString(s) }
 
+// ValidTag reports whether s can be a tag: 1 to 100 letters, digits or
+// '_.-:/=', starting with a letter or digit.
+func ValidTag(s string) bool { return tagRe.MatchString(s) }
+
 // Validate checks the whole deployment and returns every problem found as
 // one *Error with CodeInvalid whose details name the fields. Empty policies
 // and work queue are valid: they mean the defaults.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -201,11 +202,12 @@ const flowRunColumnsSelect = `id, name, flow_name, deployment_id, deployment_nam
 
 // RunList lists flow runs.
 func (r *Reader) RunList(ctx context.Context, f RunFilter) (Page[FlowRun], error) {
-	query, args, limit, err := runListQuery(f, r.tags.rare(ctx, r.pool, f.Tags))
+	q, err := runListQuery(f, r.tags.rare(ctx, r.pool, f.Tags))
 	if err != nil {
 		return Page[FlowRun]{}, err
 	}
-	rows, err := r.pool.Query(ctx, query, args...)
+	limit := q.limit
+	rows, err := r.pool.Query(ctx, q.sql, q.queryArgs()...)
 	if err != nil {
 		return Page[FlowRun]{}, fmt.Errorf("list runs: %w", err)
 	}
@@ -227,9 +229,37 @@ func runCursor(scheduledAt time.Time, id uuid.UUID) string {
 	return encodeCursor(scheduledAt.UTC().Format(time.RFC3339Nano), id)
 }
 
-// runListQuery is the query of RunList: its SQL, its arguments, and the
-// page size; it asks for one row more than the page, to know whether
-// another page follows.
+// runQuery is the query of a page of RunList.
+type runQuery struct {
+	sql   string
+	args  []any
+	limit int // the page size; the query asks for one row more, to know whether another page follows
+	// planEach says that the query must be planned for its arguments each
+	// time it runs, rather than with a plan cached for any argument.
+	planEach bool
+}
+
+// queryArgs are the arguments of pgx's Query for q, with the result
+// formats of opts.
+func (q runQuery) queryArgs(opts ...any) []any {
+	if q.planEach {
+		// An unnamed statement: PostgreSQL plans it for these arguments.
+		opts = append(opts, pgx.QueryExecModeCacheDescribe)
+	}
+	return append(opts, q.args...)
+}
+
+// runListQuery builds the query of a page of RunList.
+//
+// Filter values are written into the SQL as literals when they can only
+// be letters, digits and a few marks (states, valid names and tags, ids),
+// and the page size always is. Each filter then has its own prepared
+// statement, planned once with the planner knowing its values: PostgreSQL
+// keeps that plan and reuses it, as its only arguments left (cursor, since,
+// until) bound the time index and never change which index suits. Planning
+// is most of the database's work for a page. Other values (a name to
+// search for, or filter values that are not valid names, which no run has
+// anyway) stay arguments, and such queries are planned each time.
 //
 // The page is read in time order from an index, stopping at the page's
 // end, unless rareTag says that a tag filtered on is rare: the planner,
@@ -237,37 +267,55 @@ func runCursor(scheduledAt time.Time, id uuid.UUID) string {
 // still walk the runs in time order, through the whole table if the tag is
 // on none of them. The runs with the tag are then collected first, from
 // the tags index, and sorted.
-func runListQuery(f RunFilter, rareTag bool) (string, []any, int, error) {
+func runListQuery(f RunFilter, rareTag bool) (runQuery, error) {
 	limit, err := pageSize(f.Limit)
 	if err != nil {
-		return "", nil, 0, err
+		return runQuery{}, err
 	}
+	q := runQuery{limit: limit}
 	var w where
 	if len(f.States) > 0 {
-		states := make([]string, len(f.States))
-		for i, s := range f.States {
+		states := make([]string, 0, len(f.States))
+		for _, s := range f.States {
 			if !s.Valid() {
-				return "", nil, 0, domain.Invalid("state", "unknown state type %q", s)
+				return runQuery{}, domain.Invalid("state", "unknown state type %q", s)
 			}
-			states[i] = string(s)
+			states = append(states, sqlLiteral(string(s)))
 		}
-		w.add(`state_type = ANY(?)`, states)
+		slices.Sort(states)
+		w.add(`state_type IN (` + strings.Join(slices.Compact(states), ", ") + `)`)
 	}
 	if f.Deployment != "" {
 		if id, err := uuid.Parse(f.Deployment); err == nil {
-			w.add(`deployment_id = ?`, id)
+			w.add(`deployment_id = ` + sqlLiteral(id.String()))
+		} else if domain.ValidName(f.Deployment) {
+			w.add(`deployment_name = ` + sqlLiteral(f.Deployment))
 		} else {
 			w.add(`deployment_name = ?`, f.Deployment)
+			q.planEach = true
 		}
 	}
 	if len(f.Tags) > 0 {
-		w.add(`tags @> ?`, f.Tags)
+		if !slices.ContainsFunc(f.Tags, func(t string) bool { return !domain.ValidTag(t) }) {
+			tags := slices.Clone(f.Tags)
+			slices.Sort(tags)
+			w.add(`tags @> ` + sqlLiteral(`{"`+strings.Join(slices.Compact(tags), `","`)+`"}`) + `::text[]`)
+		} else {
+			w.add(`tags @> ?`, f.Tags)
+			q.planEach = true
+		}
 	}
 	if f.Name != "" {
 		w.add(`name ILIKE ?`, likePattern(f.Name))
+		q.planEach = true
 	}
 	if f.WorkQueue != "" {
-		w.add(`work_queue = ?`, f.WorkQueue)
+		if domain.ValidName(f.WorkQueue) {
+			w.add(`work_queue = ` + sqlLiteral(f.WorkQueue))
+		} else {
+			w.add(`work_queue = ?`, f.WorkQueue)
+			q.planEach = true
+		}
 	}
 	if f.Since != nil {
 		w.add(`scheduled_at >= ?`, *f.Since)
@@ -278,22 +326,29 @@ func runListQuery(f RunFilter, rareTag bool) (string, []any, int, error) {
 	if f.Cursor != "" {
 		at, id, err := decodeCursor(f.Cursor)
 		if err != nil {
-			return "", nil, 0, err
+			return runQuery{}, err
 		}
 		t, err := time.Parse(time.RFC3339Nano, at)
 		if err != nil {
-			return "", nil, 0, domain.Invalid("cursor", "not a cursor from this list")
+			return runQuery{}, domain.Invalid("cursor", "not a cursor from this list")
 		}
 		w.add(`(scheduled_at, id) < (?, ?)`, t, id)
 	}
-	w.args = append(w.args, limit+1)
-	order := ` ORDER BY scheduled_at DESC, id DESC LIMIT $` + strconv.Itoa(len(w.args))
+	q.args = w.args
+	order := ` ORDER BY scheduled_at DESC, id DESC LIMIT ` + strconv.Itoa(limit+1)
 	if rareTag && len(f.Tags) > 0 {
-		return `WITH tagged AS MATERIALIZED (SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() + `)
-SELECT * FROM tagged` + order, w.args, limit, nil
+		q.sql = `WITH tagged AS MATERIALIZED (SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() + `)
+SELECT * FROM tagged` + order
+	} else {
+		q.sql = `SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() + order
 	}
-	return `SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() + order, w.args, limit, nil
+	return q, nil
 }
+
+// sqlLiteral quotes s as an SQL string literal. runListQuery only gives it
+// values made of letters, digits and marks that need no escaping; the
+// doubled quote is for safety's sake.
+func sqlLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // tagStats knows which run tags are common: the most common elements of
 // flow_runs.tags in the planner's statistics, read again every minute.
@@ -349,11 +404,12 @@ WHERE schemaname = current_schema() AND tablename = 'flow_runs' AND attname = 't
 // from PostgreSQL's binary format into JSON, without building a FlowRun:
 // listing runs is the API's busiest read.
 func (r *Reader) AppendRunListJSON(ctx context.Context, b []byte, f RunFilter) ([]byte, error) {
-	query, args, limit, err := runListQuery(f, r.tags.rare(ctx, r.pool, f.Tags))
+	q, err := runListQuery(f, r.tags.rare(ctx, r.pool, f.Tags))
 	if err != nil {
 		return b, err
 	}
-	rows, err := r.pool.Query(ctx, query, append([]any{pgx.QueryResultFormats{pgx.BinaryFormatCode}}, args...)...)
+	limit := q.limit
+	rows, err := r.pool.Query(ctx, q.sql, q.queryArgs(pgx.QueryResultFormats{pgx.BinaryFormatCode})...)
 	if err != nil {
 		return b, fmt.Errorf("list runs: %w", err)
 	}

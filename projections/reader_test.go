@@ -1,10 +1,15 @@
 package projections
 
 import (
+	"context"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
@@ -36,30 +41,82 @@ FROM generate_series(1, 100000) AS i, LATERAL (SELECT now() - i * interval '1 mi
 		t.Fatal(err)
 	}
 	r := NewReader(eventstore.New(pool, domain.NewRegistry()))
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	// Queries whose plan PostgreSQL may keep are also checked with the plan
+	// it would keep for any value of their arguments.
+	if _, err := conn.Exec(ctx, `SET plan_cache_mode = force_generic_plan`); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `RESET plan_cache_mode`)
+	later := runCursor(time.Now().Add(time.Hour), uuid.Max) // a cursor before the newest run
+	var filters []RunFilter
 	for _, f := range []RunFilter{
 		{Deployment: "rare"}, {WorkQueue: "rare"}, {States: []domain.StateType{domain.Scheduled}},
 		{Deployment: "rare", States: []domain.StateType{domain.Completed}}, {Deployment: "common-1"},
+		{Deployment: "00000000-0000-4000-8000-000000000009"}, {Deployment: "no such name!"},
 		{Tags: []string{"rare"}}, {Tags: []string{"nobody's"}}, {Tags: []string{"t", "rare"}}, {Tags: []string{"x1"}},
 		{Tags: []string{"rare"}, Limit: 1}, {Tags: []string{"rare"}, Deployment: "common-0", Limit: 1},
 	} {
+		filters = append(filters, f)
+		f.Cursor = later
+		filters = append(filters, f)
+	}
+	for _, f := range filters {
 		rare := r.tags.rare(ctx, pool, f.Tags)
 		if want := len(f.Tags) > 0 && f.Tags[len(f.Tags)-1] != "x1"; rare != want {
 			t.Errorf("filter %+v: rare tag %v, want %v", f, rare, want)
 		}
-		query, args, _, err := runListQuery(f, rare)
+		q, err := runListQuery(f, rare)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var plan []struct{ Plan planNode }
-		var doc []byte
-		if err := pool.QueryRow(ctx, `EXPLAIN (ANALYZE, FORMAT JSON) `+query, args...).Scan(&doc); err != nil {
-			t.Fatal(err)
+		explain := func(on interface {
+			QueryRow(context.Context, string, ...any) pgx.Row
+		}, sql string, generic bool) {
+			t.Helper()
+			var plan []struct{ Plan planNode }
+			var doc []byte
+			args := q.args
+			if generic {
+				args = nil
+			}
+			if err := on.QueryRow(ctx, sql, args...).Scan(&doc); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(doc, &plan); err != nil {
+				t.Fatal(err)
+			}
+			if read := plan[0].Plan.rowsRead(); read > 200 {
+				t.Errorf("filter %+v (plan kept for any arguments: %v): %.0f rows read for one page; plan:\n%s", f, generic, read, doc)
+			}
 		}
-		if err := json.Unmarshal(doc, &plan); err != nil {
-			t.Fatal(err)
+		explain(pool, `EXPLAIN (ANALYZE, FORMAT JSON) `+q.sql, false)
+		if !q.planEach && len(q.args) > 0 {
+			if _, err := conn.Exec(ctx, `PREPARE page AS `+q.sql); err != nil {
+				t.Fatal(err)
+			}
+			params := make([]string, len(q.args))
+			for i, a := range q.args {
+				switch a := a.(type) {
+				case time.Time:
+					params[i] = sqlLiteral(a.Format(time.RFC3339Nano))
+				case uuid.UUID:
+					params[i] = sqlLiteral(a.String())
+				default:
+					t.Fatalf("filter %+v: argument %T", f, a)
+				}
+			}
+			explain(conn, `EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page(`+strings.Join(params, ", ")+`)`, true)
+			if _, err := conn.Exec(ctx, `DEALLOCATE page`); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if read := plan[0].Plan.rowsRead(); read > 200 {
-			t.Errorf("filter %+v: %.0f rows read for one page; plan:\n%s", f, read, doc)
+		if got := q.planEach; got != (f.Deployment == "no such name!" || f.Tags != nil && f.Tags[0] == "nobody's") {
+			t.Errorf("filter %+v: planned each time %v", f, got)
 		}
 		if !rare {
 			continue
