@@ -302,7 +302,9 @@ func binaryTime(v []byte) (time.Time, bool) {
 	return time.UnixMicro(unixToY2K + us), true
 }
 
-// jsonb is a version byte, 1, and the JSON text, appended as it is.
+// jsonb is a version byte, 1, and the JSON text, appended as
+// encoding/json writes a json.RawMessage, so that a run's parameters and
+// result read the same here as in every other response.
 func (e *binaryJSON) jsonb(v []byte) {
 	if e.null(v) {
 		return
@@ -311,7 +313,45 @@ func (e *binaryJSON) jsonb(v []byte) {
 		e.fail("jsonb", v)
 		return
 	}
-	e.b = append(e.b, v[1:]...)
+	e.b = appendCompactJSON(e.b, v[1:])
+}
+
+// appendCompactJSON appends the valid JSON text src without insignificant
+// whitespace (PostgreSQL prints a space after each colon and comma) and
+// with <, >, &, U+2028 and U+2029 escaped in strings, as encoding/json
+// compacts a json.RawMessage.
+func appendCompactJSON(b, src []byte) []byte {
+	const hex = "0123456789abcdef"
+	start, inString := 0, false
+	for i := 0; i < len(src); i++ {
+		c := src[i]
+		if !inString {
+			switch c {
+			case '"':
+				inString = true
+			case ' ', '\t', '\n', '\r':
+				b = append(b, src[start:i]...)
+				start = i + 1
+			}
+			continue
+		}
+		switch {
+		case c == '\\':
+			i++ // the escaped character, which cannot end the string
+		case c == '"':
+			inString = false
+		case c == '<' || c == '>' || c == '&':
+			b = append(b, src[start:i]...)
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			start = i + 1
+		case c == 0xE2 && i+2 < len(src) && src[i+1] == 0x80 && src[i+2]&^1 == 0xA8:
+			b = append(b, src[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[src[i+2]&0xF])
+			i += 2
+			start = i + 1
+		}
+	}
+	return append(b, src[start:]...)
 }
 
 // textArray is a one-dimensional text[] without NULLs: dimensions, a NULL
