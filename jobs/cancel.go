@@ -135,11 +135,24 @@ UPDATE task_run_fanin SET cancelled = true
 WHERE flow_run_id = $1 AND NOT cancelled AND (SELECT n FROM locked) >= 0`, id); err != nil {
 		return fmt.Errorf("cancel waiting task runs: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `
+	rows, err := tx.Query(ctx, `
 UPDATE river_job SET state = 'cancelled', finalized_at = now()
-WHERE args ->> 'flow_run_id' = $1::text AND kind = $2 AND state IN ('available', 'scheduled', 'retryable', 'pending')`,
-		id, KindTaskRun); err != nil {
+WHERE args ->> 'flow_run_id' = $1::text AND kind = $2 AND state IN ('available', 'scheduled', 'retryable', 'pending')
+RETURNING id`,
+		id, KindTaskRun)
+	if err != nil {
 		return fmt.Errorf("cancel queued jobs: %w", err)
+	}
+	cancelled, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return fmt.Errorf("cancel queued jobs: %w", err)
+	}
+	woken, err := releaseSlots(ctx, tx, cancelled)
+	if err != nil {
+		return err
+	}
+	for _, q := range woken {
+		s.wakeQueue(q)
 	}
 	if running {
 		*notify = append(*notify, id)

@@ -338,6 +338,32 @@ UPDATE river_job j SET state = 'available', scheduled_at = least(g.created_at, n
 FROM granted g WHERE j.id = g.job_id AND j.state IN ('scheduled', 'available')
 RETURNING j.queue`
 
+// releaseSlots removes the slot rows of jobs that ended before they ran
+// (cancelled while they waited for a slot, or after one was granted to
+// them), under their queues' locks, and grants the slots they had to the
+// next waiting attempts at once rather than at the reaper's next pass. It
+// returns the queues of the jobs it woke.
+func releaseSlots(ctx context.Context, tx pgx.Tx, jobIDs []int64) ([]string, error) {
+	if len(jobIDs) == 0 {
+		return nil, nil
+	}
+	rows, err := tx.Query(ctx, `
+SELECT name FROM work_queues
+WHERE name IN (SELECT queue FROM work_queue_slots WHERE job_id = ANY($1))
+ORDER BY name FOR NO KEY UPDATE`, jobIDs)
+	if err != nil {
+		return nil, fmt.Errorf("lock work queues: %w", err)
+	}
+	queues, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(queues) == 0 {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM work_queue_slots WHERE job_id = ANY($1)`, jobIDs); err != nil {
+		return nil, fmt.Errorf("release work queue slots: %w", err)
+	}
+	return grantSlots(ctx, tx, queues)
+}
+
 // grantSlots runs grantSlotsSQL on queues locked by tx, and returns the
 // queues of the jobs it woke.
 func grantSlots(ctx context.Context, tx pgx.Tx, queues []string) ([]string, error) {

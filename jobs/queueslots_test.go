@@ -387,6 +387,70 @@ func TestQueueSlotPassesOn(t *testing.T) {
 	b.noSlotsLeft(t)
 }
 
+// TestQueueSlotOfCancelledRunPassesOn: cancelling a run whose task was
+// granted a slot but not yet picked up by a worker passes the slot on to the
+// next waiting task run at once, not at the reaper's next pass.
+func TestQueueSlotOfCancelledRunPassesOn(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.setQueueLimit(t, "one", 1)
+	g := make(chan struct{})
+	handlers := &jobs.Handlers{}
+	handlers.Handle("gated", func(ctx context.Context, _ jobs.TaskContext) (any, error) { return nil, gate(g)(ctx) })
+	handlers.Handle("quick", func(context.Context, jobs.TaskContext) (any, error) { return nil, nil })
+	opts := jobs.WorkerOptions{Queues: []string{"one"}, Concurrency: 4, Handlers: handlers, WorkspaceDir: b.workspace,
+		KillGrace: time.Second, Logger: quietLogger}
+	jobs.SetSlotRecheck(&opts, 10*time.Minute) // only a freed slot wakes a waiting task run
+	first, err := jobs.NewWorker(b.pool, b.store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	gated := b.createOn(t, "one", domain.FlowSpec{Name: "gated", Tasks: []domain.TaskSpec{{Name: "g", Handler: "gated"}}})
+	waitUntil(t, 10*time.Second, "the gated task starts", func() bool {
+		return len(b.taskEvents(t, gated, "g").of("TaskRunStarted")) == 1
+	})
+	quick := domain.FlowSpec{Name: "quick", Tasks: []domain.TaskSpec{{Name: "q", Handler: "quick"}}}
+	doomed := b.createOn(t, "one", quick)
+	waitUntil(t, 10*time.Second, "the second run waits", func() bool { return b.waitingFor(t, "one") == 1 })
+	last := b.createOn(t, "one", quick)
+	waitUntil(t, 10*time.Second, "the third run waits", func() bool { return b.waitingFor(t, "one") == 2 })
+
+	// The worker stops taking jobs, then the gated task ends: its slot is
+	// granted to the second run, which no worker takes.
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		stopped <- first.Stop(ctx)
+	}()
+	time.Sleep(time.Second)
+	g <- struct{}{}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if n := b.count(t, `
+SELECT count(*) FROM work_queue_slots s JOIN river_job j ON j.id = s.job_id
+WHERE s.state = 'granted' AND j.state = 'available' AND j.args ->> 'flow_run_id' = $1`, doomed.ID.String()); n != 1 {
+		t.Fatalf("the second run's task holds %d granted slots, want 1 (did the stopping worker take it?)", n)
+	}
+
+	if _, err := b.svc.RunCancel(t.Context(), doomed.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	b.startWorker(t, opts)
+	if last = b.wait(t, last.ID); last.State.Type != domain.Completed {
+		t.Errorf("last run ended %s (%s), want COMPLETED", last.State.Type, last.State.Message)
+	}
+	if doomed = b.wait(t, doomed.ID); doomed.State.Type != domain.Cancelled {
+		t.Errorf("cancelled run ended %s, want CANCELLED", doomed.State.Type)
+	}
+	b.noSlotsLeft(t)
+}
+
 // TestQueueConcurrencyLimitRemoved: once a queue's limit is removed, the
 // next reaper pass lets every task run that waited start.
 func TestQueueConcurrencyLimitRemoved(t *testing.T) {

@@ -79,7 +79,7 @@ func tick(t *testing.T, s *jobs.Scheduler) {
 }
 
 // runScheduler runs s until the test ends.
-func runScheduler(t *testing.T, s *jobs.Scheduler) {
+func runScheduler(t *testing.T, s *jobs.Scheduler) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -87,7 +87,10 @@ func runScheduler(t *testing.T, s *jobs.Scheduler) {
 		defer close(done)
 		_ = s.Run(ctx)
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
 }
 
 // runsOf returns every run of the deployment, by scheduled time.
@@ -553,10 +556,13 @@ func TestSchedulerLateRunsAndCatchUpWithoutWorker(t *testing.T) {
 			spec := scheduledSpec("late-"+policy, every(1))
 			spec.CatchUp = policy
 			d := b.deploy(t, spec)
-			runScheduler(t, b.scheduler(t, jobs.SchedulerOptions{
+			stop := runScheduler(t, b.scheduler(t, jobs.SchedulerOptions{
 				Lookahead: 3 * time.Second, LateAfter: time.Second, Interval: 100 * time.Millisecond,
 			}))
 			time.Sleep(5 * time.Second)
+			// Stopped, so that no newer run turns late, and under catch_up
+			// latest cancels the run kept here, before the worker takes it.
+			stop()
 			cutoff := time.Now().Add(-2 * time.Second) // runs due before it are surely late now
 
 			var late []domain.FlowRun
