@@ -25,6 +25,8 @@ import (
 //   - The transaction that records the outcome frees the slot and grants it
 //     to the oldest waiting attempt, whose job it makes available at once.
 //     That attempt's start then finds its granted row and takes it.
+//   - Cancelling a run removes the rows of its queued jobs and grants the
+//     slots they were granted to the next waiting attempts.
 //   - The reaper frees the slots of dead workers and of jobs that ended, and
 //     grants slots that a raised limit (or attempts started before the limit
 //     was set, which count against it) left free.
