@@ -362,8 +362,7 @@ type tagStats struct {
 const tagStatsAge = time.Minute
 
 // rare reports whether the statistics list some tags as common and not one
-// of tags. Without statistics (a new or small table), or when they cannot
-// be read, it reports false.
+// of tags. Without statistics (a new or small table) it reports false.
 func (s *tagStats) rare(ctx context.Context, pool *pgxpool.Pool, tags []string) bool {
 	if len(tags) == 0 {
 		return false
@@ -379,7 +378,9 @@ WHERE schemaname = current_schema() AND tablename = 'flow_runs' AND attname = 't
 		case errors.Is(err, pgx.ErrNoRows):
 			s.common = nil
 		case err != nil:
-			return false // tried again on the next call
+			// What was read before stays; the statistics are read again
+			// in a minute rather than on every request meanwhile.
+			slog.Debug("read tag statistics", "err", err)
 		default:
 			s.common = make(map[string]bool, len(elems))
 			for _, e := range elems {
