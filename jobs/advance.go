@@ -24,7 +24,7 @@ const (
 // finishing.
 type taskOp struct {
 	kind    opKind
-	ctx     context.Context // the job's work context: JobCompleteTx finds the client in it
+	ctx     context.Context // the job's work context
 	job     *river.Job[TaskRunArgs]
 	outcome outcome      // opFinish
 	res     *startResult // opStart: set by the batch that committed
@@ -133,7 +133,7 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 		return err
 	}
 
-	var completed []*taskOp // jobs this transaction completes
+	var completed []*taskOp // jobs this transaction finishes (deletes)
 	for _, op := range ops {
 		a := op.job.Args
 		meta := s.metaFor(a.FlowRunID, "")
@@ -192,9 +192,9 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 	return slots.apply(ctx, tx, s)
 }
 
-// committedEarlier returns the retried ops whose job is no longer running:
-// their earlier commit went through (and completed the job, or handed a
-// waiting start's attempt to another job).
+// committedEarlier returns the retried ops whose job is no longer running
+// or gone: their earlier commit went through (and deleted the job, as a
+// finished one or one that handed a waiting start's attempt to another job).
 func committedEarlier(ctx context.Context, tx pgx.Tx, ops []*taskOp) (map[int64]bool, error) {
 	var ids []int64
 	for _, op := range ops {
@@ -205,7 +205,9 @@ func committedEarlier(ctx context.Context, tx pgx.Tx, ops []*taskOp) (map[int64]
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	rows, err := tx.Query(ctx, `SELECT id FROM river_job WHERE id = ANY($1) AND state <> 'running'`, ids)
+	rows, err := tx.Query(ctx, `
+SELECT w.id FROM unnest($1::bigint[]) AS w(id)
+WHERE NOT EXISTS (SELECT 1 FROM river_job j WHERE j.id = w.id AND j.state = 'running')`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("check earlier commits: %w", err)
 	}
@@ -275,7 +277,7 @@ func (w *Worker) decideStart(ctx context.Context, tx pgx.Tx, s *settlement, op *
 	if resumed {
 		if tr.ChildFlowRunID != nil {
 			// the sub-flow run was started by that commit, and the job
-			// completed with it
+			// finished with it
 			return &startResult{action: actionDone, reason: "sub-flow run already started"}, nil
 		}
 		plan.cacheKey, _ = domain.CacheKey(tr.Task, plan.params, inputs)

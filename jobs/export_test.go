@@ -1,5 +1,23 @@
 package jobs
 
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
 // DisableCancelListen makes a worker rely on its periodic check alone to
 // find cancelled runs, as when a notification is lost.
 func DisableCancelListen(o *WorkerOptions) { o.noCancelListen = true }
+
+// CommittedEarlier reports which of the jobs, each the job of an outcome
+// whose commit was tried again, a first try already finished.
+func CommittedEarlier(ctx context.Context, tx pgx.Tx, jobIDs []int64) (map[int64]bool, error) {
+	ops := make([]*taskOp, len(jobIDs))
+	for i, id := range jobIDs {
+		ops[i] = &taskOp{retried: true, job: &river.Job[TaskRunArgs]{JobRow: &rivertype.JobRow{ID: id}}}
+	}
+	return committedEarlier(ctx, tx, ops)
+}

@@ -255,10 +255,11 @@ func (qs *queueSlots) free(jobID int64, queue string, inUse bool) {
 }
 
 // applySlotsSQL takes the slots of starts that run; hands each attempt that
-// waits to a new job, scheduled to look again later, and completes the job
-// it was fetched with (a job set back to scheduled instead could be fetched
-// again before River records the end of this work on it, and that record
-// would then complete the new work); and frees released slots.
+// waits to a new job, scheduled to look again later, and deletes the job it
+// was fetched with, as a finished one (a job set back to scheduled instead
+// could be fetched again before River records the end of this work on it,
+// and that record would then complete the new work); and frees released
+// slots.
 const applySlotsSQL = `
 WITH held AS (
     INSERT INTO work_queue_slots (task_run_id, attempt, queue, job_id, state, worker_id)
@@ -268,8 +269,8 @@ WITH held AS (
     SET state = 'held', job_id = EXCLUDED.job_id, worker_id = EXCLUDED.worker_id, updated_at = now()
     RETURNING 1
 ), handed AS (
-    UPDATE river_job j SET state = 'completed', finalized_at = now()
-    FROM unnest($6::bigint[]) AS w(id)
+    DELETE FROM river_job j
+    USING unnest($6::bigint[]) AS w(id)
     WHERE j.id = w.id AND j.state = 'running'
     RETURNING j.id, j.args, j.kind, j.max_attempts, j.queue, j.priority
 ), requeued AS (

@@ -51,9 +51,9 @@ type settlement struct {
 	notRunIDs []uuid.UUID
 	cached    []cacheEntry
 	refused   []refusal
-	// completeJobs are River jobs (by id) to mark completed: the jobs whose
-	// outcome this transaction records. apply does it in the statement that
-	// updates the progress rows.
+	// completeJobs are River jobs (by id) that are done: the jobs whose
+	// outcome this transaction records. apply deletes them in the statement
+	// that updates the progress rows (see finishedJobs).
 	completeJobs []int64
 	// wake are the queues that got jobs to work now.
 	wake map[string]bool
@@ -456,7 +456,7 @@ WITH d AS (
     ) jobs
     RETURNING 1
 ), completed AS (
-    UPDATE river_job SET state = 'completed', finalized_at = now()
+    DELETE FROM river_job
     WHERE id = ANY($10::bigint[]) AND state = 'running'
     RETURNING 1
 ), p AS (
@@ -725,7 +725,16 @@ func rawIDs(ids []uuid.UUID) [][16]byte {
 	return out
 }
 
-// completeJobsSQL marks jobs completed, as river.JobCompleteTx does. A job
-// that is no longer running (the reaper discarded it) stays as it is; when
-// Work returns, River finds the job completed already.
-const completeJobsSQL = `UPDATE river_job SET state = 'completed', finalized_at = now() WHERE id = ANY($1) AND state = 'running'`
+// finishedJobs: the River job of an attempt whose outcome is recorded is
+// deleted in the same transaction, rather than marked completed. The event
+// log is the record of what the attempt did; the job was only its place in
+// the queue. So no job can be finished twice or lost, as with River's
+// JobCompleteTx, and the job's absence tells a commit retried after a lost
+// connection that its first try landed (committedEarlier). A completed row
+// would cost an index entry in each of river_job's indexes, River's
+// completer would lock it again when Work returns (it finds nothing to do
+// now), and River's cleaner would delete it a day later: deleting at once
+// made no-op tasks about a fifth faster. A job that is no longer running
+// (the reaper took it back) is left as it is. River's own UI therefore
+// lists the task jobs that are queued, running, cancelled or discarded, not
+// those that completed; Ordo's views show every attempt.

@@ -206,3 +206,49 @@ func TestLogsAreNotified(t *testing.T) {
 	}
 	b.wait(t, fr.ID)
 }
+
+// TestFinishedJobsAreDeleted: a task run's River job is deleted with the
+// transaction that records its outcome, and a commit tried again after a
+// lost connection takes a job that is gone, or no longer running, as the
+// sign that its first try went through.
+func TestFinishedJobsAreDeleted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, jobs.WorkerOptions{Concurrency: 4})
+	fr := b.create(t, domain.FlowSpec{Name: "two", Tasks: []domain.TaskSpec{
+		{Name: "a", Command: []string{"true"}}, {Name: "b", Command: []string{"true"}, DependsOn: []string{"a"}},
+	}}, nil)
+	if fr = b.wait(t, fr.ID); fr.State.Type != domain.Completed {
+		t.Fatalf("run ended %s (%s)", fr.State.Type, fr.State.Message)
+	}
+	if n := b.count(t, `SELECT count(*) FROM river_job WHERE args ->> 'flow_run_id' = $1`, fr.ID.String()); n != 0 {
+		t.Errorf("%d River jobs of the completed run left, want none", n)
+	}
+
+	var running, gone, discarded int64
+	for _, id := range []*int64{&running, &gone, &discarded} {
+		if err := b.pool.QueryRow(t.Context(), `
+INSERT INTO river_job (args, kind, max_attempts, queue, state, attempt, attempted_at)
+VALUES ('{}', 'test', 1, 'q', 'running', 1, now()) RETURNING id`).Scan(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.pool.Exec(t.Context(), `DELETE FROM river_job WHERE id = $1`, gone); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.pool.Exec(t.Context(), `UPDATE river_job SET state = 'discarded', finalized_at = now() WHERE id = $1`, discarded); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := b.pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(t.Context())
+	landed, err := jobs.CommittedEarlier(t.Context(), tx, []int64{running, gone, discarded})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[int64]bool{gone: true, discarded: true}; !reflect.DeepEqual(landed, want) {
+		t.Errorf("committed earlier: %v, want %v (running %d, gone %d, discarded %d)", landed, want, running, gone, discarded)
+	}
+}
