@@ -133,7 +133,7 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 		return err
 	}
 
-	var completed []*taskOp // jobs this transaction finishes (deletes)
+	var finished []*taskOp // ops whose job this transaction finishes
 	for _, op := range ops {
 		a := op.job.Args
 		meta := s.metaFor(a.FlowRunID, "")
@@ -145,7 +145,7 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 			if op.kind == opStart {
 				op.res = &startResult{action: actionSkip, reason: "task run not found"}
 			} else {
-				completed = append(completed, op)
+				finished = append(finished, op)
 			}
 			continue
 		}
@@ -163,7 +163,7 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 			slots.started(op, res.action)
 			res.slot = res.action == actionRun && slots.holds(op)
 			if res.action == actionDone {
-				completed = append(completed, op)
+				finished = append(finished, op)
 			}
 			continue
 		}
@@ -180,11 +180,11 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 				return err
 			}
 		}
-		completed = append(completed, op)
+		finished = append(finished, op)
 	}
 
-	for _, op := range completed {
-		s.completeJobs = append(s.completeJobs, op.job.ID)
+	for _, op := range finished {
+		s.finishedJobs = append(s.finishedJobs, op.job.ID)
 	}
 	if err := s.settle(ctx, tx); err != nil {
 		return err

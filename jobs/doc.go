@@ -8,7 +8,7 @@
 // Every state change goes through the domain's decisions and is appended to
 // the event log in the same transaction as the River jobs it implies and the
 // end of the River job that caused it: the job is deleted, as finished (see
-// finishedJobs in settle.go). Beside River's client, the package writes
+// settlement.finishedJobs). Beside River's client, the package writes
 // River's river_job table directly in a few places, always inside those
 // transactions: jobs queued as tasks become ready (without the insert
 // notification River would send from inside the transaction; a
