@@ -367,37 +367,51 @@ func (s *tagStats) rare(ctx context.Context, pool *pgxpool.Pool, tags []string) 
 	if len(tags) == 0 {
 		return false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if time.Since(s.read) > tagStatsAge {
-		var elems []string
-		err := pool.QueryRow(ctx, `
-SELECT coalesce(most_common_elems::text::text[], '{}') FROM pg_stats
-WHERE schemaname = current_schema() AND tablename = 'flow_runs' AND attname = 'tags'`).Scan(&elems)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			s.common = nil
-		case err != nil:
-			// What was read before stays; the statistics are read again
-			// in a minute rather than on every request meanwhile.
-			slog.Debug("read tag statistics", "err", err)
-		default:
-			s.common = make(map[string]bool, len(elems))
-			for _, e := range elems {
-				s.common[e] = true
-			}
-		}
-		s.read = time.Now()
-	}
-	if len(s.common) == 0 {
+	common := s.current(ctx, pool)
+	if len(common) == 0 {
 		return false
 	}
 	for _, t := range tags {
-		if !s.common[t] {
+		if !common[t] {
 			return true
 		}
 	}
 	return false
+}
+
+// current returns the common tags, reading them again when they are older
+// than tagStatsAge. The lock is not held while they are read: requests in
+// the meantime use the ones read before.
+func (s *tagStats) current(ctx context.Context, pool *pgxpool.Pool) map[string]bool {
+	s.mu.Lock()
+	common, stale := s.common, time.Since(s.read) > tagStatsAge
+	if stale {
+		s.read = time.Now() // one reader at a time; a failure is tried again in a minute
+	}
+	s.mu.Unlock()
+	if !stale {
+		return common
+	}
+	var elems []string
+	err := pool.QueryRow(ctx, `
+SELECT coalesce(most_common_elems::text::text[], '{}') FROM pg_stats
+WHERE schemaname = current_schema() AND tablename = 'flow_runs' AND attname = 'tags'`).Scan(&elems)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		common = nil
+	case err != nil:
+		slog.Debug("read tag statistics", "err", err)
+		return common
+	default:
+		common = make(map[string]bool, len(elems))
+		for _, e := range elems {
+			common[e] = true
+		}
+	}
+	s.mu.Lock()
+	s.common = common
+	s.mu.Unlock()
+	return common
 }
 
 // AppendRunListJSON appends the page RunList(f) returns, as the JSON
