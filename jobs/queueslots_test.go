@@ -408,9 +408,11 @@ func TestQueueSlotOfCancelledRunPassesOn(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.setQueueLimit(t, "one", 1)
-	g := make(chan struct{})
 	handlers := &jobs.Handlers{}
-	handlers.Handle("gated", func(ctx context.Context, _ jobs.TaskContext) (any, error) { return nil, gate(g)(ctx) })
+	handlers.Handle("blocked", func(ctx context.Context, _ jobs.TaskContext) (any, error) {
+		<-ctx.Done() // until its worker stops
+		return nil, ctx.Err()
+	})
 	handlers.Handle("quick", func(context.Context, jobs.TaskContext) (any, error) { return nil, nil })
 	opts := jobs.WorkerOptions{Queues: []string{"one"}, Concurrency: 4, Handlers: handlers, WorkspaceDir: b.workspace,
 		KillGrace: time.Second, Logger: quietLogger}
@@ -423,9 +425,9 @@ func TestQueueSlotOfCancelledRunPassesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	gated := b.createOn(t, "one", domain.FlowSpec{Name: "gated", Tasks: []domain.TaskSpec{{Name: "g", Handler: "gated"}}})
-	waitUntil(t, 10*time.Second, "the gated task starts", func() bool {
-		return len(b.taskEvents(t, gated, "g").of("TaskRunStarted")) == 1
+	blocked := b.createOn(t, "one", domain.FlowSpec{Name: "blocked", Tasks: []domain.TaskSpec{{Name: "b", Handler: "blocked"}}})
+	waitUntil(t, 10*time.Second, "the blocked task starts", func() bool {
+		return len(b.taskEvents(t, blocked, "b").of("TaskRunStarted")) == 1
 	})
 	quick := domain.FlowSpec{Name: "quick", Tasks: []domain.TaskSpec{{Name: "q", Handler: "quick"}}}
 	doomed := b.createOn(t, "one", quick)
@@ -433,23 +435,18 @@ func TestQueueSlotOfCancelledRunPassesOn(t *testing.T) {
 	last := b.createOn(t, "one", quick)
 	waitUntil(t, 10*time.Second, "the third run waits", func() bool { return b.waitingFor(t, "one") == 2 })
 
-	// The worker stops taking jobs, then the gated task ends: its slot is
-	// granted to the second run, which no worker takes.
-	stopped := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		stopped <- first.Stop(ctx)
-	}()
-	time.Sleep(time.Second)
-	g <- struct{}{}
-	if err := <-stopped; err != nil {
-		t.Fatal(err)
+	// The worker stops: it takes no more jobs, then its stop deadline
+	// passes and the blocked task is stopped. That attempt's end grants its
+	// slot to the second run, whose job no worker is left to take.
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if err := first.Stop(ctx); err == nil {
+		t.Fatal("the worker stopped although its task blocks until stopped")
 	}
 	if n := b.count(t, `
 SELECT count(*) FROM work_queue_slots s JOIN river_job j ON j.id = s.job_id
 WHERE s.state = 'granted' AND j.state = 'available' AND j.args ->> 'flow_run_id' = $1`, doomed.ID.String()); n != 1 {
-		t.Fatalf("the second run's task holds %d granted slots, want 1 (did the stopping worker take it?)", n)
+		t.Fatalf("the second run's task holds %d granted slots, want 1", n)
 	}
 
 	if _, err := b.svc.RunCancel(t.Context(), doomed.ID, "test"); err != nil {
@@ -462,6 +459,19 @@ WHERE s.state = 'granted' AND j.state = 'available' AND j.args ->> 'flow_run_id'
 	if doomed = b.wait(t, doomed.ID); doomed.State.Type != domain.Cancelled {
 		t.Errorf("cancelled run ended %s, want CANCELLED", doomed.State.Type)
 	}
+	// The blocked task's attempt that its worker's stop interrupted was
+	// queued again; it ends with its run.
+	if _, err := b.svc.RunCancel(t.Context(), blocked.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if blocked = b.wait(t, blocked.ID); blocked.State.Type != domain.Cancelled {
+		t.Errorf("blocked run ended %s, want CANCELLED", blocked.State.Type)
+	}
+	// A worker may have fetched the requeued attempt's job as the run was
+	// cancelled; its start then finds the task cancelled and frees the slot.
+	waitUntil(t, 10*time.Second, "every slot is freed", func() bool {
+		return b.count(t, `SELECT count(*) FROM work_queue_slots`) == 0
+	})
 	b.noSlotsLeft(t)
 }
 
