@@ -52,6 +52,21 @@ func newBundle(t *testing.T, withRiver bool) bundle {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = proj.Run(ctx) }()
+	// The projector records its checkpoint row as it starts: wait for it, so
+	// that tests counting rows before and after requests see only theirs.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM projection_checkpoints`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the projector did not start within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	opts := api.Options{
 		Deployments: jobs.NewDeploymentCommands(store),
 		Reads:       projections.NewReader(store),
