@@ -37,6 +37,26 @@ type bundle struct {
 
 func setup(t *testing.T) bundle { return newBundle(t, false) }
 
+// waitProjectorStarted waits for the projector started on pool to record
+// its checkpoint row, which it does as it starts, so that tests counting
+// rows before and after requests see only the rows the requests wrote.
+func waitProjectorStarted(t testing.TB, pool *pgxpool.Pool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var n int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM projection_checkpoints`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the projector did not start within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // newBundle starts the API on a fresh database with a running projector;
 // withRiver also gives it a River client, as `ordo server` does, for the
 // work-queue controls and River UI.
@@ -52,21 +72,7 @@ func newBundle(t *testing.T, withRiver bool) bundle {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = proj.Run(ctx) }()
-	// The projector records its checkpoint row as it starts: wait for it, so
-	// that tests counting rows before and after requests see only theirs.
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		var n int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM projection_checkpoints`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the projector did not start within 10 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitProjectorStarted(t, pool)
 	opts := api.Options{
 		Deployments: jobs.NewDeploymentCommands(store),
 		Reads:       projections.NewReader(store),

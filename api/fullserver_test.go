@@ -53,6 +53,7 @@ func fullSetup(t testing.TB, withAuth bool) fullBundle {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = proj.Run(ctx) }()
+	waitProjectorStarted(t, pool)
 	var auth *api.Auth
 	if withAuth {
 		auth = api.NewAuth(pool, api.AuthOptions{CacheTTL: 100 * time.Millisecond})
