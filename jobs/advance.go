@@ -72,6 +72,7 @@ func (w *Worker) commitBatch(ctx context.Context, ops []*taskOp) error {
 		return err
 	}
 	s.u.remember()
+	w.deleted.add(s.deletedJobs)
 	w.wake.kick(s.wake)
 	if wake && w.due != nil {
 		w.due.Wake()
@@ -185,6 +186,12 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 
 	for _, op := range finished {
 		s.finishedJobs = append(s.finishedJobs, op.job.ID)
+	}
+	s.deletedJobs = append(s.deletedJobs, s.finishedJobs...)
+	for _, op := range ops {
+		if op.res != nil && op.res.action == actionWait {
+			s.deletedJobs = append(s.deletedJobs, op.job.ID) // handed to a new job
+		}
 	}
 	if err := s.settle(ctx, tx); err != nil {
 		return err

@@ -21,3 +21,12 @@ func CommittedEarlier(ctx context.Context, tx pgx.Tx, jobIDs []int64) (map[int64
 	}
 	return committedEarlier(ctx, tx, ops)
 }
+
+// DeletedJobs reports how many jobs the worker's commits deleted whose
+// completion River's client has not sent yet, and how many such
+// completions its pilot left out so far.
+func DeletedJobs(w *Worker) (pending int, leftOut int64) {
+	w.deleted.mu.Lock()
+	defer w.deleted.mu.Unlock()
+	return len(w.deleted.ids), w.deleted.leftOut
+}

@@ -67,6 +67,10 @@ type settlement struct {
 	// cancelled or discarded, not those that finished; Ordo's views show
 	// every attempt.
 	finishedJobs []int64
+	// deletedJobs are the jobs this transaction deletes as finished or as
+	// handed to a new job: once it commits, River's completions of them
+	// are left out (see workerPilot).
+	deletedJobs []int64
 	// wake are the queues that got jobs to work now.
 	wake map[string]bool
 }

@@ -174,6 +174,7 @@ type Worker struct {
 	due        *DueTimer
 	starts     *groupcommit.Committer[*taskOp]
 	finishes   *groupcommit.Committer[*taskOp]
+	deleted    *deletedJobs // jobs the worker's commits deleted, left out of River's completions
 
 	ctx    context.Context // lives until Stop has stopped River
 	cancel context.CancelFunc
@@ -194,8 +195,9 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		pool: pool, store: store, opts: opts, id: id,
 		meta:    domain.Metadata{Actor: "worker:" + opts.Name},
 		running: newAttempts(), workspaces: map[uuid.UUID]bool{},
-		wake: newWaker(pool, opts.Logger),
-		logs: newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
+		wake:    newWaker(pool, opts.Logger),
+		logs:    newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
+		deleted: &deletedJobs{},
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.starts = newCommitter(opts.MaxBatch, w.commitBatch)
@@ -210,7 +212,7 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 	for _, q := range opts.Queues {
 		queues[q] = river.QueueConfig{MaxWorkers: opts.Concurrency}
 	}
-	w.client, err = river.NewClient(riverpgxv5.New(pool), &river.Config{
+	w.client, err = river.NewClient[pgx.Tx](newWorkerDriver(pool, w.deleted), &river.Config{
 		// The reaper finds the jobs of a dead worker by this id in
 		// river_job.attempted_by.
 		ID:                   id.String(),
