@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -254,20 +255,16 @@ func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
 	res.Load = r.loadTime
 
 	// state_history is complete: its indexes are built while the final rows
-	// of the other tables are written, and then theirs.
+	// of the other tables are written, and each of those tables gets its
+	// indexes as soon as its rows are in.
 	r.enter(PhaseIndex)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return r.index(gctx, "state_history") })
-	g.Go(func() error {
-		if err := r.writeFinal(gctx, b); err != nil {
-			return err
-		}
-		r.opts.Logger.Debug("replay: final rows written", "flow_runs", len(b.flowOrder), "task_runs", len(b.taskOrder), "elapsed", time.Since(r.start))
-		return r.index(gctx, "deployments", "flow_runs", "task_runs", "task_run_attempts")
-	})
+	g.Go(func() error { return r.writeFinal(gctx, b) })
 	if err := g.Wait(); err != nil {
 		return res, err
 	}
+	r.opts.Logger.Debug("replay: final rows written and indexed", "flow_runs", len(b.flowOrder), "task_runs", len(b.taskOrder), "elapsed", time.Since(r.start))
 
 	r.enter(PhaseCatchUp)
 	conn, err := r.pool.Acquire(ctx)
@@ -684,7 +681,9 @@ func (d *decoder) creation(e *domain.Envelope) bool {
 			return false
 		}
 		var ev domain.TaskRunCreated
-		if json.Unmarshal(rest, &ev) != nil {
+		if id, ok := flowRunIDOnly(rest); ok {
+			ev.FlowRunID = id
+		} else if json.Unmarshal(rest, &ev) != nil {
 			return false
 		}
 		task, ok := d.tasks[string(raw)]
@@ -724,6 +723,18 @@ func (d *decoder) creation(e *domain.Envelope) bool {
 		return true
 	}
 	return false
+}
+
+// flowRunIDOnly reads the rest of a TaskRunCreated as jsonb prints it,
+// {"flow_run_id": "<uuid>"}, without the cost of a JSON decoder; it reports
+// false for any other shape.
+func flowRunIDOnly(rest []byte) (uuid.UUID, bool) {
+	const prefix, suffix = `{"flow_run_id": "`, `"}`
+	if len(rest) != len(prefix)+36+len(suffix) || string(rest[:len(prefix)]) != prefix || string(rest[len(rest)-len(suffix):]) != suffix {
+		return uuid.Nil, false
+	}
+	id, err := uuid.ParseBytes(rest[len(prefix) : len(prefix)+36])
+	return id, err == nil
 }
 
 // splitLeading cuts a document as jsonb prints it, whose first key is key
@@ -821,65 +832,95 @@ func (r *replayer) copy(ctx context.Context, table string, columns []string, src
 	}
 }
 
+// taskRunCopies is how many COPYs write task_runs at once: its rows are
+// the most of the final ones by far, and one COPY of them kept one
+// PostgreSQL process busy for seconds while the other core had little left
+// to do.
+const taskRunCopies = 2
+
 // writeFinal writes the last state of every deployment, flow run, task run
-// and attempt, each table by its own COPY, at the same time.
+// and attempt, the tables at the same time, and builds each table's indexes
+// once its rows are in.
 func (r *replayer) writeFinal(ctx context.Context, b *batch) error {
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		rows := make([]*flowRunRow, 0, len(b.flowOrder))
-		for _, id := range b.flowOrder {
-			rows = append(rows, b.flows[id])
-		}
-		return r.copy(ctx, "flow_runs", flowRunCopyColumns, sliceSource(rows, func(c *copyBuf, row **flowRunRow) error {
+	// written copies a table's rows by the COPYs given, at once, then
+	// builds the table's indexes.
+	written := func(table string, copies ...func(context.Context) error) {
+		g.Go(func() error {
+			cg, cctx := errgroup.WithContext(ctx)
+			for _, c := range copies {
+				cg.Go(func() error { return c(cctx) })
+			}
+			if err := cg.Wait(); err != nil {
+				return err
+			}
+			return r.index(ctx, table)
+		})
+	}
+
+	flows := make([]*flowRunRow, 0, len(b.flowOrder))
+	for _, id := range b.flowOrder {
+		flows = append(flows, b.flows[id])
+	}
+	written("flow_runs", func(ctx context.Context) error {
+		return r.copy(ctx, "flow_runs", flowRunCopyColumns, sliceSource(flows, func(c *copyBuf, row **flowRunRow) error {
 			out := flowRunOutOf(*row)
 			return out.encode(c)
 		}))
 	})
-	g.Go(func() error {
-		rows := make([]*taskRunRow, 0, len(b.taskOrder))
-		for _, id := range b.taskOrder {
-			rows = append(rows, b.tasks[id])
-		}
-		// Task runs created from one decoded spec share its slices (see
-		// decoder.creation): the spec is encoded once per shared Command.
-		encoded := map[*string][]byte{}
-		return r.copy(ctx, "task_runs", taskRunCopyColumns, sliceSource(rows, func(c *copyBuf, row **taskRunRow) error {
-			out := taskRunOutOf(*row)
-			var key *string
-			if cmd := out.Task.Command; len(cmd) > 0 {
-				key = &cmd[0]
-			}
-			task, ok := encoded[key]
-			if !ok || key == nil {
-				var err error
-				if task, err = json.Marshal(out.Task); err != nil {
-					return fmt.Errorf("task run %s: encode task: %w", out.ID, err)
+
+	tasks := make([]*taskRunRow, 0, len(b.taskOrder))
+	for _, id := range b.taskOrder {
+		tasks = append(tasks, b.tasks[id])
+	}
+	var taskCopies []func(context.Context) error
+	for part := range taskRunCopies {
+		rows := tasks[part*len(tasks)/taskRunCopies : (part+1)*len(tasks)/taskRunCopies]
+		taskCopies = append(taskCopies, func(ctx context.Context) error {
+			// Task runs created from one decoded spec share its slices (see
+			// decoder.creation): the spec is encoded once per shared Command.
+			encoded := map[*string][]byte{}
+			return r.copy(ctx, "task_runs", taskRunCopyColumns, sliceSource(rows, func(c *copyBuf, row **taskRunRow) error {
+				out := taskRunOutOf(*row)
+				var key *string
+				if cmd := out.Task.Command; len(cmd) > 0 {
+					key = &cmd[0]
 				}
-				if key != nil {
-					encoded[key] = task
+				task, ok := encoded[key]
+				if !ok || key == nil {
+					var err error
+					if task, err = json.Marshal(out.Task); err != nil {
+						return fmt.Errorf("task run %s: encode task: %w", out.ID, err)
+					}
+					if key != nil {
+						encoded[key] = task
+					}
 				}
-			}
-			out.encode(c, task)
-			return nil
-		}))
-	})
-	g.Go(func() error {
-		rows := make([]*attemptRow, 0, len(b.attemptKeys))
-		for _, k := range b.attemptKeys {
-			rows = append(rows, b.attempts[k])
-		}
-		return r.copy(ctx, "task_run_attempts", attemptCopyColumns, sliceSource(rows, func(c *copyBuf, a **attemptRow) error {
+				out.encode(c, task)
+				return nil
+			}))
+		})
+	}
+	written("task_runs", taskCopies...)
+
+	attempts := make([]*attemptRow, 0, len(b.attemptKeys))
+	for _, k := range b.attemptKeys {
+		attempts = append(attempts, b.attempts[k])
+	}
+	written("task_run_attempts", func(ctx context.Context) error {
+		return r.copy(ctx, "task_run_attempts", attemptCopyColumns, sliceSource(attempts, func(c *copyBuf, a **attemptRow) error {
 			return (*a).encode(c)
 		}))
 	})
-	g.Go(func() error {
-		var rows []*deploymentRow
-		for _, id := range b.deployOrder {
-			if row := b.deploys[id]; !row.deleted {
-				rows = append(rows, row)
-			}
+
+	var deploys []*deploymentRow
+	for _, id := range b.deployOrder {
+		if row := b.deploys[id]; !row.deleted {
+			deploys = append(deploys, row)
 		}
-		return r.copy(ctx, "deployments", deploymentCopyColumns, sliceSource(rows, func(c *copyBuf, row **deploymentRow) error {
+	}
+	written("deployments", func(ctx context.Context) error {
+		return r.copy(ctx, "deployments", deploymentCopyColumns, sliceSource(deploys, func(c *copyBuf, row **deploymentRow) error {
 			return encodeDeployment(c, (*row).d)
 		}))
 	})

@@ -2,11 +2,14 @@ package projections
 
 import (
 	"context"
+	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ordoflow/ordo/domain"
@@ -220,5 +223,46 @@ func TestReplayOnASmallPool(t *testing.T) {
 	res, err := Replay(ctx, small, eventstore.New(small, domain.NewRegistry()), ReplayOptions{Verify: true})
 	if err != nil || !res.Swapped || !res.Verify.Clean {
 		t.Fatalf("replay on a pool of 4 connections: %+v %v", res, err)
+	}
+}
+
+// TestCreationDecodesAsJSONDoes checks the replay's decoder of the two
+// creation events against the registry's JSON decoding, on payloads as
+// jsonb prints them and on shapes its shortcuts must leave to JSON.
+func TestCreationDecodesAsJSONDoes(t *testing.T) {
+	reg := domain.NewRegistry()
+	flowRun := uuid.MustParse("0190a6b2-7c1e-7d4e-9a3b-5f2c1d0e9f8a")
+	cases := []struct {
+		name, typ, stream, data string
+		viaCreation             bool
+	}{
+		{"task run as jsonb prints it", "TaskRunCreated", domain.StreamTaskRun,
+			`{"task": {"name": "train", "command": ["python", "train.py"], "retries": 2}, "flow_run_id": "` + flowRun.String() + `"}`, true},
+		{"task run with an upper-case id", "TaskRunCreated", domain.StreamTaskRun,
+			`{"task": {"name": "train"}, "flow_run_id": "` + strings.ToUpper(flowRun.String()) + `"}`, true},
+		{"task run with a field after the id", "TaskRunCreated", domain.StreamTaskRun,
+			`{"task": {"name": "train"}, "flow_run_id": "` + flowRun.String() + `", "zz": 1}`, true},
+		{"task run without its task first", "TaskRunCreated", domain.StreamTaskRun,
+			`{"flow_run_id": "` + flowRun.String() + `", "task": {"name": "train"}}`, false},
+		{"flow run as jsonb prints it", "FlowRunCreated", domain.StreamFlowRun,
+			`{"flow": {"name": "f", "tasks": [{"name": "a"}]}, "name": "r", "tags": ["x"], "work_queue": "default", "parameters": {"n": 1}, "scheduled_at": "2026-11-29T00:00:00Z", "task_run_ids": {"a": "` + flowRun.String() + `"}, "deployment_id": "` + flowRun.String() + `", "deployment_name": "d", "deployment_version": 3}`, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			want := domain.Envelope{Type: c.typ, StreamType: c.stream, Data: []byte(c.data)}
+			if err := reg.DecodeEnvelope(&want); err != nil {
+				t.Fatal(err)
+			}
+			got := domain.Envelope{Type: c.typ, StreamType: c.stream, Data: []byte(c.data)}
+			if ok := newDecoder(reg).creation(&got); ok != c.viaCreation {
+				t.Fatalf("creation took it: %v, want %v", ok, c.viaCreation)
+			}
+			if !c.viaCreation {
+				return
+			}
+			if !reflect.DeepEqual(got.Event, want.Event) {
+				t.Errorf("decoded\n%#v\nwant\n%#v", got.Event, want.Event)
+			}
+		})
 	}
 }

@@ -80,7 +80,8 @@ func (r *VerifyReport) String() string {
 	return b.String()
 }
 
-// tableKeys are the primary keys of the read-model tables.
+// tableKeys are the keys that identify a row of each read-model table,
+// by which rows are matched and differences reported.
 var tableKeys = map[string][]string{
 	"deployments":       {"id"},
 	"flow_runs":         {"id"},
