@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -101,4 +102,40 @@ func (s *Store) ReadAllFiltered(ctx context.Context, q Querier, after Checkpoint
 		return nil, fmt.Errorf("read log: %w", err)
 	}
 	return scanRaw(rows)
+}
+
+// LastEvent is the latest event of a stream, by its type and when it was
+// recorded.
+type LastEvent struct {
+	Type       string
+	RecordedAt time.Time
+}
+
+// LastEvents returns the latest event of each of the streams that has
+// any; streams with no events are left out.
+func (s *Store) LastEvents(ctx context.Context, q Querier, streamIDs []uuid.UUID) (map[uuid.UUID]LastEvent, error) {
+	ids := make([][16]byte, len(streamIDs))
+	for i, id := range streamIDs {
+		ids[i] = id
+	}
+	rows, err := q.Query(ctx, `
+SELECT DISTINCT ON (stream_id) stream_id, type, recorded_at
+FROM events WHERE stream_id = ANY($1)
+ORDER BY stream_id, version DESC`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read the last events of %d streams: %w", len(streamIDs), err)
+	}
+	out := make(map[uuid.UUID]LastEvent, len(streamIDs))
+	var (
+		id   [16]byte
+		last LastEvent
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &last.Type, &last.RecordedAt}, func() error {
+		out[id] = last
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the last events of %d streams: %w", len(streamIDs), err)
+	}
+	return out, nil
 }

@@ -41,4 +41,3 @@ func TestPoolSendsUUIDs(t *testing.T) {
 		t.Fatalf("copied ids found: %d, %v", n, err)
 	}
 }
-

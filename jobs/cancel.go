@@ -195,6 +195,13 @@ func (a *attempts) remove(run uuid.UUID, job int64) {
 	}
 }
 
+// has reports whether an attempt of the flow run runs here.
+func (a *attempts) has(run uuid.UUID) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.byRun[run]) > 0
+}
+
 func (a *attempts) runs() []uuid.UUID {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -30,3 +31,7 @@ func DeletedJobs(w *Worker) (pending int, leftOut int64) {
 	defer w.deleted.mu.Unlock()
 	return len(w.deleted.ids), w.deleted.leftOut
 }
+
+// SetWorkspaceSweep sets how often a worker looks for the workspaces of
+// ended runs to remove.
+func SetWorkspaceSweep(o *WorkerOptions, d time.Duration) { o.workspaceSweep = d }

@@ -52,7 +52,8 @@ type TaskContext struct {
 	Parameters map[string]any
 	// Inputs are the results of the tasks this one depends on, by task name.
 	Inputs map[string]json.RawMessage
-	// Workspace is a directory kept for the flow run on this worker.
+	// Workspace is a directory kept for the flow run on this worker, until
+	// WorkspaceRetention after the run ended.
 	Workspace string
 	// Logger writes to the task run's log.
 	Logger *slog.Logger

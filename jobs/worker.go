@@ -47,6 +47,11 @@ type WorkerOptions struct {
 	// WorkspaceDir is where each flow run gets its ORDO_WORKSPACE directory.
 	// Defaults to $TMPDIR/ordo/workspaces.
 	WorkspaceDir string
+	// WorkspaceRetention is how long a flow run's workspace is kept on this
+	// worker after the run ended; the worker then removes it (a run
+	// retried later starts with an empty one). Negative keeps workspaces
+	// for ever. Defaults to DefaultWorkspaceRetention (24h).
+	WorkspaceRetention time.Duration
 	// Env is the worker environment that tasks may inherit from (basic
 	// variables and those named in inherit_env). Defaults to os.Environ().
 	Env []string
@@ -87,6 +92,7 @@ type WorkerOptions struct {
 
 	noCancelListen bool          // tests: rely on CancelCheckInterval alone
 	slotRecheck    time.Duration // tests: how long an attempt waits for a slot before looking again
+	workspaceSweep time.Duration // tests: how often ended runs' workspaces are looked for
 }
 
 func (o *WorkerOptions) validate() error {
@@ -130,6 +136,9 @@ func (o *WorkerOptions) setDefaults() {
 	}
 	if o.Env == nil {
 		o.Env = os.Environ()
+	}
+	if o.WorkspaceRetention == 0 {
+		o.WorkspaceRetention = DefaultWorkspaceRetention
 	}
 	if o.KillGrace == 0 {
 		o.KillGrace = 5 * time.Second
@@ -252,6 +261,7 @@ INSERT INTO workers (id, name, queues, hostname, pid) VALUES ($1, $2, $3, $4, $5
 	w.bg.Go(w.logs.run)
 	w.bg.Go(w.heartbeat)
 	w.bg.Go(w.watchCancellations)
+	w.bg.Go(w.sweepWorkspaces)
 	w.bg.Go(func() { w.wake.run(w.ctx) })
 	if w.due != nil {
 		w.bg.Go(func() { _ = w.due.Run(w.ctx) })

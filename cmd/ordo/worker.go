@@ -20,6 +20,7 @@ type workerOptions struct {
 	concurrency       int
 	name              string
 	workspaceDir      string
+	workspaceKeep     time.Duration
 	fetchCooldown     time.Duration
 	fetchPollInterval time.Duration
 	shutdownGrace     time.Duration
@@ -35,6 +36,7 @@ func (o *workerOptions) register(cmd *cobra.Command, withDatabase bool) {
 	cmd.Flags().IntVar(&o.concurrency, "concurrency", 10, flagHelp("concurrency", "task runs run at once per queue"))
 	cmd.Flags().StringVar(&o.name, "name", "", flagHelp("name", "worker name shown in the UI and events (default hostname-pid)"))
 	cmd.Flags().StringVar(&o.workspaceDir, "workspace-dir", "", flagHelp("workspace-dir", "directory for the runs' ORDO_WORKSPACE directories (default $TMPDIR/ordo/workspaces)"))
+	cmd.Flags().DurationVar(&o.workspaceKeep, "workspace-retention", jobs.DefaultWorkspaceRetention, flagHelp("workspace-retention", "how long a run's workspace is kept after the run ended (0: for ever)"))
 	cmd.Flags().DurationVar(&o.fetchCooldown, "fetch-cooldown", 2*time.Millisecond, flagHelp("fetch-cooldown", "shortest time between two fetches of work from one queue"))
 	cmd.Flags().DurationVar(&o.fetchPollInterval, "fetch-poll-interval", 200*time.Millisecond, flagHelp("fetch-poll-interval", "how often a queue is polled when no notification arrives"))
 	cmd.Flags().Int64Var(&o.maxLogBytes, "max-log-bytes", jobs.DefaultMaxLogBytes, flagHelp("max-log-bytes", "output stored per task attempt; past it the task runs on and the rest is dropped (-1: no cap)"))
@@ -62,6 +64,9 @@ On SIGTERM or Ctrl-C the worker stops taking work, lets running task runs
 finish within --shutdown-grace, and hands the rest back to be run again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.validate(); err != nil {
+				return err
+			}
 			logger := newLogger(cmd.ErrOrStderr())
 			pool, err := openPool(cmd.Context(), o.databaseURL)
 			if err != nil {
@@ -77,22 +82,43 @@ finish within --shutdown-grace, and hands the rest back to be run again.`,
 	return cmd
 }
 
-// runWorker works until ctx ends, then shuts down gracefully.
-func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, o workerOptions, handlers *jobs.Handlers, logger *slog.Logger) error {
+// validate checks the flags that need no database.
+func (o workerOptions) validate() error {
 	if len(o.queues) == 0 {
 		return domain.Invalid("queue", "name at least one work queue with -q (or ORDO_QUEUES)")
 	}
+	if o.workspaceKeep < 0 {
+		return domain.Invalid("workspace-retention", "must not be negative (0 keeps workspaces for ever)")
+	}
+	return nil
+}
+
+// workspaceRetention is the flag's retention as WorkerOptions take it:
+// the flag's 0 (keep for ever) is a negative retention.
+func workspaceRetention(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// runWorker works until ctx ends, then shuts down gracefully.
+func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, o workerOptions, handlers *jobs.Handlers, logger *slog.Logger) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
 	w, err := jobs.NewWorker(pool, store, jobs.WorkerOptions{
-		Queues:            o.queues,
-		Concurrency:       o.concurrency,
-		Handlers:          handlers,
-		Name:              o.name,
-		WorkspaceDir:      o.workspaceDir,
-		FetchCooldown:     o.fetchCooldown,
-		FetchPollInterval: o.fetchPollInterval,
-		MaxLogBytes:       o.maxLogBytes,
-		Env:               o.env,
-		Logger:            logger,
+		Queues:             o.queues,
+		Concurrency:        o.concurrency,
+		Handlers:           handlers,
+		Name:               o.name,
+		WorkspaceDir:       o.workspaceDir,
+		WorkspaceRetention: workspaceRetention(o.workspaceKeep),
+		FetchCooldown:      o.fetchCooldown,
+		FetchPollInterval:  o.fetchPollInterval,
+		MaxLogBytes:        o.maxLogBytes,
+		Env:                o.env,
+		Logger:             logger,
 	})
 	if err != nil {
 		return err

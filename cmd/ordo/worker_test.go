@@ -1,0 +1,37 @@
+package main
+
+import (
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Bad worker flags are refused before the worker connects, naming the flag.
+func TestWorkerRefusesBadFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"worker"}, "name at least one work queue"},
+		{[]string{"worker", "-q", "default", "--workspace-retention", "-5m"}, "workspace-retention: must not be negative"},
+	} {
+		cmd := exec.Command(ordoBinary(t), c.args...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "ORDO_DATABASE_URL=postgres://nobody@127.0.0.1:1/none"}
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), c.want) {
+			t.Errorf("ordo %s: %v, %s; want exit status 2 and %q", strings.Join(c.args, " "), err, out, c.want)
+		}
+	}
+}
+
+func TestWorkspaceRetentionFlag(t *testing.T) {
+	if got := workspaceRetention(0); got >= 0 {
+		t.Errorf("--workspace-retention 0 gives the worker %v, want a negative retention (kept for ever)", got)
+	}
+	if got := workspaceRetention(2 * time.Hour); got != 2*time.Hour {
+		t.Errorf("--workspace-retention 2h gives the worker %v", got)
+	}
+}
