@@ -165,7 +165,7 @@ func (o *WorkerOptions) setDefaults() {
 
 // Worker works task runs from its queues: a River client on those queues,
 // the group committers that record starts and outcomes, the log writer, a
-// heartbeat and a DueTimer.
+// heartbeat, a DueTimer, and the removal of ended runs' workspaces.
 type Worker struct {
 	pool  *pgxpool.Pool
 	store *eventstore.Store
