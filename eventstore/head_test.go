@@ -51,6 +51,15 @@ func TestHeadCheckpointsAndFilteredReads(t *testing.T) {
 	if _, ok, err := b.store.StreamCheckpoint(ctx, b.pool, uuid.New()); ok || err != nil {
 		t.Fatalf("stream checkpoint of no stream: %t %v", ok, err)
 	}
+	lasts, err := b.store.LastEvents(ctx, b.pool, []uuid.UUID{run, task, uuid.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[uuid.UUID]string{run: domain.FlowRunStarted{}.EventType(), task: domain.TaskRunCancelled{}.EventType()}
+	if len(lasts) != len(want) || lasts[run].Type != want[run] || lasts[task].Type != want[task] ||
+		!lasts[task].RecordedAt.Equal(second[len(second)-1].RecordedAt) {
+		t.Fatalf("last events %+v, want types %v and the task run's time %v", lasts, want, second[len(second)-1].RecordedAt)
+	}
 	if !eventstore.CheckpointOf(first[0]).Less(last) || last.Less(eventstore.CheckpointOf(first[0])) {
 		t.Fatal("Less does not follow log order")
 	}
