@@ -6,25 +6,16 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
-
-	"github.com/ordoflow/ordo/domain"
 )
 
 // DefaultWorkspaceRetention is how long a worker keeps a flow run's
 // workspace after the run ended.
 const DefaultWorkspaceRetention = 24 * time.Hour
-
-// endedRun are the last events of a flow run that has ended.
-var endedRun = map[string]bool{
-	domain.FlowRunCompleted{}.EventType(): true,
-	domain.FlowRunFailed{}.EventType():    true,
-	domain.FlowRunCrashed{}.EventType():   true,
-	domain.FlowRunCancelled{}.EventType(): true,
-}
 
 // sweepInterval is how often a worker looks for workspaces to remove:
 // a quarter of the retention, between a second and an hour.
@@ -91,13 +82,16 @@ func (w *Worker) removeEndedWorkspaces(ctx context.Context) (int, error) {
 		}
 		for _, id := range batch {
 			ev, ok := last[id]
-			if !ok || !endedRun[ev.Type] || time.Since(ev.RecordedAt) < w.opts.WorkspaceRetention {
+			if !ok || !slices.Contains(terminalEventTypes, ev.Type) || time.Since(ev.RecordedAt) < w.opts.WorkspaceRetention {
 				continue
 			}
-			if err := w.removeWorkspace(id); err != nil {
+			gone, err := w.removeWorkspace(id)
+			if err != nil {
 				return removed, err
 			}
-			removed++
+			if gone {
+				removed++
+			}
 		}
 	}
 	return removed, nil
@@ -107,25 +101,25 @@ func (w *Worker) removeEndedWorkspaces(ctx context.Context) (int, error) {
 const removingPrefix = ".removing-"
 
 // removeWorkspace removes a flow run's workspace unless an attempt of the
-// run runs here. The directory is first renamed, under the lock that
-// workspace takes, so that an attempt that starts meanwhile makes a new
-// one rather than finding it half removed.
-func (w *Worker) removeWorkspace(id uuid.UUID) error {
+// run runs here, and reports whether it did. The directory is first
+// renamed, under the lock that workspace takes, so that an attempt that
+// starts meanwhile makes a new one rather than finding it half removed.
+func (w *Worker) removeWorkspace(id uuid.UUID) (bool, error) {
 	dir := filepath.Join(w.opts.WorkspaceDir, id.String())
 	trash := filepath.Join(w.opts.WorkspaceDir, removingPrefix+id.String())
 	w.wsMu.Lock()
 	if w.running.has(id) {
 		w.wsMu.Unlock()
-		return nil
+		return false, nil
 	}
 	delete(w.workspaces, id)
 	err := os.Rename(dir, trash)
 	w.wsMu.Unlock()
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
-	return os.RemoveAll(trash)
+	return true, os.RemoveAll(trash)
 }
