@@ -30,6 +30,12 @@ The worker takes the queues default and ml unless -q says otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if len(wo.queues) == 0 {
+				wo.queues = devQueues
+			}
+			if err := wo.validate(); err != nil {
+				return err
+			}
 			logger := newLogger(cmd.ErrOrStderr())
 			url := so.databaseURL
 			if url == "" {
@@ -54,9 +60,6 @@ The worker takes the queues default and ml unless -q says otherwise.`,
 			}
 			defer pool.Close()
 			so.migrate = true
-			if len(wo.queues) == 0 {
-				wo.queues = devQueues
-			}
 			if wo.workspaceDir == "" {
 				wo.workspaceDir = filepath.Join(dataDir, "workspaces")
 			}

@@ -102,11 +102,9 @@ func workspaceRetention(d time.Duration) time.Duration {
 	return d
 }
 
-// runWorker works until ctx ends, then shuts down gracefully.
+// runWorker works until ctx ends, then shuts down gracefully; o has been
+// validated.
 func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, o workerOptions, handlers *jobs.Handlers, logger *slog.Logger) error {
-	if err := o.validate(); err != nil {
-		return err
-	}
 	w, err := jobs.NewWorker(pool, store, jobs.WorkerOptions{
 		Queues:             o.queues,
 		Concurrency:        o.concurrency,

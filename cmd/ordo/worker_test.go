@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// Bad worker flags are refused before the worker connects, naming the flag.
+// Bad worker flags are refused, naming the flag, before anything connects
+// or starts.
 func TestWorkerRefusesBadFlags(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -16,6 +17,7 @@ func TestWorkerRefusesBadFlags(t *testing.T) {
 	}{
 		{[]string{"worker"}, "name at least one work queue"},
 		{[]string{"worker", "-q", "default", "--workspace-retention", "-5m"}, "workspace-retention: must not be negative"},
+		{[]string{"dev", "--workspace-retention", "-5m"}, "workspace-retention: must not be negative"}, // before it starts PostgreSQL
 	} {
 		cmd := exec.Command(ordoBinary(t), c.args...)
 		cmd.Env = []string{"PATH=/usr/bin:/bin", "ORDO_DATABASE_URL=postgres://nobody@127.0.0.1:1/none"}
