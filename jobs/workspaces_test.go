@@ -30,32 +30,52 @@ func TestWorkspacesOfEndedRunsAreRemoved(t *testing.T) {
 	jobs.SetWorkspaceSweep(&wo, 50*time.Millisecond)
 	b.startWorker(t, wo)
 
+	gone := func(dir string) func() bool {
+		return func() bool { _, err := os.Stat(dir); return os.IsNotExist(err) }
+	}
+
 	done := b.create(t, domain.FlowSpec{Name: "writes", Tasks: []domain.TaskSpec{
 		sh("write", `mkdir -p "$ORDO_WORKSPACE/data" && echo 1 > "$ORDO_WORKSPACE/data/out.txt"`),
 		sh("read", `cat "$ORDO_WORKSPACE/data/out.txt"`, "write"),
 	}}, nil)
-	if fr := b.wait(t, done.ID); fr.State.Type != domain.Completed {
+	fr := b.wait(t, done.ID)
+	if fr.State.Type != domain.Completed {
 		t.Fatalf("run ended %s (%s): the second task did not find the first one's file", fr.State.Type, fr.State.Message)
 	}
-	ended := time.Now()
-	doneDir := filepath.Join(b.workspace, done.ID.String())
+	ended := fr.State.Timestamp // when the run's last event was recorded
 	running := b.create(t, domain.FlowSpec{Name: "long", Tasks: []domain.TaskSpec{sleeper("sleep")}}, nil)
 	runningDir := filepath.Join(b.workspace, running.ID.String())
 	readPid(t, filepath.Join(runningDir, "sleep.pid"))
-
-	waitUntil(t, 10*time.Second, "the ended run's workspace is removed", func() bool {
-		_, err := os.Stat(doneDir)
-		return os.IsNotExist(err)
+	// A run that goes on with no attempt on the worker: its task failed
+	// once and waits ten minutes to be tried again.
+	flaky := sh("flaky", `touch "$ORDO_WORKSPACE/tried"; exit 1`)
+	flaky.Retries, flaky.RetryDelaySeconds = 1, domain.RetryDelays{600}
+	waiting := b.create(t, domain.FlowSpec{Name: "waits", Tasks: []domain.TaskSpec{flaky}}, nil)
+	waitingDir := filepath.Join(b.workspace, waiting.ID.String())
+	waitUntil(t, 10*time.Second, "the flaky task waits for its retry", func() bool {
+		return b.taskEvents(t, waiting, "flaky").run.State.Name == domain.NameAwaitingRetry
 	})
+	started := time.Now() // the running and waiting runs' last events are older than this
+
+	waitUntil(t, 10*time.Second, "the ended run's workspace is removed", gone(filepath.Join(b.workspace, done.ID.String())))
 	if kept := time.Since(ended); kept < 500*time.Millisecond {
 		t.Errorf("the workspace was removed %v after its run ended, before the retention of 500ms", kept)
 	}
 	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
 		t.Errorf("a workspace whose removal was cut short is still there (%v)", err)
 	}
-	time.Sleep(time.Second) // sweeps while the other run goes on past the retention
-	for _, dir := range []string{runningDir, stranger, other} {
-		if _, err := os.Stat(filepath.Join(dir)); err != nil {
+
+	// Once the other runs' last events are older than the retention, a
+	// run that ends then has its workspace removed by a sweep that saw
+	// theirs too.
+	waitUntil(t, 10*time.Second, "the retention passes", func() bool { return time.Since(started) > 500*time.Millisecond })
+	later := b.create(t, domain.FlowSpec{Name: "quick", Tasks: []domain.TaskSpec{sh("q", "true")}}, nil)
+	if fr := b.wait(t, later.ID); fr.State.Type != domain.Completed {
+		t.Fatalf("run ended %s (%s)", fr.State.Type, fr.State.Message)
+	}
+	waitUntil(t, 10*time.Second, "the later run's workspace is removed", gone(filepath.Join(b.workspace, later.ID.String())))
+	for _, dir := range []string{runningDir, waitingDir, stranger, other} {
+		if _, err := os.Stat(dir); err != nil {
 			t.Errorf("%s: %v, want it kept", dir, err)
 		}
 	}
@@ -66,8 +86,5 @@ func TestWorkspacesOfEndedRunsAreRemoved(t *testing.T) {
 	if fr := b.wait(t, running.ID); fr.State.Type != domain.Cancelled {
 		t.Fatalf("run ended %s, want CANCELLED", fr.State.Type)
 	}
-	waitUntil(t, 10*time.Second, "the cancelled run's workspace is removed", func() bool {
-		_, err := os.Stat(runningDir)
-		return os.IsNotExist(err)
-	})
+	waitUntil(t, 10*time.Second, "the cancelled run's workspace is removed", gone(runningDir))
 }
