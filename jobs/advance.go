@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
 )
 
 type opKind int
@@ -60,15 +62,25 @@ func (w *Worker) commitBatch(ctx context.Context, ops []*taskOp) error {
 		refused []refusal
 	)
 	var s *settlement
-	err := w.store.InTx(ctx, func(tx pgx.Tx) error {
-		s = w.eng.newSettlement(w.meta)
-		if err := w.decideBatch(ctx, tx, s, ops); err != nil {
-			return err
+	trust := true
+	for {
+		err := w.store.InTx(ctx, func(tx pgx.Tx) error {
+			s = w.eng.newSettlement(w.meta)
+			if err := w.decideBatch(ctx, tx, s, ops, trust); err != nil {
+				return err
+			}
+			wake, refused = s.later, s.refused
+			return nil
+		})
+		if err == nil {
+			break
 		}
-		wake, refused = s.later, s.refused
-		return nil
-	})
-	if err != nil {
+		// A task run's cached state was out of date (another process
+		// wrote to it): decide again on what the log says.
+		if trust && (errors.Is(err, errStale) || errors.Is(err, eventstore.ErrConflict)) {
+			trust = false
+			continue
+		}
 		return err
 	}
 	s.u.remember()
@@ -84,10 +96,20 @@ func (w *Worker) commitBatch(ctx context.Context, ops []*taskOp) error {
 	return nil
 }
 
-// decideBatch does the work of commitBatch within tx.
-func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops []*taskOp) error {
+// decideBatch does the work of commitBatch within tx. With trust, the task
+// run of each job is taken as the worker's cache has it (or as created,
+// when the cache does not have it) instead of read: the append of the
+// events decided on it fails when the stream moved on, and a task run that
+// gets no event is read before the commit (unitOfWork.verify).
+func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops []*taskOp, trust bool) error {
 	u := s.u
 	missing := map[uuid.UUID]bool{}
+	if trust {
+		u.trusted = make(map[uuid.UUID]bool, len(ops))
+		for _, op := range ops {
+			u.trusted[op.job.Args.TaskRunID] = true
+		}
+	}
 
 	// Load every flow run and task run the batch needs: the task run of
 	// each job and, for starts, those it depends on (its inputs).
@@ -102,18 +124,22 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 		}
 	}
 	err := s.loadRunsAndTasks(ctx, tx, runIDs, func(fr domain.FlowRun, ix *flowIndex) []uuid.UUID {
-		var ids []uuid.UUID
+		var ids, inputs []uuid.UUID
 		for _, op := range byRun[fr.ID] {
 			a := op.job.Args
 			ids = append(ids, a.TaskRunID)
 			if op.kind == opStart || a.ChildFlowRunID != uuid.Nil {
 				if t, ok := ix.task(fr, ix.names[a.TaskRunID]); ok {
 					for _, dep := range t.DependsOn {
-						ids = append(ids, fr.TaskRunIDs[dep])
+						inputs = append(inputs, fr.TaskRunIDs[dep])
 					}
 				}
 			}
 		}
+		for _, id := range inputs {
+			delete(u.trusted, id) // read: a decision takes its result, and appends nothing to it
+		}
+		ids = append(ids, inputs...)
 		u.seedCreated(fr, ix, ids)
 		return ids
 	})
@@ -184,6 +210,9 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 		finished = append(finished, op)
 	}
 
+	if err := u.verify(ctx, tx); err != nil {
+		return err
+	}
 	for _, op := range finished {
 		s.finishedJobs = append(s.finishedJobs, op.job.ID)
 	}

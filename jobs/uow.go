@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -26,6 +27,14 @@ type unitOfWork struct {
 	order    []uuid.UUID // streams in the order they got events
 	chunks   map[uuid.UUID][]chunk
 	base     map[uuid.UUID]int64 // version each stream was read at
+
+	// trusted are task runs whose cached or seeded state is taken as
+	// current without reading their stream; unverified holds those so
+	// taken, at their version. A decision that appends to such a task run
+	// is checked by the append (a stream past its version refuses it);
+	// verify reads the others.
+	trusted    map[uuid.UUID]bool
+	unverified map[uuid.UUID]int64
 }
 
 type taskRunEntry struct{ run domain.TaskRun }
@@ -71,15 +80,51 @@ func (u *unitOfWork) prepareTaskRuns(ids []uuid.UUID, after map[uuid.UUID]int64)
 		if _, ok := u.taskRuns[id]; ok {
 			continue
 		}
-		run := domain.TaskRun{ID: id}
-		if cached, ok := u.tasks.get(id); ok {
-			run = cached
-		} else if seed, ok := u.seeds[id]; ok {
-			run = seed
+		run, known := u.tasks.get(id)
+		if !known {
+			run, known = u.seeds[id]
+		}
+		if !known {
+			run = domain.TaskRun{ID: id}
 		}
 		u.taskRuns[id] = &taskRunEntry{run: run}
+		if known && u.trusted[id] {
+			if u.unverified == nil {
+				u.unverified = map[uuid.UUID]int64{}
+			}
+			u.unverified[id] = run.Version
+			u.base[id] = run.Version
+			continue
+		}
 		after[id] = run.Version
 	}
+}
+
+// errStale says that a task run taken as current from the cache had moved
+// on: the transaction must be decided again on state read from the log.
+var errStale = errors.New("a cached task run state was out of date")
+
+// verify reads the task runs taken as current without reading that got no
+// event to append: a decision that appends nothing is only as current as
+// the state it was made on. It returns errStale when any of them moved on.
+func (u *unitOfWork) verify(ctx context.Context, q eventstore.Querier) error {
+	after := map[uuid.UUID]int64{}
+	for id, v := range u.unverified {
+		if len(u.chunks[id]) == 0 {
+			after[id] = v
+		}
+	}
+	if len(after) == 0 {
+		return nil
+	}
+	envs, err := u.store.ReadStreamsAfter(ctx, q, after)
+	if err != nil {
+		return err
+	}
+	if len(envs) > 0 {
+		return errStale
+	}
+	return nil
 }
 
 // applyTaskEvents folds the events read for prepared task runs (other
