@@ -92,15 +92,17 @@ func (w *Worker) execute(ctx context.Context, p execPlan, log *taskLog) outcome 
 		log.system("%s", p.fail.Error)
 		return outcome{failure: p.fail}
 	}
-	ws, err := w.workspace(p.flowRunID)
-	if err != nil {
-		return failed(p.attempt, "%v", err)
-	}
 	switch p.task.Kind() {
 	case domain.TaskKindCommand:
+		ws, err := w.workspace(p.flowRunID)
+		if err != nil {
+			return failed(p.attempt, "%v", err)
+		}
 		return w.runCommand(ctx, p, ws, log)
 	case domain.TaskKindHandler:
-		return w.runHandler(ctx, p, ws, log)
+		// made when the handler asks for it: most never do, and a
+		// directory is a good part of a quick handler's cost
+		return w.runHandler(ctx, p, sync.OnceValues(func() (string, error) { return w.workspace(p.flowRunID) }), log)
 	}
 	return failed(p.attempt, "task %s is a %q task, which this worker cannot run", p.task.Name, p.task.Kind())
 }
@@ -346,7 +348,7 @@ func checkResult(b []byte, what string) (json.RawMessage, error) {
 	return out.Bytes(), nil
 }
 
-func (w *Worker) runHandler(ctx context.Context, p execPlan, ws string, log *taskLog) outcome {
+func (w *Worker) runHandler(ctx context.Context, p execPlan, ws func() (string, error), log *taskLog) outcome {
 	fn := w.opts.Handlers.lookup(p.task.Handler)
 	if fn == nil {
 		msg := fmt.Sprintf("no handler %s registered on this worker", p.task.Handler)
@@ -360,8 +362,7 @@ func (w *Worker) runHandler(ctx context.Context, p execPlan, ws string, log *tas
 	defer cancel()
 	tc := TaskContext{
 		FlowRunID: p.flowRunID, TaskRunID: p.taskRunID, TaskName: p.task.Name, Attempt: p.attempt,
-		Parameters: p.params, Inputs: p.inputs, Workspace: ws,
-		Logger: slogLogger(log),
+		Parameters: p.params, Inputs: p.inputs, Logger: slogLogger(log), workspace: ws,
 	}
 	type ret struct {
 		v   any

@@ -3,8 +3,10 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 
 	"github.com/google/uuid"
@@ -52,17 +54,29 @@ type TaskContext struct {
 	Parameters map[string]any
 	// Inputs are the results of the tasks this one depends on, by task name.
 	Inputs map[string]json.RawMessage
-	// Workspace is a directory kept for the flow run on this worker, until
-	// WorkspaceRetention after the run ended.
-	Workspace string
 	// Logger writes to the task run's log.
 	Logger *slog.Logger
+
+	workspace func() (string, error)
+}
+
+// Workspace returns the flow run's workspace on this worker: a directory
+// the run's tasks share (what one task writes there, a later task of the
+// run on the same worker finds), kept until WorkspaceRetention after the
+// run ended. It is made when first asked for, so a handler that never asks
+// costs no directory. Under Handlers.Call it is a temporary directory,
+// removed when Call returns.
+func (tc TaskContext) Workspace() (string, error) {
+	if tc.workspace == nil {
+		return "", errors.New("no workspace: this TaskContext was not made by a worker or by Handlers.Call")
+	}
+	return tc.workspace()
 }
 
 // Call runs the handler registered under name as a worker would, without a
 // database: its result is encoded to JSON (and checked against the 1 MiB
 // limit). It lets a worker binary's handlers be tested alone. A nil
-// tc.Logger discards.
+// tc.Logger discards; tc.Workspace is a temporary directory.
 func (h *Handlers) Call(ctx context.Context, name string, tc TaskContext) (json.RawMessage, error) {
 	fn := h.lookup(name)
 	if fn == nil {
@@ -74,6 +88,17 @@ func (h *Handlers) Call(ctx context.Context, name string, tc TaskContext) (json.
 	if tc.TaskName == "" {
 		tc.TaskName = name
 	}
+	var tmp string
+	tc.workspace = sync.OnceValues(func() (string, error) {
+		dir, err := os.MkdirTemp("", "ordo-workspace-")
+		tmp = dir
+		return dir, err
+	})
+	defer func() {
+		if tmp != "" {
+			os.RemoveAll(tmp)
+		}
+	}()
 	v, err := fn(ctx, tc)
 	if err != nil {
 		return nil, err

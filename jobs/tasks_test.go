@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -166,6 +168,21 @@ func TestGoHandlers(t *testing.T) {
 	handlers.Handle("refuse", func(ctx context.Context, tc jobs.TaskContext) (any, error) {
 		return nil, errors.New("the model did not converge")
 	})
+	handlers.Handle("save", func(ctx context.Context, tc jobs.TaskContext) (any, error) {
+		ws, err := tc.Workspace()
+		if err != nil {
+			return nil, err
+		}
+		return ws, os.WriteFile(filepath.Join(ws, "model.txt"), []byte("fitted"), 0o600)
+	})
+	handlers.Handle("load", func(ctx context.Context, tc jobs.TaskContext) (any, error) {
+		ws, err := tc.Workspace()
+		if err != nil {
+			return nil, err
+		}
+		model, err := os.ReadFile(filepath.Join(ws, "model.txt"))
+		return string(model), err
+	})
 	b := setup(t)
 	b.startWorker(t, jobs.WorkerOptions{Handlers: &handlers})
 
@@ -203,6 +220,24 @@ func TestGoHandlers(t *testing.T) {
 			if fr.State.Type != domain.Failed || f == nil || f.Error != want {
 				t.Errorf("handler %s: run %s, failure %+v; want FAILED with %q", handler, fr.State.Type, f, want)
 			}
+			// no task of the run asked for its workspace
+			if _, err := os.Stat(filepath.Join(b.workspace, fr.ID.String())); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("handler %s: a workspace was made for a run that never asked for one (%v)", handler, err)
+			}
+		}
+	})
+	t.Run("WorkspaceMadeWhenAsked", func(t *testing.T) {
+		t.Parallel()
+		fr := b.wait(t, b.create(t, domain.FlowSpec{Name: "ws", Tasks: []domain.TaskSpec{
+			{Name: "save", Handler: "save"},
+			{Name: "load", Handler: "load", DependsOn: []string{"save"}},
+		}}, nil).ID)
+		if fr.State.Type != domain.Completed || compact(t, fr.Result) != `"fitted"` {
+			t.Fatalf("flow run ended %s with %s (%s); want COMPLETED with what save wrote", fr.State.Type, fr.Result, fr.State.Message)
+		}
+		var saved string
+		if err := json.Unmarshal(b.tasks(t, fr)["save"].run.Result, &saved); err != nil || saved != filepath.Join(b.workspace, fr.ID.String()) {
+			t.Errorf("save's workspace was %q (%v), want the run's directory under the worker's workspace dir", saved, err)
 		}
 	})
 	t.Cleanup(func() { b.validate(t) })
