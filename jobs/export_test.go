@@ -35,3 +35,6 @@ func DeletedJobs(w *Worker) (pending int, leftOut int64) {
 // SetWorkspaceSweep sets how often a worker looks for the workspaces of
 // ended runs to remove.
 func SetWorkspaceSweep(o *WorkerOptions, d time.Duration) { o.workspaceSweep = d }
+
+// AttemptArgs reads args as jsonb prints an attempt's, without a decoder.
+var AttemptArgs = attemptArgs
