@@ -102,6 +102,27 @@ WHERE $7::bigint = 0
    OR EXISTS (SELECT 1 FROM events e WHERE e.stream_id = $1::uuid AND e.version = $7::bigint)
 RETURNING position, transaction_id::text::bigint, stream_id, version, recorded_at`
 
+// saveSQL is appendSQL for a writer that needs no positions back: one row,
+// the number of events inserted.
+const saveSQL = `
+WITH u AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::jsonb[], $6::jsonb[], $7::bigint[])
+        AS u(stream_id, stream_type, version, type, data, metadata, expected)
+), behind AS (
+    SELECT 1 FROM u
+    WHERE u.expected > 0
+      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream_id AND e.version = u.expected)
+      AND NOT EXISTS (SELECT 1 FROM u AS earlier WHERE earlier.stream_id = u.stream_id AND earlier.version = u.expected)
+    LIMIT 1
+), inserted AS (
+    INSERT INTO events (stream_id, stream_type, version, type, data, metadata)
+    SELECT u.stream_id, u.stream_type, u.version, u.type, u.data, u.metadata
+    FROM u
+    WHERE NOT EXISTS (SELECT 1 FROM behind)
+    RETURNING 1
+)
+SELECT count(*) FROM inserted`
+
 // Append adds events to their streams within tx, in one statement, and
 // returns them as stored. Each stream must be at its ExpectedVersion, else
 // the result is a *ConflictError (and tx is aborted).
@@ -109,59 +130,113 @@ func (s *Store) Append(ctx context.Context, tx pgx.Tx, appends ...Append) ([]dom
 	return s.appendOn(ctx, tx, appends)
 }
 
-func (s *Store) appendOn(ctx context.Context, q Querier, appends []Append) ([]domain.Envelope, error) {
+// Save is Append for a writer that has no use for the stored events'
+// positions and times: nothing comes back but whether they were stored,
+// which spares the reading and the building of an envelope per event.
+func (s *Store) Save(ctx context.Context, tx pgx.Tx, appends ...Append) error {
+	cols, n, err := appendColumns(appends, false)
+	if err != nil || n == 0 {
+		return err
+	}
+	var stored int
+	if err := tx.QueryRow(ctx, saveSQL, cols.streamIDs, cols.streamTypes, cols.versions, cols.types, cols.datas, cols.metas, cols.expected).Scan(&stored); err != nil {
+		return s.appendError(err, appends)
+	}
+	if stored != n {
+		// a stream was behind its expected version; nothing was inserted
+		return &ConflictError{StreamIDs: streamsOf(appends)}
+	}
+	return nil
+}
+
+// columns are the parameters of appendSQL: one element per event.
+type columns struct {
+	streamIDs   [][16]byte // raw bytes: pgx encodes them without a text round trip
+	streamTypes []string
+	versions    []int64
+	types       []string
+	datas       []json.RawMessage
+	metas       []json.RawMessage
+	expected    []int64
+	envs        []domain.Envelope // with envelopes: the events as they will be stored
+}
+
+// appendColumns encodes the events of appends, and their envelopes when
+// envelopes is set. Metadata shared by several appends (those of one
+// command, or of one flow run's tree) is encoded once.
+func appendColumns(appends []Append, envelopes bool) (columns, int, error) {
 	n := 0
 	for _, a := range appends {
 		n += len(a.Events)
 	}
 	if n == 0 {
-		return nil, nil
+		return columns{}, 0, nil
+	}
+	c := columns{
+		streamIDs:   make([][16]byte, 0, n),
+		streamTypes: make([]string, 0, n),
+		versions:    make([]int64, 0, n),
+		types:       make([]string, 0, n),
+		datas:       make([]json.RawMessage, 0, n),
+		metas:       make([]json.RawMessage, 0, n),
+		expected:    make([]int64, 0, n),
+	}
+	if envelopes {
+		c.envs = make([]domain.Envelope, 0, n)
 	}
 	var (
-		streamIDs   = make([][16]byte, 0, n) // raw bytes: pgx encodes them without a text round trip
-		streamTypes = make([]string, 0, n)
-		versions    = make([]int64, 0, n)
-		types       = make([]string, 0, n)
-		datas       = make([]json.RawMessage, 0, n)
-		metas       = make([]json.RawMessage, 0, n)
-		expected    = make([]int64, 0, n)
-		envs        = make([]domain.Envelope, 0, n)
+		lastMeta    domain.Metadata
+		lastEncoded json.RawMessage
 	)
 	for _, a := range appends {
 		if a.ExpectedVersion < 0 {
-			return nil, fmt.Errorf("append to %s: negative expected version %d", a.StreamID, a.ExpectedVersion)
+			return c, 0, fmt.Errorf("append to %s: negative expected version %d", a.StreamID, a.ExpectedVersion)
 		}
-		meta, err := json.Marshal(a.Metadata)
-		if err != nil {
-			return nil, fmt.Errorf("encode metadata: %w", err)
+		meta := lastEncoded
+		if meta == nil || a.Metadata != lastMeta {
+			var err error
+			if meta, err = json.Marshal(a.Metadata); err != nil {
+				return c, 0, fmt.Errorf("encode metadata: %w", err)
+			}
+			lastMeta, lastEncoded = a.Metadata, meta
 		}
 		for i, e := range a.Events {
 			data, err := json.Marshal(e)
 			if err != nil {
-				return nil, fmt.Errorf("encode %s: %w", e.EventType(), err)
+				return c, 0, fmt.Errorf("encode %s: %w", e.EventType(), err)
 			}
 			v := a.ExpectedVersion + int64(i) + 1
-			streamIDs = append(streamIDs, a.StreamID)
-			streamTypes = append(streamTypes, e.StreamType())
-			versions = append(versions, v)
-			types = append(types, e.EventType())
-			datas = append(datas, data)
-			metas = append(metas, meta)
-			expected = append(expected, a.ExpectedVersion)
-			envs = append(envs, domain.Envelope{
-				StreamID: a.StreamID, StreamType: e.StreamType(), Version: v, Type: e.EventType(),
-				Data: data, Metadata: a.Metadata, Event: e,
-			})
+			c.streamIDs = append(c.streamIDs, a.StreamID)
+			c.streamTypes = append(c.streamTypes, e.StreamType())
+			c.versions = append(c.versions, v)
+			c.types = append(c.types, e.EventType())
+			c.datas = append(c.datas, data)
+			c.metas = append(c.metas, meta)
+			c.expected = append(c.expected, a.ExpectedVersion)
+			if envelopes {
+				c.envs = append(c.envs, domain.Envelope{
+					StreamID: a.StreamID, StreamType: e.StreamType(), Version: v, Type: e.EventType(),
+					Data: data, Metadata: a.Metadata, Event: e,
+				})
+			}
 		}
 	}
+	return c, n, nil
+}
+
+func (s *Store) appendOn(ctx context.Context, q Querier, appends []Append) ([]domain.Envelope, error) {
+	c, n, err := appendColumns(appends, true)
+	if err != nil || n == 0 {
+		return nil, err
+	}
 	var rows pgx.Rows
-	var err error
 	if n == 1 {
 		// the common single event: scalar parameters are cheaper to send and plan
-		rows, err = q.Query(ctx, appendOneSQL, streamIDs[0], streamTypes[0], versions[0], types[0], datas[0], metas[0], expected[0])
+		rows, err = q.Query(ctx, appendOneSQL, c.streamIDs[0], c.streamTypes[0], c.versions[0], c.types[0], c.datas[0], c.metas[0], c.expected[0])
 	} else {
-		rows, err = q.Query(ctx, appendSQL, streamIDs, streamTypes, versions, types, datas, metas, expected)
+		rows, err = q.Query(ctx, appendSQL, c.streamIDs, c.streamTypes, c.versions, c.types, c.datas, c.metas, c.expected)
 	}
+	envs := c.envs
 	if err != nil {
 		return nil, s.appendError(err, appends)
 	}

@@ -185,6 +185,38 @@ func TestOptimisticConcurrency(t *testing.T) {
 			t.Fatalf("single event behind: got %v, want a conflict", err)
 		}
 	})
+
+	// Save, which returns no envelopes, stores what Append would and
+	// refuses what Append would: a stream behind, and a stream ahead.
+	t.Run("Save", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := context.Background()
+		id, other := uuid.New(), uuid.New()
+		save := func(appends ...eventstore.Append) error {
+			return b.store.InTx(ctx, func(tx pgx.Tx) error { return b.store.Save(ctx, tx, appends...) })
+		}
+		meta := domain.Metadata{Actor: "worker:w", CorrelationID: "run"}
+		if err := save(
+			eventstore.Append{StreamID: id, Events: []domain.Event{domain.FlowRunLate{}, domain.FlowRunPending{}}, Metadata: meta},
+			eventstore.Append{StreamID: other, Events: []domain.Event{domain.FlowRunLate{}}, Metadata: meta},
+		); err != nil {
+			t.Fatal(err)
+		}
+		for _, stale := range []int64{1, 3} {
+			err := save(
+				eventstore.Append{StreamID: other, ExpectedVersion: 1, Events: []domain.Event{domain.FlowRunPending{}}},
+				eventstore.Append{StreamID: id, ExpectedVersion: stale, Events: []domain.Event{domain.FlowRunCancelled{}}},
+			)
+			if !errors.Is(err, eventstore.ErrConflict) {
+				t.Errorf("saved at version %d of a stream at 2: got %v, want a conflict", stale, err)
+			}
+		}
+		got, _ := b.store.ReadStreams(ctx, b.pool, []uuid.UUID{id, other})
+		if len(got) != 3 || got[1].Type != "FlowRunPending" || got[1].Version != 2 || got[2].StreamID != other || got[2].Metadata != meta {
+			t.Fatalf("streams hold %+v; want the first save's three events and nothing of the refused ones", got)
+		}
+	})
 }
 
 func TestEventsAreImmutable(t *testing.T) {

@@ -400,7 +400,7 @@ func admitRunsTx(ctx context.Context, tx pgx.Tx, store *eventstore.Store, client
 			jobs = append(jobs, taskJob(fr, name, 1, now, now))
 		}
 	}
-	if _, err := u.flush(ctx, tx); err != nil {
+	if err := u.flush(ctx, tx); err != nil {
 		return nil, err
 	}
 	if len(jobs) > 0 {
@@ -513,7 +513,7 @@ func cancelNotStartedTx(ctx context.Context, tx pgx.Tx, store *eventstore.Store,
 			return nil, err
 		}
 	}
-	if _, err := u.flush(ctx, tx); err != nil {
+	if err := u.flush(ctx, tx); err != nil {
 		return nil, err
 	}
 	batch := &pgx.Batch{}

@@ -89,7 +89,7 @@ func (s *Service) runRetryTx(ctx context.Context, tx pgx.Tx, id uuid.UUID, actor
 			ready = append(ready, t.Name)
 		}
 	}
-	if _, err := st.u.flush(ctx, tx); err != nil {
+	if err := st.u.flush(ctx, tx); err != nil {
 		return domain.FlowRun{}, err
 	}
 	if len(fanin.ids) > 0 {

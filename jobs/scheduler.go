@@ -946,7 +946,7 @@ func (s *Scheduler) markLateTx(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) 
 			return err
 		}
 	}
-	if _, err := u.flush(ctx, tx); err != nil {
+	if err := u.flush(ctx, tx); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `UPDATE scheduled_runs SET late = true WHERE flow_run_id = ANY($1)`, ids); err != nil {

@@ -189,7 +189,7 @@ func createRun(ctx context.Context, tx pgx.Tx, store *eventstore.Store, client *
 			fanin.remaining = append(fanin.remaining, int32(len(t.DependsOn)))
 		}
 	}
-	if _, err := u.flush(ctx, tx); err != nil {
+	if err := u.flush(ctx, tx); err != nil {
 		return domain.FlowRun{}, err
 	}
 	run, _ = u.flowRun(id)

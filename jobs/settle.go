@@ -336,7 +336,7 @@ func (s *settlement) settle(ctx context.Context, tx pgx.Tx) error {
 			}
 		}
 	}
-	if _, err := s.u.flush(ctx, tx); err != nil {
+	if err := s.u.flush(ctx, tx); err != nil {
 		return err
 	}
 	if len(s.cached) > 0 {
@@ -390,7 +390,7 @@ func (s *settlement) settle(ctx context.Context, tx pgx.Tx) error {
 			children = append(children, fr)
 		}
 	}
-	if _, err := s.u.flush(ctx, tx); err != nil {
+	if err := s.u.flush(ctx, tx); err != nil {
 		return err
 	}
 	// Runs that ended free their deployment's concurrency slots.

@@ -292,11 +292,10 @@ func (u *unitOfWork) record(id uuid.UUID, events []domain.Event, meta domain.Met
 // pending reports whether any events wait to be appended.
 func (u *unitOfWork) pending() bool { return len(u.order) > 0 }
 
-// flush appends every recorded event: one Append call, or one per round
+// flush appends every recorded event: one statement, or one per round
 // when a stream got events with different metadata. Afterwards the unit of
 // work is empty again and its streams are at their new versions.
-func (u *unitOfWork) flush(ctx context.Context, tx pgx.Tx) ([]domain.Envelope, error) {
-	var all []domain.Envelope
+func (u *unitOfWork) flush(ctx context.Context, tx pgx.Tx) error {
 	for round := 0; ; round++ {
 		var appends []eventstore.Append
 		for _, id := range u.order {
@@ -312,11 +311,9 @@ func (u *unitOfWork) flush(ctx context.Context, tx pgx.Tx) ([]domain.Envelope, e
 		if len(appends) == 0 {
 			break
 		}
-		envs, err := u.store.Append(ctx, tx, appends...)
-		if err != nil {
-			return nil, err
+		if err := u.store.Save(ctx, tx, appends...); err != nil {
+			return err
 		}
-		all = append(all, envs...)
 	}
 	for id, v := range u.base {
 		if ent, ok := u.taskRuns[id]; ok {
@@ -327,5 +324,5 @@ func (u *unitOfWork) flush(ctx context.Context, tx pgx.Tx) ([]domain.Envelope, e
 		}
 	}
 	u.order, u.chunks = nil, map[uuid.UUID][]chunk{}
-	return all, nil
+	return nil
 }
