@@ -233,6 +233,7 @@ func (TaskRunResultRefused) StreamType() string  { return StreamTaskRun }
 // and passed to whoever decodes.
 type Registry struct {
 	decoders map[string]func([]byte) (Event, error)
+	flows    flowSpecs
 }
 
 // NewRegistry returns a registry of every event type Ordo records.
@@ -263,6 +264,7 @@ func NewRegistry() *Registry {
 	register[TaskRunReset](r)
 	register[TaskRunResultRefused](r)
 	register[EventsArchived](r)
+	r.decoders[FlowRunCreated{}.EventType()] = r.decodeFlowRunCreated
 	return r
 }
 

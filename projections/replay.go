@@ -676,7 +676,7 @@ var (
 func (d *decoder) creation(e *domain.Envelope) bool {
 	switch {
 	case e.Type == taskRunCreated && e.StreamType == domain.StreamTaskRun:
-		raw, rest, ok := splitLeading(e.Data, "task")
+		raw, rest, ok := domain.SplitLeading(e.Data, "task")
 		if !ok {
 			return false
 		}
@@ -700,7 +700,7 @@ func (d *decoder) creation(e *domain.Envelope) bool {
 		e.Event = ev
 		return true
 	case e.Type == flowRunCreated && e.StreamType == domain.StreamFlowRun:
-		raw, rest, ok := splitLeading(e.Data, "flow")
+		raw, rest, ok := domain.SplitLeading(e.Data, "flow")
 		if !ok {
 			return false
 		}
@@ -735,60 +735,6 @@ func flowRunIDOnly(rest []byte) (uuid.UUID, bool) {
 	}
 	id, err := uuid.ParseBytes(rest[len(prefix) : len(prefix)+36])
 	return id, err == nil
-}
-
-// splitLeading cuts a document as jsonb prints it, whose first key is key
-// and holds an object, into that object and the document without it.
-func splitLeading(data []byte, key string) (value, rest []byte, ok bool) {
-	prefix := `{"` + key + `": {`
-	if len(data) < len(prefix) || string(data[:len(prefix)]) != prefix {
-		return nil, nil, false
-	}
-	start := len(prefix) - 1
-	end := objectEnd(data, start)
-	if end < 0 {
-		return nil, nil, false
-	}
-	switch {
-	case end+2 <= len(data) && string(data[end:end+2]) == ", ":
-		rest = make([]byte, 0, len(data)-end-1)
-		rest = append(append(rest, '{'), data[end+2:]...)
-	case string(data[end:]) == "}":
-		rest = []byte("{}")
-	default:
-		return nil, nil, false
-	}
-	return data[start:end], rest, true
-}
-
-// objectEnd returns the index just after the object that starts at
-// data[start], or -1.
-func objectEnd(data []byte, start int) int {
-	depth, inString := 0, false
-	for i := start; i < len(data); i++ {
-		c := data[i]
-		if inString {
-			switch c {
-			case '\\':
-				i++
-			case '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inString = true
-		case '{', '[':
-			depth++
-		case '}', ']':
-			depth--
-			if depth == 0 {
-				return i + 1
-			}
-		}
-	}
-	return -1
 }
 
 // count adds applied events to the progress and, when verifying, checks
