@@ -84,6 +84,7 @@ func (w *Worker) commitBatch(ctx context.Context, ops []*taskOp) error {
 		return err
 	}
 	s.u.remember()
+	s.rememberFlowRuns()
 	w.deleted.add(s.deletedJobs)
 	w.wake.kick(s.wake)
 	if wake && w.due != nil {

@@ -224,6 +224,17 @@ func (s *settlement) loadRunsAndTasks(ctx context.Context, q eventstore.Querier,
 	return s.u.applyTaskEvents(envs, taskAfter)
 }
 
+// rememberFlowRuns keeps the flow runs' states, with the events this
+// settlement appended, in the flow run cache: call it once the transaction
+// committed, so that the next batch does not read those events back.
+func (s *settlement) rememberFlowRuns() {
+	for id, ent := range s.u.flowRuns {
+		if ix := s.index[id]; ix != nil {
+			s.e.cache.put(ent.run, ix)
+		}
+	}
+}
+
 func (s *settlement) prog(flowRunID uuid.UUID) *runProgress {
 	p := s.progress[flowRunID]
 	if p == nil {
