@@ -77,7 +77,19 @@ var ErrConflict = errors.New("stream version conflict")
 // when the event at that version exists (0: the stream is new; the unique
 // key on (stream_id, version) refuses a second writer). When any stream of
 // the batch is behind, nothing is inserted.
-const appendSQL = `
+const appendSQL = appendInput + appendInsert + `
+RETURNING position, transaction_id::text::bigint, stream_id, version, recorded_at`
+
+// saveSQL is appendSQL for a writer that needs no positions back: one row,
+// the number of events inserted.
+const saveSQL = appendInput + `, inserted AS (` + appendInsert + `
+    RETURNING 1
+)
+SELECT count(*) FROM inserted`
+
+// appendInput is the events to insert (u), and whether a stream is behind
+// its expected version (behind).
+const appendInput = `
 WITH u AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::jsonb[], $6::jsonb[], $7::bigint[])
         AS u(stream_id, stream_type, version, type, data, metadata, expected)
@@ -87,12 +99,14 @@ WITH u AS (
       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream_id AND e.version = u.expected)
       AND NOT EXISTS (SELECT 1 FROM u AS earlier WHERE earlier.stream_id = u.stream_id AND earlier.version = u.expected)
     LIMIT 1
-)
+)`
+
+// appendInsert inserts the events of u unless a stream is behind.
+const appendInsert = `
 INSERT INTO events (stream_id, stream_type, version, type, data, metadata)
 SELECT u.stream_id, u.stream_type, u.version, u.type, u.data, u.metadata
 FROM u
-WHERE NOT EXISTS (SELECT 1 FROM behind)
-RETURNING position, transaction_id::text::bigint, stream_id, version, recorded_at`
+WHERE NOT EXISTS (SELECT 1 FROM behind)`
 
 // appendOneSQL is appendSQL for a single event.
 const appendOneSQL = `
@@ -101,27 +115,6 @@ SELECT $1::uuid, $2::text, $3::bigint, $4::text, $5::jsonb, $6::jsonb
 WHERE $7::bigint = 0
    OR EXISTS (SELECT 1 FROM events e WHERE e.stream_id = $1::uuid AND e.version = $7::bigint)
 RETURNING position, transaction_id::text::bigint, stream_id, version, recorded_at`
-
-// saveSQL is appendSQL for a writer that needs no positions back: one row,
-// the number of events inserted.
-const saveSQL = `
-WITH u AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::jsonb[], $6::jsonb[], $7::bigint[])
-        AS u(stream_id, stream_type, version, type, data, metadata, expected)
-), behind AS (
-    SELECT 1 FROM u
-    WHERE u.expected > 0
-      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream_id AND e.version = u.expected)
-      AND NOT EXISTS (SELECT 1 FROM u AS earlier WHERE earlier.stream_id = u.stream_id AND earlier.version = u.expected)
-    LIMIT 1
-), inserted AS (
-    INSERT INTO events (stream_id, stream_type, version, type, data, metadata)
-    SELECT u.stream_id, u.stream_type, u.version, u.type, u.data, u.metadata
-    FROM u
-    WHERE NOT EXISTS (SELECT 1 FROM behind)
-    RETURNING 1
-)
-SELECT count(*) FROM inserted`
 
 // Append adds events to their streams within tx, in one statement, and
 // returns them as stored. Each stream must be at its ExpectedVersion, else
