@@ -362,7 +362,7 @@ func (w *Worker) runHandler(ctx context.Context, p execPlan, ws func() (string, 
 	defer cancel()
 	tc := TaskContext{
 		FlowRunID: p.flowRunID, TaskRunID: p.taskRunID, TaskName: p.task.Name, Attempt: p.attempt,
-		Parameters: p.params, Inputs: p.inputs, Logger: slogLogger(log), workspace: ws,
+		Parameters: cloneParameters(p.params), Inputs: cloneInputs(p.inputs), Logger: slogLogger(log), workspace: ws,
 	}
 	type ret struct {
 		v   any

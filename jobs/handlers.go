@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -104,6 +105,44 @@ func (h *Handlers) Call(ctx context.Context, name string, tc TaskContext) (json.
 		return nil, err
 	}
 	return encodeResult(v)
+}
+
+// cloneParameters copies parameters decoded from JSON, nested maps and
+// lists included: a handler may change what it is given, and the worker
+// shares a run's parameters among its tasks, and a flow spec's among the
+// runs that have it.
+func cloneParameters(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = cloneValue(v)
+	}
+	return out
+}
+
+func cloneValue(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		return cloneParameters(v)
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = cloneValue(e)
+		}
+		return out
+	}
+	return v
+}
+
+// cloneInputs copies upstream results, which the worker keeps cached.
+func cloneInputs(m map[string]json.RawMessage) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(m))
+	for k, v := range m {
+		out[k] = bytes.Clone(v)
+	}
+	return out
 }
 
 // encodeResult turns a handler's return value into a stored result.

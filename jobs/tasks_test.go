@@ -183,9 +183,30 @@ func TestGoHandlers(t *testing.T) {
 		model, err := os.ReadFile(filepath.Join(ws, "model.txt"))
 		return string(model), err
 	})
+	handlers.Handle("meddle", func(ctx context.Context, tc jobs.TaskContext) (any, error) {
+		opts := tc.Parameters["opts"].(map[string]any)
+		fast := opts["fast"]
+		opts["fast"] = "changed by a handler" // nothing the worker keeps may see this
+		tc.Parameters["added"] = true
+		return fast, nil
+	})
 	b := setup(t)
 	b.startWorker(t, jobs.WorkerOptions{Handlers: &handlers})
 
+	t.Run("ParametersChangedByAHandlerStayItsOwn", func(t *testing.T) {
+		t.Parallel()
+		flow := domain.FlowSpec{Name: "meddle", Tasks: []domain.TaskSpec{
+			{Name: "first", Handler: "meddle", Parameters: map[string]any{"opts": map[string]any{"fast": true}}},
+			{Name: "second", Handler: "meddle", DependsOn: []string{"first"}, Parameters: map[string]any{"opts": map[string]any{"fast": true}}},
+		}}
+		for i := range 2 { // two runs of one spec: the worker decodes the spec once
+			fr := b.wait(t, b.create(t, flow, nil).ID)
+			tasks := b.tasks(t, fr)
+			if fr.State.Type != domain.Completed || compact(t, tasks["first"].run.Result) != "true" || compact(t, tasks["second"].run.Result) != "true" {
+				t.Fatalf("run %d ended %s with first %s, second %s; want both to see their parameters as written", i+1, fr.State.Type, tasks["first"].run.Result, tasks["second"].run.Result)
+			}
+		}
+	})
 	t.Run("Completes", func(t *testing.T) {
 		t.Parallel()
 		fr := b.wait(t, b.create(t, domain.FlowSpec{Name: "handlers", Tasks: []domain.TaskSpec{
