@@ -14,6 +14,9 @@ import { openStream } from './sse.js';
 const listeners = new Set();
 let started = false;
 let pollTimer = null;
+// the checkpoint of the last event any tab read: a tab that takes the
+// stream over resumes after it, so that no event falls between two leaders
+let checkpoint = '';
 const channel = 'BroadcastChannel' in window ? new BroadcastChannel('ordo-live') : null;
 
 function setStatus(status, text) {
@@ -47,8 +50,13 @@ function status(s) {
 function lead() {
   return new Promise((resolve) => {
     openStream('/ui/live', {
+      lastEventId: checkpoint,
       onState(s) { status(s === 'live' ? 'live' : 'reconnecting'); },
       onEvent(ev) {
+        if (ev.id) {
+          checkpoint = ev.id;
+          channel?.postMessage({ type: 'checkpoint', id: ev.id });
+        }
         if (ev.event === 'ready') {
           publish({ type: 'ready' });
           return;
@@ -73,6 +81,7 @@ function start() {
     channel.onmessage = (ev) => {
       const msg = ev.data;
       if (msg && msg.type === 'status') setStatus(...(STATUS[msg.status] || STATUS.live));
+      else if (msg && msg.type === 'checkpoint') checkpoint = msg.id;
       else if (msg) emit(msg);
     };
   }
