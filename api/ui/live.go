@@ -105,8 +105,10 @@ func (l *live) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
+	lagged := make(chan eventstore.Checkpoint, 1)
+	go l.resetWhenCaughtUp(ctx, out, lagged)
 	err = l.opts.Store.Subscribe(ctx, after, eventstore.SubscribeOptions{BatchSize: 1000}, func(ctx context.Context, envs []domain.Envelope) error {
-		return l.push(ctx, out, envs)
+		return l.push(ctx, out, envs, lagged)
 	})
 	if err != nil && ctx.Err() == nil {
 		l.opts.Logger.Warn("live updates stopped", "err", err)
@@ -152,8 +154,10 @@ func stableHead(ctx context.Context, q eventstore.Querier) (eventstore.Checkpoin
 }
 
 // push sends one batch of events as messages, one per changed stream, once
-// the read models hold them.
-func (l *live) push(ctx context.Context, out *sseWriter, envs []domain.Envelope) error {
+// the read models hold them, or after ProjectionWait: then it hands the
+// batch's checkpoint to lagged, and a "reset" follows once the read models
+// caught up, so that a page that read them too early reads them again.
+func (l *live) push(ctx context.Context, out *sseWriter, envs []domain.Envelope, lagged chan eventstore.Checkpoint) error {
 	last := eventstore.CheckpointOf(envs[len(envs)-1])
 	msgs := make([]liveMessage, 0, len(envs))
 	index := map[uuid.UUID]int{}
@@ -182,6 +186,13 @@ func (l *live) push(ctx context.Context, out *sseWriter, envs []domain.Envelope)
 	}
 	if err != nil {
 		l.opts.Logger.Debug("live updates: read models behind; pushing anyway", "err", err)
+		defer func() { // once the messages are sent; only the latest checkpoint is waited for
+			select {
+			case <-lagged:
+			default:
+			}
+			lagged <- last
+		}()
 	}
 
 	id := "id: " + last.String() + "\n"
@@ -202,6 +213,24 @@ func (l *live) push(ctx context.Context, out *sseWriter, envs []domain.Envelope)
 		buf = append(buf, "\n\n"...)
 	}
 	return out.send(string(buf))
+}
+
+// resetWhenCaughtUp sends "reset" each time the read models reach a
+// checkpoint that push could not wait for.
+func (l *live) resetWhenCaughtUp(ctx context.Context, out *sseWriter, lagged <-chan eventstore.Checkpoint) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case cp := <-lagged:
+			if l.opts.Projection.WaitForCheckpoint(ctx, cp) != nil {
+				return // the stream ended
+			}
+			if err := out.send("data: {\"type\":\"reset\"}\n\n"); err != nil {
+				return
+			}
+		}
+	}
 }
 
 func (l *live) shutdownSignal(srv *http.Server) <-chan struct{} {

@@ -158,6 +158,45 @@ func TestLive(t *testing.T) {
 		}
 	})
 
+	t.Run("SaysResetOnceReadModelsThatLaggedCatchUp", func(t *testing.T) {
+		t.Parallel()
+		// the projector starts only after the stream gave up waiting for it
+		pool := pgtest.Pool(t)
+		store := eventstore.New(pool, domain.NewRegistry())
+		t.Cleanup(store.Close)
+		proj, err := projections.NewProjector(store, projections.ProjectorOptions{PollInterval: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(ui.Handler(ui.Options{Store: store, ProjectionWait: 200 * time.Millisecond, Heartbeat: 100 * time.Millisecond}))
+		t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+		s := openLive(t, srv.URL+"/ui/live")
+		s.next() // ready
+		run := projtest.NewLog(t, store).CreateRun(projtest.RunSpec{})
+		if m := s.message(); m.StreamID != run.ID.String() || m.Type != "FlowRunCreated" {
+			t.Fatalf("first message %+v", m)
+		}
+		if _, err := projections.NewReader(store).RunGet(context.Background(), run.ID); err == nil {
+			t.Fatal("the read models had the run before their projector ran")
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = proj.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		for {
+			m := s.message()
+			if m.Type == "reset" {
+				break
+			}
+			if m.StreamID == "" {
+				t.Fatalf("message %+v before the reset", m)
+			}
+		}
+		if _, err := projections.NewReader(store).RunGet(context.Background(), run.ID); err != nil {
+			t.Fatalf("reset sent before the read models had the run: %v", err)
+		}
+	})
+
 	t.Run("ResumesAfterACheckpointAndFindsTheFlowRunOfATaskRun", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)

@@ -107,8 +107,9 @@ func (s *stubUI) waitLists(t *testing.T, n int32, what string) {
 
 // TestUIShowsARunAnnouncedBeforeItsRow: a busy server may announce a new
 // run before its read models hold it (it waits for them a few seconds at
-// most), so the runs page's reload finds no row. The run's next change must
-// make the page look again, and the row appears.
+// most), so the runs page's reload finds no row. The server then says
+// "reset" once they caught up (TestLive/SaysResetOnceReadModelsThatLaggedCatchUp),
+// and the page must read the runs again and show the row.
 func TestUIShowsARunAnnouncedBeforeItsRow(t *testing.T) {
 	s := startStubUI(t)
 	t.Parallel()
@@ -133,7 +134,7 @@ func TestUIShowsARunAnnouncedBeforeItsRow(t *testing.T) {
 	s.waitLists(t, n+1, "the page to read the runs again after a run was created")
 	// that read found no run; now the read models have it
 	projected.Store(true)
-	s.live <- flowRunFrame(3, id, "FlowRunStarted")
+	s.live <- "data: {\"type\":\"reset\"}\n\n"
 	s.waitJS(t, ctx, "the run's row", fmt.Sprintf(`!!document.querySelector('tr[data-run-id=%q]')`, id), 5*time.Second)
 }
 

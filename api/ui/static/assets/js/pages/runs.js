@@ -37,14 +37,9 @@ export function runsTable(runs, { showDeployment = true, caption } = {}) {
 }
 
 // liveRows keeps the rows of a runs table up to date: rows of runs that
-// change are read again; onNew is called when a run is created, and again
-// when a run created since is not shown but changes: a busy server pushes
-// a change once its read models hold it or after a few seconds at the
-// latest, so the table may have been read before the new run was in it.
+// change are read again; onNew is called when a run is created.
 export function liveRows(container, { onNew, showDeployment = true } = {}) {
   const pending = new Set();
-  const unseen = new Map(); // runs created while the page is open, not shown: tries left
-  const MAX_UNSEEN = 200;
   const refresh = debounce(async () => {
     const ids = [...pending];
     pending.clear();
@@ -66,22 +61,12 @@ export function liveRows(container, { onNew, showDeployment = true } = {}) {
     }
     if (m.stream_type !== 'flow_run') return;
     if (m.type === 'FlowRunCreated') {
-      unseen.set(m.stream_id, 3);
-      if (unseen.size > MAX_UNSEEN) unseen.delete(unseen.keys().next().value);
       onNew?.();
       return;
     }
     if (container.querySelector(`tr[data-run-id="${m.stream_id}"]`)) {
-      unseen.delete(m.stream_id);
       pending.add(m.stream_id);
       refresh();
-      return;
-    }
-    const left = unseen.get(m.stream_id);
-    if (left) {
-      if (left > 1) unseen.set(m.stream_id, left - 1);
-      else unseen.delete(m.stream_id);
-      onNew?.();
     }
   });
 }
