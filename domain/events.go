@@ -70,19 +70,19 @@ type (
 	// FlowRunCreated: a run was created, due at ScheduledAt, with one task
 	// run per task (TaskRunIDs, by task name).
 	FlowRunCreated struct {
-		Name              string               `json:"name"`
-		DeploymentID      uuid.UUID            `json:"deployment_id"`
-		DeploymentName    string               `json:"deployment_name"`
-		DeploymentVersion int                  `json:"deployment_version"`
-		WorkQueue         string               `json:"work_queue"`
-		Tags              []string             `json:"tags"`
-		Parameters        map[string]any       `json:"parameters"`
-		Flow              FlowSpec             `json:"flow"`
-		TaskRunIDs        map[string]uuid.UUID `json:"task_run_ids"`
-		ScheduledAt       time.Time            `json:"scheduled_at"`
-		ParentTaskRunID   *uuid.UUID           `json:"parent_task_run_id,omitempty"`
-		ParentFlowRunID   *uuid.UUID           `json:"parent_flow_run_id,omitempty"`
-		AutoScheduled     bool                 `json:"auto_scheduled,omitempty"`
+		Name              string         `json:"name"`
+		DeploymentID      uuid.UUID      `json:"deployment_id"`
+		DeploymentName    string         `json:"deployment_name"`
+		DeploymentVersion int            `json:"deployment_version"`
+		WorkQueue         string         `json:"work_queue"`
+		Tags              []string       `json:"tags"`
+		Parameters        map[string]any `json:"parameters"`
+		Flow              FlowSpec       `json:"flow"`
+		TaskRunIDs        TaskRunIDs     `json:"task_run_ids"`
+		ScheduledAt       time.Time      `json:"scheduled_at"`
+		ParentTaskRunID   *uuid.UUID     `json:"parent_task_run_id,omitempty"`
+		ParentFlowRunID   *uuid.UUID     `json:"parent_flow_run_id,omitempty"`
+		AutoScheduled     bool           `json:"auto_scheduled,omitempty"`
 	}
 	// FlowRunLate: the run was due and had not started within the threshold.
 	FlowRunLate struct{}

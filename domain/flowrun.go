@@ -20,7 +20,7 @@ type FlowRun struct {
 	Tags              []string
 	Parameters        map[string]any
 	Flow              FlowSpec
-	TaskRunIDs        map[string]uuid.UUID
+	TaskRunIDs        TaskRunIDs
 	ScheduledAt       time.Time
 	ParentTaskRunID   *uuid.UUID
 	ParentFlowRunID   *uuid.UUID

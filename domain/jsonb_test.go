@@ -138,3 +138,63 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// TestTaskRunIDsDecodeAsJSONDoes: a run's task run ids decode to what
+// encoding/json gives, in the form PostgreSQL prints jsonb and in others,
+// and what encoding/json refuses is refused.
+func TestTaskRunIDsDecodeAsJSONDoes(t *testing.T) {
+	ids := map[string]uuid.UUID{}
+	for _, name := range []string{"a", "train", "t00042", `quote"d`, `back\slash`, "ünïcode", "tab\there", "</script>"} {
+		ids[name] = uuid.New()
+	}
+	docs := map[string][]byte{
+		"as jsonb prints it":    jsonbText(t, ids),
+		"as encoding/json does": must(json.Marshal(ids)),
+		"one":                   jsonbText(t, map[string]uuid.UUID{"only": uuid.New()}),
+		"empty":                 []byte(`{}`),
+		"null":                  []byte(`null`),
+		"spaced otherwise":      []byte(`{ "a" : "` + uuid.NewString() + `" }`),
+		"id in braces":          []byte(`{"a": "{` + uuid.NewString() + `}"}`),
+	}
+	for name, doc := range docs {
+		t.Run(name, func(t *testing.T) {
+			var want, got struct {
+				IDs map[string]uuid.UUID `json:"ids"`
+			}
+			var fast struct {
+				IDs domain.TaskRunIDs `json:"ids"`
+			}
+			in := []byte(`{"ids": ` + string(doc) + `}`)
+			if err := json.Unmarshal(in, &want); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(in, &fast); err != nil {
+				t.Fatal(err)
+			}
+			got.IDs = fast.IDs
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("decoded %v, encoding/json %v", got.IDs, want.IDs)
+			}
+		})
+	}
+	for _, bad := range []string{
+		`{"a": "not-a-uuid-but-exactly-thirty-six!"}`,
+		`{"a": "` + uuid.NewString() + `", }`,
+		`{"a": 42}`,
+		`["a"]`,
+	} {
+		var want map[string]uuid.UUID
+		var got domain.TaskRunIDs
+		errWant, errGot := json.Unmarshal([]byte(bad), &want), json.Unmarshal([]byte(bad), &got)
+		if errWant == nil || errGot == nil {
+			t.Errorf("%s: encoding/json says %v, TaskRunIDs %v; both should refuse it", bad, errWant, errGot)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

@@ -397,7 +397,10 @@ func scanRaw(rows pgx.Rows) ([]domain.Envelope, error) {
 			txid int64
 			meta []byte
 		)
-		if err := rows.Scan(&e.Position, &txid, &e.StreamID, &e.StreamType, &e.Version, &e.Type, &e.Data, &meta, &e.RecordedAt); err != nil {
+		// Data is scanned as bytes: into a json.RawMessage, pgx would have
+		// encoding/json check every document PostgreSQL already checked
+		// (a tenth of a millisecond per 10 KB).
+		if err := rows.Scan(&e.Position, &txid, &e.StreamID, &e.StreamType, &e.Version, &e.Type, (*[]byte)(&e.Data), &meta, &e.RecordedAt); err != nil {
 			return nil, fmt.Errorf("scan event: %w", err)
 		}
 		e.TransactionID = uint64(txid)

@@ -586,7 +586,7 @@ func (r *replayer) read(ctx context.Context, work, ordered chan<- *chunk) error 
 		} else {
 			var txid int64
 			var meta []byte
-			if err := rows.Scan(&e.Position, &txid, &e.StreamID, &e.StreamType, &e.Version, &e.Type, &e.Data, &meta, &e.RecordedAt); err != nil {
+			if err := rows.Scan(&e.Position, &txid, &e.StreamID, &e.StreamType, &e.Version, &e.Type, (*[]byte)(&e.Data), &meta, &e.RecordedAt); err != nil {
 				return fmt.Errorf("replay: scan event: %w", err)
 			}
 			e.TransactionID = uint64(txid)

@@ -155,39 +155,45 @@ func (o *ordoDB) createRuns(ctx context.Context, runs int, flow domain.FlowSpec)
 	return ids, nil
 }
 
-// waitRuns returns once none of the runs has an unfinished task run. It
-// polls every 10 ms for the runs not seen done yet, with their ids as raw
-// bytes: the poll shares the two cores with what it measures, and asking
-// for 1,000 ids as text every few milliseconds took a tenth of them.
+// waitRuns returns once none of the runs has an unfinished task run. Raw
+// River's side of the comparison waits on an in-process channel that costs
+// the database nothing, so this wait is kept as cheap as it can be: every
+// 10 ms it asks about the oldest runs not seen done, at most waitWindow of
+// them (runs are worked about in the order they were created), and asks
+// about the next ones at once while those it asked about are all done.
+// Asking about all 1,000 runs of scenario 1 each time took 4% of the
+// machine: PostgreSQL planned the 1,000-element array afresh each time.
 func (o *ordoDB) waitRuns(ctx context.Context, ids []uuid.UUID) error {
 	deadline := time.Now().Add(10 * time.Minute)
-	remaining := make(map[[16]byte]bool, len(ids))
-	for _, id := range ids {
-		remaining[id] = true
+	remaining := make([][16]byte, len(ids)) // raw bytes: no text round trip
+	for i, id := range ids {
+		remaining[i] = id
 	}
-	pending := make([][16]byte, 0, len(ids))
+	done := map[[16]byte]bool{}
 	for {
-		pending = pending[:0]
-		for id := range remaining {
-			pending = append(pending, id)
-		}
+		window := remaining[:min(len(remaining), waitWindow)]
 		rows, err := o.pool.Query(ctx,
-			`SELECT flow_run_id FROM flow_run_progress WHERE flow_run_id = ANY($1) AND task_runs_unfinished = 0`, pending)
+			`SELECT flow_run_id FROM flow_run_progress WHERE flow_run_id = ANY($1) AND task_runs_unfinished = 0`, window)
 		if err != nil {
 			return err
 		}
-		var done [16]byte
-		_, err = pgx.ForEachRow(rows, []any{&done}, func() error {
-			delete(remaining, done)
+		var id [16]byte
+		_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+			done[id] = true
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		if len(remaining) == 0 {
+		allDone := len(done) == len(window)
+		remaining = slices.DeleteFunc(remaining, func(id [16]byte) bool { return done[id] })
+		clear(done)
+		switch {
+		case len(remaining) == 0:
 			return nil
-		}
-		if time.Now().After(deadline) {
+		case allDone:
+			continue // ask about the next ones now
+		case time.Now().After(deadline):
 			return fmt.Errorf("%d of %d runs done after 10 minutes", len(ids)-len(remaining), len(ids))
 		}
 		select {
@@ -197,6 +203,9 @@ func (o *ordoDB) waitRuns(ctx context.Context, ids []uuid.UUID) error {
 		}
 	}
 }
+
+// waitWindow is how many runs waitRuns asks about at once.
+const waitWindow = 32
 
 // tasksPerSecond creates runs of no-op tasks (not worked yet), then starts
 // a worker and measures until every task has completed.
