@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -36,6 +37,9 @@ type taskOp struct {
 	// slot is set on an outcome whose start took a slot of its work queue's
 	// concurrency limit, which the outcome frees.
 	slot bool
+	// early is set on an outcome recorded after its job returned to River,
+	// whose completion of the job was left out before (recordOutcome).
+	early bool
 }
 
 type startAction int
@@ -85,7 +89,7 @@ func (w *Worker) commitBatch(ctx context.Context, ops []*taskOp) error {
 	}
 	s.u.remember()
 	s.rememberFlowRuns()
-	w.deleted.add(s.deletedJobs)
+	w.deleted.add(notEarly(s.deletedJobs, ops))
 	w.wake.kick(s.wake)
 	if wake && w.due != nil {
 		w.due.Wake()
@@ -95,6 +99,21 @@ func (w *Worker) commitBatch(ctx context.Context, ops []*taskOp) error {
 			"task_run_id", r.taskRunID, "attempt", r.event.Attempt, "current_attempt", r.event.CurrentAttempt, "outcome", r.event.Outcome)
 	}
 	return nil
+}
+
+// notEarly returns the deleted jobs but those of early outcomes, whose
+// completion River was told to leave out before.
+func notEarly(deleted []int64, ops []*taskOp) []int64 {
+	early := map[int64]bool{}
+	for _, op := range ops {
+		if op.early {
+			early[op.job.ID] = true
+		}
+	}
+	if len(early) == 0 {
+		return deleted
+	}
+	return slices.DeleteFunc(slices.Clone(deleted), func(id int64) bool { return early[id] })
 }
 
 // decideBatch does the work of commitBatch within tx. With trust, the task

@@ -26,7 +26,9 @@ type WorkerOptions struct {
 	// Queues are the work queues the worker takes task runs from. Required.
 	Queues []string
 	// Concurrency is how many task runs the worker runs at once on each of
-	// its queues. Defaults to 10.
+	// its queues. Defaults to 10. A slot takes the next task run as soon as
+	// a task's handler or process ended, while its outcome is recorded; at
+	// most Concurrency outcomes per queue wait to be recorded.
 	Concurrency int
 	// Handlers are the Go handler tasks this worker can run. Optional.
 	Handlers *Handlers
@@ -181,9 +183,14 @@ type Worker struct {
 	workspaces map[uuid.UUID]bool // flow runs whose workspace this worker created
 	logs       *logWriter
 	due        *DueTimer
-	starts     *groupcommit.Committer[*taskOp]
-	finishes   *groupcommit.Committer[*taskOp]
-	deleted    *deletedJobs // jobs the worker's commits deleted, left out of River's completions
+	// recording bounds, per queue, the outcomes handed to the outcome
+	// committer after their job returned to River (see recordOutcome);
+	// recorders are those goroutines.
+	recording map[string]chan struct{}
+	recorders sync.WaitGroup
+	starts    *groupcommit.Committer[*taskOp]
+	finishes  *groupcommit.Committer[*taskOp]
+	deleted   *deletedJobs // jobs the worker's commits deleted, left out of River's completions
 
 	ctx    context.Context // lives until Stop has stopped River
 	cancel context.CancelFunc
@@ -204,9 +211,10 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		pool: pool, store: store, opts: opts, id: id,
 		meta:    domain.Metadata{Actor: "worker:" + opts.Name},
 		running: newAttempts(), workspaces: map[uuid.UUID]bool{},
-		wake:    newWaker(pool, opts.Logger),
-		logs:    newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
-		deleted: &deletedJobs{},
+		wake:      newWaker(pool, opts.Logger),
+		logs:      newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
+		deleted:   &deletedJobs{},
+		recording: map[string]chan struct{}{},
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.starts = newCommitter(opts.MaxBatch, w.commitBatch)
@@ -220,6 +228,7 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 	queues := make(map[string]river.QueueConfig, len(opts.Queues))
 	for _, q := range opts.Queues {
 		queues[q] = river.QueueConfig{MaxWorkers: opts.Concurrency}
+		w.recording[q] = make(chan struct{}, opts.Concurrency)
 	}
 	w.client, err = river.NewClient[pgx.Tx](newWorkerDriver(pool, w.deleted), &river.Config{
 		// The reaper finds the jobs of a dead worker by this id in
@@ -285,6 +294,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 		defer cancel()
 		_ = w.client.StopAndCancel(cctx)
 	}
+	w.recorders.Wait()
 	w.starts.Wait()
 	w.finishes.Wait()
 	w.cancel()
@@ -377,7 +387,67 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) e
 		out.cacheKey = p.cacheKey
 		log.sync(ctx) // the lines the task wrote are stored before its outcome
 	}
-	return w.commit(w.finishes, &taskOp{kind: opFinish, ctx: ctx, job: job, outcome: out, slot: start.res.slot}, "record outcome of task run")
+	w.recordOutcome(job, out, start.res.slot)
+	return nil
+}
+
+// recordOutcome hands the attempt's outcome to the outcome committer and
+// returns without waiting for the commit, so that the job's River slot
+// takes the next task while the outcome commits: held through a second
+// group commit, the slots ran half as many tasks at a time as they could.
+// River's own completion of the job is left out (the transaction that
+// records the outcome deletes the job). The outcomes waiting to commit are
+// at most Concurrency per queue: past that, Work waits here, its slot held.
+func (w *Worker) recordOutcome(job *river.Job[TaskRunArgs], out outcome, slot bool) {
+	room := w.recording[job.Queue]
+	if room != nil {
+		room <- struct{}{}
+	}
+	w.deleted.add([]int64{job.ID})
+	op := &taskOp{kind: opFinish, job: job, outcome: out, slot: slot, early: true}
+	w.recorders.Add(1)
+	go func() {
+		defer w.recorders.Done()
+		if room != nil {
+			defer func() { <-room }()
+		}
+		if err := w.commit(w.finishes, op, "record outcome of task run"); err != nil {
+			w.opts.Logger.Error("outcome of task run not recorded; its job goes back to the queue, and the worker that takes it records the attempt as crashed",
+				"task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "err", err)
+			w.giveBack(job)
+		}
+	}()
+}
+
+// giveBack makes the job of an outcome that could not be recorded workable
+// again, as River does with a job whose Work failed: the worker that takes
+// it finds the attempt started and not ended, and records it as crashed.
+// A job out of River attempts is discarded instead. Should the database
+// stay unreachable past CommitRetryTimeout, the job is left running: once
+// this worker has stopped, the reaper recovers it.
+func (w *Worker) giveBack(job *river.Job[TaskRunArgs]) {
+	state := "available"
+	if job.Attempt >= job.MaxAttempts {
+		state = "discarded"
+	}
+	deadline := time.Now().Add(w.opts.CommitRetryTimeout)
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := w.pool.Exec(ctx, `
+UPDATE river_job SET state = $2::river_job_state, scheduled_at = now(),
+    finalized_at = CASE WHEN $2 = 'discarded' THEN now() END
+WHERE id = $1 AND state = 'running'`, job.ID, state)
+		cancel()
+		if err == nil {
+			w.wake.kick(map[string]bool{job.Queue: true})
+			return
+		}
+		if time.Now().After(deadline) {
+			w.opts.Logger.Error("task run job left running", "job_id", job.ID, "err", err)
+			return
+		}
+		time.Sleep(backoff)
+	}
 }
 
 // commit hands op to a committer and, while the database cannot be

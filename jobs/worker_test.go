@@ -281,3 +281,81 @@ VALUES ('{}', 'test', 1, 'q', 'running', 1, now()) RETURNING id`).Scan(id); err 
 		t.Errorf("committed earlier: %v, want %v (running %d, gone %d, discarded %d)", landed, want, running, gone, discarded)
 	}
 }
+
+// TestSlotFreeWhileOutcomeCommits: a worker's slot takes the next task as
+// soon as a task's handler returned, while its outcome is still being
+// recorded. With concurrency 1, task b runs although a's outcome cannot
+// commit yet (its run's progress row is locked by another transaction);
+// once the lock goes, both outcomes are recorded and the run completes.
+func TestSlotFreeWhileOutcomeCommits(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ran := make(chan string, 2)
+	var handlers jobs.Handlers
+	handlers.Handle("note", func(_ context.Context, tc jobs.TaskContext) (any, error) {
+		ran <- tc.TaskName
+		return tc.TaskName, nil
+	})
+	fr := b.create(t, domain.FlowSpec{Name: "two", Tasks: []domain.TaskSpec{
+		{Name: "a", Handler: "note"}, {Name: "b", Handler: "note"},
+	}}, nil)
+
+	lock, err := b.pool.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(context.Background())
+	if _, err := lock.Exec(t.Context(), `SELECT 1 FROM flow_run_progress WHERE flow_run_id = $1 FOR UPDATE`, fr.ID); err != nil {
+		t.Fatal(err)
+	}
+	b.startWorker(t, jobs.WorkerOptions{Concurrency: 1, Handlers: &handlers})
+	for range 2 {
+		select {
+		case <-ran:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the second task did not run while the first one's outcome waited to commit")
+		}
+	}
+	if got := b.flowRun(t, fr.ID); got.State.Type.Terminal() {
+		t.Fatalf("run ended %s while its progress row was locked", got.State.Type)
+	}
+	if err := lock.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.wait(t, fr.ID); got.State.Type != domain.Completed {
+		t.Fatalf("run ended %s (%s), want COMPLETED", got.State.Type, got.State.Message)
+	}
+	b.validate(t)
+}
+
+// TestOutcomeThatCannotBeRecordedGoesBack: when a task's outcome cannot be
+// recorded (here PostgreSQL refuses the event), its job goes back to the
+// queue, as River does with a job whose work failed: the worker takes it
+// again, finds the attempt started and not ended, and records it as
+// crashed, so the run ends instead of hanging with its task running.
+func TestOutcomeThatCannotBeRecordedGoesBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	if _, err := b.pool.Exec(t.Context(), `
+CREATE FUNCTION refuse_completions() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'completions refused by the test';
+END $$;
+CREATE TRIGGER refuse_completions BEFORE INSERT ON events
+    FOR EACH ROW WHEN (NEW.type = 'TaskRunCompleted') EXECUTE FUNCTION refuse_completions();`); err != nil {
+		t.Fatal(err)
+	}
+	var handlers jobs.Handlers
+	handlers.Handle("ok", func(context.Context, jobs.TaskContext) (any, error) { return "done", nil })
+	fr := b.create(t, domain.FlowSpec{Name: "refused", Tasks: []domain.TaskSpec{{Name: "a", Handler: "ok"}}}, nil)
+	b.startWorker(t, jobs.WorkerOptions{Concurrency: 2, Handlers: &handlers})
+	fr = b.wait(t, fr.ID)
+	if fr.State.Type != domain.Crashed {
+		t.Fatalf("run ended %s (%s), want CRASHED", fr.State.Type, fr.State.Message)
+	}
+	failed := b.tasks(t, fr)["a"].of("TaskRunFailed")
+	if len(failed) != 1 || !failed[0].Event.(domain.TaskRunFailed).Crashed || failed[0].Event.(domain.TaskRunFailed).Attempt != 1 {
+		t.Errorf("a's TaskRunFailed events %v, want one: attempt 1 crashed", failed)
+	}
+	b.validate(t)
+}
