@@ -89,8 +89,8 @@ type Throughput struct {
 // MeasureThroughput runs the rounds of scenario 1.
 func MeasureThroughput(ctx context.Context, env Env, sz Sizes) (Throughput, error) {
 	var t Throughput
-	for round := 1; round <= sz.Rounds; round++ {
-		of := fmt.Sprintf("round %d of %d", round, sz.Rounds)
+	for round := 1; round <= sz.ThroughputRounds; round++ {
+		of := fmt.Sprintf("round %d of %d", round, sz.ThroughputRounds)
 		env.logf("raw River, %s no-op jobs (%s)", count(sz.RiverJobs), of)
 		r, err := riverJobsPerSecond(ctx, env, sz.RiverJobs)
 		if err != nil {
