@@ -15,7 +15,8 @@
 // ready (without the insert notification River would send from inside the
 // transaction; a notification follows the commit), finished jobs deleted
 // in batches, jobs of a cancelled run cancelled, jobs of a dead worker
-// discarded, and due jobs made available.
+// discarded, and due jobs made available; and, on its own, the job of an
+// outcome that could not be recorded, made available again (giveBack).
 //
 // It depends on domain and eventstore; it must never import projections or
 // api.

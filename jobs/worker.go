@@ -342,8 +342,9 @@ type taskRunWorker struct {
 }
 
 // Work records the start of the attempt (committed before anything runs,
-// so that a crash is visible), runs it, and records its outcome together
-// with the job's completion and what follows from it.
+// so that a crash is visible), runs it, and hands its outcome to be
+// recorded together with the job's completion and what follows from it
+// (recordOutcome), without waiting for that commit.
 func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) error {
 	w := t.w
 	if job.Args.ChildFlowRunID != uuid.Nil {
