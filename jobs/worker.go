@@ -188,6 +188,8 @@ type Worker struct {
 	// recorders are those goroutines.
 	recording map[string]chan struct{}
 	recorders sync.WaitGroup
+	stopping  chan struct{} // closed when Stop begins
+	stopOnce  sync.Once
 	starts    *groupcommit.Committer[*taskOp]
 	finishes  *groupcommit.Committer[*taskOp]
 	deleted   *deletedJobs // jobs the worker's commits deleted, left out of River's completions
@@ -215,6 +217,7 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		logs:      newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
 		deleted:   &deletedJobs{},
 		recording: map[string]chan struct{}{},
+		stopping:  make(chan struct{}),
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.starts = newCommitter(opts.MaxBatch, w.commitBatch)
@@ -287,6 +290,7 @@ INSERT INTO workers (id, name, queues, hostname, pid) VALUES ($1, $2, $3, $4, $5
 // Stop stops taking jobs, waits for running task runs to finish (or ctx to
 // end, which kills them) and records that the worker stopped.
 func (w *Worker) Stop(ctx context.Context) error {
+	w.stopOnce.Do(func() { close(w.stopping) })
 	err := w.client.Stop(ctx)
 	if err != nil {
 		// ctx ended: kill what still runs; its outcome is recorded as crashed
@@ -423,15 +427,14 @@ func (w *Worker) recordOutcome(job *river.Job[TaskRunArgs], out outcome, slot bo
 // giveBack makes the job of an outcome that could not be recorded workable
 // again, as River does with a job whose Work failed: the worker that takes
 // it finds the attempt started and not ended, and records it as crashed.
-// A job out of River attempts is discarded instead. Should the database
-// stay unreachable past CommitRetryTimeout, the job is left running: once
-// this worker has stopped, the reaper recovers it.
+// A job out of River attempts is discarded instead. It tries until the
+// database takes it or the worker stops; a job still running then is
+// recovered by the reaper, as that of a stopped worker.
 func (w *Worker) giveBack(job *river.Job[TaskRunArgs]) {
 	state := "available"
 	if job.Attempt >= job.MaxAttempts {
 		state = "discarded"
 	}
-	deadline := time.Now().Add(w.opts.CommitRetryTimeout)
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := w.pool.Exec(ctx, `
@@ -443,11 +446,13 @@ WHERE id = $1 AND state = 'running'`, job.ID, state)
 			w.wake.kick(map[string]bool{job.Queue: true})
 			return
 		}
-		if time.Now().After(deadline) {
-			w.opts.Logger.Error("task run job left running", "job_id", job.ID, "err", err)
+		w.opts.Logger.Warn("give back task run job; trying again", "job_id", job.ID, "err", err, "in", backoff)
+		select {
+		case <-w.stopping:
+			w.opts.Logger.Error("task run job left running: the worker stopped", "job_id", job.ID)
 			return
+		case <-time.After(backoff):
 		}
-		time.Sleep(backoff)
 	}
 }
 
