@@ -52,7 +52,7 @@ func (l *live) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "live updates are not available on this server")
 		return
 	}
-	after, err := l.start(r)
+	after, fresh, err := l.start(r)
 	if err != nil {
 		if domain.ErrorCode(err) == domain.CodeInvalid {
 			writeError(w, http.StatusBadRequest, "invalid", err.Error())
@@ -107,6 +107,18 @@ func (l *live) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	lagged := make(chan eventstore.Checkpoint, 1)
 	go l.resetWhenCaughtUp(ctx, out, lagged)
+	// A page reads what it shows again on "ready". A stream that starts at
+	// the end of the log (no checkpoint to resume after: a first tab, or
+	// one that took the stream over before it heard of any event) will not
+	// send the events before it, and with the read models behind them that
+	// read lacks them too: a "reset" follows once they have caught up.
+	if fresh {
+		now, stop := context.WithCancel(ctx)
+		stop()
+		if l.opts.Projection.WaitForCheckpoint(now, after) != nil {
+			lagged <- after
+		}
+	}
 	err = l.opts.Store.Subscribe(ctx, after, eventstore.SubscribeOptions{BatchSize: 1000}, func(ctx context.Context, envs []domain.Envelope) error {
 		return l.push(ctx, out, envs, lagged)
 	})
@@ -116,8 +128,8 @@ func (l *live) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // start is where the stream begins: the checkpoint the client asks for, or
-// the end of the stable prefix of the log.
-func (l *live) start(r *http.Request) (eventstore.Checkpoint, error) {
+// (fresh) the end of the stable prefix of the log.
+func (l *live) start(r *http.Request) (after eventstore.Checkpoint, fresh bool, err error) {
 	s := r.URL.Query().Get("after")
 	if s == "" {
 		s = r.Header.Get("Last-Event-ID")
@@ -125,11 +137,12 @@ func (l *live) start(r *http.Request) (eventstore.Checkpoint, error) {
 	if s != "" {
 		cp, err := eventstore.ParseCheckpoint(s)
 		if err != nil {
-			return cp, domain.Invalid("after", "must be a checkpoint such as 812-4051, got %q", s)
+			return cp, false, domain.Invalid("after", "must be a checkpoint such as 812-4051, got %q", s)
 		}
-		return cp, nil
+		return cp, false, nil
 	}
-	return stableHead(r.Context(), l.opts.Store.Pool())
+	after, err = stableHead(r.Context(), l.opts.Store.Pool())
+	return after, true, err
 }
 
 // stableHeadSQL finds the last event of the part of the log that can no

@@ -197,6 +197,49 @@ func TestLive(t *testing.T) {
 		}
 	})
 
+	t.Run("SaysResetWhenItStartsAheadOfTheReadModels", func(t *testing.T) {
+		t.Parallel()
+		// a run created before the stream starts, while the projector has
+		// not run: the page's read on "ready" cannot show it, and the
+		// stream, starting after it, will not send it
+		pool := pgtest.Pool(t)
+		store := eventstore.New(pool, domain.NewRegistry())
+		t.Cleanup(store.Close)
+		proj, err := projections.NewProjector(store, projections.ProjectorOptions{PollInterval: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := projtest.NewLog(t, store).CreateRun(projtest.RunSpec{})
+		// once the run's events are in the stable prefix of the log, a new
+		// stream starts after them
+		for {
+			envs, err := store.ReadAll(context.Background(), pool, eventstore.Checkpoint{}, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(envs) > 0 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		srv := httptest.NewServer(ui.Handler(ui.Options{Store: store, ProjectionWait: 200 * time.Millisecond, Heartbeat: 100 * time.Millisecond}))
+		t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+		s := openLive(t, srv.URL+"/ui/live")
+		if ev := s.next(); ev.event != "ready" {
+			t.Fatalf("first event %+v, want ready", ev)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = proj.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		if m := s.message(); m.Type != "reset" {
+			t.Fatalf("message %+v, want a reset once the read models caught up", m)
+		}
+		if _, err := projections.NewReader(store).RunGet(context.Background(), run.ID); err != nil {
+			t.Fatalf("reset sent before the read models had the run: %v", err)
+		}
+	})
+
 	t.Run("ResumesAfterACheckpointAndFindsTheFlowRunOfATaskRun", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
