@@ -1,7 +1,8 @@
 // Live updates for every page: messages {stream_id, stream_type, type,
 // flow_run_id, position} from /ui/live, and {type: 'ready'} when the
-// stream (re)starts or {type: 'reset'} after a burst: then listeners reload
-// what they show. When the server offers no live stream, listeners get
+// stream (re)starts, or {type: 'reset'} after a burst and once the read
+// models have caught up with events they lacked when a page could have
+// read them: then listeners reload what they show. When the server offers no live stream, listeners get
 // 'reset' every few seconds.
 //
 // A browser opens at most six connections to one HTTP/1.1 server, so the
