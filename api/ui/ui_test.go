@@ -161,17 +161,10 @@ func TestLive(t *testing.T) {
 	t.Run("SaysResetOnceReadModelsThatLaggedCatchUp", func(t *testing.T) {
 		t.Parallel()
 		// the projector starts only after the stream gave up waiting for it
-		pool := pgtest.Pool(t)
-		store := eventstore.New(pool, domain.NewRegistry())
-		t.Cleanup(store.Close)
-		proj, err := projections.NewProjector(store, projections.ProjectorOptions{PollInterval: 20 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := httptest.NewServer(ui.Handler(ui.Options{Store: store, ProjectionWait: 200 * time.Millisecond, Heartbeat: 100 * time.Millisecond}))
-		t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
-		s := openLive(t, srv.URL+"/ui/live")
+		l := newLagging(t)
+		s := openLive(t, l.url+"/ui/live")
 		s.next() // ready
+		store := l.store
 		run := projtest.NewLog(t, store).CreateRun(projtest.RunSpec{})
 		if m := s.message(); m.StreamID != run.ID.String() || m.Type != "FlowRunCreated" {
 			t.Fatalf("first message %+v", m)
@@ -179,10 +172,7 @@ func TestLive(t *testing.T) {
 		if _, err := projections.NewReader(store).RunGet(context.Background(), run.ID); err == nil {
 			t.Fatal("the read models had the run before their projector ran")
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = proj.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
+		l.startProjector(t)
 		for {
 			m := s.message()
 			if m.Type == "reset" {
@@ -202,18 +192,13 @@ func TestLive(t *testing.T) {
 		// a run created before the stream starts, while the projector has
 		// not run: the page's read on "ready" cannot show it, and the
 		// stream, starting after it, will not send it
-		pool := pgtest.Pool(t)
-		store := eventstore.New(pool, domain.NewRegistry())
-		t.Cleanup(store.Close)
-		proj, err := projections.NewProjector(store, projections.ProjectorOptions{PollInterval: 20 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := newLagging(t)
+		store := l.store
 		run := projtest.NewLog(t, store).CreateRun(projtest.RunSpec{})
 		// once the run's events are in the stable prefix of the log, a new
 		// stream starts after them
 		for {
-			envs, err := store.ReadAll(context.Background(), pool, eventstore.Checkpoint{}, 100)
+			envs, err := store.ReadAll(context.Background(), store.Pool(), eventstore.Checkpoint{}, 100)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -222,16 +207,11 @@ func TestLive(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		srv := httptest.NewServer(ui.Handler(ui.Options{Store: store, ProjectionWait: 200 * time.Millisecond, Heartbeat: 100 * time.Millisecond}))
-		t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
-		s := openLive(t, srv.URL+"/ui/live")
+		s := openLive(t, l.url+"/ui/live")
 		if ev := s.next(); ev.event != "ready" {
 			t.Fatalf("first event %+v, want ready", ev)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = proj.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done })
+		l.startProjector(t)
 		if m := s.message(); m.Type != "reset" {
 			t.Fatalf("message %+v, want a reset once the read models caught up", m)
 		}
@@ -376,4 +356,33 @@ func TestPages(t *testing.T) {
 			}
 		}
 	})
+}
+
+// lagging is a UI server whose read models stay behind the log until the
+// test starts their projector.
+type lagging struct {
+	store *eventstore.Store
+	proj  *projections.Projector
+	url   string
+}
+
+func newLagging(t *testing.T) lagging {
+	t.Helper()
+	store := eventstore.New(pgtest.Pool(t), domain.NewRegistry())
+	t.Cleanup(store.Close)
+	proj, err := projections.NewProjector(store, projections.ProjectorOptions{PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(ui.Handler(ui.Options{Store: store, ProjectionWait: 200 * time.Millisecond, Heartbeat: 100 * time.Millisecond}))
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+	return lagging{store: store, proj: proj, url: srv.URL}
+}
+
+// startProjector runs the projector until the test ends.
+func (l lagging) startProjector(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = l.proj.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
