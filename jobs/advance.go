@@ -157,7 +157,9 @@ func (w *Worker) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, ops 
 			}
 		}
 		for _, id := range inputs {
-			delete(u.trusted, id) // read: a decision takes its result, and appends nothing to it
+			// not trusted: a decision takes its result and appends nothing
+			// to it, so it is read unless cached completed (prepareTaskRuns)
+			delete(u.trusted, id)
 		}
 		ids = append(ids, inputs...)
 		u.seedCreated(fr, ix, ids)
