@@ -197,13 +197,16 @@ func TestLive(t *testing.T) {
 		run := projtest.NewLog(t, store).CreateRun(projtest.RunSpec{})
 		// once the run's events are in the stable prefix of the log, a new
 		// stream starts after them
-		for {
+		for deadline := time.Now().Add(10 * time.Second); ; {
 			envs, err := store.ReadAll(context.Background(), store.Pool(), eventstore.Checkpoint{}, 100)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(envs) > 0 {
 				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the run's events did not reach the stable part of the log in 10s")
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
