@@ -262,6 +262,7 @@ type taskLog struct {
 	base LogLine
 
 	mu           sync.Mutex
+	heading      *LogLine // written before the attempt's first line, if any
 	tail         []string
 	lines        int   // lines written
 	outputBytes  int64 // bytes of output stored
@@ -291,6 +292,12 @@ func (t *taskLog) line(stream, level, msg string) {
 		t.tail = t.tail[:logTailLines-1]
 	}
 	t.tail = append(t.tail, cleanLine(msg))
+	heading := t.heading
+	t.heading = nil
+	if heading != nil {
+		t.lines++
+		t.w.write(*heading) // under the lock: before any other line
+	}
 	t.mu.Unlock()
 	if keep {
 		l := t.base
@@ -325,11 +332,17 @@ func (t *taskLog) system(format string, args ...any) {
 	t.line(StreamSystem, "INFO", fmt.Sprintf(format, args...))
 }
 
-// note writes a system line that sync does not wait for.
-func (t *taskLog) note(format string, args ...any) {
+// head sets the system line that opens the attempt's log, stamped now and
+// written before its first line. An attempt that writes nothing (a Go
+// handler that logs nothing and succeeds) leaves no line at all: its start,
+// worker and attempt are in its TaskRunStarted event, and a row per quick
+// task was a tenth of the cost of running one.
+func (t *taskLog) head(format string, args ...any) {
 	l := t.base
 	l.Timestamp, l.Stream, l.Level, l.Message = time.Now(), StreamSystem, "INFO", fmt.Sprintf(format, args...)
-	t.w.write(l)
+	t.mu.Lock()
+	t.heading = &l
+	t.mu.Unlock()
 }
 
 func (t *taskLog) lastLines() []string {

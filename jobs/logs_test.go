@@ -1,6 +1,7 @@
 package jobs_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -75,4 +76,49 @@ func TestLogVolumeCap(t *testing.T) {
 		t.Errorf("the quiet task's output: %v", quietOut)
 	}
 	b.validate(t)
+}
+
+// An attempt's log opens with a system line that says which attempt ran
+// where, before its first line; an attempt that writes nothing has no log
+// lines (its TaskRunStarted event says the same).
+func TestAttemptLogOpensWithWhereItRan(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var handlers jobs.Handlers
+	handlers.Handle("silent", func(context.Context, jobs.TaskContext) (any, error) { return 1, nil })
+	handlers.Handle("chatty", func(_ context.Context, tc jobs.TaskContext) (any, error) {
+		tc.Logger.Info("fitting")
+		return 2, nil
+	})
+	b.startWorker(t, jobs.WorkerOptions{Name: "w1", Handlers: &handlers})
+	fr := b.wait(t, b.create(t, domain.FlowSpec{Name: "heads", Tasks: []domain.TaskSpec{
+		{Name: "silent", Handler: "silent"},
+		{Name: "chatty", Handler: "chatty"},
+		sh("shell", `echo one`),
+	}}, nil).ID)
+	if fr.State.Type != domain.Completed {
+		t.Fatalf("run ended %s (%s), want COMPLETED", fr.State.Type, fr.State.Message)
+	}
+	lines, err := jobs.ReadLogs(t.Context(), b.pool, fr.ID, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byTask := map[string][]string{}
+	for _, l := range lines {
+		for name, id := range fr.TaskRunIDs {
+			if l.TaskRunID == id {
+				byTask[name] = append(byTask[name], l.Stream+":"+l.Message)
+			}
+		}
+	}
+	if got := byTask["silent"]; len(got) != 0 {
+		t.Errorf("the handler that wrote nothing has log lines %q, want none", got)
+	}
+	for name, want := range map[string]string{"chatty": "fitting", "shell": "one"} {
+		got := byTask[name]
+		head := "system:attempt 1 of task " + name + " started on worker w1"
+		if len(got) < 2 || got[0] != head || !strings.Contains(got[1], want) {
+			t.Errorf("the log of %s is %q, want %q, then its line %q", name, got, head, want)
+		}
+	}
 }

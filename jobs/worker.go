@@ -385,9 +385,7 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) e
 	case actionRun:
 		p := start.res.plan
 		log := &taskLog{w: w.logs, base: LogLine{TaskRunID: p.taskRunID, FlowRunID: p.flowRunID, Attempt: p.attempt}}
-		// Not waited for: a Go handler that logs nothing finishes without
-		// a log flush; the line is stored within the writer's interval.
-		log.note("attempt %d of task %s started on worker %s", p.attempt, p.task.Name, w.opts.Name)
+		log.head("attempt %d of task %s started on worker %s", p.attempt, p.task.Name, w.opts.Name)
 		out = w.execute(actx, p, log)
 		out.cacheKey = p.cacheKey
 		log.sync(ctx) // the lines the task wrote are stored before its outcome
