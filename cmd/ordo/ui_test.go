@@ -240,6 +240,22 @@ func TestUI(t *testing.T) {
 		e.waitJS(t, ctx, "only the task's lines", `[...document.querySelectorAll('#logs .line')].every(l => l.dataset.task === 'talk')`, 5*time.Second)
 	})
 
+	t.Run("RunWithoutLogLinesSaysSoOnceItEnded", func(t *testing.T) {
+		t.Parallel()
+		// a Go handler that logs nothing and succeeds writes no log line
+		d := e.deploy(t, map[string]any{"name": "ui-quiet", "work_queue": "uitest",
+			"flow": map[string]any{"name": "quietflow", "tasks": []any{map[string]any{"name": "quiet", "handler": bench.NoopHandler}}}})
+		run := e.waitRun(t, e.startRun(t, d.ID, nil).ID, "the end", terminal)
+		if run.State.Type != "COMPLETED" {
+			t.Fatalf("the run ended %s, want COMPLETED", run.State.Type)
+		}
+		ctx := e.tab(t)
+		e.open(t, ctx, "/runs/"+run.ID)
+		e.waitJS(t, ctx, "no lines, not 'yet'", `document.querySelector('#logs .empty') && document.querySelector('#logs .empty').textContent === 'No log lines.'`, 15*time.Second)
+		e.run(t, ctx, "filter by task", fill(`#log-task`, "quiet"), js(`document.querySelector('#log-task').dispatchEvent(new Event('change'))`))
+		e.waitJS(t, ctx, "none from the task", `document.querySelector('#logs .empty').textContent === 'No log lines from quiet.'`, 5*time.Second)
+	})
+
 	t.Run("FiltersNarrowTheTableAndSurviveReload", func(t *testing.T) {
 		t.Parallel()
 		later := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)

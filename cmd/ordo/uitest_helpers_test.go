@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ordoflow/ordo/internal/bench"
 	"github.com/ordoflow/ordo/internal/pgtest"
 )
 
@@ -88,7 +89,7 @@ func startUI(t *testing.T, queues ...string) *uiEnv {
 			workerDone <- runWorker(ctx, pool, srv.store, workerOptions{
 				queues: queues, concurrency: 10, workspaceDir: t.TempDir(),
 				fetchCooldown: 5 * time.Millisecond, fetchPollInterval: 50 * time.Millisecond, shutdownGrace: 5 * time.Second,
-			}, nil, logger)
+			}, bench.NoopHandlers(), logger)
 		}()
 	} else {
 		workerDone <- nil

@@ -317,8 +317,14 @@ export async function render(main) {
         h('span', { class: 'ts' }, fmtClock(l.timestamp)),
         h('span', { class: 'task', title: task }, task),
         h('span', { class: 'msg' }, l.level && l.stream === 'system' ? `${l.message}` : l.message));
-    }) : h('div', { class: 'empty' }, selectedTask ? `No log lines from ${selectedTask} yet.` : 'No log lines yet.'));
+    }) : h('div', { class: 'empty' }, emptyLogs()));
     if (follow) logBox.scrollTop = logBox.scrollHeight;
+  }
+  // a Go handler that logs nothing and succeeds leaves no lines: its
+  // attempts are in the timeline
+  function emptyLogs() {
+    const yet = logsDone || TERMINAL.has(run.state.type) ? '' : ' yet';
+    return selectedTask ? `No log lines from ${selectedTask}${yet}.` : `No log lines${yet}.`;
   }
   logFilter.addEventListener('change', () => {
     selectedTask = logFilter.value;
@@ -338,13 +344,20 @@ export async function render(main) {
     startLogs();
   }
 
+  let logsDone = false; // the log stream said the run ended
+  function logsEnded() {
+    logsDone = true;
+    logStatus.textContent = 'The run ended; all its logs are shown.';
+    if (!lines.length) renderLogs(); // no longer "yet"
+  }
+
   let pollLogs = null;
   function startLogs() {
     openStream(`/api/v1/runs/${id}/logs?follow=true`, {
       onOpen() { logStatus.textContent = 'Streaming live'; },
       onEvent(ev) {
         if (['end', 'done', 'eof', 'close'].includes(ev.event)) {
-          logStatus.textContent = 'The run ended; all its logs are shown.';
+          logsEnded();
           return;
         }
         if (!ev.data) return;
@@ -365,7 +378,7 @@ export async function render(main) {
               const b = await api(`/runs/${id}/logs`);
               addLines(Array.isArray(b) ? b : (b && b.items) || []);
             } catch { /* keep what we have */ }
-            if (TERMINAL.has(run.state.type)) { clearInterval(pollLogs); logStatus.textContent = 'The run ended; all its logs are shown.'; }
+            if (TERMINAL.has(run.state.type)) { clearInterval(pollLogs); logsEnded(); }
           }, 2000);
         }
       },
@@ -376,7 +389,7 @@ export async function render(main) {
         logStatus.textContent = '';
         clear(logBox, h('div', { class: 'empty', id: 'logs-unavailable' }, text));
       },
-      onClose() { logStatus.textContent = 'The run ended; all its logs are shown.'; },
+      onClose() { logsEnded(); },
       reconnect: () => !TERMINAL.has(run.state.type),
     });
   }
