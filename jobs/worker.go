@@ -185,7 +185,7 @@ type Worker struct {
 	due        *DueTimer
 	// recording bounds, per queue, the outcomes handed to the outcome
 	// committer after their job returned to River (see recordOutcome);
-	// recorders are those goroutines.
+	// recorders counts those not yet recorded.
 	recording map[string]chan struct{}
 	recorders sync.WaitGroup
 	stopping  chan struct{} // closed when Stop begins
@@ -401,6 +401,8 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) e
 // River's own completion of the job is left out (the transaction that
 // records the outcome deletes the job). The outcomes waiting to commit are
 // at most Concurrency per queue: past that, Work waits here, its slot held.
+// The committer calls back when the outcome committed; only an outcome that
+// failed takes a goroutine, to try again or give the job back.
 func (w *Worker) recordOutcome(job *river.Job[TaskRunArgs], out outcome, slot bool) {
 	room := w.recording[job.Queue]
 	if room != nil {
@@ -409,17 +411,28 @@ func (w *Worker) recordOutcome(job *river.Job[TaskRunArgs], out outcome, slot bo
 	w.deleted.add([]int64{job.ID})
 	op := &taskOp{kind: opFinish, job: job, outcome: out, slot: slot, early: true}
 	w.recorders.Add(1)
-	go func() {
-		defer w.recorders.Done()
+	done := func() {
 		if room != nil {
-			defer func() { <-room }()
+			<-room
 		}
-		if err := w.commit(w.finishes, op, "record outcome of task run"); err != nil {
-			w.opts.Logger.Error("outcome of task run not recorded; its job goes back to the queue, and the worker that takes it records the attempt as crashed",
-				"task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "err", err)
-			w.giveBack(job)
+		w.recorders.Done()
+	}
+	const what = "record outcome of task run"
+	began := time.Now()
+	w.finishes.Submit(context.WithoutCancel(w.ctx), op, func(err error) {
+		if err == nil {
+			done()
+			return
 		}
-	}()
+		go func() { // the database refused the outcome or could not be reached
+			defer done()
+			if err := w.commitAgain(w.finishes, op, what, err, began); err != nil {
+				w.opts.Logger.Error("outcome of task run not recorded; its job goes back to the queue, and the worker that takes it records the attempt as crashed",
+					"task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "err", err)
+				w.giveBack(job)
+			}
+		}()
+	})
 }
 
 // giveBack makes the job of an outcome that could not be recorded workable
@@ -458,10 +471,17 @@ WHERE id = $1 AND state = 'running'`, job.ID, state)
 // reached, tries again for up to CommitRetryTimeout. A later try knows that
 // an earlier one may have committed.
 func (w *Worker) commit(c *groupcommit.Committer[*taskOp], op *taskOp, what string) error {
-	deadline := time.Now().Add(w.opts.CommitRetryTimeout)
+	began := time.Now()
+	// an outcome is always awaited: it may commit
+	return w.commitAgain(c, op, what, c.Do(context.WithoutCancel(w.ctx), op), began)
+}
+
+// commitAgain is commit after a first try, begun at began, that ended in
+// err.
+func (w *Worker) commitAgain(c *groupcommit.Committer[*taskOp], op *taskOp, what string, err error, began time.Time) error {
+	deadline := began.Add(w.opts.CommitRetryTimeout)
 	backoff := 50 * time.Millisecond
 	for {
-		err := c.Do(context.WithoutCancel(w.ctx), op) // an outcome is always awaited: it may commit
 		if err == nil {
 			return nil
 		}
@@ -476,5 +496,6 @@ func (w *Worker) commit(c *groupcommit.Committer[*taskOp], op *taskOp, what stri
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)
+		err = c.Do(context.WithoutCancel(w.ctx), op)
 	}
 }

@@ -44,7 +44,17 @@ type Committer[T any] struct {
 type pending[T any] struct {
 	item T
 	ctx  context.Context
-	done chan error
+	done chan error  // Do waits on it
+	then func(error) // or Submit's callback
+}
+
+// finish hands the item's outcome to its caller.
+func (p *pending[T]) finish(err error) {
+	if p.then != nil {
+		p.then(err)
+		return
+	}
+	p.done <- err
 }
 
 // New returns a committer.
@@ -65,6 +75,26 @@ func New[T any](opts Options[T]) *Committer[T] {
 // ctx bounds the transaction when this item starts it.
 func (c *Committer[T]) Do(ctx context.Context, item T) error {
 	p := &pending[T]{item: item, ctx: ctx, done: make(chan error, 1)}
+	c.enqueue(p)
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		// the item may still be committed with its batch
+		return ctx.Err()
+	}
+}
+
+// Submit is Do without the wait: it queues item and returns at once; then
+// gets the item's outcome. It is called on the goroutine that ran the
+// transaction, so it must not block: a caller that has more to do with the
+// outcome than note it starts a goroutine of its own. Handing over items
+// this way spares the goroutine per item that waiting on Do would take.
+func (c *Committer[T]) Submit(ctx context.Context, item T, then func(error)) {
+	c.enqueue(&pending[T]{item: item, ctx: ctx, then: then})
+}
+
+func (c *Committer[T]) enqueue(p *pending[T]) {
 	c.mu.Lock()
 	c.queue = append(c.queue, p)
 	if c.running < c.opts.MaxInFlight {
@@ -73,13 +103,6 @@ func (c *Committer[T]) Do(ctx context.Context, item T) error {
 		go c.loop()
 	}
 	c.mu.Unlock()
-	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
-		// the item may still be committed with its batch
-		return ctx.Err()
-	}
 }
 
 // Wait returns once no transaction is in flight.
@@ -111,7 +134,7 @@ func (c *Committer[T]) commit(batch []*pending[T]) {
 	err := c.opts.Run(ctx, items)
 	if err == nil || c.opts.Alone != nil && !c.opts.Alone(err) || len(batch) == 1 && !c.retry(err) {
 		for _, p := range batch {
-			p.done <- err
+			p.finish(err)
 		}
 		return
 	}
@@ -122,7 +145,7 @@ func (c *Committer[T]) commit(batch []*pending[T]) {
 				break
 			}
 		}
-		p.done <- err
+		p.finish(err)
 	}
 }
 

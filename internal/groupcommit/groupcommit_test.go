@@ -73,3 +73,47 @@ func TestOneBadItemFailsAlone(t *testing.T) {
 		}
 	}
 }
+
+// Submit returns at once; its callback gets the item's outcome, that of a
+// bad item alone included, and Do and Submit share transactions.
+func TestSubmitCallsBackWithTheOutcome(t *testing.T) {
+	t.Parallel()
+	bad := errors.New("bad item")
+	release := make(chan struct{})
+	c := groupcommit.New(groupcommit.Options[int]{Run: func(_ context.Context, batch []int) error {
+		<-release
+		for _, i := range batch {
+			if i < 0 {
+				return bad
+			}
+		}
+		return nil
+	}})
+	type outcome struct {
+		item int
+		err  error
+	}
+	got := make(chan outcome, 10)
+	for _, i := range []int{1, -1, 2} {
+		c.Submit(context.Background(), i, func(err error) { got <- outcome{i, err} })
+	}
+	select {
+	case g := <-got:
+		t.Fatalf("item %d was called back before its transaction ran", g.item)
+	default:
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Do(context.Background(), 3) }()
+	close(release)
+	want := map[int]error{1: nil, -1: bad, 2: nil}
+	for range want {
+		g := <-got
+		if !errors.Is(g.err, want[g.item]) {
+			t.Errorf("item %d: outcome %v, want %v", g.item, g.err, want[g.item])
+		}
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Do next to Submit: %v", err)
+	}
+	c.Wait()
+}
