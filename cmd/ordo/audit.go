@@ -127,15 +127,19 @@ func newHistoryCommand() *cobra.Command {
 		Long: `Show a run and its task runs exactly as they were at a past moment: --at
 takes a time (RFC 3339, like 2026-05-01T10:05:00Z) or a log position from
 'ordo events' or the audit trail. Without --at it prints the run's audit
-trail.`,
+trail. RUN is a run's id or its name.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
+			id, err := findRun(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
 			if at == "" {
 				var page struct {
 					Items []eventJSON `json:"items"`
 				}
-				if err := c.do(cmd.Context(), "GET", "/runs/"+args[0]+"/events", nil, &page); err != nil {
+				if err := c.do(cmd.Context(), "GET", "/runs/"+id+"/events", nil, &page); err != nil {
 					return err
 				}
 				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -151,7 +155,7 @@ trail.`,
 				EventCount int             `json:"event_count"`
 				Run        json.RawMessage `json:"run"`
 			}
-			if err := c.do(cmd.Context(), "GET", "/runs/"+args[0]+"/history"+query("at", at), nil, &h); err != nil {
+			if err := c.do(cmd.Context(), "GET", "/runs/"+id+"/history"+query("at", at), nil, &h); err != nil {
 				return err
 			}
 			if asJSON {

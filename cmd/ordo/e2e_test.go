@@ -274,6 +274,25 @@ func TestEndToEndRunName(t *testing.T) {
 	if code != 2 || !strings.Contains(out, "name: at most 200 characters") {
 		t.Fatalf("a 201-character name: exit %d\n%s", code, out)
 	}
+
+	// RUN is a run's id or its name; a name two runs carry is refused with
+	// their ids, and a name no run carries is not found.
+	show := c.ordo("runs", "show", "nightly backfill 2026-11-28")
+	if !strings.Contains(show, "run nightly backfill 2026-11-28 (") || !strings.Contains(show, "extract") {
+		t.Fatalf("runs show by name:\n%s", show)
+	}
+	if out := c.ordo("history", "nightly backfill 2026-11-28"); !strings.Contains(out, "FlowRunCreated") {
+		t.Fatalf("history by name:\n%s", out)
+	}
+	c.ordo("run", "e2e-pipeline", "--name", "nightly backfill 2026-11-28")
+	out, code = c.ordoCode("runs", "logs", "nightly backfill 2026-11-28")
+	if code == 0 || !strings.Contains(out, "2 runs are named") || strings.Count(out, "-") < 8 {
+		t.Fatalf("a name two runs carry: exit %d\n%s", code, out)
+	}
+	out, code = c.ordoCode("runs", "cancel", "nightly")
+	if code == 0 || !strings.Contains(out, `no run named "nightly"`) {
+		t.Fatalf("a name no run carries (though two contain it): exit %d\n%s", code, out)
+	}
 }
 
 // TestEndToEndWorkerSIGTERMLosesNothing: a worker told to stop while a task

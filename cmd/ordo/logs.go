@@ -37,13 +37,17 @@ func newLogsCommand(c *apiClient) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
+			id, err := findRun(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
 			if follow {
-				return followLogs(cmd.Context(), c, args[0], task, out)
+				return followLogs(cmd.Context(), c, id, task, out)
 			}
 			after := ""
 			for {
 				var page listJSON[logLineJSON]
-				if err := c.do(cmd.Context(), "GET", "/runs/"+args[0]+"/logs"+query("task", task, "after", after, "limit", "5000"), nil, &page); err != nil {
+				if err := c.do(cmd.Context(), "GET", "/runs/"+id+"/logs"+query("task", task, "after", after, "limit", "5000"), nil, &page); err != nil {
 					return err
 				}
 				for _, l := range page.Items {

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/ordoflow/ordo/domain"
@@ -124,6 +125,43 @@ func findDeployment(ctx context.Context, c *apiClient, nameOrID string) (deploym
 	}
 	return d, domain.Errorf(domain.CodeNotFound, "no deployment named %q", nameOrID)
 }
+
+// findRun resolves RUN, a run's id or its name as `ordo run` and `runs ls`
+// print it, to the run's id. A name that several runs carry is refused,
+// with their ids.
+func findRun(ctx context.Context, c *apiClient, nameOrID string) (string, error) {
+	if _, err := uuid.Parse(nameOrID); err == nil {
+		return nameOrID, nil
+	}
+	var ids []string
+	cursor := ""
+	for range maxRunNamePages {
+		var page listJSON[runJSON]
+		if err := c.do(ctx, "GET", "/runs"+query("name", nameOrID, "limit", "200", "cursor", cursor), nil, &page); err != nil {
+			return "", err
+		}
+		for _, r := range page.Items {
+			if r.Name == nameOrID {
+				ids = append(ids, r.ID)
+			}
+		}
+		if page.NextCursor == nil || len(page.Items) == 0 {
+			break
+		}
+		cursor = *page.NextCursor
+	}
+	switch len(ids) {
+	case 0:
+		return "", domain.Errorf(domain.CodeNotFound, "no run named %q (RUN is a run's id or name)", nameOrID)
+	case 1:
+		return ids[0], nil
+	}
+	return "", domain.Errorf(domain.CodeInvalid, "%d runs are named %q: name one by its id (%s)", len(ids), nameOrID, strings.Join(ids, ", "))
+}
+
+// maxRunNamePages bounds the pages of runs whose names contain RUN that
+// findRun reads (200 a page), newest first.
+const maxRunNamePages = 50
 
 func newRunCommand() *cobra.Command {
 	c := newAPIClient()
@@ -250,7 +288,8 @@ func stateLabel(s stateJSON) string {
 
 func newRunsCommand() *cobra.Command {
 	c := newAPIClient()
-	cmd := &cobra.Command{Use: "runs", Short: "List, inspect and cancel flow runs"}
+	cmd := &cobra.Command{Use: "runs", Short: "List, inspect and cancel flow runs",
+		Long: "List, inspect, cancel and retry flow runs. RUN is a run's id or its name, as `ordo run` and `ordo runs ls` print them."}
 
 	var state, tag, deployment, name, queue string
 	var limit int
@@ -286,8 +325,12 @@ func newRunsCommand() *cobra.Command {
 		Short: "Show one run with its task runs",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := findRun(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
 			var run runJSON
-			if err := c.do(cmd.Context(), "GET", "/runs/"+args[0], nil, &run); err != nil {
+			if err := c.do(cmd.Context(), "GET", "/runs/"+id, nil, &run); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -312,7 +355,11 @@ func newRunsCommand() *cobra.Command {
 		Short: "Cancel a run: running task processes are killed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := c.do(cmd.Context(), "POST", "/runs/"+args[0]+"/cancel", struct{}{}, nil); err != nil {
+			id, err := findRun(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), "POST", "/runs/"+id+"/cancel", struct{}{}, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "run %s is being cancelled\n", args[0])
@@ -326,7 +373,11 @@ func newRunsCommand() *cobra.Command {
 		Short: "Run the failed part of a finished run again",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := c.do(cmd.Context(), "POST", "/runs/"+args[0]+"/retry", struct{}{}, nil); err != nil {
+			id, err := findRun(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), "POST", "/runs/"+id+"/retry", struct{}{}, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "run %s is retried\n", args[0])
