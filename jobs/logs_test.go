@@ -122,3 +122,39 @@ func TestAttemptLogOpensWithWhereItRan(t *testing.T) {
 		}
 	}
 }
+
+// A line longer than 64 KiB is stored in pieces of at most 64 KiB, in
+// order, with nothing lost.
+func TestLongLogLineSplitWhole(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, jobs.WorkerOptions{})
+	fr := b.wait(t, b.create(t, domain.FlowSpec{Name: "long", Tasks: []domain.TaskSpec{
+		sh("long", `head -c 150000 /dev/zero | tr '\0' x; echo; echo after`),
+	}}, nil).ID)
+	if fr.State.Type != domain.Completed {
+		t.Fatalf("run ended %s (%s), want COMPLETED", fr.State.Type, fr.State.Message)
+	}
+	lines, err := jobs.ReadLogs(t.Context(), b.pool, fr.ID, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range lines {
+		if l.Stream == jobs.StreamStdout {
+			out = append(out, l.Message)
+		}
+	}
+	if len(out) < 3 || out[len(out)-1] != "after" {
+		t.Fatalf("stdout lines %d, the last %q; want the long line's pieces, then after", len(out), out[len(out)-1])
+	}
+	pieces := out[:len(out)-1]
+	for i, p := range pieces {
+		if len(p) > 64<<10 {
+			t.Errorf("piece %d is %d bytes, more than 64 KiB", i, len(p))
+		}
+	}
+	if whole := strings.Join(pieces, ""); whole != strings.Repeat("x", 150000) {
+		t.Errorf("the pieces join to %d bytes, want the 150,000 x the task printed", len(whole))
+	}
+}
