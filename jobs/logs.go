@@ -336,7 +336,7 @@ func (t *taskLog) system(format string, args ...any) {
 // written before its first line. An attempt that writes nothing (a Go
 // handler that logs nothing and succeeds) leaves no line at all: its start,
 // worker and attempt are in its TaskRunStarted event, and a row per quick
-// task was a tenth of the cost of running one.
+// task was about a tenth of the cost of running one.
 func (t *taskLog) head(format string, args ...any) {
 	l := t.base
 	l.Timestamp, l.Stream, l.Level, l.Message = time.Now(), StreamSystem, "INFO", fmt.Sprintf(format, args...)
