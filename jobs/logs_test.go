@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/jobs"
 )
@@ -26,18 +28,7 @@ func TestLogVolumeCap(t *testing.T) {
 	if got := string(b.tasks(t, fr)["loud"].run.Result); got != `"finished"` {
 		t.Errorf("the loud task's result is %s: it did not run to its end", got)
 	}
-	lines, err := jobs.ReadLogs(t.Context(), b.pool, fr.ID, 0, 10_000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	byTask := map[string][]jobs.LogLine{}
-	for _, l := range lines {
-		for name, id := range fr.TaskRunIDs {
-			if l.TaskRunID == id {
-				byTask[name] = append(byTask[name], l)
-			}
-		}
-	}
+	byTask := logsByTask(t, b, fr)
 
 	var output []string
 	var capLines []jobs.LogLine
@@ -99,16 +90,10 @@ func TestAttemptLogOpensWithWhereItRan(t *testing.T) {
 	if fr.State.Type != domain.Completed {
 		t.Fatalf("run ended %s (%s), want COMPLETED", fr.State.Type, fr.State.Message)
 	}
-	lines, err := jobs.ReadLogs(t.Context(), b.pool, fr.ID, 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
 	byTask := map[string][]string{}
-	for _, l := range lines {
-		for name, id := range fr.TaskRunIDs {
-			if l.TaskRunID == id {
-				byTask[name] = append(byTask[name], l.Stream+":"+l.Message)
-			}
+	for name, lines := range logsByTask(t, b, fr) {
+		for _, l := range lines {
+			byTask[name] = append(byTask[name], l.Stream+":"+l.Message)
 		}
 	}
 	if got := byTask["silent"]; len(got) != 0 {
@@ -135,18 +120,14 @@ func TestLongLogLineSplitWhole(t *testing.T) {
 	if fr.State.Type != domain.Completed {
 		t.Fatalf("run ended %s (%s), want COMPLETED", fr.State.Type, fr.State.Message)
 	}
-	lines, err := jobs.ReadLogs(t.Context(), b.pool, fr.ID, 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, l := range lines {
+	for _, l := range logsByTask(t, b, fr)["long"] {
 		if l.Stream == jobs.StreamStdout {
 			out = append(out, l.Message)
 		}
 	}
 	if len(out) < 3 || out[len(out)-1] != "after" {
-		t.Fatalf("stdout lines %d, the last %q; want the long line's pieces, then after", len(out), out[len(out)-1])
+		t.Fatalf("%d stdout lines; want the long line's pieces, then after", len(out))
 	}
 	pieces := out[:len(out)-1]
 	for i, p := range pieces {
@@ -157,4 +138,22 @@ func TestLongLogLineSplitWhole(t *testing.T) {
 	if whole := strings.Join(pieces, ""); whole != strings.Repeat("x", 150000) {
 		t.Errorf("the pieces join to %d bytes, want the 150,000 x the task printed", len(whole))
 	}
+}
+
+// logsByTask reads the stored log lines of the run, by task name, in order.
+func logsByTask(t *testing.T, b testBundle, fr domain.FlowRun) map[string][]jobs.LogLine {
+	t.Helper()
+	lines, err := jobs.ReadLogs(t.Context(), b.pool, fr.ID, 0, 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[uuid.UUID]string{}
+	for name, id := range fr.TaskRunIDs {
+		names[id] = name
+	}
+	byTask := map[string][]jobs.LogLine{}
+	for _, l := range lines {
+		byTask[names[l.TaskRunID]] = append(byTask[names[l.TaskRunID]], l)
+	}
+	return byTask
 }
