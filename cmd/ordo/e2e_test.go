@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -270,6 +271,7 @@ func TestEndToEndRunName(t *testing.T) {
 	if !strings.Contains(out, "run nightly backfill 2026-11-28 (") {
 		t.Fatalf("the run does not carry its name:\n%s", out)
 	}
+	first := runIDIn(t, out)
 	out, code := c.ordoCode("run", "e2e-pipeline", "--name", strings.Repeat("x", 201))
 	if code != 2 || !strings.Contains(out, "name: at most 200 characters") {
 		t.Fatalf("a 201-character name: exit %d\n%s", code, out)
@@ -278,21 +280,31 @@ func TestEndToEndRunName(t *testing.T) {
 	// RUN is a run's id or its name; a name two runs carry is refused with
 	// their ids, and a name no run carries is not found.
 	show := c.ordo("runs", "show", "nightly backfill 2026-11-28")
-	if !strings.Contains(show, "run nightly backfill 2026-11-28 (") || !strings.Contains(show, "extract") {
-		t.Fatalf("runs show by name:\n%s", show)
+	if !strings.Contains(show, "run nightly backfill 2026-11-28 ("+first+")") || !strings.Contains(show, "extract") {
+		t.Fatalf("runs show by name, want run %s:\n%s", first, show)
 	}
 	if out := c.ordo("history", "nightly backfill 2026-11-28"); !strings.Contains(out, "FlowRunCreated") {
 		t.Fatalf("history by name:\n%s", out)
 	}
-	c.ordo("run", "e2e-pipeline", "--name", "nightly backfill 2026-11-28")
+	second := runIDIn(t, c.ordo("run", "e2e-pipeline", "--name", "nightly backfill 2026-11-28"))
 	out, code = c.ordoCode("runs", "logs", "nightly backfill 2026-11-28")
-	if code == 0 || !strings.Contains(out, "2 runs are named") || strings.Count(out, "-") < 8 {
-		t.Fatalf("a name two runs carry: exit %d\n%s", code, out)
+	if code == 0 || !strings.Contains(out, "2 runs are named") || !strings.Contains(out, first) || !strings.Contains(out, second) {
+		t.Fatalf("a name two runs carry: exit %d, want both ids (%s, %s)\n%s", code, first, second, out)
 	}
 	out, code = c.ordoCode("runs", "cancel", "nightly")
 	if code == 0 || !strings.Contains(out, `no run named "nightly"`) {
 		t.Fatalf("a name no run carries (though two contain it): exit %d\n%s", code, out)
 	}
+}
+
+// runIDIn returns the run id that `ordo run` printed: "run NAME (ID) ...".
+func runIDIn(t *testing.T, out string) string {
+	t.Helper()
+	m := regexp.MustCompile(`\(([0-9a-f]{8}-[0-9a-f-]{27})\)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no run id in:\n%s", out)
+	}
+	return m[1]
 }
 
 // TestEndToEndWorkerSIGTERMLosesNothing: a worker told to stop while a task
