@@ -21,11 +21,12 @@ WITHPG     = $(GO) run ./internal/localpg/withpg --
 deps:
 	@scripts/install-deps
 
-# go test runs as many packages at once as there are CPUs (-p defaults to
-# GOMAXPROCS); each package clones its own databases from one template, so
-# that needs no tuning here.
+# scripts/test-go runs every package but the chaos tests first, as many at
+# once as there are CPUs (each package clones its own databases from one
+# template), then the chaos tests alone, since they need the machine to
+# themselves.
 test: deps vet
-	$(WITHPG) $(GO) test -count=1 $(TESTFLAGS) $(PKGS)
+	$(WITHPG) env GO=$(GO) scripts/test-go '$(PKGS)' $(TESTFLAGS)
 
 vet:
 	$(GO) vet $(PKGS)

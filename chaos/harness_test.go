@@ -285,6 +285,49 @@ func (c *cluster) eventually(timeout time.Duration, what string, cond func() boo
 	}
 }
 
+// quietBound is the longest a healthy cluster of these tests may go without
+// progress on the work a test waits for: longer than a dead worker's
+// heartbeat timeout (15 s) and the reaper's sweep that follows it, than a
+// PostgreSQL restart and the reconnections after it, and than a waiting
+// attempt's first rechecks. Under load everything is slower but keeps
+// moving; what stops moving for this long is stuck.
+const quietBound = time.Minute
+
+// progressing waits until check reports done, logging every 10 s. check
+// also returns a measure of progress (a count that grows while work gets
+// done; negative when it could not be read). There is no deadline, since
+// how long the work takes follows the machine's load: the test fails when
+// the measure has not changed for quiet.
+func (c *cluster) progressing(what string, quiet time.Duration, check func() (progress int, done bool)) {
+	c.t.Helper()
+	start := time.Now()
+	lastLog, lastProgress := start, start
+	seen, longest := -1, time.Duration(0)
+	for {
+		progress, done := check()
+		now := time.Now()
+		if progress >= 0 && progress != seen {
+			if seen >= 0 {
+				longest = max(longest, now.Sub(lastProgress))
+			}
+			seen, lastProgress = progress, now
+		}
+		if done {
+			c.t.Logf("  %s: done after %v; the longest time without progress: %v (bound %v)",
+				what, now.Sub(start).Round(100*time.Millisecond), longest.Round(10*time.Millisecond), quiet)
+			return
+		}
+		if now.Sub(lastProgress) > quiet {
+			c.t.Fatalf("%s: no progress for %v (progress measure stuck at %d after %v)", what, quiet, seen, now.Sub(start).Round(time.Second))
+		}
+		if now.Sub(lastLog) > 10*time.Second {
+			c.t.Logf("  %s: progress %d after %v", what, seen, now.Sub(start).Round(time.Second))
+			lastLog = now
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // call sends a JSON request to the API of the server at base and decodes
 // the answer into out; it fails the test unless the answer is a 2xx.
 func (c *cluster) call(base, method, path string, body, out any) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ordoflow/ordo/domain"
 )
@@ -64,23 +65,37 @@ SELECT position, stream_id, stream_type, version, type, data, metadata, recorded
 var terminalFlowRunEvents = []string{"FlowRunCompleted", "FlowRunFailed", "FlowRunCrashed", "FlowRunCancelled"}
 
 // waitEnded waits until every one of the flow runs has ended in the log,
-// logging progress every 10 s, and fails the test after timeout.
-func (c *cluster) waitEnded(runs []uuid.UUID, timeout time.Duration) {
+// logging progress every 10 s. How long that takes follows the machine's
+// speed, so no deadline is guessed: it fails only when the runs stop
+// progressing, that is when for quiet no event was appended to any of the
+// runs or their task runs while some have not ended. quiet is the longest
+// silence the test's own set-up allows a healthy system (its timers: a
+// dead worker's heartbeat timeout, a waiting attempt's recheck), never a
+// guess of how fast the machine is.
+func (c *cluster) waitEnded(runs []uuid.UUID, quiet time.Duration) {
 	c.t.Helper()
-	start := time.Now()
-	lastLog := start
-	c.eventually(timeout, fmt.Sprintf("all %d runs end", len(runs)), func() bool {
-		var ended int
-		if err := c.db.QueryRow(context.Background(), `
-SELECT count(DISTINCT stream_id) FROM events WHERE stream_id = ANY($1) AND type = ANY($2)`, runs, terminalFlowRunEvents).Scan(&ended); err != nil {
+	ctx := context.Background()
+	streams := slices.Clone(runs)
+	rows, err := c.db.Query(ctx, `
+SELECT t.value::uuid FROM events e, jsonb_each_text(e.data->'task_run_ids') t
+WHERE e.stream_id = ANY($1) AND e.type = 'FlowRunCreated'`, runs)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	taskRuns, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	streams = append(streams, taskRuns...)
+	c.progressing(fmt.Sprintf("all %d runs end", len(runs)), quiet, func() (int, bool) {
+		var ended, events int
+		if err := c.db.QueryRow(ctx, `
+SELECT count(DISTINCT stream_id) FILTER (WHERE stream_id = ANY($1) AND type = ANY($2)), count(*)
+FROM events WHERE stream_id = ANY($3)`, runs, terminalFlowRunEvents, streams).Scan(&ended, &events); err != nil {
 			c.t.Logf("count ended runs: %v", err)
-			return false
+			return -1, false
 		}
-		if time.Since(lastLog) > 10*time.Second {
-			c.t.Logf("  %d/%d runs ended after %v", ended, len(runs), time.Since(start).Round(time.Second))
-			lastLog = time.Now()
-		}
-		return ended == len(runs)
+		return events, ended == len(runs)
 	})
 }
 

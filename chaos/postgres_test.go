@@ -90,12 +90,12 @@ func TestChaosPostgresRestarts(t *testing.T) {
 
 	var restartedAt time.Time
 	for i, at := range []int{15, 50} {
-		completed := c.waitCompleted(batch, total*at/100, 2*time.Minute)
+		completed := c.waitCompleted(batch, total*at/100)
 		took := pg.restart(2 * time.Second)
 		restartedAt = time.Now()
 		t.Logf("restart %d: PostgreSQL stopped with %d/%d task runs completed, down for %.1f s", i+1, completed, total, took.Seconds())
 	}
-	c.waitEnded(runs, 3*time.Minute)
+	c.waitEnded(runs, quietBound)
 	windowEnd := restartedAt.Add(10 * time.Second)
 	time.Sleep(time.Until(windowEnd))
 
@@ -123,7 +123,7 @@ func TestChaosPostgresRestarts(t *testing.T) {
 
 	l := c.readLog()
 	tickRuns := c.checkTicks(l, tick, time.Second, deployed.Add(2*time.Second), windowEnd)
-	c.waitEnded(tickRuns, time.Minute)
+	c.waitEnded(tickRuns, quietBound)
 	l = c.readLog()
 	c.checkExactlyOnce(l, append(runs, tickRuns...))
 	after := map[string]int{}
@@ -140,19 +140,21 @@ func TestChaosPostgresRestarts(t *testing.T) {
 	t.Logf("attempts started after the last restart: w1 %d, w2 %d; both heartbeat since", after["w1"], after["w2"])
 
 	// The read models caught up: the API shows every run completed.
-	c.eventually(time.Minute, "the API shows every run COMPLETED", func() bool {
-		for _, id := range append(runs, tickRuns...) {
+	all := append(runs, tickRuns...)
+	c.progressing("the API shows every run COMPLETED", quietBound, func() (int, bool) {
+		completed := 0
+		for _, id := range all {
 			var run struct {
 				State struct {
 					Type string `json:"type"`
 				} `json:"state"`
 			}
 			c.call(srv.url(), http.MethodGet, "/runs/"+id.String(), nil, &run)
-			if run.State.Type != "COMPLETED" {
-				return false
+			if run.State.Type == "COMPLETED" {
+				completed++
 			}
 		}
-		return true
+		return completed, completed == len(all)
 	})
 	resp, err := http.Get(srv.url() + "/readyz")
 	if err != nil {
@@ -169,15 +171,18 @@ func TestChaosPostgresRestarts(t *testing.T) {
 // waitCompleted waits until at least n task runs of the deployment's runs
 // completed and returns how many did; errors while PostgreSQL restarts are
 // retried.
-func (c *cluster) waitCompleted(deployment uuid.UUID, n int, timeout time.Duration) int {
+func (c *cluster) waitCompleted(deployment uuid.UUID, n int) int {
 	c.t.Helper()
 	var completed int
-	c.eventually(timeout, fmt.Sprintf("%d task runs complete", n), func() bool {
+	c.progressing(fmt.Sprintf("%d task runs complete", n), quietBound, func() (int, bool) {
 		err := c.db.QueryRow(context.Background(), `
 SELECT count(*) FROM events f CROSS JOIN LATERAL jsonb_each_text(f.data->'task_run_ids') tr
 JOIN events e ON e.stream_id = tr.value::uuid AND e.type = 'TaskRunCompleted'
 WHERE f.type = 'FlowRunCreated' AND f.data->>'deployment_id' = $1::text`, deployment).Scan(&completed)
-		return err == nil && completed >= n
+		if err != nil {
+			return -1, false
+		}
+		return completed, completed >= n
 	})
 	return completed
 }

@@ -83,12 +83,12 @@ func TestChaosServerKilled(t *testing.T) {
 	}
 	runs = append(runs, c.startRuns(srv.url(), burst, 2)...)
 	windowEnd := time.Now().Add(5 * time.Second)
-	c.waitEnded(runs, 2*time.Minute)
+	c.waitEnded(runs, quietBound)
 	time.Sleep(time.Until(windowEnd))
 
 	l := c.readLog()
 	tickRuns := c.checkTicks(l, tick, time.Second, deployed.Add(2*time.Second), windowEnd)
-	c.waitEnded(tickRuns, time.Minute)
+	c.waitEnded(tickRuns, quietBound)
 	l = c.readLog()
 	c.checkExactlyOnce(l, append(runs, tickRuns...))
 	c.verifyReplay()

@@ -74,7 +74,7 @@ func TestChaosWorkersKilled(t *testing.T) {
 	if len(kills) < 3 {
 		t.Fatalf("the workload was 90%% done after %d kills: make it longer so that workers die in the middle of it", len(kills))
 	}
-	c.waitEnded(runs, 4*time.Minute)
+	c.waitEnded(runs, quietBound)
 	t.Logf("all %d runs ended %v after they started, after %d kills", runCount, time.Since(began).Round(time.Second), len(kills))
 
 	l := c.readLog()
