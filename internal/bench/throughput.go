@@ -86,25 +86,40 @@ type Throughput struct {
 	River, OneRun, ManyRuns []float64 // per round: jobs/s and tasks/s
 }
 
-// MeasureThroughput runs the rounds of scenario 1.
+// MeasureThroughput runs the rounds of scenario 1. Each round measures raw
+// River and both Ordo workloads back to back, first River in odd rounds and
+// last in even ones, so that a baseline is always measured next to what it
+// is compared with, and a drift of the machine's speed during a round
+// favours neither side.
 func MeasureThroughput(ctx context.Context, env Env, sz Sizes) (Throughput, error) {
 	var t Throughput
 	for round := 1; round <= sz.ThroughputRounds; round++ {
 		of := fmt.Sprintf("round %d of %d", round, sz.ThroughputRounds)
-		env.logf("raw River, %s no-op jobs (%s)", count(sz.RiverJobs), of)
-		r, err := riverJobsPerSecond(ctx, env, sz.RiverJobs)
-		if err != nil {
-			return t, fmt.Errorf("raw River: %w", err)
+		var r, one, many float64
+		river := func() (err error) {
+			env.logf("raw River, %s no-op jobs (%s)", count(sz.RiverJobs), of)
+			if r, err = riverJobsPerSecond(ctx, env, sz.RiverJobs); err != nil {
+				return fmt.Errorf("raw River: %w", err)
+			}
+			return nil
 		}
-		env.logf("Ordo, 1 run of %s no-op tasks (%s)", count(sz.OneRunTasks), of)
-		one, err := ordoTasksPerSecond(ctx, env, 1, sz.OneRunTasks)
-		if err != nil {
-			return t, err
+		ordo := func() (err error) {
+			env.logf("Ordo, 1 run of %s no-op tasks (%s)", count(sz.OneRunTasks), of)
+			if one, err = ordoTasksPerSecond(ctx, env, 1, sz.OneRunTasks); err != nil {
+				return err
+			}
+			env.logf("Ordo, %s runs of %d no-op tasks (%s)", count(sz.Runs), sz.RunTasks, of)
+			many, err = ordoTasksPerSecond(ctx, env, sz.Runs, sz.RunTasks)
+			return err
 		}
-		env.logf("Ordo, %s runs of %d no-op tasks (%s)", count(sz.Runs), sz.RunTasks, of)
-		many, err := ordoTasksPerSecond(ctx, env, sz.Runs, sz.RunTasks)
-		if err != nil {
-			return t, err
+		steps := []func() error{river, ordo}
+		if round%2 == 0 {
+			steps = []func() error{ordo, river}
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return t, err
+			}
 		}
 		env.logf("River %s jobs/s, Ordo %s and %s tasks/s", count(r), count(one), count(many))
 		t.River, t.OneRun, t.ManyRuns = append(t.River, r), append(t.OneRun, one), append(t.ManyRuns, many)
@@ -131,15 +146,17 @@ func throughputScenario(ctx context.Context, env Env, opts Options) ([]Row, erro
 	r := median(t.River)
 	row := func(what string, rounds []float64) Row {
 		o := median(rounds)
+		q := perRound(rounds, t.River)
 		return Row{
 			What:     what,
 			Ordo:     count(o) + " tasks/s",
-			Baseline: "raw River no-op jobs, same settings: " + count(r) + " jobs/s",
-			Ratio:    ratio(o / r),
+			Baseline: "raw River no-op jobs, same settings, same rounds: " + count(r) + " jobs/s",
+			Ratio:    ratio(q.median),
 			Target:   "≥ 0.50 of raw River",
-			Checks:   []Check{atLeast("ratio", o/r, 0.5)},
-			Metrics:  map[string]float64{"tasks_per_s": o, "river_jobs_per_s": r, "ratio": o / r},
-			Note:     roundsNote(rounds, "tasks/s"),
+			Checks:   []Check{atLeast("ratio", q.median, 0.5)},
+			Metrics: map[string]float64{"tasks_per_s": o, "river_jobs_per_s": r, "ratio": q.median,
+				"ratio_min": q.min, "ratio_max": q.max, "rounds": float64(len(rounds))},
+			Note: q.note(rounds, t.River, "tasks/s", "jobs/s"),
 		}
 	}
 	return []Row{
@@ -156,6 +173,33 @@ func roundsNote(rounds []float64, unit string) string {
 	s := slices.Clone(rounds)
 	slices.Sort(s)
 	return fmt.Sprintf("median of %d rounds (%s–%s %s)", len(s), count(s[0]), count(s[len(s)-1]), unit)
+}
+
+// ratios are the per-round ratios of a measure to its baseline, measured
+// in the same rounds: their median is the figure judged, and their spread
+// shows how much one round can be trusted.
+type ratios struct{ median, min, max float64 }
+
+func perRound(xs, baselines []float64) ratios {
+	rs := make([]float64, len(xs))
+	for i := range xs {
+		rs[i] = xs[i] / baselines[i]
+	}
+	slices.Sort(rs)
+	return ratios{median: median(rs), min: rs[0], max: rs[len(rs)-1]}
+}
+
+func (q ratios) note(xs, baselines []float64, unit, baseUnit string) string {
+	if len(xs) < 2 {
+		return ""
+	}
+	return fmt.Sprintf("median of %d per-round ratios (%.2f–%.2f); Ordo %s, baseline %s",
+		len(xs), q.min, q.max, spread(xs, unit), spread(baselines, baseUnit))
+}
+
+// spread is "min–max unit" of xs.
+func spread(xs []float64, unit string) string {
+	return fmt.Sprintf("%s–%s %s", count(slices.Min(xs)), count(slices.Max(xs)), unit)
 }
 
 // StepLatencies runs chains of no-op Go handler tasks, one per round, each
