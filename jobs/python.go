@@ -36,7 +36,7 @@ func ResolvePython(setting string) (string, error) {
 		if errors.As(err, &ee) {
 			err = ee.Err
 		}
-		return "", fmt.Errorf("python interpreter %q: %w", setting, err)
+		return "", fmt.Errorf("interpreter %q: %w", setting, err)
 	}
 	return filepath.Abs(p)
 }

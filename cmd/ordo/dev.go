@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/internal/localpg"
 )
 
@@ -37,6 +38,10 @@ The worker takes the queues default and ml unless -q says otherwise.`,
 				return err
 			}
 			logger := newLogger(cmd.ErrOrStderr())
+			var err error
+			if wo.pythonPath, err = devPython(ctx, wo.python, logger); err != nil {
+				return domain.Invalid("python", "%v", err)
+			}
 			url := so.databaseURL
 			if url == "" {
 				abs, err := filepath.Abs(filepath.Join(dataDir, "postgres"))
