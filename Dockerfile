@@ -26,6 +26,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /var/lib/ordo/workspace && chown ordo /var/lib/ordo/workspace
 COPY --chown=ordo examples /app/examples
+# the interpreter that has the libraries runs the tasks' python3
+ENV ORDO_PYTHON=/usr/bin/python3
 WORKDIR /app
 USER ordo
 CMD ["worker", "-q", "ml"]

@@ -34,9 +34,13 @@ vet:
 build:
 	$(GO) build -o bin/ordo ./cmd/ordo
 
-# ordo dev starts its own local PostgreSQL when no database URL is set.
+# ordo dev starts its own local PostgreSQL when no database URL is set. The
+# binary is built and exec'd rather than `go run`, so that ordo is make's
+# child: a SIGTERM to make (which passes it on) or to ordo, or a Ctrl-C,
+# stops the server, the worker and that PostgreSQL.
 dev: deps
-	$(GO) run ./cmd/ordo dev
+	$(GO) build -o bin/ordo ./cmd/ordo
+	exec bin/ordo dev
 
 lint: vet
 	@unformatted=$$(gofmt -l .); \

@@ -57,6 +57,10 @@ type WorkerOptions struct {
 	// Env is the worker environment that tasks may inherit from (basic
 	// variables and those named in inherit_env). Defaults to os.Environ().
 	Env []string
+	// Python is the interpreter that runs command tasks whose argv[0] is
+	// python3 or python (see ResolvePython); empty: they are looked up on
+	// the worker's PATH like any command.
+	Python string
 	// MaxLogBytes is how much output (stdout, stderr, a handler's logs) one
 	// task attempt may store; past it the task runs on, its output is
 	// dropped, and one last line says how much. Defaults to

@@ -14,7 +14,10 @@ import (
 
 func openPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	if url == "" {
-		return nil, errors.New("no database: set --database-url, ORDO_DATABASE_URL or DATABASE_URL (or use `ordo dev`, which starts a local PostgreSQL)")
+		var err error
+		if url, err = defaultDevDatabaseURL(); err != nil {
+			return nil, err
+		}
 	}
 	pool, err := eventstore.NewPool(ctx, url)
 	if err != nil {

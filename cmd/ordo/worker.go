@@ -26,6 +26,8 @@ type workerOptions struct {
 	shutdownGrace     time.Duration
 	maxLogBytes       int64
 	env               []string // the environment tasks may inherit from; nil: the process's
+	python            string   // --python as given
+	pythonPath        string   // the interpreter resolved from it; "" for PATH
 }
 
 func (o *workerOptions) register(cmd *cobra.Command, withDatabase bool) {
@@ -40,6 +42,7 @@ func (o *workerOptions) register(cmd *cobra.Command, withDatabase bool) {
 	cmd.Flags().DurationVar(&o.fetchCooldown, "fetch-cooldown", 2*time.Millisecond, flagHelp("fetch-cooldown", "shortest time between two fetches of work from one queue"))
 	cmd.Flags().DurationVar(&o.fetchPollInterval, "fetch-poll-interval", 200*time.Millisecond, flagHelp("fetch-poll-interval", "how often a queue is polled when no notification arrives"))
 	cmd.Flags().Int64Var(&o.maxLogBytes, "max-log-bytes", jobs.DefaultMaxLogBytes, flagHelp("max-log-bytes", "output stored per task attempt; past it the task runs on and the rest is dropped (-1: no cap)"))
+	cmd.Flags().StringVar(&o.python, "python", "", flagHelp("python", "interpreter for command tasks whose command starts with python3 or python (default: python3 on PATH)"))
 	cmd.Flags().DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, flagHelp("shutdown-grace", "on SIGTERM, how long running tasks may take to finish before they are handed back"))
 }
 
@@ -68,6 +71,10 @@ finish within --shutdown-grace, and hands the rest back to be run again.`,
 				return err
 			}
 			logger := newLogger(cmd.ErrOrStderr())
+			var err error
+			if o.pythonPath, err = jobs.ResolvePython(o.python); err != nil {
+				return domain.Invalid("python", "%v", err)
+			}
 			pool, err := openPool(cmd.Context(), o.databaseURL)
 			if err != nil {
 				return err
@@ -116,6 +123,7 @@ func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store,
 		FetchPollInterval:  o.fetchPollInterval,
 		MaxLogBytes:        o.maxLogBytes,
 		Env:                o.env,
+		Python:             o.pythonPath,
 		Logger:             logger,
 	})
 	if err != nil {
@@ -124,7 +132,7 @@ func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store,
 	if err := w.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
-	logger.Info("ordo worker started", "name", w.Name(), "queues", o.queues, "concurrency", o.concurrency)
+	logger.Info("ordo worker started", "name", w.Name(), "queues", o.queues, "concurrency", o.concurrency, "python", orNone(o.pythonPath))
 	<-ctx.Done()
 	logger.Info("ordo worker stopping: finishing running task runs", "grace", o.shutdownGrace.String())
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownGrace)

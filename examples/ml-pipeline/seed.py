@@ -5,10 +5,13 @@ depends on area, rooms, age, distance to the centre and quality, with noise,
 a few missing values and a few outliers, so that cleaning and a gradient
 boosting model have something to do.
 
-    python3 examples/ml-pipeline/seed.py [--table houses] [--rows 5000]
+    scripts/ml-python examples/ml-pipeline/seed.py [--table houses] [--rows 5000]
+
+(scripts/ml-python runs the interpreter that has numpy and psycopg2.)
 
 It connects with the usual PostgreSQL variables (PGHOST, PGPORT, PGUSER,
-PGPASSWORD, PGDATABASE) or DATABASE_URL, and replaces the table.
+PGPASSWORD, PGDATABASE), ML_DATABASE_URL or DATABASE_URL, and replaces the
+table.
 """
 import argparse
 import os

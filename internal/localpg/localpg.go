@@ -133,11 +133,14 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 				return nil, fmt.Errorf("localpg: pick a free port: %w", err)
 			}
 		}
+		if opts.Port != 0 && !portFree(opts.Port) {
+			return nil, fmt.Errorf("localpg: 127.0.0.1:%d: %w", opts.Port, ErrPortInUse)
+		}
 		err = s.start(ctx, opts.Fast)
 		if err == nil {
 			break
 		}
-		if opts.Port != 0 || attempt == attempts || !errors.Is(err, errPortInUse) {
+		if opts.Port != 0 || attempt == attempts || !errors.Is(err, ErrPortInUse) {
 			return nil, err
 		}
 	}
@@ -150,9 +153,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 
 // URL returns the connection URL of the server's postgres database, as the
 // postgres superuser.
-func (s *Server) URL() string {
-	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/postgres?sslmode=disable", pgUser, s.port)
-}
+func (s *Server) URL() string { return URLFor(s.port) }
 
 // Port returns the TCP port the server listens on.
 func (s *Server) Port() int { return s.port }
@@ -205,7 +206,18 @@ func (s *Server) initdb(ctx context.Context, fast bool) error {
 	return nil
 }
 
-var errPortInUse = errors.New("port already in use")
+// ErrPortInUse is returned by Start when Options.Port is taken.
+var ErrPortInUse = errors.New("port already in use")
+
+// Running returns the port of the server running in dataDir, read from its
+// postmaster.pid, when the process that file names is alive.
+func Running(dataDir string) (int, bool) { return runningPort(dataDir) }
+
+// URLFor returns the connection URL of a server started by Start that
+// listens on port.
+func URLFor(port int) string {
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/postgres?sslmode=disable", pgUser, port)
+}
 
 // start runs pg_ctl start on s.port and waits for the server to be ready.
 func (s *Server) start(ctx context.Context, fast bool) error {
@@ -246,7 +258,7 @@ func (s *Server) start(ctx context.Context, fast bool) error {
 	}
 	tail := logTail(logPath, logOffset, 20)
 	if strings.Contains(tail, "could not bind") || strings.Contains(tail, "Address already in use") {
-		return fmt.Errorf("localpg: start on port %d: %w\n%s", s.port, errPortInUse, tail)
+		return fmt.Errorf("localpg: start on port %d: %w\n%s", s.port, ErrPortInUse, tail)
 	}
 	return fmt.Errorf("localpg: start: %w\nserver log (%s):\n%s", err, logPath, tail)
 }
@@ -492,6 +504,16 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// portFree reports whether 127.0.0.1:port can be listened on now.
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 // shellQuote quotes s for /bin/sh.
