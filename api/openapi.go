@@ -172,8 +172,8 @@ var openAPIDocument = obj{
 	"components": obj{"securitySchemes": bearerScheme, "schemas": obj{
 		"Error": object([]string{"error"}, obj{"error": object([]string{"code", "message", "details"}, obj{
 			"code":    obj{"type": "string", "enum": []string{"invalid", "not_found", "conflict", "unauthorized", "forbidden", "too_large", "unavailable", "internal", "not_implemented", "method_not_allowed"}},
-			"message": str,
-			"details": obj{"type": "array", "items": object([]string{"field", "message"}, obj{"field": str, "message": str})},
+			"message": obj{"type": "string", "description": "the whole error as a person reads it, every detail included"},
+			"details": obj{"type": "array", "description": "the same problems field by field, for programs", "items": object([]string{"field", "message"}, obj{"field": str, "message": str})},
 		})}),
 		"State": object([]string{"type", "name", "timestamp", "message"}, obj{
 			"type":      obj{"type": "string", "enum": []string{"SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLING", "CANCELLED", "CRASHED", "PAUSED"}},
