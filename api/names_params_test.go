@@ -1,8 +1,13 @@
 package api_test
 
 import (
+	"bytes"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ordoflow/ordo/domain"
 )
 
 // TestAPIRunParametersUnknownNames: a run whose overrides name a parameter
@@ -57,5 +62,89 @@ func TestAPIRunParametersUnknownNames(t *testing.T) {
 		if r := b.do(t, "POST", "/api/v1/deployments/"+tc.deployment+"/runs", `{"parameters": `+tc.params+`}`); r.status != 201 {
 			t.Errorf("parameters %s: %d %s, want 201", tc.params, r.status, r.body)
 		}
+	}
+}
+
+// TestAPINamesWhereIDsGo: every run and deployment route takes a name where
+// it takes an id; a name several runs carry is a conflict that lists their
+// ids, a name nobody carries is not found.
+func TestAPINamesWhereIDsGo(t *testing.T) {
+	t.Parallel()
+	b := fullSetup(t, false)
+	r := b.do(t, "POST", "/api/v1/deployments", deploymentBody("named-dep", func(d map[string]any) { delete(d, "schedule") }))
+	var dep struct{ ID string }
+	r.decode(t, &dep)
+	startRun := func(name string) string {
+		t.Helper()
+		r := b.do(t, "POST", "/api/v1/deployments/named-dep/runs", map[string]any{"name": name})
+		var run struct {
+			ID           string `json:"id"`
+			Name         string `json:"name"`
+			DeploymentID string `json:"deployment_id"`
+		}
+		r.decode(t, &run)
+		if r.status != 201 || run.Name != name || run.DeploymentID != dep.ID {
+			t.Fatalf("start run %q by the deployment's name: %d %s", name, r.status, r.body)
+		}
+		return run.ID
+	}
+	solo := startRun("solo")
+	twins := []string{startRun("twin"), startRun("twin")}
+	slashed := startRun("a/b c%")
+
+	runRoutes := []struct{ method, path string }{
+		{"GET", ""}, {"GET", "/graph"}, {"GET", "/events"}, {"GET", "/history?at=2100-01-01T00:00:00Z"}, {"GET", "/logs"},
+		{"POST", "/cancel"}, {"POST", "/retry"},
+	}
+	for _, rt := range runRoutes {
+		// the name reaches the run: cancel, then retry the cancelled run
+		byName := b.do(t, rt.method, "/api/v1/runs/solo"+rt.path, nil)
+		if byName.status != 200 || (rt.path != "/logs" && !bytes.Contains(byName.body, []byte(`"`+solo+`"`))) {
+			t.Errorf("%s /runs/solo%s: %d %s, want 200 about run %s", rt.method, rt.path, byName.status, byName.body, solo)
+		}
+
+		var e errorEnvelope
+		amb := b.do(t, rt.method, "/api/v1/runs/twin"+rt.path, nil)
+		amb.decode(t, &e)
+		if amb.status != 409 || e.Error.Code != "conflict" || !strings.HasPrefix(e.Error.Message, `2 runs are named "twin"`) || len(e.Error.Details) != 2 {
+			t.Errorf("%s /runs/twin%s: %d %s", rt.method, rt.path, amb.status, amb.body)
+		}
+		for _, id := range twins {
+			if !strings.Contains(e.Error.Message, id) || !slices.ContainsFunc(e.Error.Details, func(d domain.Detail) bool { return d.Field == "id" && d.Message == id }) {
+				t.Errorf("%s /runs/twin%s does not list %s: %s", rt.method, rt.path, id, amb.body)
+			}
+		}
+
+		e = errorEnvelope{}
+		unknown := b.do(t, rt.method, "/api/v1/runs/ghost"+rt.path, nil)
+		unknown.decode(t, &e)
+		if unknown.status != 404 || e.Error.Code != "not_found" || !strings.Contains(e.Error.Message, `no run named "ghost"`) {
+			t.Errorf("%s /runs/ghost%s: %d %s", rt.method, rt.path, unknown.status, unknown.body)
+		}
+	}
+	// a name with a slash, a space and a percent sign, escaped in the path
+	if r := b.do(t, "GET", "/api/v1/runs/"+url.PathEscape("a/b c%"), nil); r.status != 200 || !bytes.Contains(r.body, []byte(slashed)) {
+		t.Errorf("GET /runs/%s: %d %s", url.PathEscape("a/b c%"), r.status, r.body)
+	}
+
+	for _, rt := range []struct {
+		method, path string
+		status       int
+	}{
+		{"GET", "", 200}, {"POST", "/pause", 200}, {"POST", "/resume", 200}, {"DELETE", "", 204},
+	} {
+		var e errorEnvelope
+		unknown := b.do(t, rt.method, "/api/v1/deployments/ghost"+rt.path, nil)
+		unknown.decode(t, &e)
+		if unknown.status != 404 || !strings.Contains(e.Error.Message, `no deployment named "ghost"`) {
+			t.Errorf("%s /deployments/ghost%s: %d %s", rt.method, rt.path, unknown.status, unknown.body)
+		}
+		r := b.do(t, rt.method, "/api/v1/deployments/named-dep"+rt.path, nil)
+		if r.status != rt.status || (rt.status == 200 && !bytes.Contains(r.body, []byte(dep.ID))) {
+			t.Errorf("%s /deployments/named-dep%s: %d %s", rt.method, rt.path, r.status, r.body)
+		}
+	}
+	if r := b.do(t, "GET", "/api/v1/deployments/named-dep", nil); r.status != 404 {
+		t.Errorf("a deleted deployment's name still resolves: %d %s", r.status, r.body)
 	}
 }

@@ -131,15 +131,11 @@ trail. RUN is a run's id or its name.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
-			id, err := findRun(cmd.Context(), c, args[0])
-			if err != nil {
-				return err
-			}
 			if at == "" {
 				var page struct {
 					Items []eventJSON `json:"items"`
 				}
-				if err := c.do(cmd.Context(), "GET", "/runs/"+id+"/events", nil, &page); err != nil {
+				if err := c.do(cmd.Context(), "GET", runPath(args[0])+"/events", nil, &page); err != nil {
 					return err
 				}
 				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -155,7 +151,7 @@ trail. RUN is a run's id or its name.`,
 				EventCount int             `json:"event_count"`
 				Run        json.RawMessage `json:"run"`
 			}
-			if err := c.do(cmd.Context(), "GET", "/runs/"+id+"/history"+query("at", at), nil, &h); err != nil {
+			if err := c.do(cmd.Context(), "GET", runPath(args[0])+"/history"+query("at", at), nil, &h); err != nil {
 				return err
 			}
 			if asJSON {
