@@ -2,12 +2,15 @@ package api_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/projections"
+	"github.com/ordoflow/ordo/projections/projtest"
 )
 
 // TestAPIRunParametersUnknownNames: a run whose overrides name a parameter
@@ -146,5 +149,70 @@ func TestAPINamesWhereIDsGo(t *testing.T) {
 	}
 	if r := b.do(t, "GET", "/api/v1/deployments/named-dep", nil); r.status != 404 {
 		t.Errorf("a deleted deployment's name still resolves: %d %s", r.status, r.body)
+	}
+}
+
+// TestAPIEventsCarryTheAuditTrailFields: the global log shows each event of
+// a run and its task runs as the run's audit trail does, with the run's id
+// and name, the task's name and the states before and after, also when the
+// page holds a task run's event without its run's.
+func TestAPIEventsCarryTheAuditTrailFields(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	run := b.log.CreateRun(projtest.RunSpec{Name: "hello-13e2af11"})
+	run.Flow(domain.FlowRunPending{}, domain.FlowRunStarted{})
+	run.Succeed("load", 1, "rows")
+	run.Task("left", domain.TaskRunStarted{Attempt: 1, Worker: "w1"},
+		domain.TaskRunFailed{AttemptFailure: domain.AttemptFailure{Attempt: 1, Error: "boom"}})
+	other := b.log.CreateRun(projtest.RunSpec{Name: "other"})
+	other.Complete()
+	b.sync(t)
+
+	var trail projections.Page[projections.Event]
+	b.do(t, "GET", "/api/v1/runs/"+run.ID.String()+"/events", nil).decode(t, &trail)
+	byPosition := map[int64]projections.Event{}
+	for _, e := range trail.Items {
+		byPosition[e.Position] = e
+		if e.FlowRunID == nil || *e.FlowRunID != run.ID || e.FlowRunName != "hello-13e2af11" || e.ToState == nil {
+			t.Fatalf("audit trail event lacks its run or state: %+v", e)
+		}
+	}
+	var all []projections.Event
+	for after := ""; ; {
+		// pages of 3 put task runs' events on pages without their run's
+		var p projections.Page[projections.Event]
+		b.do(t, "GET", "/api/v1/events?limit=3&after="+url.QueryEscape(after), nil).decode(t, &p)
+		all = append(all, p.Items...)
+		if p.NextCursor == nil {
+			break
+		}
+		after = *p.NextCursor
+	}
+	matched, tasks := 0, 0
+	for _, e := range all {
+		want, inTrail := byPosition[e.Position]
+		if !inTrail {
+			if e.StreamType == domain.StreamTaskRun && (e.FlowRunID == nil || *e.FlowRunID != other.ID || e.FlowRunName != "other" || e.TaskName == "") {
+				t.Errorf("event of the other run lacks its run or task: %+v", e)
+			}
+			continue
+		}
+		matched++
+		if e.TaskName != "" {
+			tasks++
+		}
+		got, _ := json.Marshal(e)
+		wantJSON, _ := json.Marshal(want)
+		if !bytes.Equal(got, wantJSON) {
+			t.Errorf("event %d in the global log:\n%s\nin the audit trail:\n%s", e.Position, got, wantJSON)
+		}
+	}
+	if matched != len(trail.Items) || tasks == 0 {
+		t.Fatalf("the global log shows %d of the run's %d events (%d of task runs)", matched, len(trail.Items), tasks)
+	}
+	for _, e := range all {
+		if e.Type == "TaskRunFailed" && (e.TaskName != "left" || e.FromState == nil || e.FromState.Type != domain.Running || e.ToState.Type != domain.Failed) {
+			t.Errorf("the failure: %+v", e)
+		}
 	}
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The CLI against a real server: what a user reads when the API refuses a
@@ -47,6 +49,41 @@ func TestCLIAgainstTheAPI(t *testing.T) {
 			if code != 2 || strings.Count(out, tc.want) != 1 {
 				t.Errorf("ordo %s: exit %d, want exit 2 and %q exactly once:\n%s", strings.Join(tc.args, " "), code, tc.want, out)
 			}
+		}
+	})
+
+	// The STREAM column names the run and the task, the TRANSITION column
+	// the states; the log is read gap-free, so the newest events may show
+	// a moment later.
+	t.Run("EventsNameTheRunTheTaskAndTheTransition", func(t *testing.T) {
+		want := []*regexp.Regexp{
+			regexp.MustCompile(`flow_run cli-run-1\s+FlowRunCreated\s+\(new\) -> SCHEDULED`),
+			regexp.MustCompile(`task_run load_data of run cli-run-1\s+TaskRunCreated\s+\(new\) -> PENDING`),
+			regexp.MustCompile(`task_run train of run cli-run-1\s+TaskRunCreated\s+\(new\) -> PENDING`),
+		}
+		var out string
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			out = c.ordo("events")
+			missing := 0
+			for _, re := range want {
+				if !re.MatchString(out) {
+					missing++
+				}
+			}
+			if missing == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				for _, re := range want {
+					if !re.MatchString(out) {
+						t.Errorf("ordo events shows no line like %s", re)
+					}
+				}
+				t.Fatalf("ordo events:\n%s", out)
+			}
+		}
+		if strings.Contains(out, "\ttask_run\t") || regexp.MustCompile(`task_run\s+TaskRun`).MatchString(out) {
+			t.Errorf("a task run's event without its task:\n%s", out)
 		}
 	})
 }
