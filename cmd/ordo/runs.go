@@ -148,6 +148,8 @@ func newRunCommand() *cobra.Command {
 		Short: "Start a run of a deployment now",
 		Long: `Start a run of a deployment (by name or id), with parameter overrides.
 Values are read as JSON when they parse (--param test_size=0.3), else as text.
+Only parameters the deployment has (its defaults and its schema's properties)
+may be given: a misspelt one is refused with the closest name.
 With --watch, show the task runs' states live until the run ends; the exit
 status is then 0 for COMPLETED, 1 for FAILED or CRASHED, 3 for CANCELLED.`,
 		Args: cobra.ExactArgs(1),
