@@ -59,6 +59,10 @@ type ReadModel interface {
 	// document of GET /runs.
 	AppendRunListJSON(ctx context.Context, b []byte, f projections.RunFilter) ([]byte, error)
 	RunGet(ctx context.Context, id uuid.UUID) (projections.FlowRun, error)
+	// RunIDsByName returns the ids of at most limit runs named name.
+	RunIDsByName(ctx context.Context, name string, limit int) ([]uuid.UUID, error)
+	// DeploymentIDByName returns the id of the live deployment named name.
+	DeploymentIDByName(ctx context.Context, name string) (uuid.UUID, bool, error)
 	RunGraph(ctx context.Context, id uuid.UUID) (projections.Graph, error)
 	RunEvents(ctx context.Context, id uuid.UUID) ([]projections.Event, error)
 	RunHistory(ctx context.Context, id uuid.UUID, at projections.HistoryPoint) (projections.History, error)
@@ -523,16 +527,6 @@ func (q *query) time(name string) *time.Time {
 		return nil
 	}
 	return &t
-}
-
-// pathID reads the :id path parameter; a malformed one names nothing that
-// exists.
-func pathID(c echo.Context, what string) (uuid.UUID, error) {
-	id, err := uuid.Parse(c.Param("id"))
-	if err != nil {
-		return uuid.Nil, domain.Errorf(domain.CodeNotFound, "%s %q not found: ids are UUIDs", what, c.Param("id"))
-	}
-	return id, nil
 }
 
 // noBody refuses a body on endpoints that take none, other than {}.

@@ -50,6 +50,10 @@ type errorBody struct {
 	Error errorJSON `json:"error"`
 }
 
+// errorJSON is the error itself: Message is the whole error as a person
+// reads it, every detail included ("invalid parameters: parameters.x: ...");
+// Details are the same problems field by field, for programs (a form marks
+// the field). A client shows the message alone.
 type errorJSON struct {
 	Code    domain.Code     `json:"code"`
 	Message string          `json:"message"`

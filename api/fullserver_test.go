@@ -112,7 +112,7 @@ type testRuns struct {
 }
 
 func (r testRuns) RunCreate(ctx context.Context, deploymentID uuid.UUID, req api.RunCreateRequest, actor string) (uuid.UUID, error) {
-	rr := jobs.RunRequest{Parameters: req.Parameters, IdempotencyKey: req.IdempotencyKey}
+	rr := jobs.RunRequest{Parameters: req.Parameters, IdempotencyKey: req.IdempotencyKey, Name: req.Name}
 	if req.ScheduledAt != nil {
 		rr.ScheduledAt = *req.ScheduledAt
 	}

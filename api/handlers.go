@@ -69,7 +69,7 @@ func (s *server) deploymentList(c echo.Context) error {
 }
 
 func (s *server) deploymentGet(c echo.Context) error {
-	id, err := pathID(c, "deployment")
+	id, err := s.pathDeploymentID(c)
 	if err != nil {
 		return err
 	}
@@ -89,7 +89,7 @@ func (s *server) deploymentResume(c echo.Context) error {
 }
 
 func (s *server) deploymentCommand(c echo.Context, cmd func(ctx context.Context, id uuid.UUID, actor string) (domain.Deployment, error)) error {
-	id, err := pathID(c, "deployment")
+	id, err := s.pathDeploymentID(c)
 	if err != nil {
 		return err
 	}
@@ -104,7 +104,7 @@ func (s *server) deploymentCommand(c echo.Context, cmd func(ctx context.Context,
 }
 
 func (s *server) deploymentDelete(c echo.Context) error {
-	id, err := pathID(c, "deployment")
+	id, err := s.pathDeploymentID(c)
 	if err != nil {
 		return err
 	}
@@ -122,7 +122,7 @@ func (s *server) runCreate(c echo.Context) error {
 	if s.opts.Runs == nil {
 		return notImplemented("creating runs")
 	}
-	id, err := pathID(c, "deployment")
+	id, err := s.pathDeploymentID(c)
 	if err != nil {
 		return err
 	}
@@ -166,7 +166,7 @@ func (s *server) runCommand(c echo.Context, what string, method func(RunCommands
 	if s.opts.Runs == nil {
 		return notImplemented(what)
 	}
-	id, err := pathID(c, "flow run")
+	id, err := s.pathRunID(c)
 	if err != nil {
 		return err
 	}
@@ -210,7 +210,7 @@ func (s *server) runList(c echo.Context) error {
 var jsonBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 func (s *server) runGet(c echo.Context) error {
-	id, err := pathID(c, "flow run")
+	id, err := s.pathRunID(c)
 	if err != nil {
 		return err
 	}
@@ -222,7 +222,7 @@ func (s *server) runGet(c echo.Context) error {
 }
 
 func (s *server) runGraph(c echo.Context) error {
-	id, err := pathID(c, "flow run")
+	id, err := s.pathRunID(c)
 	if err != nil {
 		return err
 	}
@@ -234,7 +234,7 @@ func (s *server) runGraph(c echo.Context) error {
 }
 
 func (s *server) runEvents(c echo.Context) error {
-	id, err := pathID(c, "flow run")
+	id, err := s.pathRunID(c)
 	if err != nil {
 		return err
 	}
@@ -246,7 +246,7 @@ func (s *server) runEvents(c echo.Context) error {
 }
 
 func (s *server) runHistory(c echo.Context) error {
-	id, err := pathID(c, "flow run")
+	id, err := s.pathRunID(c)
 	if err != nil {
 		return err
 	}

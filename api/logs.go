@@ -21,7 +21,7 @@ func (s *server) runLogs(c echo.Context) error {
 	if logs == nil {
 		return notImplemented("task logs")
 	}
-	id, err := pathID(c, "flow run")
+	id, err := s.pathRunID(c)
 	if err != nil {
 		return err
 	}

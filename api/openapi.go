@@ -66,7 +66,11 @@ func qparam(name, desc string, schema obj) obj {
 }
 
 var (
-	idParam    = obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string", "format": "uuid"}}
+	// The {id} of a route takes a name as well (api/resolve.go).
+	deploymentRef = obj{"name": "id", "in": "path", "required": true, "schema": str,
+		"description": "the deployment's id (a UUID) or its name; a name no live deployment holds is 404 not_found"}
+	runRef = obj{"name": "id", "in": "path", "required": true, "schema": str,
+		"description": "the run's id (a UUID) or its name; a name several runs carry is 409 conflict, its message and details listing their ids; a name no run carries is 404 not_found"}
 	queueParam = obj{"name": "name", "in": "path", "required": true, "schema": obj{"type": "string"}}
 	idemHeader = obj{"name": "Idempotency-Key", "in": "header", "description": "a retried POST with the same key gets the first response again; keys are per API token, so two tokens never share an answer", "schema": obj{"type": "string", "maxLength": 255}}
 	str        = obj{"type": "string"}
@@ -112,13 +116,13 @@ var openAPIDocument = obj{
 				limitParam, qparam("cursor", "next_cursor of the previous page", str)),
 		},
 		"/api/v1/deployments/{id}": obj{
-			"get":    op("one deployment with its next scheduled runs", obj{"200": response("the deployment", ref("Deployment"))}, idParam),
-			"delete": op("delete a deployment; its runs stay", obj{"204": obj{"description": "deleted"}}, idParam),
+			"get":    op("one deployment with its next scheduled runs", obj{"200": response("the deployment", ref("Deployment"))}, deploymentRef),
+			"delete": op("delete a deployment; its runs stay", obj{"204": obj{"description": "deleted"}}, deploymentRef),
 		},
-		"/api/v1/deployments/{id}/pause":  obj{"post": op("turn the schedule off", obj{"200": response("the deployment", ref("Deployment"))}, idParam, idemHeader)},
-		"/api/v1/deployments/{id}/resume": obj{"post": op("turn the schedule on", obj{"200": response("the deployment", ref("Deployment"))}, idParam, idemHeader)},
+		"/api/v1/deployments/{id}/pause":  obj{"post": op("turn the schedule off", obj{"200": response("the deployment", ref("Deployment"))}, deploymentRef, idemHeader)},
+		"/api/v1/deployments/{id}/resume": obj{"post": op("turn the schedule on", obj{"200": response("the deployment", ref("Deployment"))}, deploymentRef, idemHeader)},
 		"/api/v1/deployments/{id}/runs": obj{"post": withBody(op("start a run now or at scheduled_at, with parameter overrides and an optional name",
-			obj{"201": response("the run", ref("FlowRun"))}, idParam, idemHeader), jsonBody(object(nil, obj{
+			obj{"201": response("the run", ref("FlowRun"))}, deploymentRef, idemHeader), jsonBody(object(nil, obj{
 			"scheduled_at":    dateTime,
 			"parameters":      obj{"type": "object", "additionalProperties": true},
 			"idempotency_key": str,
@@ -133,14 +137,14 @@ var openAPIDocument = obj{
 			qparam("since", "scheduled at or after", dateTime),
 			qparam("until", "scheduled before", dateTime),
 			limitParam, qparam("cursor", "next_cursor of the previous page", str))},
-		"/api/v1/runs/{id}":        obj{"get": op("one flow run with its task runs", obj{"200": response("the run", ref("FlowRun"))}, idParam)},
-		"/api/v1/runs/{id}/graph":  obj{"get": op("the run's task runs and their dependencies", obj{"200": response("the graph", ref("Graph"))}, idParam)},
-		"/api/v1/runs/{id}/events": obj{"get": op("the audit trail: every event of the run and its task runs, in log order", obj{"200": response("all events", listOf("Event"))}, idParam)},
+		"/api/v1/runs/{id}":        obj{"get": op("one flow run with its task runs", obj{"200": response("the run", ref("FlowRun"))}, runRef)},
+		"/api/v1/runs/{id}/graph":  obj{"get": op("the run's task runs and their dependencies", obj{"200": response("the graph", ref("Graph"))}, runRef)},
+		"/api/v1/runs/{id}/events": obj{"get": op("the audit trail: every event of the run and its task runs, in log order", obj{"200": response("all events", listOf("Event"))}, runRef)},
 		"/api/v1/runs/{id}/history": obj{"get": op("the run as it was at a past time or log position, folded from its events",
-			obj{"200": response("the run then", ref("History"))}, idParam,
+			obj{"200": response("the run then", ref("History"))}, runRef,
 			obj{"name": "at", "in": "query", "required": true, "description": "an RFC 3339 time, an event position, or an event cursor TXID-POSITION", "schema": str})},
-		"/api/v1/runs/{id}/cancel": obj{"post": op("cancel a run (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, idParam, idemHeader)},
-		"/api/v1/runs/{id}/retry":  obj{"post": op("run the failed part of a run again (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, idParam, idemHeader)},
+		"/api/v1/runs/{id}/cancel": obj{"post": op("cancel a run (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, runRef, idemHeader)},
+		"/api/v1/runs/{id}/retry":  obj{"post": op("run the failed part of a run again (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, runRef, idemHeader)},
 		"/api/v1/events": obj{"get": op("the global event log, in log order (read gap-free: an event shows once no earlier one can still commit)", obj{"200": response("a page", listOf("Event"))},
 			qparam("after", "an event's cursor (or position): events after it", str),
 			qparam("type", "event types, comma-separated or repeated", strList),
@@ -149,7 +153,7 @@ var openAPIDocument = obj{
 			obj{"200": obj{"description": "a page of lines, or the event stream", "content": obj{
 				"application/json":  obj{"schema": listOf("LogLine")},
 				"text/event-stream": obj{"schema": str},
-			}}}, idParam,
+			}}}, runRef,
 			qparam("task", "only this task: its name or task run id", str),
 			qparam("after", "lines after this line id (also the Last-Event-ID header when following)", obj{"type": "integer", "minimum": 0}),
 			qparam("limit", "page size, 1 to 5000 (default 500)", obj{"type": "integer", "minimum": 1, "maximum": 5000}),
@@ -172,8 +176,8 @@ var openAPIDocument = obj{
 	"components": obj{"securitySchemes": bearerScheme, "schemas": obj{
 		"Error": object([]string{"error"}, obj{"error": object([]string{"code", "message", "details"}, obj{
 			"code":    obj{"type": "string", "enum": []string{"invalid", "not_found", "conflict", "unauthorized", "forbidden", "too_large", "unavailable", "internal", "not_implemented", "method_not_allowed"}},
-			"message": str,
-			"details": obj{"type": "array", "items": object([]string{"field", "message"}, obj{"field": str, "message": str})},
+			"message": obj{"type": "string", "description": "the whole error as a person reads it, every detail included"},
+			"details": obj{"type": "array", "description": "the same problems field by field, for programs", "items": object([]string{"field", "message"}, obj{"field": str, "message": str})},
 		})}),
 		"State": object([]string{"type", "name", "timestamp", "message"}, obj{
 			"type":      obj{"type": "string", "enum": []string{"SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLING", "CANCELLED", "CRASHED", "PAUSED"}},
@@ -216,9 +220,13 @@ var openAPIDocument = obj{
 			"position": obj{"type": "integer"}, "transaction_id": str, "cursor": str, "stream_id": str,
 			"stream_type": obj{"type": "string", "enum": []string{"deployment", "flow_run", "task_run"}},
 			"version":     obj{"type": "integer"}, "type": str, "data": obj{"type": "object"},
-			"metadata":    object([]string{"actor", "reason", "causation_id", "correlation_id"}, obj{"actor": str, "reason": str, "causation_id": str, "correlation_id": str}),
-			"recorded_at": dateTime, "task_name": str,
-			"from_state": ref("State"), "to_state": ref("State"),
+			"metadata":      object([]string{"actor", "reason", "causation_id", "correlation_id"}, obj{"actor": str, "reason": str, "causation_id": str, "correlation_id": str}),
+			"recorded_at":   dateTime,
+			"flow_run_id":   obj{"type": "string", "description": "events of flow runs and task runs: the run"},
+			"flow_run_name": obj{"type": "string", "description": "events of flow runs and task runs: the run's name"},
+			"task_name":     obj{"type": "string", "description": "events of task runs: the task"},
+			"from_state":    obj{"allOf": []obj{ref("State")}, "description": "events of flow runs and task runs: the state before the event; absent for the first event of its stream"},
+			"to_state":      obj{"allOf": []obj{ref("State")}, "description": "events of flow runs and task runs: the state after the event"},
 		}),
 		"LogLine": object([]string{"id", "timestamp", "task_run_id", "task_name", "stream", "level", "message"}, obj{
 			"id": obj{"type": "integer"}, "timestamp": dateTime, "task_run_id": str, "task_name": str, "attempt": obj{"type": "integer"},

@@ -70,7 +70,8 @@ type RunRequest struct {
 }
 
 // RunFromDeployment creates a run of the deployment. The deployment must
-// exist and not be deleted (else a not-found error); the merged parameters
+// exist and not be deleted (else a not-found error); the overrides must name
+// parameters it has (domain's CheckParameterNames) and the merged parameters
 // must satisfy its parameters_schema (else an invalid error whose details
 // name "parameters.X", and nothing is stored). Under a concurrency limit the
 // run returned may be SCHEDULED and waiting for a slot, or CANCELLED with the
@@ -90,6 +91,9 @@ func (r *DeploymentRuns) RunFromDeployment(ctx context.Context, deploymentID uui
 		}
 		if d.Stream == 0 || d.Deleted {
 			return domain.Errorf(domain.CodeNotFound, "deployment %s not found", deploymentID)
+		}
+		if err := d.Spec.CheckParameterNames(req.Parameters); err != nil {
+			return err
 		}
 		params := domain.MergeParameters(d.Spec.Parameters, req.Parameters)
 		if err := d.Spec.CheckParameters(params); err != nil {

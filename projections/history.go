@@ -53,14 +53,21 @@ func (r *Reader) RunEvents(ctx context.Context, id uuid.UUID) ([]Event, error) {
 		before, after := f.apply(env)
 		e := eventOf(env)
 		e.TaskName = names[env.StreamID]
-		b, a := stateOf(before), stateOf(after)
-		if !before.IsZero() {
-			e.FromState = &b
-		}
-		e.ToState = &a
+		e.FlowRunID, e.FlowRunName = &id, f.run.Name
+		setStates(&e, before, after)
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// setStates sets an event's from and to states: no from state for the
+// first event of a stream.
+func setStates(e *Event, before, after domain.State) {
+	b, a := stateOf(before), stateOf(after)
+	if !before.IsZero() {
+		e.FromState = &b
+	}
+	e.ToState = &a
 }
 
 // HistoryPoint says how far into the log to fold: up to a time, or up to a
@@ -220,9 +227,101 @@ func (r *Reader) EventList(ctx context.Context, f EventFilter) (Page[Event], err
 	for _, env := range envs {
 		page.Items = append(page.Items, eventOf(env))
 	}
+	if err := r.describeEvents(ctx, page.Items); err != nil {
+		return Page[Event]{}, err
+	}
 	if len(page.Items) == limit {
 		c := page.Items[limit-1].Cursor
 		page.NextCursor = &c
 	}
 	return page, nil
+}
+
+// describeEvents gives the events of flow runs and task runs what a run's
+// audit trail shows (RunEvents): the run's id and name, the task's name,
+// the states before and after. It folds their streams from the log, as
+// the audit trail does, so that it never lags behind the events it
+// describes.
+func (r *Reader) describeEvents(ctx context.Context, events []Event) error {
+	var ids []uuid.UUID
+	seen := map[uuid.UUID]bool{}
+	for _, e := range events {
+		if (e.StreamType == domain.StreamFlowRun || e.StreamType == domain.StreamTaskRun) && !seen[e.StreamID] {
+			seen[e.StreamID] = true
+			ids = append(ids, e.StreamID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	type step struct{ before, after domain.State }
+	steps := map[uuid.UUID]map[int64]step{}
+	runs := map[uuid.UUID]domain.FlowRun{}
+	tasks := map[uuid.UUID]domain.TaskRun{}
+	fold := func(envs []domain.Envelope) {
+		for _, env := range envs {
+			var before, after domain.State
+			switch env.StreamType {
+			case domain.StreamFlowRun:
+				run, ok := runs[env.StreamID]
+				if !ok {
+					run = domain.FlowRun{ID: env.StreamID}
+				}
+				before = run.State
+				run = run.Apply(env.Event, env.RecordedAt)
+				runs[env.StreamID], after = run, run.State
+			case domain.StreamTaskRun:
+				t, ok := tasks[env.StreamID]
+				if !ok {
+					t = domain.TaskRun{ID: env.StreamID}
+				}
+				before = t.State
+				t = t.Apply(env.Event, env.RecordedAt)
+				tasks[env.StreamID], after = t, t.State
+			default:
+				continue
+			}
+			if steps[env.StreamID] == nil {
+				steps[env.StreamID] = map[int64]step{}
+			}
+			steps[env.StreamID][env.Version] = step{before, after}
+		}
+	}
+	envs, err := r.store.ReadStreams(ctx, r.pool, ids)
+	if err != nil {
+		return err
+	}
+	fold(envs)
+	// the runs of task runs whose run has no event on the page, for their names
+	var more []uuid.UUID
+	for _, t := range tasks {
+		if _, ok := runs[t.FlowRunID]; !ok && t.FlowRunID != uuid.Nil && !seen[t.FlowRunID] {
+			seen[t.FlowRunID] = true
+			more = append(more, t.FlowRunID)
+		}
+	}
+	if len(more) > 0 {
+		envs, err := r.store.ReadStreams(ctx, r.pool, more)
+		if err != nil {
+			return err
+		}
+		fold(envs)
+	}
+	for i := range events {
+		e := &events[i]
+		st, ok := steps[e.StreamID][e.Version]
+		if !ok {
+			continue // a deployment's event
+		}
+		setStates(e, st.before, st.after)
+		runID := e.StreamID
+		if t, isTask := tasks[e.StreamID]; isTask {
+			runID, e.TaskName = t.FlowRunID, t.Task.Name
+		}
+		if runID != uuid.Nil {
+			e.FlowRunID = &runID
+			e.FlowRunName = runs[runID].Name
+		}
+	}
+	return nil
 }

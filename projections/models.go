@@ -145,9 +145,13 @@ type Event struct {
 	Data          json.RawMessage `json:"data"`
 	Metadata      Metadata        `json:"metadata"`
 	RecordedAt    time.Time       `json:"recorded_at"`
-	TaskName      string          `json:"task_name,omitempty"`
-	FromState     *State          `json:"from_state,omitempty"`
-	ToState       *State          `json:"to_state,omitempty"`
+	// For events of flow runs and task runs: the run, the task, and the
+	// state of the stream before and after the event.
+	FlowRunID   *uuid.UUID `json:"flow_run_id,omitempty"`
+	FlowRunName string     `json:"flow_run_name,omitempty"`
+	TaskName    string     `json:"task_name,omitempty"`
+	FromState   *State     `json:"from_state,omitempty"`
+	ToState     *State     `json:"to_state,omitempty"`
 }
 
 // Metadata says who caused an event and why; every key is always present.

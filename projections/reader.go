@@ -621,3 +621,29 @@ func uuidOrNil(u pgtype.UUID) *uuid.UUID {
 	id := uuid.UUID(u.Bytes)
 	return &id
 }
+
+// RunIDsByName returns the ids of the runs named exactly name, newest
+// first, at most limit of them: the API accepts a run's name wherever it
+// takes its id.
+func (r *Reader) RunIDsByName(ctx context.Context, name string, limit int) ([]uuid.UUID, error) {
+	rows, err := r.pool.Query(ctx, `SELECT id FROM flow_runs WHERE name = $1 ORDER BY scheduled_at DESC, id DESC LIMIT $2`, name, limit)
+	if err != nil {
+		return nil, fmt.Errorf("find runs named %q: %w", name, err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+}
+
+// DeploymentIDByName returns the id of the live deployment that holds name,
+// from the write side's table of names (a name is held by one deployment at
+// a time); false when none does.
+func (r *Reader) DeploymentIDByName(ctx context.Context, name string) (uuid.UUID, bool, error) {
+	var id uuid.UUID
+	err := r.pool.QueryRow(ctx, `SELECT deployment_id FROM deployment_names WHERE name = $1`, name).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return uuid.Nil, false, nil
+	}
+	if err != nil {
+		return uuid.Nil, false, fmt.Errorf("find the deployment named %q: %w", name, err)
+	}
+	return id, true, nil
+}

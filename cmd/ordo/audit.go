@@ -24,10 +24,27 @@ type eventJSON struct {
 		Actor  string `json:"actor"`
 		Reason string `json:"reason"`
 	} `json:"metadata"`
-	RecordedAt time.Time  `json:"recorded_at"`
-	TaskName   string     `json:"task_name"`
-	FromState  *stateJSON `json:"from_state"`
-	ToState    *stateJSON `json:"to_state"`
+	RecordedAt  time.Time  `json:"recorded_at"`
+	FlowRunID   string     `json:"flow_run_id,omitempty"`
+	FlowRunName string     `json:"flow_run_name,omitempty"`
+	TaskName    string     `json:"task_name,omitempty"`
+	FromState   *stateJSON `json:"from_state,omitempty"`
+	ToState     *stateJSON `json:"to_state,omitempty"`
+}
+
+// streamLabel names what an event is about: "task_run load_data of run
+// hello-13e2af11", "flow_run hello-13e2af11".
+func streamLabel(e eventJSON) string {
+	what := e.StreamType
+	if e.TaskName != "" {
+		what += " " + e.TaskName
+		if e.FlowRunName != "" {
+			what += " of run " + e.FlowRunName
+		}
+	} else if e.FlowRunName != "" {
+		what += " " + e.FlowRunName
+	}
+	return what
 }
 
 func printEvent(w io.Writer, e eventJSON, asJSON bool) {
@@ -44,11 +61,7 @@ func printEvent(w io.Writer, e eventJSON, asJSON bool) {
 		}
 		transition = from + " -> " + stateLabel(*e.ToState)
 	}
-	what := e.StreamType
-	if e.TaskName != "" {
-		what += " " + e.TaskName
-	}
-	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Position, e.RecordedAt.Local().Format("2006-01-02 15:04:05.000"), what, e.Type, transition, e.Metadata.Actor, e.Metadata.Reason)
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Position, e.RecordedAt.Local().Format("2006-01-02 15:04:05.000"), streamLabel(e), e.Type, transition, e.Metadata.Actor, e.Metadata.Reason)
 }
 
 func newEventsCommand() *cobra.Command {
@@ -131,15 +144,11 @@ trail. RUN is a run's id or its name.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
-			id, err := findRun(cmd.Context(), c, args[0])
-			if err != nil {
-				return err
-			}
 			if at == "" {
 				var page struct {
 					Items []eventJSON `json:"items"`
 				}
-				if err := c.do(cmd.Context(), "GET", "/runs/"+id+"/events", nil, &page); err != nil {
+				if err := c.do(cmd.Context(), "GET", runPath(args[0])+"/events", nil, &page); err != nil {
 					return err
 				}
 				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -155,7 +164,7 @@ trail. RUN is a run's id or its name.`,
 				EventCount int             `json:"event_count"`
 				Run        json.RawMessage `json:"run"`
 			}
-			if err := c.do(cmd.Context(), "GET", "/runs/"+id+"/history"+query("at", at), nil, &h); err != nil {
+			if err := c.do(cmd.Context(), "GET", runPath(args[0])+"/history"+query("at", at), nil, &h); err != nil {
 				return err
 			}
 			if asJSON {

@@ -75,7 +75,10 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 	if resp.StatusCode >= 300 {
 		var e apiError
 		if json.Unmarshal(data, &e) == nil && e.Error.Code != "" {
-			return &domain.Error{Code: e.Error.Code, Message: e.Error.Message, Details: e.Error.Details}
+			// The message is the whole error, its details included
+			// (api/errors.go); keeping the details here too would print
+			// them twice.
+			return &domain.Error{Code: e.Error.Code, Message: e.Error.Message}
 		}
 		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -108,60 +109,31 @@ func readInput(cmd *cobra.Command, file string) ([]byte, error) {
 	return os.ReadFile(file)
 }
 
-// findDeployment resolves a deployment name or id.
+// findDeployment reads a deployment by its name or id: the API takes
+// either.
 func findDeployment(ctx context.Context, c *apiClient, nameOrID string) (deploymentJSON, error) {
 	var d deploymentJSON
-	if err := c.do(ctx, "GET", "/deployments/"+nameOrID, nil, &d); err == nil {
-		return d, nil
-	}
-	var page listJSON[deploymentJSON]
-	if err := c.do(ctx, "GET", "/deployments"+query("name", nameOrID, "limit", "200"), nil, &page); err != nil {
-		return d, err
-	}
-	for _, d := range page.Items {
-		if d.Name == nameOrID {
-			return d, nil
-		}
-	}
-	return d, domain.Errorf(domain.CodeNotFound, "no deployment named %q", nameOrID)
+	err := c.do(ctx, "GET", "/deployments/"+url.PathEscape(nameOrID), nil, &d)
+	return d, err
 }
 
-// findRun resolves RUN, a run's id or its name as `ordo run` and `runs ls`
-// print it, to the run's id. A name that several runs carry is refused,
-// with their ids.
+// runPath is the API path of RUN, a run's id or its name as `ordo run` and
+// `runs ls` print it: the API resolves a name, and refuses one that several
+// runs carry with their ids.
+func runPath(nameOrID string) string { return "/runs/" + url.PathEscape(nameOrID) }
+
+// findRun resolves RUN to the run's id, for commands that make several
+// requests about one run.
 func findRun(ctx context.Context, c *apiClient, nameOrID string) (string, error) {
 	if _, err := uuid.Parse(nameOrID); err == nil {
 		return nameOrID, nil
 	}
-	var ids []string
-	cursor := ""
-	for range maxRunNamePages {
-		var page listJSON[runJSON]
-		if err := c.do(ctx, "GET", "/runs"+query("name", nameOrID, "limit", "200", "cursor", cursor), nil, &page); err != nil {
-			return "", err
-		}
-		for _, r := range page.Items {
-			if r.Name == nameOrID {
-				ids = append(ids, r.ID)
-			}
-		}
-		if page.NextCursor == nil || len(page.Items) == 0 {
-			break
-		}
-		cursor = *page.NextCursor
+	var run runJSON
+	if err := c.do(ctx, "GET", runPath(nameOrID), nil, &run); err != nil {
+		return "", err
 	}
-	switch len(ids) {
-	case 0:
-		return "", domain.Errorf(domain.CodeNotFound, "no run named %q (RUN is a run's id or name)", nameOrID)
-	case 1:
-		return ids[0], nil
-	}
-	return "", domain.Errorf(domain.CodeInvalid, "%d runs are named %q: name one by its id (%s)", len(ids), nameOrID, strings.Join(ids, ", "))
+	return run.ID, nil
 }
-
-// maxRunNamePages bounds the pages of runs whose names contain RUN that
-// findRun reads (200 a page), newest first.
-const maxRunNamePages = 50
 
 func newRunCommand() *cobra.Command {
 	c := newAPIClient()
@@ -176,6 +148,8 @@ func newRunCommand() *cobra.Command {
 		Short: "Start a run of a deployment now",
 		Long: `Start a run of a deployment (by name or id), with parameter overrides.
 Values are read as JSON when they parse (--param test_size=0.3), else as text.
+Only parameters the deployment has (its defaults and its schema's properties)
+may be given: a misspelt one is refused with the closest name.
 With --watch, show the task runs' states live until the run ends; the exit
 status is then 0 for COMPLETED, 1 for FAILED or CRASHED, 3 for CANCELLED.`,
 		Args: cobra.ExactArgs(1),
@@ -325,12 +299,8 @@ func newRunsCommand() *cobra.Command {
 		Short: "Show one run with its task runs",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := findRun(cmd.Context(), c, args[0])
-			if err != nil {
-				return err
-			}
 			var run runJSON
-			if err := c.do(cmd.Context(), "GET", "/runs/"+id, nil, &run); err != nil {
+			if err := c.do(cmd.Context(), "GET", runPath(args[0]), nil, &run); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -355,11 +325,7 @@ func newRunsCommand() *cobra.Command {
 		Short: "Cancel a run: running task processes are killed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := findRun(cmd.Context(), c, args[0])
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), "POST", "/runs/"+id+"/cancel", struct{}{}, nil); err != nil {
+			if err := c.do(cmd.Context(), "POST", runPath(args[0])+"/cancel", struct{}{}, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "run %s is being cancelled\n", args[0])
@@ -373,11 +339,7 @@ func newRunsCommand() *cobra.Command {
 		Short: "Run the failed part of a finished run again",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := findRun(cmd.Context(), c, args[0])
-			if err != nil {
-				return err
-			}
-			if err := c.do(cmd.Context(), "POST", "/runs/"+id+"/retry", struct{}{}, nil); err != nil {
+			if err := c.do(cmd.Context(), "POST", runPath(args[0])+"/retry", struct{}{}, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "run %s is retried\n", args[0])

@@ -106,6 +106,13 @@ func TestUI(t *testing.T) {
 
 		e.open(t, ctx, "/deployments/"+cron.ID)
 		e.waitJS(t, ctx, "the JSON parameters form", `!!document.querySelector('#param-json')`, 10*time.Second)
+		// a refusal is shown with its message once (the message holds its details)
+		e.run(t, ctx, "run with a parameter the deployment does not take", fill(`#param-json`, `{"tabel": "houses"}`), chromedp.Click(chromedp.CSS(`#run-submit`)))
+		e.waitJS(t, ctx, "the refusal", `document.querySelector('#run-message').className.includes('error')`, 15*time.Second)
+		refusal := evalJS[string](t, ctx, `document.querySelector('#run-message').textContent`)
+		if want := `unknown parameter "tabel" (deployment ui-pages-cron takes no parameters)`; strings.Count(refusal, want) != 1 {
+			t.Errorf("the run form shows %q, want %q once", refusal, want)
+		}
 		e.run(t, ctx, "pause the schedule", chromedp.Click(chromedp.CSS(`#pause-toggle`)))
 		e.waitJS(t, ctx, "the paused deployment", `document.querySelector('#pause-toggle').getAttribute('aria-pressed') === 'true' && document.querySelector('.page-head [data-paused]').textContent === 'Paused'`, 10*time.Second)
 		var paused struct {

@@ -11,11 +11,14 @@ export class APIError extends Error {
     this.details = details || [];
   }
 
-  // describe is the error as a user reads it: status, code, message, fields.
+  // describe is the error as a user reads it: status, code, message. The
+  // server's message already names every detail; the details are listed
+  // apart only when it does not.
   describe() {
     let s = this.status ? `${this.status} ${this.code}: ${this.message}` : this.message;
     for (const d of this.details) {
-      if (d && (d.field || d.message)) s += `\n• ${d.field ? d.field + ': ' : ''}${d.message || ''}`;
+      const text = d && (d.field || d.message) ? `${d.field ? d.field + ': ' : ''}${d.message || ''}` : '';
+      if (text && !String(this.message).includes(text)) s += `\n• ${text}`;
     }
     return s;
   }
