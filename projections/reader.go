@@ -182,9 +182,39 @@ func scanDeployments(rows pgx.Rows) ([]Deployment, error) {
 	return items, nil
 }
 
+// RunTimes says which runs a list shows by when they are due.
+type RunTimes int
+
+const (
+	// RunsDue, the default, lists the runs that started or are due: every
+	// run but the upcoming ones, newest first. Runs scheduled ahead would
+	// otherwise come first and bury the ones that happened.
+	RunsDue RunTimes = iota
+	// RunsUpcoming lists the upcoming runs: SCHEDULED for a later time
+	// (scheduled_at after now), soonest first.
+	RunsUpcoming
+	// RunsAll lists both, newest first.
+	RunsAll
+)
+
+// ParseRunTimes reads the upcoming parameter of GET /runs: false or empty
+// (RunsDue), true (RunsUpcoming) or include (RunsAll).
+func ParseRunTimes(s string) (RunTimes, error) {
+	switch strings.ToLower(s) {
+	case "", "false":
+		return RunsDue, nil
+	case "true":
+		return RunsUpcoming, nil
+	case "include":
+		return RunsAll, nil
+	}
+	return 0, domain.Invalid("upcoming", "must be true (only runs scheduled for later), false (runs started or due) or include (both), got %q", s)
+}
+
 // RunFilter selects flow runs; they are listed newest first by
-// (scheduled_at, id).
+// (scheduled_at, id), upcoming ones soonest first.
 type RunFilter struct {
+	Times      RunTimes           // due (default), upcoming or all
 	States     []domain.StateType // any of them
 	Deployment string             // a deployment id or name
 	Tags       []string           // all of them
@@ -332,17 +362,64 @@ func runListQuery(f RunFilter, rareTag bool) (runQuery, error) {
 		if err != nil {
 			return runQuery{}, domain.Invalid("cursor", "not a cursor from this list")
 		}
-		w.add(`(scheduled_at, id) < (?, ?)`, t, id)
+		if f.Times == RunsUpcoming {
+			w.add(`(scheduled_at, id) > (?, ?)`, t, id)
+		} else {
+			w.add(`(scheduled_at, id) < (?, ?)`, t, id)
+		}
 	}
 	q.args = w.args
 	order := ` ORDER BY scheduled_at DESC, id DESC LIMIT ` + strconv.Itoa(limit+1)
-	if rareTag && len(f.Tags) > 0 {
+	// Upcoming runs are SCHEDULED; a state filter without SCHEDULED needs no
+	// condition on time.
+	times := f.Times
+	if times == RunsDue && len(f.States) > 0 && !slices.Contains(f.States, domain.Scheduled) {
+		times = RunsAll
+	}
+	switch {
+	case times == RunsUpcoming:
+		order = ` ORDER BY scheduled_at, id LIMIT ` + strconv.Itoa(limit+1)
+		q.sql = `SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + and(w, upcomingCond) + order
+	case rareTag && len(f.Tags) > 0:
+		cond := ""
+		if times == RunsDue {
+			cond = ` WHERE NOT (` + upcomingCond + `)`
+		}
 		q.sql = `WITH tagged AS MATERIALIZED (SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() + `)
-SELECT * FROM tagged` + order
-	} else {
+SELECT * FROM tagged` + cond + order
+	case times == RunsDue:
+		// Two parts, so that each reads an index in order and stops at the
+		// page's end rather than stepping over every run scheduled ahead:
+		// the runs due, and the few not SCHEDULED whose time is still to
+		// come (cancelled before it, or started early), which come first.
+		q.sql = `SELECT * FROM (
+(SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + and(w, `scheduled_at > now() AND state_type IN (`+notScheduledStates()+`)`) + order + `)
+UNION ALL
+(SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + and(w, `scheduled_at <= now()`) + order + `)) AS due` + order
+	default:
 		q.sql = `SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() + order
 	}
 	return q, nil
+}
+
+// upcomingCond selects the upcoming runs (RunsUpcoming).
+const upcomingCond = `state_type = 'SCHEDULED' AND scheduled_at > now()`
+
+// and returns w's WHERE clause with cond added.
+func and(w where, cond string) string {
+	w.conds = append(slices.Clip(w.conds), cond)
+	return w.sql()
+}
+
+// notScheduledStates lists every state type but SCHEDULED as SQL literals.
+func notScheduledStates() string {
+	var states []string
+	for _, s := range domain.StateTypes {
+		if s != domain.Scheduled {
+			states = append(states, sqlLiteral(string(s)))
+		}
+	}
+	return strings.Join(states, ", ")
 }
 
 // sqlLiteral quotes s as an SQL string literal. runListQuery only gives it
