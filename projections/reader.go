@@ -388,12 +388,15 @@ func runListQuery(f RunFilter, rareTag bool) (runQuery, error) {
 		q.sql = `WITH tagged AS MATERIALIZED (SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() + `)
 SELECT * FROM tagged` + cond + order
 	case times == RunsDue:
-		// Two parts, so that each reads an index in order and stops at the
-		// page's end rather than stepping over every run scheduled ahead:
-		// the runs due, and the few not SCHEDULED whose time is still to
-		// come (cancelled before it, or started early), which come first.
+		// Two parts, so that neither steps over every run scheduled ahead
+		// (one condition would: the planner then walks the time index from
+		// the top and filters): the runs due, read in order from the time
+		// index up to the page's end, and the few not SCHEDULED whose time
+		// is still to come (cancelled before it, or started early), which
+		// come first. That part has no order of its own, so that it is read
+		// from the state index rather than the time index.
 		q.sql = `SELECT * FROM (
-(SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + and(w, `scheduled_at > now() AND state_type IN (`+notScheduledStates()+`)`) + order + `)
+(SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + and(w, `scheduled_at > now() AND state_type IN (`+notScheduledStates()+`)`) + `)
 UNION ALL
 (SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + and(w, `scheduled_at <= now()`) + order + `)) AS due` + order
 	default:
