@@ -125,7 +125,7 @@ var openAPIDocument = obj{
 			"name":            str,
 		})))},
 		"/api/v1/runs": obj{"get": op("list flow runs: by default the runs that started or are due, newest first by scheduled time; with upcoming=true the runs scheduled for later, soonest first", obj{"200": response("a page", listOf("FlowRun"))},
-			qparam("upcoming", "false (default): runs that started or are due, every run but the upcoming ones; true: only upcoming runs, SCHEDULED for a time still to come, soonest first; include: both, newest first", obj{"type": "string", "enum": []string{"false", "true", "include"}, "default": "false"}),
+			qparam("upcoming", "false (default): runs that are due (scheduled at or before now: started, ended or waiting for a worker), newest first; true: only upcoming runs, scheduled for a time still to come (SCHEDULED, or cancelled before it), soonest first; include: both, newest first", obj{"type": "string", "enum": []string{"false", "true", "include"}, "default": "false"}),
 			qparam("state", "state types, comma-separated or repeated", strList),
 			qparam("deployment", "deployment id or name", str),
 			qparam("tag", "has all these tags", strList),

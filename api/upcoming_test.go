@@ -14,8 +14,8 @@ import (
 )
 
 // TestAPIRunsListUpcoming checks that GET /runs lists by default the runs
-// that started or are due, newest first, that upcoming=true lists only the
-// runs scheduled for later, soonest first, that include lists both, and that
+// that are due (started, ended or waiting), newest first, that
+// upcoming=true lists only the runs scheduled for later, soonest first, that include lists both, and that
 // keyset paging walks each list whole.
 func TestAPIRunsListUpcoming(t *testing.T) {
 	t.Parallel()
@@ -31,7 +31,7 @@ func TestAPIRunsListUpcoming(t *testing.T) {
 	create("next-3", at(3*time.Hour))
 	create("next-1", at(time.Hour))
 	create("next-2", at(2*time.Hour))
-	// cancelled before its time: it happened, so it is no longer upcoming
+	// cancelled before its time: still upcoming, shown CANCELLED, until then
 	create("cancelled-ahead", at(4*time.Hour)).Flow(domain.FlowRunCancelled{})
 	b.sync(t)
 
@@ -66,14 +66,15 @@ func TestAPIRunsListUpcoming(t *testing.T) {
 		query string
 		want  []string
 	}{
-		{"", []string{"cancelled-ahead", "due-scheduled", "past-failed", "past-completed"}},
-		{"upcoming=false", []string{"cancelled-ahead", "due-scheduled", "past-failed", "past-completed"}},
-		{"upcoming=true", []string{"next-1", "next-2", "next-3"}},
-		{"upcoming=TRUE&since=" + url.QueryEscape(at(90*time.Minute).Format(time.RFC3339)), []string{"next-2", "next-3"}},
+		{"", []string{"due-scheduled", "past-failed", "past-completed"}},
+		{"upcoming=false", []string{"due-scheduled", "past-failed", "past-completed"}},
+		{"upcoming=true", []string{"next-1", "next-2", "next-3", "cancelled-ahead"}},
+		{"upcoming=TRUE&since=" + url.QueryEscape(at(90*time.Minute).Format(time.RFC3339)), []string{"next-2", "next-3", "cancelled-ahead"}},
 		{"upcoming=include", []string{"cancelled-ahead", "next-3", "next-2", "next-1", "due-scheduled", "past-failed", "past-completed"}},
 		{"state=SCHEDULED", []string{"due-scheduled"}},
 		{"state=SCHEDULED&upcoming=true", []string{"next-1", "next-2", "next-3"}},
-		{"state=COMPLETED,CANCELLED", []string{"cancelled-ahead", "past-completed"}},
+		{"state=COMPLETED,CANCELLED", []string{"past-completed"}},
+		{"state=CANCELLED&upcoming=true", []string{"cancelled-ahead"}},
 		{"state=COMPLETED&upcoming=true", nil},
 	}
 	for _, tt := range tests {

@@ -186,12 +186,12 @@ func scanDeployments(rows pgx.Rows) ([]Deployment, error) {
 type RunTimes int
 
 const (
-	// RunsDue, the default, lists the runs that started or are due: every
-	// run but the upcoming ones, newest first. Runs scheduled ahead would
-	// otherwise come first and bury the ones that happened.
+	// RunsDue, the default, lists the runs that are due (scheduled_at not
+	// after now): the runs that started, ended or wait for a worker, newest
+	// first. Runs scheduled ahead would otherwise come first and bury them.
 	RunsDue RunTimes = iota
-	// RunsUpcoming lists the upcoming runs: SCHEDULED for a later time
-	// (scheduled_at after now), soonest first.
+	// RunsUpcoming lists the runs scheduled for a time still to come,
+	// soonest first: SCHEDULED, or CANCELLED before their time.
 	RunsUpcoming
 	// RunsAll lists both, newest first.
 	RunsAll
@@ -208,7 +208,7 @@ func ParseRunTimes(s string) (RunTimes, error) {
 	case "include":
 		return RunsAll, nil
 	}
-	return 0, domain.Invalid("upcoming", "must be true (only runs scheduled for later), false (runs started or due) or include (both), got %q", s)
+	return 0, domain.Invalid("upcoming", "must be true (only runs scheduled for later), false (runs that are due) or include (both), got %q", s)
 }
 
 // RunFilter selects flow runs; they are listed newest first by
@@ -370,59 +370,24 @@ func runListQuery(f RunFilter, rareTag bool) (runQuery, error) {
 	}
 	q.args = w.args
 	order := ` ORDER BY scheduled_at DESC, id DESC LIMIT ` + strconv.Itoa(limit+1)
-	// Upcoming runs are SCHEDULED; a state filter without SCHEDULED needs no
-	// condition on time.
-	times := f.Times
-	if times == RunsDue && len(f.States) > 0 && !slices.Contains(f.States, domain.Scheduled) {
-		times = RunsAll
-	}
-	switch {
-	case times == RunsUpcoming:
+	// The two lists part the runs by time alone, so that each is a range of
+	// the time column that every index of the list ends with: a condition on
+	// the state as well would have the planner step over every run
+	// scheduled ahead.
+	switch f.Times {
+	case RunsDue:
+		w.add(`scheduled_at <= now()`)
+	case RunsUpcoming:
+		w.add(`scheduled_at > now()`)
 		order = ` ORDER BY scheduled_at, id LIMIT ` + strconv.Itoa(limit+1)
-		q.sql = `SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + and(w, upcomingCond) + order
-	case rareTag && len(f.Tags) > 0:
-		cond := ""
-		if times == RunsDue {
-			cond = ` WHERE NOT (` + upcomingCond + `)`
-		}
+	}
+	if rareTag && len(f.Tags) > 0 {
 		q.sql = `WITH tagged AS MATERIALIZED (SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() + `)
-SELECT * FROM tagged` + cond + order
-	case times == RunsDue:
-		// Two parts, so that neither steps over every run scheduled ahead
-		// (one condition would: the planner then walks the time index from
-		// the top and filters): the runs due, read in order from the time
-		// index up to the page's end, and the few not SCHEDULED whose time
-		// is still to come (cancelled before it, or started early), which
-		// come first. That part has no order of its own, so that it is read
-		// from the state index rather than the time index.
-		q.sql = `SELECT * FROM (
-(SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + and(w, `scheduled_at > now() AND state_type IN (`+notScheduledStates()+`)`) + `)
-UNION ALL
-(SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + and(w, `scheduled_at <= now()`) + order + `)) AS due` + order
-	default:
+SELECT * FROM tagged` + order
+	} else {
 		q.sql = `SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() + order
 	}
 	return q, nil
-}
-
-// upcomingCond selects the upcoming runs (RunsUpcoming).
-const upcomingCond = `state_type = 'SCHEDULED' AND scheduled_at > now()`
-
-// and returns w's WHERE clause with cond added.
-func and(w where, cond string) string {
-	w.conds = append(slices.Clip(w.conds), cond)
-	return w.sql()
-}
-
-// notScheduledStates lists every state type but SCHEDULED as SQL literals.
-func notScheduledStates() string {
-	var states []string
-	for _, s := range domain.StateTypes {
-		if s != domain.Scheduled {
-			states = append(states, sqlLiteral(string(s)))
-		}
-	}
-	return strings.Join(states, ", ")
 }
 
 // sqlLiteral quotes s as an SQL string literal. runListQuery only gives it
