@@ -180,8 +180,12 @@ func (s *server) runCommand(c echo.Context, what string, method func(RunCommands
 }
 
 func (s *server) runList(c echo.Context) error {
-	q := s.query(c, "state", "deployment", "tag", "name", "work_queue", "since", "until", "limit", "cursor")
-	f := projections.RunFilter{
+	q := s.query(c, "state", "deployment", "tag", "name", "work_queue", "since", "until", "limit", "cursor", "upcoming")
+	times, err := projections.ParseRunTimes(q.str("upcoming"))
+	if err != nil && q.err == nil {
+		q.err = err
+	}
+	f := projections.RunFilter{Times: times,
 		Deployment: q.str("deployment"), Tags: q.list("tag"), Name: q.str("name"), WorkQueue: q.str("work_queue"),
 		Since: q.time("since"), Until: q.time("until"), Limit: q.int("limit"), Cursor: q.str("cursor"),
 	}
@@ -197,7 +201,6 @@ func (s *server) runList(c echo.Context) error {
 	}
 	buf := jsonBuffers.Get().(*[]byte)
 	defer jsonBuffers.Put(buf)
-	var err error
 	if *buf, err = s.opts.Reads.AppendRunListJSON(c.Request().Context(), (*buf)[:0], f); err != nil {
 		return err
 	}

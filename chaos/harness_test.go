@@ -466,7 +466,7 @@ func (c *cluster) verifyReplay() {
 	out, err := c.ordo("replay", "--verify", "--dry-run")
 	var report []string
 	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
-		if !strings.Contains(line, "events/s,") { // not a progress line
+		if !strings.Contains(line, " elapsed") { // not a progress line
 			report = append(report, "  "+line)
 		}
 	}

@@ -182,9 +182,39 @@ func scanDeployments(rows pgx.Rows) ([]Deployment, error) {
 	return items, nil
 }
 
+// RunTimes says which runs a list shows by when they are due.
+type RunTimes int
+
+const (
+	// RunsDue, the default, lists the runs that are due (scheduled_at not
+	// after now): the runs that started, ended or wait for a worker, newest
+	// first. Runs scheduled ahead would otherwise come first and bury them.
+	RunsDue RunTimes = iota
+	// RunsUpcoming lists the runs scheduled for a time still to come,
+	// soonest first: SCHEDULED, or CANCELLED before their time.
+	RunsUpcoming
+	// RunsAll lists both, newest first.
+	RunsAll
+)
+
+// ParseRunTimes reads the upcoming parameter of GET /runs: false or empty
+// (RunsDue), true (RunsUpcoming) or include (RunsAll).
+func ParseRunTimes(s string) (RunTimes, error) {
+	switch strings.ToLower(s) {
+	case "", "false":
+		return RunsDue, nil
+	case "true":
+		return RunsUpcoming, nil
+	case "include":
+		return RunsAll, nil
+	}
+	return 0, domain.Invalid("upcoming", "must be true (only runs scheduled for later), false (runs that are due) or include (both), got %q", s)
+}
+
 // RunFilter selects flow runs; they are listed newest first by
-// (scheduled_at, id).
+// (scheduled_at, id), upcoming ones soonest first.
 type RunFilter struct {
+	Times      RunTimes           // due (default), upcoming or all
 	States     []domain.StateType // any of them
 	Deployment string             // a deployment id or name
 	Tags       []string           // all of them
@@ -332,10 +362,25 @@ func runListQuery(f RunFilter, rareTag bool) (runQuery, error) {
 		if err != nil {
 			return runQuery{}, domain.Invalid("cursor", "not a cursor from this list")
 		}
-		w.add(`(scheduled_at, id) < (?, ?)`, t, id)
+		if f.Times == RunsUpcoming {
+			w.add(`(scheduled_at, id) > (?, ?)`, t, id)
+		} else {
+			w.add(`(scheduled_at, id) < (?, ?)`, t, id)
+		}
 	}
 	q.args = w.args
 	order := ` ORDER BY scheduled_at DESC, id DESC LIMIT ` + strconv.Itoa(limit+1)
+	// The two lists part the runs by time alone, so that each is a range of
+	// the time column that every index of the list ends with: a condition on
+	// the state as well would have the planner step over every run
+	// scheduled ahead.
+	switch f.Times {
+	case RunsDue:
+		w.add(`scheduled_at <= now()`)
+	case RunsUpcoming:
+		w.add(`scheduled_at > now()`)
+		order = ` ORDER BY scheduled_at, id LIMIT ` + strconv.Itoa(limit+1)
+	}
 	if rareTag && len(f.Tags) > 0 {
 		q.sql = `WITH tagged AS MATERIALIZED (SELECT ` + flowRunColumnsSelect + ` FROM flow_runs ` + w.sql() + `)
 SELECT * FROM tagged` + order

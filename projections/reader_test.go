@@ -37,6 +37,17 @@ FROM generate_series(1, 100000) AS i, LATERAL (SELECT now() - i * interval '1 mi
 	if err != nil {
 		t.Fatal(err)
 	}
+	// runs a schedule created ahead, which the default list leaves out
+	// without stepping over them
+	_, err = pool.Exec(ctx, `
+INSERT INTO flow_runs (id, name, flow_name, deployment_id, deployment_name, deployment_version, work_queue, tags, parameters,
+    state_type, state_name, state_timestamp, scheduled_at, run_count, task_count, created_at, updated_at, stream_version)
+SELECT gen_random_uuid(), 'ahead-' || i, 'flow', ('00000000-0000-4000-8000-00000000000' || (i % 2))::uuid,
+    'common-' || i % 2, 1, 'default', ARRAY['t', 'x' || i % 3], '{}', 'SCHEDULED', 'Scheduled', now(), now() + i * interval '1 second', 0, 1, now(), now(), 1
+FROM generate_series(1, 20000) AS i`)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := pool.Exec(ctx, `ANALYZE flow_runs`); err != nil {
 		t.Fatal(err)
 	}
@@ -60,6 +71,7 @@ FROM generate_series(1, 100000) AS i, LATERAL (SELECT now() - i * interval '1 mi
 		{Deployment: "00000000-0000-4000-8000-000000000009"}, {Deployment: "no such name!"},
 		{Tags: []string{"rare"}}, {Tags: []string{"nobody's"}}, {Tags: []string{"t", "rare"}}, {Tags: []string{"x1"}},
 		{Tags: []string{"rare"}, Limit: 1}, {Tags: []string{"rare"}, Deployment: "common-0", Limit: 1},
+		{}, {Times: RunsUpcoming}, {Times: RunsAll}, {Times: RunsUpcoming, Deployment: "common-1"}, {Times: RunsUpcoming, Tags: []string{"x1"}},
 	} {
 		filters = append(filters, f)
 		f.Cursor = later

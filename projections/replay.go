@@ -108,7 +108,9 @@ func (p ReplayProgress) String() string {
 	} else {
 		s += " events"
 	}
-	s += fmt.Sprintf(", %.0f events/s, %s elapsed", p.Rate, p.Elapsed.Round(100*time.Millisecond))
+	// No rate here: the summary at the end gives the one figure, over the
+	// whole replay.
+	s += fmt.Sprintf(", %s elapsed", p.Elapsed.Round(100*time.Millisecond))
 	if p.Remaining > 0 {
 		s += fmt.Sprintf(", about %s left", p.Remaining.Round(100*time.Millisecond))
 	}
@@ -310,6 +312,7 @@ func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
 	if r.report != nil {
 		r.report.Events = r.events.Load()
 		r.report.Checkpoint = at.String()
+		r.report.Position, r.report.TransactionID = at.Position, at.TransactionID
 		r.report.Clean = len(r.report.Violations) == 0 && r.report.differences() == 0
 		res.Verify = r.report
 	}

@@ -12,8 +12,10 @@ import (
 // rebuilt read models and the live ones, both at the same checkpoint, and
 // events of the log that are not legal transitions.
 type VerifyReport struct {
-	Checkpoint     string      `json:"checkpoint"` // where both were compared
-	Events         int64       `json:"events"`     // events validated
+	Checkpoint     string      `json:"checkpoint"`     // where both were compared: "transaction-position"
+	Position       int64       `json:"position"`       // the log position of the last event compared
+	TransactionID  uint64      `json:"transaction_id"` // the transaction that wrote it
+	Events         int64       `json:"events"`         // events validated
 	Tables         []TableDiff `json:"tables"`
 	Violations     []string    `json:"violations"` // the first maxSamples, in log order
 	ViolationCount int         `json:"violation_count"`
@@ -62,9 +64,9 @@ func (r *VerifyReport) OK() bool { return r.ViolationCount == 0 && r.differences
 
 func (r *VerifyReport) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "verified at %s: %d events", r.Checkpoint, r.Events)
+	fmt.Fprintf(&b, "verified %d events, the log up to position %d (written by transaction %d)", r.Events, r.Position, r.TransactionID)
 	if r.ViolationCount == 0 {
-		b.WriteString(", every one a legal transition\n")
+		b.WriteString(": every one a legal transition\n")
 	} else {
 		fmt.Fprintf(&b, ", %d illegal:\n", r.ViolationCount)
 		for _, v := range r.Violations {

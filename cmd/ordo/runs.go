@@ -208,7 +208,6 @@ func watchRun(ctx context.Context, c *apiClient, id string, out io.Writer) error
 		if err := c.do(ctx, "GET", "/runs/"+id, nil, &run); err != nil {
 			return err
 		}
-		done := 0
 		for _, t := range run.TaskRuns {
 			label := string(t.State.Type) + "/" + t.State.Name
 			if seen[t.ID] != label {
@@ -219,11 +218,8 @@ func watchRun(ctx context.Context, c *apiClient, id string, out io.Writer) error
 				}
 				fmt.Fprintln(out, line)
 			}
-			if t.State.Type.Terminal() {
-				done++
-			}
 		}
-		if progress := fmt.Sprintf("  run %s: %d/%d task runs finished", stateLabel(run.State), done, len(run.TaskRuns)); progress != lastProgress {
+		if progress := watchProgress(run, time.Now()); progress != lastProgress {
 			lastProgress = progress
 			fmt.Fprintln(out, progress)
 		}
@@ -253,6 +249,38 @@ func watchRun(ctx context.Context, c *apiClient, id string, out io.Writer) error
 	}
 }
 
+// watchProgress is the line --watch prints when it changes: what the run is
+// doing and its task runs counted by state, in lifecycle order. A run of a
+// deployment stays SCHEDULED until a worker starts its first task (so that it
+// can be marked Late), while its task runs are PENDING from the start: the
+// line says that such a run waits for a worker, rather than a bare SCHEDULED
+// beside PENDING tasks.
+func watchProgress(run runJSON, now time.Time) string {
+	label := stateLabel(run.State)
+	if run.State.Type == domain.Scheduled {
+		if run.ScheduledAt.After(now) {
+			label += ", due at " + run.ScheduledAt.Local().Format(time.TimeOnly)
+		} else {
+			label += ", due: waiting for a worker on queue " + run.WorkQueue
+		}
+	}
+	counts := map[domain.StateType]int{}
+	done := 0
+	for _, t := range run.TaskRuns {
+		counts[t.State.Type]++
+		if t.State.Type.Terminal() {
+			done++
+		}
+	}
+	var parts []string
+	for _, st := range domain.StateTypes {
+		if counts[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[st], st))
+		}
+	}
+	return fmt.Sprintf("  run %s: %d/%d task runs finished (%s)", label, done, len(run.TaskRuns), strings.Join(parts, ", "))
+}
+
 func stateLabel(s stateJSON) string {
 	if s.Name == "" || strings.EqualFold(s.Name, string(s.Type)) {
 		return string(s.Type)
@@ -267,13 +295,18 @@ func newRunsCommand() *cobra.Command {
 
 	var state, tag, deployment, name, queue string
 	var limit int
+	var upcoming bool
 	ls := &cobra.Command{
-		Use:   "ls",
-		Short: "List flow runs, newest first",
-		Args:  cobra.NoArgs,
+		Use:   "ls [--upcoming]",
+		Short: "List flow runs that started or are due, newest first; with --upcoming, the runs scheduled for later",
+		Long: `List flow runs that started or are due, newest first. Runs a schedule
+created ahead (SCHEDULED for a time still to come) are not among them:
+--upcoming lists those, soonest first.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var page listJSON[runJSON]
-			q := query("state", strings.ToUpper(state), "tag", tag, "deployment", deployment, "name", name, "work_queue", queue, "limit", fmt.Sprint(limit))
+			q := query("state", strings.ToUpper(state), "tag", tag, "deployment", deployment, "name", name, "work_queue", queue, "limit", fmt.Sprint(limit),
+				"upcoming", map[bool]string{true: "true"}[upcoming])
 			if err := c.do(cmd.Context(), "GET", "/runs"+q, nil, &page); err != nil {
 				return err
 			}
@@ -292,6 +325,7 @@ func newRunsCommand() *cobra.Command {
 	ls.Flags().StringVar(&name, "name", "", "only runs whose name contains this")
 	ls.Flags().StringVar(&queue, "work-queue", "", "only runs on this work queue")
 	ls.Flags().IntVar(&limit, "limit", 50, "how many runs")
+	ls.Flags().BoolVar(&upcoming, "upcoming", false, "list the runs scheduled for later instead, soonest first")
 	c.register(ls)
 
 	show := &cobra.Command{

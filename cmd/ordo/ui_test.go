@@ -276,7 +276,7 @@ func TestUI(t *testing.T) {
 		}
 		ctx := e.tab(t)
 		rows := `document.querySelectorAll('#runs-table tbody tr').length`
-		e.open(t, ctx, "/runs?tag=filtertest")
+		e.open(t, ctx, "/runs?upcoming=true&tag=filtertest") // runs scheduled for later: the Upcoming tab
 		e.waitJS(t, ctx, "three runs", rows+` === 3`, 15*time.Second)
 		e.run(t, ctx, "filter by name", fill(`#f-name`, "alphaflow"), chromedp.Click(chromedp.CSS(`form.filters button[type="submit"]`)))
 		e.waitJS(t, ctx, "two runs named alphaflow", rows+` === 2 && location.search.includes('name=alphaflow') && [...document.querySelectorAll('#runs-table tbody tr')].every(r => r.innerText.includes('alphaflow'))`, 10*time.Second)

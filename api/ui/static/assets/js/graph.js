@@ -9,6 +9,7 @@ const H = 56;
 const GAP_X = 72;
 const GAP_Y = 22;
 const PAD = 18;
+const MIN_SCALE = 0.6;
 let uid = 0;
 
 // graphFromTaskRuns builds nodes and edges from task runs (each with
@@ -89,6 +90,9 @@ export function renderGraph(graph, opts = {}) {
   });
   const byID = new Map(nodes.map((n) => [n.id, n]));
   const marker = `arrow-${++uid}`;
+  // The SVG scales down to the width of its box, so that a chain of a few
+  // tasks fits a window without scrolling; past MIN_SCALE it scrolls, as
+  // smaller text would no longer be legible.
   const svg = s('svg', {
     class: 'graph', width, height, viewBox: `0 0 ${width} ${height}`, role: 'group',
     'aria-label': `Task graph: ${nodes.length} tasks, ${edges.length} dependencies`,
@@ -96,6 +100,10 @@ export function renderGraph(graph, opts = {}) {
   }, s('defs', {}, s('marker', {
     id: marker, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse',
   }, s('path', { d: 'M0,0 L10,5 L0,10 z', class: 'arrowhead' }))));
+
+  // through the CSSOM: the page's Content-Security-Policy refuses style attributes
+  svg.style.maxWidth = `${width}px`;
+  svg.style.minWidth = `${Math.ceil(width * MIN_SCALE)}px`;
 
   const edgeGroup = s('g', { class: 'edges' });
   for (const e of edges) {

@@ -3,6 +3,10 @@
 
 import { s, h, fmtDuration, stateLabel } from './dom.js';
 
+// LABEL_CHAR is a generous width of one character of a bar label (11 px,
+// semi-bold), so that a label judged to fit does.
+const LABEL_CHAR = 7.2;
+
 const ENDS = new Set(['TaskRunCompleted', 'TaskRunFailed', 'TaskRunRetryScheduled', 'TaskRunCancelled']);
 
 // attemptsOf reads task attempts from events: [{task, attempt, start, end,
@@ -86,9 +90,20 @@ export function renderTimeline(events, now = new Date()) {
         class: ['attempt', `fill-${type}`], x: x1, y: y + 5, width, height: ROW - 10, rx: 3,
         dataset: { task, attempt: a.attempt, state: type },
       }, s('title', {}, `${task} ${label}: ${stateLabel(a.state)}, ${fmtDuration(t(a.end) - t(a.start))}${a.end ? '' : ' so far'}${a.worker ? ' on ' + a.worker : ''}${a.error ? '\n' + a.error : ''}`)));
-      if (width > 70) {
-        svg.append(s('text', { x: x1 + 6, y: y + ROW / 2 + 4, class: 'bar-label' }, `#${a.attempt || '-'} ${stateLabel(a.state)}`));
+      // The label goes in the bar when it fits there, else after the bar (or
+      // before it, at the right edge), never across the bar's end.
+      const text = `#${a.attempt || '-'} ${stateLabel(a.state)}`;
+      const textWidth = text.length * LABEL_CHAR;
+      const ly = y + ROW / 2 + 4;
+      let at = null;
+      if (textWidth + 12 <= width) {
+        at = { x: x1 + 6, y: ly, class: 'bar-label' };
+      } else if (x1 + width + 4 + textWidth <= WIDTH) {
+        at = { x: x1 + width + 4, y: ly, class: ['bar-label', 'outside'] };
+      } else if (x1 - 4 - textWidth >= LABEL) {
+        at = { x: x1 - 4, y: ly, 'text-anchor': 'end', class: ['bar-label', 'outside'] };
       }
+      if (at) svg.append(s('text', { ...at, dataset: { task, attempt: a.attempt } }, text));
     }
   });
   return svg;

@@ -93,8 +93,10 @@ export async function render(main) {
     clear(titleBadge, badge(run.state));
     clear(subtitle, `Flow ${run.flow_name || ''} · deployment `, h('a', { href: `/deployments/${run.deployment_id}` }, run.deployment_name),
       ` v${run.deployment_version} · `, h('span', { class: 'mono', title: run.id }, shortID(run.id)));
-    cancelBtn.disabled = TERMINAL.has(run.state.type);
-    retryBtn.disabled = !RETRYABLE.has(run.state.type);
+    // only the action that applies is shown: Cancel while the run is not
+    // over, Retry once it failed, crashed or was cancelled
+    cancelBtn.hidden = TERMINAL.has(run.state.type);
+    retryBtn.hidden = !RETRYABLE.has(run.state.type);
   }
 
   function renderDetails() {

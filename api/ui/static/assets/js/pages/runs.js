@@ -1,6 +1,9 @@
 // Flow runs: a filtered, keyset-paged table whose rows change state live.
 // The filters and the page cursor live in the URL, so a view can be
-// reloaded and shared.
+// reloaded and shared. Two tabs: the runs that started or are due, newest
+// first, and the upcoming ones (?upcoming=true: SCHEDULED for later,
+// soonest first), which a schedule creates ahead and which would otherwise
+// bury the runs that happened.
 
 import { api, query } from '../api.js';
 import { h, clear, badge, tags, timeEl, fmtDuration, runDuration, errorPanel, STATE_TYPES, toLocalInput, fromLocalInput } from '../dom.js';
@@ -75,6 +78,7 @@ function filtersFromURL() {
   const q = new URLSearchParams(location.search);
   const f = {};
   for (const k of [...FILTERS, 'cursor']) f[k] = q.get(k) || '';
+  f.upcoming = q.get('upcoming') === 'true' ? 'true' : '';
   return f;
 }
 
@@ -120,7 +124,7 @@ export async function render(main) {
     field('until', 'Scheduled before', until),
     h('div', { class: 'buttons' },
       h('button', { type: 'submit', class: 'primary' }, 'Apply filters'),
-      h('button', { type: 'button', id: 'clear-filters', onclick: () => navigate({}) }, 'Clear')),
+      h('button', { type: 'button', id: 'clear-filters', onclick: () => navigate({ upcoming: f.upcoming }) }, 'Clear')),
     deployments);
 
   form.addEventListener('submit', (ev) => {
@@ -128,6 +132,7 @@ export async function render(main) {
     const data = new FormData(form);
     const next = {};
     for (const k of FILTERS) next[k] = String(data.get(k) || '').trim();
+    next.upcoming = f.upcoming;
     next.since = fromLocalInput(next.since);
     next.until = fromLocalInput(next.until);
     navigate(next);
@@ -137,6 +142,7 @@ export async function render(main) {
     history.pushState(null, '', '/runs' + query(next));
     f = filtersFromURL();
     syncForm();
+    syncTabs();
     load();
   }
 
@@ -150,12 +156,29 @@ export async function render(main) {
   window.addEventListener('popstate', () => {
     f = filtersFromURL();
     syncForm();
+    syncTabs();
     load();
   });
 
+  const intro = h('p', { class: 'muted', id: 'runs-intro' });
+  const tab = (id, label, upcoming) => h('a', {
+    id, href: '/runs' + (upcoming ? '?upcoming=true' : ''), role: 'tab',
+    onclick: (ev) => { ev.preventDefault(); navigate({ ...f, cursor: '', upcoming }); },
+  }, label);
+  const runsTab = tab('tab-runs', 'Runs', '');
+  const upcomingTab = tab('tab-upcoming', 'Upcoming', 'true');
+  function syncTabs() {
+    runsTab.setAttribute('aria-selected', String(!f.upcoming));
+    upcomingTab.setAttribute('aria-selected', String(!!f.upcoming));
+    intro.textContent = f.upcoming
+      ? 'Runs scheduled for later, soonest first. A run leaves this list when it is due.'
+      : 'Every run that started or is due, newest first. Rows change state live. Runs scheduled for later are under Upcoming.';
+  }
+  syncTabs();
+
   clear(main,
-    h('div', { class: 'page-head' }, h('div', { class: 'titles' }, h('h1', {}, 'Flow runs'),
-      h('p', { class: 'muted' }, 'Every run of every deployment, newest first. Rows change state live.'))),
+    h('div', { class: 'page-head' }, h('div', { class: 'titles' }, h('h1', {}, 'Flow runs'), intro)),
+    h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Which runs' }, runsTab, upcomingTab),
     h('section', { class: 'panel', 'aria-label': 'Filters' }, form),
     h('section', { class: 'panel', 'aria-label': 'Runs' }, status, tableBox, pager));
 
@@ -166,7 +189,7 @@ export async function render(main) {
   let loading = 0;
   async function load() {
     const seq = ++loading;
-    const params = { limit: PAGE_SIZE, cursor: f.cursor };
+    const params = { limit: PAGE_SIZE, cursor: f.cursor, upcoming: f.upcoming };
     for (const k of FILTERS) params[k] = f[k];
     let page;
     try {
@@ -182,14 +205,16 @@ export async function render(main) {
     const active = FILTERS.filter((k) => f[k]);
     status.textContent = `${page.items.length}${page.next_cursor ? '+' : ''} run${page.items.length === 1 ? '' : 's'}` +
       (active.length ? ` matching ${active.map((k) => `${k.replace('_', ' ')} “${k === 'since' || k === 'until' ? new Date(f[k]).toLocaleString() : f[k]}”`).join(', ')}` : '') +
-      (f.cursor ? ' (older page)' : '');
-    clear(tableBox, page.items.length ? runsTable(page.items) : h('p', { class: 'empty' }, active.length ? 'No run matches these filters.' : 'No runs yet. Start one from a deployment.'));
+      (f.upcoming ? ' scheduled for later' : '') + (f.cursor ? (f.upcoming ? ' (later page)' : ' (older page)') : '');
+    const none = active.length ? 'No run matches these filters.'
+      : f.upcoming ? 'No runs scheduled for later.' : 'No runs yet. Start one from a deployment.';
+    clear(tableBox, page.items.length ? runsTable(page.items) : h('p', { class: 'empty' }, none));
     clear(pager,
-      f.cursor ? h('button', { type: 'button', onclick: () => navigate({ ...f, cursor: '' }) }, '« Newest') : null,
+      f.cursor ? h('button', { type: 'button', onclick: () => navigate({ ...f, cursor: '' }) }, f.upcoming ? '« Soonest' : '« Newest') : null,
       f.cursor ? h('button', { type: 'button', onclick: () => history.back() }, '‹ Previous') : null,
       h('button', {
         type: 'button', id: 'next-page', disabled: !page.next_cursor,
-        onclick: () => navigate({ ...f, cursor: page.next_cursor }), 'aria-label': 'Next page: older runs',
+        onclick: () => navigate({ ...f, cursor: page.next_cursor }), 'aria-label': f.upcoming ? 'Next page: later runs' : 'Next page: older runs',
       }, 'Next ›'));
   }
 
