@@ -3,6 +3,8 @@ package api
 import (
 	"fmt"
 	"net/url"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
@@ -75,12 +77,17 @@ func (s *server) pathDeploymentID(c echo.Context) (uuid.UUID, error) {
 // it), and its parameters are then still escaped.
 func pathRef(c echo.Context) (string, error) {
 	ref := c.Param("id")
-	if c.Request().URL.RawPath == "" {
-		return ref, nil
+	if raw := c.Request().URL.RawPath; raw != "" {
+		plain, err := url.PathUnescape(ref)
+		if err != nil {
+			return "", domain.Errorf(domain.CodeInvalid, "the path's id or name %q is not properly escaped: %v", ref, err)
+		}
+		ref = plain
 	}
-	plain, err := url.PathUnescape(ref)
-	if err != nil {
-		return "", domain.Errorf(domain.CodeInvalid, "the path's id or name %q is not properly escaped: %v", ref, err)
+	// No id or name holds these, and PostgreSQL refuses them in text: say
+	// so rather than fail the lookup.
+	if !utf8.ValidString(ref) || strings.ContainsRune(ref, 0) {
+		return "", domain.Errorf(domain.CodeInvalid, "the path's id or name %q is not valid text (UTF-8 without NUL)", ref)
 	}
-	return plain, nil
+	return ref, nil
 }
