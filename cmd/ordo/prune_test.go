@@ -8,12 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/ordoflow/ordo/domain"
-	"github.com/ordoflow/ordo/eventstore"
-	"github.com/ordoflow/ordo/internal/pgtest"
-	"github.com/ordoflow/ordo/projections"
 	"github.com/ordoflow/ordo/projections/projtest"
 	"github.com/ordoflow/ordo/retention"
 )
@@ -24,19 +19,7 @@ import (
 func TestPruneCommand(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.URL(t)
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	store := eventstore.New(pool, domain.NewRegistry())
-	defer store.Close()
-	proj, err := projections.NewProjector(store, projections.ProjectorOptions{PollInterval: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := projtest.NewLog(t, store)
+	url, pool, proj, log := projectedLog(t)
 	done := log.CreateRun(projtest.RunSpec{Name: "done"})
 	done.Complete()
 	running := log.CreateRun(projtest.RunSpec{Name: "running"})

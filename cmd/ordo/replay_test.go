@@ -24,19 +24,7 @@ import (
 func TestReplayVerifyIsReadOnly(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.URL(t)
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	store := eventstore.New(pool, domain.NewRegistry())
-	defer store.Close()
-	proj, err := projections.NewProjector(store, projections.ProjectorOptions{PollInterval: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := projtest.NewLog(t, store)
+	url, pool, proj, log := projectedLog(t)
 	log.CreateRun(projtest.RunSpec{Name: "done"}).Complete()
 	log.CreateRun(projtest.RunSpec{Name: "waiting"})
 	if _, err := proj.CatchUp(ctx); err != nil {
@@ -99,4 +87,23 @@ func TestReplayVerifyIsReadOnly(t *testing.T) {
 			t.Errorf("replay %v: %v (exit %d), want 2 naming --swap", args, err, exitCode(err))
 		}
 	}
+}
+
+// projectedLog is a new database with an event store, a projector and a
+// log builder on it, for the commands that read or rebuild the log.
+func projectedLog(t *testing.T) (url string, pool *pgxpool.Pool, proj *projections.Projector, log *projtest.Log) {
+	t.Helper()
+	url = pgtest.URL(t)
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	store := eventstore.New(pool, domain.NewRegistry())
+	t.Cleanup(store.Close)
+	proj, err = projections.NewProjector(store, projections.ProjectorOptions{PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url, pool, proj, projtest.NewLog(t, store)
 }
