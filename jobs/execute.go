@@ -234,11 +234,19 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		}
 		return outcome{failure: f}
 	}
+	// what the task said last on stderr, for a failure's message: most
+	// often the reason (a Python traceback's last line, say)
+	why := func(msg string) string {
+		if tail := log.stderrTail(); tail != "" {
+			return msg + "; stderr: " + tail
+		}
+		return msg
+	}
 	switch {
 	case timedOut:
 		msg := fmt.Sprintf("timed out after %s: the process group was killed", p.timeout())
 		log.system("%s", msg)
-		return fail(msg)
+		return fail(why(msg))
 	case stopped && errors.Is(context.Cause(ctx), errRunCancelled):
 		log.system("the flow run was cancelled: the process group was killed")
 		return outcome{cancelled: true, logTail: log.lastLines()}
@@ -249,7 +257,7 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 	case waitErr != nil:
 		msg := describeExit(cmd.ProcessState, waitErr)
 		log.system("%s", msg)
-		return fail(msg)
+		return fail(why(msg))
 	}
 	result, err := readResult(resultPath)
 	if err != nil {
