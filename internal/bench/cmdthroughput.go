@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -44,10 +45,10 @@ func (w *trueWorker) Work(ctx context.Context, _ *river.Job[trueArgs]) error {
 // database, then starts a River client with CommandConcurrency workers and
 // the fetch settings of Ordo's workers, and measures until River has
 // completed them all.
-func riverTruePerSecond(ctx context.Context, env Env, n int) (float64, error) {
+func riverTruePerSecond(ctx context.Context, env Env, n int) (rate, cpu float64, err error) {
 	pool, err := newPool(ctx, env)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer pool.Close()
 	workers := river.NewWorkers()
@@ -61,36 +62,36 @@ func riverTruePerSecond(ctx context.Context, env Env, n int) (float64, error) {
 		Logger:            quiet,
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	params := make([]river.InsertManyParams, n)
 	for i := range params {
 		params[i] = river.InsertManyParams{Args: trueArgs{}}
 	}
 	if _, err := client.InsertManyFast(ctx, params); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	events, cancel := client.SubscribeConfig(&river.SubscribeConfig{ChanSize: n, Kinds: []river.EventKind{river.EventKindJobCompleted, river.EventKindJobFailed}})
 	defer cancel()
-	began := time.Now()
+	began, cpuBefore := time.Now(), cpuTime()
 	if err := client.Start(ctx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for seen := 0; seen < n; seen++ {
 		select {
 		case e := <-events:
 			if e.Kind != river.EventKindJobCompleted {
-				return 0, fmt.Errorf("a `true` job failed: %v", e.Job.Errors)
+				return 0, 0, fmt.Errorf("a `true` job failed: %v", e.Job.Errors)
 			}
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return 0, 0, ctx.Err()
 		}
 	}
-	took := time.Since(began)
+	took, used := time.Since(began), cpuTime()-cpuBefore
 	if err := client.Stop(context.WithoutCancel(ctx)); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(n) / took.Seconds(), nil
+	return float64(n) / took.Seconds(), perTask(used, n), nil
 }
 
 // trueFlow is a flow of n independent command tasks that each run `true`.
@@ -105,15 +106,15 @@ func trueFlow(n int) domain.FlowSpec {
 // ordoTruePerSecond creates runs of tasks that each run `true` on a new
 // database (not worked yet), then starts a worker of CommandConcurrency
 // slots and measures until every task has completed.
-func ordoTruePerSecond(ctx context.Context, env Env, runs, tasks int) (float64, error) {
+func ordoTruePerSecond(ctx context.Context, env Env, runs, tasks int) (rate, cpu float64, err error) {
 	o, err := openOrdo(ctx, env)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer o.Close()
 	ids, err := o.createRuns(ctx, runs, trueFlow(tasks))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	w, err := jobs.NewWorker(o.pool, o.store, jobs.WorkerOptions{
 		Queues: []string{domain.DefaultWorkQueue}, Concurrency: CommandConcurrency,
@@ -121,33 +122,54 @@ func ordoTruePerSecond(ctx context.Context, env Env, runs, tasks int) (float64, 
 		WorkspaceDir: filepath.Join(env.TempDir, "workspaces"), Logger: quiet,
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	began := time.Now()
+	began, cpuBefore := time.Now(), cpuTime()
 	if err := w.Start(ctx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	err = o.waitRuns(ctx, ids)
-	took := time.Since(began)
+	took, used := time.Since(began), cpuTime()-cpuBefore
 	if stopErr := w.Stop(context.WithoutCancel(ctx)); err == nil {
 		err = stopErr
 	}
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var completed int
 	if err := o.pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE type = 'TaskRunCompleted'`).Scan(&completed); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if completed != runs*tasks {
-		return 0, fmt.Errorf("%d task runs completed, want %d", completed, runs*tasks)
+		return 0, 0, fmt.Errorf("%d task runs completed, want %d", completed, runs*tasks)
 	}
-	return float64(runs*tasks) / took.Seconds(), nil
+	return float64(runs*tasks) / took.Seconds(), perTask(used, runs*tasks), nil
+}
+
+// cpuTime is the CPU time this process and its waited-for children have
+// used: the worker's side of a task, the task's process included, and not
+// PostgreSQL's.
+func cpuTime() time.Duration {
+	var self, children syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
+	tv := func(t syscall.Timeval) time.Duration { return time.Duration(t.Nano()) }
+	return tv(self.Utime) + tv(self.Stime) + tv(children.Utime) + tv(children.Stime)
+}
+
+// perTask is d over n tasks, in milliseconds.
+func perTask(d time.Duration, n int) float64 {
+	return float64(d) / float64(time.Millisecond) / float64(n)
 }
 
 // CommandPair is one round of a command throughput measure: Ordo's tasks/s
 // and raw River's jobs/s, measured one right after the other.
-type CommandPair struct{ Ordo, River float64 }
+type CommandPair struct {
+	Ordo, River float64
+	// OrdoCPU and RiverCPU are the CPU milliseconds per task of this
+	// process (the worker or the River client) and its children.
+	OrdoCPU, RiverCPU float64
+}
 
 // Ratio is Ordo's rate over the baseline's.
 func (p CommandPair) Ratio() float64 { return p.Ordo / p.River }
@@ -165,7 +187,7 @@ func MeasureCommandThroughput(ctx context.Context, env Env, rounds, runs, tasks 
 		var p CommandPair
 		river := func() (err error) {
 			env.logf("raw River, %s jobs that run `true` (%s)", count(n), of)
-			p.River, err = riverTruePerSecond(ctx, env, n)
+			p.River, p.RiverCPU, err = riverTruePerSecond(ctx, env, n)
 			if err != nil {
 				err = fmt.Errorf("raw River: %w", err)
 			}
@@ -173,7 +195,7 @@ func MeasureCommandThroughput(ctx context.Context, env Env, rounds, runs, tasks 
 		}
 		ordo := func() (err error) {
 			env.logf("Ordo, %s of %s `true` tasks (%s)", runsOf(runs), count(tasks), of)
-			p.Ordo, err = ordoTruePerSecond(ctx, env, runs, tasks)
+			p.Ordo, p.OrdoCPU, err = ordoTruePerSecond(ctx, env, runs, tasks)
 			return err
 		}
 		steps := []func() error{river, ordo}
@@ -185,7 +207,7 @@ func MeasureCommandThroughput(ctx context.Context, env Env, rounds, runs, tasks 
 				return pairs, err
 			}
 		}
-		env.logf("Ordo %s tasks/s, River %s jobs/s: %.2f", count(p.Ordo), count(p.River), p.Ratio())
+		env.logf("Ordo %s tasks/s, River %s jobs/s: %.2f; CPU per task: Ordo %.2f ms, River %.2f ms", count(p.Ordo), count(p.River), p.Ratio(), p.OrdoCPU, p.RiverCPU)
 		pairs = append(pairs, p)
 	}
 	return pairs, nil
@@ -207,23 +229,28 @@ func commandThroughputScenario(ctx context.Context, env Env, opts Options) ([]Ro
 		if err != nil {
 			return rows, err
 		}
-		var ordo, river, ratios []float64
+		var ordo, river, ratios, ordoCPU, riverCPU []float64
 		for _, p := range pairs {
 			ordo, river, ratios = append(ordo, p.Ordo), append(river, p.River), append(ratios, p.Ratio())
+			ordoCPU, riverCPU = append(ordoCPU, p.OrdoCPU), append(riverCPU, p.RiverCPU)
 		}
 		r := median(ratios)
 		lo, hi := slices.Min(ratios), slices.Max(ratios)
-		note := fmt.Sprintf("ratio: median of %d per-round ratios (%.2f–%.2f), the two sides alternating which goes first", len(ratios), lo, hi)
+		note := fmt.Sprintf("ratio: median of %d per-round ratios (%.2f–%.2f), the two sides alternating which goes first; CPU per task of the worker process and its children (not PostgreSQL's): Ordo %.2f ms, River %.2f ms",
+			len(ratios), lo, hi, median(ordoCPU), median(riverCPU))
 		rows = append(rows, Row{
 			What: fmt.Sprintf("`true` command tasks, %s of %s tasks, %d slots", runsOf(shape.runs), count(shape.tasks), CommandConcurrency),
 			Ordo: count(median(ordo)) + " tasks/s",
 			Baseline: fmt.Sprintf("raw River jobs running `true` with os/exec, same settings: %s jobs/s",
 				count(median(river))),
-			Ratio:   ratio(r),
-			Target:  "≥ 0.80 of raw River + os/exec",
-			Checks:  []Check{atLeast("ratio", r, 0.8)},
-			Metrics: map[string]float64{"tasks_per_s": median(ordo), "river_jobs_per_s": median(river), "ratio": r},
-			Note:    note,
+			Ratio:  ratio(r),
+			Target: "≥ 0.80 of raw River + os/exec",
+			Checks: []Check{atLeast("ratio", r, 0.8)},
+			Metrics: map[string]float64{
+				"tasks_per_s": median(ordo), "river_jobs_per_s": median(river), "ratio": r,
+				"ordo_cpu_ms_per_task": median(ordoCPU), "river_cpu_ms_per_task": median(riverCPU),
+			},
+			Note: note,
 		})
 	}
 	return rows, nil
