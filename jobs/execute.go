@@ -264,7 +264,12 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		log.system("%v", err)
 		return fail(err.Error())
 	}
-	log.system("exited with code 0")
+	// A command that wrote nothing and succeeded leaves no log, as a
+	// handler does: its exit is its TaskRunCompleted event, and the rows and
+	// their commit were a good part of a quick command's cost.
+	if !log.silent() {
+		log.system("exited with code 0")
+	}
 	return outcome{result: result}
 }
 

@@ -337,6 +337,14 @@ func (t *taskLog) sync(ctx context.Context) {
 	}
 }
 
+// silent reports whether the attempt has written no line yet, stored or
+// dropped.
+func (t *taskLog) silent() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lines == 0 && t.droppedLines == 0
+}
+
 func (t *taskLog) system(format string, args ...any) {
 	t.line(StreamSystem, "INFO", fmt.Sprintf(format, args...))
 }
