@@ -135,12 +135,10 @@ func commandEnv(workerEnv []string, t domain.TaskSpec, contract map[string]strin
 }
 
 func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *taskLog) outcome {
-	tmp, err := os.MkdirTemp("", "ordo-result-")
+	resultPath, err := w.resultPath(p)
 	if err != nil {
-		return failed(p.attempt, "create result directory: %v", err)
+		return failed(p.attempt, "%v", err)
 	}
-	defer os.RemoveAll(tmp)
-	resultPath := filepath.Join(tmp, "result.json")
 
 	params, err := json.Marshal(p.params)
 	if err != nil {
@@ -226,6 +224,7 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		code = cmd.ProcessState.ExitCode()
 	}
 	fail := func(msg string) outcome {
+		_ = os.Remove(resultPath) // a result the task wrote before it failed
 		// a worker that stops hands the attempt back: it runs again at once
 		// elsewhere, without using one of the task's retries
 		f := &domain.AttemptFailure{Attempt: p.attempt, Error: msg, TimedOut: timedOut, Interrupted: stopped, LogTail: log.lastLines()}
@@ -248,6 +247,7 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		log.system("%s", msg)
 		return fail(why(msg))
 	case stopped && errors.Is(context.Cause(ctx), errRunCancelled):
+		_ = os.Remove(resultPath)
 		log.system("the flow run was cancelled: the process group was killed")
 		return outcome{cancelled: true, logTail: log.lastLines()}
 	case stopped:
@@ -328,6 +328,8 @@ func readLines(r io.Reader, fn func(string)) {
 
 // readResult reads the result a command task wrote at ORDO_RESULT_PATH: nil
 // when it wrote none (or an empty file), else JSON of at most 1 MiB.
+//
+// It removes the file: each attempt has its own.
 func readResult(path string) (json.RawMessage, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -336,6 +338,7 @@ func readResult(path string) (json.RawMessage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read result: %w", err)
 	}
+	defer os.Remove(path)
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, MaxResultBytes+1))
 	if err != nil {
