@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -148,7 +147,7 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 	if err != nil {
 		return failed(p.attempt, "encode inputs: %v", err)
 	}
-	cmd := exec.Command(p.task.Command[0], p.task.Command[1:]...)
+	cmd := command(p.task.Command[0], p.task.Command[1:]...)
 	cmd.Env = commandEnv(w.opts.Env, p.task, map[string]string{
 		"ORDO_RUN_ID":      p.flowRunID.String(),
 		"ORDO_TASK_RUN_ID": p.taskRunID.String(),
