@@ -250,8 +250,15 @@ func TestEndToEndDeployRunWatch(t *testing.T) {
 		var run runJSON
 		getJSON(t, c, "/runs/"+id, &run)
 		for _, tr := range run.TaskRuns {
-			if tr.TaskName == "report" && (tr.Error == nil || *tr.Error != why) {
-				t.Errorf("the API's error of the failed task run is %v, want %q", tr.Error, why)
+			if tr.TaskName != "report" {
+				continue
+			}
+			if tr.Error == nil || *tr.Error != why {
+				got := "null"
+				if tr.Error != nil {
+					got = *tr.Error
+				}
+				t.Errorf("the API's error of the failed task run is %q, want %q", got, why)
 			}
 		}
 	})
