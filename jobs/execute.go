@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -135,12 +134,10 @@ func commandEnv(workerEnv []string, t domain.TaskSpec, contract map[string]strin
 }
 
 func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *taskLog) outcome {
-	tmp, err := os.MkdirTemp("", "ordo-result-")
+	resultPath, err := w.resultPath(p)
 	if err != nil {
-		return failed(p.attempt, "create result directory: %v", err)
+		return failed(p.attempt, "%v", err)
 	}
-	defer os.RemoveAll(tmp)
-	resultPath := filepath.Join(tmp, "result.json")
 
 	params, err := json.Marshal(p.params)
 	if err != nil {
@@ -150,7 +147,7 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 	if err != nil {
 		return failed(p.attempt, "encode inputs: %v", err)
 	}
-	cmd := exec.Command(w.commandPath(p.task.Command[0]), p.task.Command[1:]...)
+	cmd := command(w.commandPath(p.task.Command[0]), p.task.Command[1:]...)
 	cmd.Env = commandEnv(w.opts.Env, p.task, map[string]string{
 		"ORDO_RUN_ID":      p.flowRunID.String(),
 		"ORDO_TASK_RUN_ID": p.taskRunID.String(),
@@ -226,6 +223,7 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		code = cmd.ProcessState.ExitCode()
 	}
 	fail := func(msg string) outcome {
+		_ = os.Remove(resultPath) // a result the task wrote before it failed
 		// a worker that stops hands the attempt back: it runs again at once
 		// elsewhere, without using one of the task's retries
 		f := &domain.AttemptFailure{Attempt: p.attempt, Error: msg, TimedOut: timedOut, Interrupted: stopped, LogTail: log.lastLines()}
@@ -234,12 +232,21 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		}
 		return outcome{failure: f}
 	}
+	// what the task said last on stderr, for a failure's message: most
+	// often the reason (a Python traceback's last line, say)
+	why := func(msg string) string {
+		if tail := log.stderrTail(); tail != "" {
+			return msg + "; stderr: " + tail
+		}
+		return msg
+	}
 	switch {
 	case timedOut:
 		msg := fmt.Sprintf("timed out after %s: the process group was killed", p.timeout())
 		log.system("%s", msg)
-		return fail(msg)
+		return fail(why(msg))
 	case stopped && errors.Is(context.Cause(ctx), errRunCancelled):
+		_ = os.Remove(resultPath)
 		log.system("the flow run was cancelled: the process group was killed")
 		return outcome{cancelled: true, logTail: log.lastLines()}
 	case stopped:
@@ -249,14 +256,19 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 	case waitErr != nil:
 		msg := describeExit(cmd.ProcessState, waitErr)
 		log.system("%s", msg)
-		return fail(msg)
+		return fail(why(msg))
 	}
 	result, err := readResult(resultPath)
 	if err != nil {
 		log.system("%v", err)
 		return fail(err.Error())
 	}
-	log.system("exited with code 0")
+	// A command that wrote nothing and succeeded leaves no log, as a
+	// handler does: its exit is its TaskRunCompleted event, and the rows and
+	// their commit were a good part of a quick command's cost.
+	if !log.silent() {
+		log.system("exited with code 0")
+	}
 	return outcome{result: result}
 }
 
@@ -315,6 +327,8 @@ func readLines(r io.Reader, fn func(string)) {
 
 // readResult reads the result a command task wrote at ORDO_RESULT_PATH: nil
 // when it wrote none (or an empty file), else JSON of at most 1 MiB.
+//
+// It removes the file: each attempt has its own.
 func readResult(path string) (json.RawMessage, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -323,6 +337,7 @@ func readResult(path string) (json.RawMessage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read result: %w", err)
 	}
+	defer os.Remove(path)
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, MaxResultBytes+1))
 	if err != nil {

@@ -264,8 +264,9 @@ type taskLog struct {
 	mu           sync.Mutex
 	heading      *LogLine // written before the attempt's first line, if any
 	tail         []string
-	lines        int   // lines written
-	outputBytes  int64 // bytes of output stored
+	errTail      []string // the last lines on stderr, for a failure's message
+	lines        int      // lines written
+	outputBytes  int64    // bytes of output stored
 	droppedLines int64
 	droppedBytes int64
 	reported     bool // the dropped output was reported
@@ -291,7 +292,15 @@ func (t *taskLog) line(stream, level, msg string) {
 		copy(t.tail, t.tail[1:])
 		t.tail = t.tail[:logTailLines-1]
 	}
-	t.tail = append(t.tail, cleanLine(msg))
+	clean := cleanLine(msg)
+	t.tail = append(t.tail, clean)
+	if stream == StreamStderr && strings.TrimSpace(clean) != "" {
+		if len(t.errTail) == errTailLines {
+			copy(t.errTail, t.errTail[1:])
+			t.errTail = t.errTail[:errTailLines-1]
+		}
+		t.errTail = append(t.errTail, lastBytes(strings.TrimSpace(clean), maxErrTail))
+	}
 	heading := t.heading
 	t.heading = nil
 	if heading != nil {
@@ -328,6 +337,14 @@ func (t *taskLog) sync(ctx context.Context) {
 	}
 }
 
+// silent reports whether the attempt has written no line yet, stored or
+// dropped.
+func (t *taskLog) silent() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lines == 0 && t.droppedLines == 0
+}
+
 func (t *taskLog) system(format string, args ...any) {
 	t.line(StreamSystem, "INFO", fmt.Sprintf(format, args...))
 }
@@ -343,6 +360,36 @@ func (t *taskLog) head(format string, args ...any) {
 	t.mu.Lock()
 	t.heading = &l
 	t.mu.Unlock()
+}
+
+// Bounds of the stderr lines a failure's message quotes.
+const (
+	errTailLines = 5
+	maxErrTail   = 1 << 10
+)
+
+// stderrTail is the last non-blank lines the attempt wrote on stderr, for
+// the message of its failure: at most errTailLines lines and maxErrTail
+// bytes, joined with " | " so that the message stays one line in tables.
+// Lines cut to fit start with "…". Empty when it wrote nothing there.
+func (t *taskLog) stderrTail() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return lastBytes(strings.Join(t.errTail, " | "), maxErrTail)
+}
+
+// lastBytes is the end of s in at most n bytes, cut at a rune boundary and
+// marked with a leading "…" when cut.
+func lastBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	cut := len(s) - (n - len(mark))
+	for cut < len(s) && !utf8.RuneStart(s[cut]) {
+		cut++
+	}
+	return mark + s[cut:]
 }
 
 func (t *taskLog) lastLines() []string {

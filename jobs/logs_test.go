@@ -70,8 +70,9 @@ func TestLogVolumeCap(t *testing.T) {
 }
 
 // An attempt's log opens with a system line that says which attempt ran
-// where, before its first line; an attempt that writes nothing has no log
-// lines (its TaskRunStarted event says the same).
+// where, before its first line; an attempt that writes nothing and
+// succeeds has no log lines (its TaskRunStarted and TaskRunCompleted events
+// say the same).
 func TestAttemptLogOpensWithWhereItRan(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -86,6 +87,7 @@ func TestAttemptLogOpensWithWhereItRan(t *testing.T) {
 		{Name: "silent", Handler: "silent"},
 		{Name: "chatty", Handler: "chatty"},
 		sh("shell", `echo one`),
+		sh("quiet", `true`),
 	}}, nil).ID)
 	if fr.State.Type != domain.Completed {
 		t.Fatalf("run ended %s (%s), want COMPLETED", fr.State.Type, fr.State.Message)
@@ -98,6 +100,12 @@ func TestAttemptLogOpensWithWhereItRan(t *testing.T) {
 	}
 	if got := byTask["silent"]; len(got) != 0 {
 		t.Errorf("the handler that wrote nothing has log lines %q, want none", got)
+	}
+	if got := byTask["quiet"]; len(got) != 0 {
+		t.Errorf("the command that wrote nothing and exited 0 has log lines %q, want none", got)
+	}
+	if got := byTask["shell"]; len(got) != 3 || got[2] != "system:exited with code 0" {
+		t.Errorf("the log of a command that wrote a line is %q, want it to end with its exit", got)
 	}
 	for name, want := range map[string]string{"chatty": "fitting", "shell": "one"} {
 		got := byTask[name]

@@ -3,11 +3,14 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -122,4 +125,29 @@ func (w *Worker) removeWorkspace(id uuid.UUID) (bool, error) {
 		return false, err
 	}
 	return true, os.RemoveAll(trash)
+}
+
+// resultsDirName is the directory in WorkspaceDir where command tasks write
+// their results (ORDO_RESULT_PATH), a file for each attempt. Not a run id,
+// the sweep leaves it alone.
+const resultsDirName = ".results"
+
+// madeResultDirs are the workers (by id) that have made their results
+// directory.
+var madeResultDirs sync.Map
+
+// resultPath returns the file where an attempt may write its result, in a
+// directory a worker makes once: a directory made and removed for each
+// attempt was a good part of the cost of a quick command.
+func (w *Worker) resultPath(p execPlan) (string, error) {
+	dir := filepath.Join(w.opts.WorkspaceDir, resultsDirName)
+	if _, made := madeResultDirs.Load(w.id); !made {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", fmt.Errorf("create result directory: %w", err)
+		}
+		madeResultDirs.Store(w.id, true)
+	}
+	// the random part keeps apart two workers that share the directory and
+	// were both handed the attempt (one of them declared dead)
+	return filepath.Join(dir, fmt.Sprintf("%s-%d-%016x.json", p.taskRunID, p.attempt, rand.Uint64())), nil
 }

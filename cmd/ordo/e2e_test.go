@@ -237,6 +237,30 @@ func TestEndToEndDeployRunWatch(t *testing.T) {
 		if code != 1 || !strings.Contains(out, "ended FAILED") {
 			t.Fatalf("exit %d, output:\n%s", code, out)
 		}
+		// The failure says why: what the task wrote last on stderr, in
+		// --watch, in runs show and in the API's error.
+		const why = "exited with code 3; stderr: failing"
+		if !strings.Contains(out, why) {
+			t.Errorf("--watch does not say %q:\n%s", why, out)
+		}
+		id := runIDFrom(t, out)
+		if show := c.ordo("runs", "show", id); !strings.Contains(show, why) {
+			t.Errorf("runs show does not say %q:\n%s", why, show)
+		}
+		var run runJSON
+		getJSON(t, c, "/runs/"+id, &run)
+		for _, tr := range run.TaskRuns {
+			if tr.TaskName != "report" {
+				continue
+			}
+			if tr.Error == nil || *tr.Error != why {
+				got := "null"
+				if tr.Error != nil {
+					got = *tr.Error
+				}
+				t.Errorf("the API's error of the failed task run is %q, want %q", got, why)
+			}
+		}
 	})
 
 	t.Run("RunsAreListedAndFiltered", func(t *testing.T) {

@@ -176,6 +176,7 @@ func Scenarios() []Scenario {
 		{"throughput", "no-op tasks next to raw River", throughputScenario},
 		{"step-latency", "step latency of a chain", stepLatencyScenario},
 		{"commands", "sequential command tasks", commandsScenario},
+		{"command-throughput", "`true` command tasks next to raw River + os/exec", commandThroughputScenario},
 		{"append", "event append next to pgbench", appendScenario},
 		{"replay", "replay next to a sequential scan", replayScenario},
 		{"runs-api", "GET /runs under concurrent clients", runsAPIScenario},
