@@ -217,6 +217,11 @@ INSERT INTO flow_run_progress (flow_run_id, task_runs_total, task_runs_unfinishe
 	if _, err := client.InsertManyFastTx(ctx, tx, jobs); err != nil {
 		return domain.FlowRun{}, fmt.Errorf("queue root tasks: %w", err)
 	}
+	if p.ScheduledAt.After(now) && len(jobs) > 0 {
+		if err := notifyDueTx(ctx, tx); err != nil {
+			return domain.FlowRun{}, err
+		}
+	}
 	return run, nil
 }
 
