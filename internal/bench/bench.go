@@ -180,6 +180,7 @@ func Scenarios() []Scenario {
 		{"replay", "replay next to a sequential scan", replayScenario},
 		{"runs-api", "GET /runs under concurrent clients", runsAPIScenario},
 		{"lateness", "schedule lateness", latenessScenario},
+		{"lateness-load", "schedule lateness under load", latenessLoadScenario},
 		{"memory", "peak memory of a server and a worker", memoryScenario},
 		{"growth", "throughput as the log grows", growthScenario},
 	}
