@@ -62,9 +62,11 @@ type Sizes struct {
 	APIRequests  int // requests measured, over all clients
 
 	LatenessRuns int // scheduled runs, one a second
-	// ScheduledDeployments are the deployments on a 1-minute cron of the
-	// schedules-at-scale scenario.
+	// ScheduledDeployments are the deployments of the schedules-at-scale
+	// scenario, each on a schedule of every SchedulePeriod (a cron of every
+	// minute for a minute).
 	ScheduledDeployments int
+	SchedulePeriod       time.Duration
 	GrowthEvents         []int // synthetic events loaded into the log before each growth step
 }
 
@@ -76,7 +78,7 @@ func FullSizes() Sizes {
 		AppendClients: 8, AppendTime: 5 * time.Second,
 		ReplayEvents: 1_000_000, APIRuns: 1_000_000, APIClients: 32, APIRequests: 10_000,
 		LatenessRuns: 300, GrowthEvents: []int{0, 1_000_000, 5_000_000},
-		ScheduledDeployments: 1_000,
+		ScheduledDeployments: 1_000, SchedulePeriod: time.Minute,
 	}
 }
 
@@ -89,7 +91,7 @@ func QuickSizes() Sizes {
 		AppendClients: 8, AppendTime: time.Second,
 		ReplayEvents: 20_000, APIRuns: 10_000, APIClients: 32, APIRequests: 500,
 		LatenessRuns: 2, GrowthEvents: []int{0, 50_000},
-		ScheduledDeployments: 20,
+		ScheduledDeployments: 20, SchedulePeriod: 5 * time.Second,
 	}
 }
 

@@ -125,11 +125,11 @@ func latenessLoadScenario(ctx context.Context, env Env, opts Options) ([]Row, er
 		Ordo:   fmt.Sprintf("p50 %s, p99 %s, max %s", millis(p50), millis(p99), millis(worst)),
 		Target: "p99 ≤ 1 s",
 		Checks: []Check{atMost("p99 ms", p99, 1000)},
-		Metrics: map[string]float64{
+		Metrics: positive(map[string]float64{
 			"p50_ms": p50, "p99_ms": p99, "max_ms": worst, "runs": float64(len(l)),
 			"load_appends_per_s": float64(bg.appended.Load()) / took, "load_events_loaded": float64(bg.loaded.Load()),
 			"load_events_replayed": float64(bg.replayed.Load()),
-		},
+		}),
 		Note: fmt.Sprintf("the load appended %s events/s and loaded %s and replayed %s events meanwhile",
 			count(float64(bg.appended.Load())/took), count(bg.loaded.Load()), count(bg.replayed.Load())),
 	}}, nil
