@@ -71,7 +71,9 @@ type SchedulerOptions struct {
 	// RunsPerTick is the most runs ahead one tick creates for deployments
 	// that already have runs for the next minute; the rest waits for the
 	// next tick, Interval later, so that filling the lookahead of many
-	// deployments does not crowd out the runs that are due meanwhile.
+	// deployments does not crowd out the runs that are due meanwhile. A
+	// tick creates none of them while task runs due within LateAfter wait
+	// for a worker.
 	// Deployments with fewer runs ahead are worked first. Defaults to 200.
 	RunsPerTick int
 	// Interval is the longest the scheduler sleeps between two ticks; it
@@ -387,6 +389,7 @@ FROM ids`)
 		return a.through.Compare(*b.through)
 	})
 	budget := s.opts.RunsPerTick
+	backlogRead := false
 	var (
 		next time.Time
 		errs []error
@@ -408,6 +411,22 @@ FROM ids`)
 		}
 		limit := s.opts.RunsPerTx
 		filling := l.through != nil && !l.through.Before(now.Add(fillAfter))
+		if filling && !backlogRead {
+			// Runs due now come before runs an hour ahead: while task
+			// runs that came due within LateAfter wait for a worker, the
+			// lookahead is not filled (older ones are a queue without
+			// workers, not a burst).
+			backlogRead = true
+			var backlog bool
+			if err := s.pool.QueryRow(ctx, `
+SELECT EXISTS (SELECT 1 FROM river_job WHERE state = 'available' AND kind = $1
+    AND scheduled_at <= now() AND scheduled_at > now() - $2::interval)`, KindTaskRun, s.opts.LateAfter).Scan(&backlog); err != nil {
+				return time.Time{}, fmt.Errorf("read the task backlog: %w", err)
+			}
+			if backlog {
+				budget = 0
+			}
+		}
 		if filling {
 			if budget <= 0 {
 				// its runs for the next minute exist: the rest waits

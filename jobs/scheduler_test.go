@@ -1009,7 +1009,12 @@ func TestSchedulerCreatesTheEarliestRunsFirst(t *testing.T) {
 		}
 	}
 
-	// Beyond, RunsPerTick at a tick, shared.
+	// Beyond, RunsPerTick at a tick, shared. The runs just due have no
+	// worker: once they have waited LateAfter, they no longer hold the rest
+	// back.
+	if _, err := b.pool.Exec(t.Context(), `UPDATE river_job SET scheduled_at = now() - interval '1 minute' WHERE state = 'available'`); err != nil {
+		t.Fatal(err)
+	}
 	before := len(times(a.ID)) + len(times(c.ID))
 	tick(t, s)
 	if after := len(times(a.ID)) + len(times(c.ID)); after != before {
@@ -1019,6 +1024,18 @@ func TestSchedulerCreatesTheEarliestRunsFirst(t *testing.T) {
 	tick(t, s)
 	if after := len(times(a.ID)) + len(times(c.ID)); after-before != 7 {
 		t.Fatalf("a tick beyond the first minute created %d runs, want RunsPerTick = 7", after-before)
+	}
+
+	// While a task run waits for a worker, nothing beyond the first minute.
+	due, err := b.svc.RunCreate(t.Context(), jobs.RunCreateParams{Flow: domain.FlowSpec{Name: "waiting", Tasks: []domain.TaskSpec{{Name: "t", Command: []string{"true"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = len(times(a.ID)) + len(times(c.ID))
+	clock = clock.Add(time.Millisecond)
+	tick(t, s)
+	if after := len(times(a.ID)) + len(times(c.ID)); after != before {
+		t.Fatalf("a tick created %d runs beyond the first minute while run %s waited for a worker", after-before, due.ID)
 	}
 	b.validate(t)
 }
