@@ -31,8 +31,8 @@ type Service struct {
 type ServiceOptions struct {
 	// DueTimer, when set, is woken after a run is created for later, so that
 	// it makes the run's jobs available on time even when it sleeps for
-	// longer. A DueTimer in another process finds the run within its
-	// PollInterval.
+	// longer. Due timers in other processes hear of the run when its
+	// transaction commits (notifyDueTx).
 	DueTimer *DueTimer
 }
 
