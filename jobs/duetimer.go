@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -17,24 +18,50 @@ import (
 // scheduled ordo.task_run jobs, then sets the due ones available and sends
 // River's insert notification for their queues (NOTIFY
 // "<schema>.river_insert" with {"queue": NAME}), which wakes the producers
-// of every worker on those queues at once. It wakes early when told of a
-// nearer job (Wake) and re-reads the next due time every PollInterval, so
-// jobs inserted by other processes are found too.
+// of every worker on those queues at once.
 //
-// Several timers may run against one database (one per worker and server):
-// making a job available is idempotent.
+// A due job is never left to a poll:
+//
+//   - Every transaction that queues a task run job for later notifies the
+//     timers (notifyDueTx, on "<schema>.ordo_due", delivered at its
+//     commit), and each timer listens on a connection of its own and reads
+//     the next due time again when told. So a job inserted by a transaction
+//     that commits after the timer looked, in any process, is seen at its
+//     commit. Wake does the same within a process.
+//   - River's own scheduler makes jobs due in its next 5 s available ahead
+//     of time, without telling anyone. The timer notifies their queues when
+//     their time comes, and reads them in a statement of its own after the
+//     one that moves the jobs it finds scheduled: that first statement waits
+//     for a River transaction that holds one of them locked, so the second
+//     sees what River committed (one statement would read them as still
+//     scheduled, skip them once River's lock is gone, and leave them to the
+//     workers' fetch poll).
+//
+// PollInterval remains as a safety net for when the listening connection
+// is lost. Several timers may run against one database (one per worker and
+// server): making a job available is idempotent.
 type DueTimer struct {
 	pool *pgxpool.Pool
 	opts DueTimerOptions
 	wake chan struct{}
 	last time.Time // database time of the last tick
+
+	// observe, when set (by tests), hears "listening" once the timer
+	// listens and "sleep" before each sleep.
+	observe func(event string)
+}
+
+func (d *DueTimer) observed(event string) {
+	if d.observe != nil {
+		d.observe(event)
+	}
 }
 
 // DueTimerOptions tune a DueTimer.
 type DueTimerOptions struct {
 	// PollInterval is the longest the timer sleeps without reading the next
-	// due time: how late a job inserted by another process without waking
-	// this timer can be. Defaults to 500ms.
+	// due time, a safety net: jobs queued for later wake it when their
+	// transaction commits. Defaults to 500ms.
 	PollInterval time.Duration
 	// Logger receives errors. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -60,24 +87,42 @@ func (d *DueTimer) Wake() {
 	}
 }
 
-// promoteDueSQL makes due scheduled jobs available, and wakes River's
-// producers of the queues that got due jobs: those it moved, and those River's
-// own scheduler had already made available ahead of time (it moves jobs due
-// in the next 5 s, which then wait for a producer's poll) whose time came
-// since the last tick ($2). The notifications go out when the statement
-// commits. It returns the database's time, the next tick's $2.
+// dueChannel is the NOTIFY channel (after "<schema>.") that tells due timers
+// a job was queued for later.
+const dueChannel = "ordo_due"
+
+// notifyDueTx tells the due timers of every process, when tx commits, that
+// it queued task run jobs for later.
+func notifyDueTx(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_notify(current_schema() || '.`+dueChannel+`', '')`); err != nil {
+		return fmt.Errorf("notify due timers: %w", err)
+	}
+	return nil
+}
+
+// promoteDueSQL makes due scheduled jobs available and returns their queues
+// and the database's time.
 const promoteDueSQL = `
 WITH moved AS (
     UPDATE river_job SET state = 'available'
     WHERE state = 'scheduled' AND kind = $1 AND scheduled_at <= now()
     RETURNING queue
-), became_due AS (
-    SELECT queue FROM river_job
-    WHERE state = 'available' AND kind = $1 AND scheduled_at > $2 AND scheduled_at <= now()
-), queues AS (
-    SELECT queue FROM moved UNION SELECT queue FROM became_due
 )
-SELECT count(pg_notify(current_schema() || '.river_insert', json_build_object('queue', queue)::text)), now()
+SELECT coalesce(array_agg(DISTINCT queue), '{}'), now() FROM moved`
+
+// becameDueSQL wakes River's producers of the queues that got due jobs: those
+// promoteDueSQL moved ($3), and those River's own scheduler had already made
+// available ahead of time whose time came since the last tick ($2), up to
+// this tick's time ($4). The notifications go out when the transaction
+// commits.
+const becameDueSQL = `
+WITH queues AS (
+    SELECT unnest($3::text[]) AS queue
+    UNION
+    SELECT queue FROM river_job
+    WHERE state = 'available' AND kind = $1 AND scheduled_at > $2 AND scheduled_at <= $4
+)
+SELECT count(pg_notify(current_schema() || '.river_insert', json_build_object('queue', queue)::text))
 FROM queues`
 
 // nextDueSQL returns how long until the next job is due, by the database's
@@ -88,6 +133,11 @@ FROM river_job WHERE state IN ('scheduled', 'available') AND kind = $1 AND sched
 
 // Run works until ctx ends. Database errors are logged and retried.
 func (d *DueTimer) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	listening := make(chan struct{})
+	go func() { defer close(listening); d.listen(ctx) }()
+	defer func() { cancel(); <-listening }()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -100,6 +150,7 @@ func (d *DueTimer) Run(ctx context.Context) error {
 			sleep = d.opts.PollInterval
 		}
 		timer.Reset(sleep)
+		d.observed("sleep")
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -118,7 +169,21 @@ func (d *DueTimer) Run(ctx context.Context) error {
 // tick makes due jobs available and returns how long to sleep.
 func (d *DueTimer) tick(ctx context.Context) (time.Duration, error) {
 	var queues int
-	if err := d.pool.QueryRow(ctx, promoteDueSQL, KindTaskRun, d.last).Scan(&queues, &d.last); err != nil {
+	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		var (
+			moved []string
+			now   time.Time
+		)
+		if err := tx.QueryRow(ctx, promoteDueSQL, KindTaskRun).Scan(&moved, &now); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, becameDueSQL, KindTaskRun, d.last, moved, now).Scan(&queues); err != nil {
+			return err
+		}
+		d.last = now
+		return nil
+	})
+	if err != nil {
 		return 0, fmt.Errorf("make due jobs available: %w", err)
 	}
 	if queues > 0 {
@@ -133,4 +198,49 @@ func (d *DueTimer) tick(ctx context.Context) (time.Duration, error) {
 	}
 	next := time.Duration(*secs * float64(time.Second))
 	return max(min(next, d.opts.PollInterval), 0), nil
+}
+
+// listen wakes the timer on every notification of dueChannel until ctx ends,
+// reconnecting after a lost connection.
+func (d *DueTimer) listen(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := d.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		d.opts.Logger.Warn("due timer lost its listening connection; reconnecting", "err", err, "in", d.opts.PollInterval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d.opts.PollInterval):
+		}
+	}
+}
+
+func (d *DueTimer) listenOnce(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, d.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn.Close(cctx)
+	}()
+	var schema string
+	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		return fmt.Errorf("read the schema: %w", err)
+	}
+	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{schema + "." + dueChannel}.Sanitize()); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	// A job queued before LISTEN took effect is read now.
+	d.observed("listening")
+	d.Wake()
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return fmt.Errorf("wait for notifications: %w", err)
+		}
+		d.Wake()
+	}
 }

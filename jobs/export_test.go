@@ -9,6 +9,12 @@ import (
 	"github.com/riverqueue/river/rivertype"
 )
 
+// ObserveDueTimer makes d send "listening" to events once it listens for
+// jobs queued for later, and "sleep" before each of its sleeps.
+func ObserveDueTimer(d *DueTimer, events chan<- string) {
+	d.observe = func(e string) { events <- e }
+}
+
 // DisableCancelListen makes a worker rely on its periodic check alone to
 // find cancelled runs, as when a notification is lost.
 func DisableCancelListen(o *WorkerOptions) { o.noCancelListen = true }

@@ -63,6 +63,19 @@ type SchedulerOptions struct {
 	// once, the latest ones; older ones are skipped and logged. Defaults to
 	// 100.
 	MaxCatchUp int
+	// RunsPerTx is the most runs ahead that one deployment's transaction
+	// creates, the earliest first; a deployment with more to create gets
+	// them in the next ticks. A new deployment's first runs are thus
+	// committed at once, not after its whole hour. Defaults to 5.
+	RunsPerTx int
+	// RunsPerTick is the most runs ahead one tick creates for deployments
+	// that already have runs for the next minute; the rest waits for the
+	// next tick, Interval later, so that filling the lookahead of many
+	// deployments does not crowd out the runs that are due meanwhile. A
+	// tick creates none of them while task runs due within LateAfter wait
+	// for a worker.
+	// Deployments with fewer runs ahead are worked first. Defaults to 200.
+	RunsPerTick int
 	// Interval is the longest the scheduler sleeps between two ticks; it
 	// wakes earlier when a run is due to be marked late or admitted, and
 	// when events are appended. It is also how often a server that is not
@@ -97,6 +110,12 @@ func (o *SchedulerOptions) validate() error {
 	if o.Interval < 0 {
 		p.Add("Interval", "must not be negative")
 	}
+	if o.RunsPerTx < 0 {
+		p.Add("RunsPerTx", "must not be negative")
+	}
+	if o.RunsPerTick < 0 {
+		p.Add("RunsPerTick", "must not be negative")
+	}
 	return p.Err()
 }
 
@@ -118,6 +137,12 @@ func (o *SchedulerOptions) setDefaults() {
 	}
 	if o.Interval == 0 {
 		o.Interval = time.Second
+	}
+	if o.RunsPerTx == 0 {
+		o.RunsPerTx = 5
+	}
+	if o.RunsPerTick == 0 {
+		o.RunsPerTick = 200
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -334,7 +359,8 @@ WITH ids AS (
 )
 SELECT ids.deployment_id,
        coalesce((SELECT max(e.version) FROM events e WHERE e.stream_id = ids.deployment_id), 0),
-       (SELECT min(s.due_at) FROM deployment_run_slots s WHERE s.deployment_id = ids.deployment_id AND s.state = 'waiting')
+       (SELECT min(s.due_at) FROM deployment_run_slots s WHERE s.deployment_id = ids.deployment_id AND s.state = 'waiting'),
+       (SELECT d.scheduled_through FROM deployment_schedules d WHERE d.deployment_id = ids.deployment_id)
 FROM ids`)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("list deployments: %w", err)
@@ -343,15 +369,27 @@ FROM ids`)
 		id         uuid.UUID
 		version    int64
 		waitingDue *time.Time
+		through    *time.Time // how far its runs ahead reach; nil when it has none
 	}
 	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (listed, error) {
 		var l listed
-		err := row.Scan(&l.id, &l.version, &l.waitingDue)
+		err := row.Scan(&l.id, &l.version, &l.waitingDue, &l.through)
 		return l, err
 	})
 	if err != nil {
 		return time.Time{}, fmt.Errorf("list deployments: %w", err)
 	}
+	// The deployments with the fewest runs ahead first: their next runs are
+	// the most urgent.
+	slices.SortStableFunc(list, func(a, b listed) int {
+		switch {
+		case a.through == nil || b.through == nil:
+			return cmpBool(a.through != nil, b.through != nil)
+		}
+		return a.through.Compare(*b.through)
+	})
+	budget := s.opts.RunsPerTick
+	backlogRead := false
 	var (
 		next time.Time
 		errs []error
@@ -371,7 +409,39 @@ FROM ids`)
 			}
 			continue
 		}
-		wn, err := s.tickDeployment(ctx, l.id, now)
+		limit := s.opts.RunsPerTx
+		filling := l.through != nil && !l.through.Before(now.Add(fillAfter))
+		if filling && !backlogRead {
+			// Runs due now come before runs an hour ahead: while task
+			// runs that came due within LateAfter wait for a worker, the
+			// lookahead is not filled (older ones are a queue without
+			// workers, not a burst).
+			backlogRead = true
+			var backlog bool
+			if err := s.pool.QueryRow(ctx, `
+SELECT EXISTS (SELECT 1 FROM river_job WHERE state = 'available' AND kind = $1
+    AND scheduled_at <= now() AND scheduled_at > now() - $2::interval)`, KindTaskRun, s.opts.LateAfter).Scan(&backlog); err != nil {
+				return time.Time{}, fmt.Errorf("read the task backlog: %w", err)
+			}
+			if backlog {
+				budget = 0
+			}
+		}
+		if filling {
+			if budget <= 0 {
+				// its runs for the next minute exist: the rest waits
+				if known {
+					seen[l.id] = w
+				}
+				next = earliest(next, now.Add(s.opts.Interval))
+				continue
+			}
+			limit = min(limit, budget)
+		}
+		wn, created, err := s.tickDeployment(ctx, l.id, now, limit)
+		if filling {
+			budget -= created
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return time.Time{}, ctx.Err()
@@ -454,6 +524,17 @@ RETURNING flow_run_id, EXISTS (SELECT 1 FROM events e WHERE e.stream_id = flow_r
 	return now.Add(s.opts.Interval), nil
 }
 
+// cmpBool orders false before true.
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	}
+	return 1
+}
+
 // earliest returns the earlier of a and b, a zero time meaning none.
 func earliest(a, b time.Time) time.Time {
 	switch {
@@ -466,27 +547,28 @@ func earliest(a, b time.Time) time.Time {
 }
 
 // tickDeployment does a deployment's work in one transaction, again when
-// it lost a race (a run that started meanwhile, another scheduler).
-func (s *Scheduler) tickDeployment(ctx context.Context, id uuid.UUID, now time.Time) (time.Time, error) {
+// it lost a race (a run that started meanwhile, another scheduler), creating
+// at most limit runs ahead; it returns how many it created.
+func (s *Scheduler) tickDeployment(ctx context.Context, id uuid.UUID, now time.Time, limit int) (time.Time, int, error) {
 	var (
 		next    time.Time
-		created bool
+		created int
 		err     error
 	)
 	for attempt := 1; ; attempt++ {
 		err = s.store.InTx(ctx, func(tx pgx.Tx) error {
 			var err error
-			next, created, err = s.scheduleTx(ctx, tx, id, now)
+			next, created, err = s.scheduleTx(ctx, tx, id, now, limit)
 			return err
 		})
 		if err == nil || !retryable(err) || attempt == 5 {
 			break
 		}
 	}
-	if err == nil && created && s.svc.opts.DueTimer != nil {
+	if err == nil && created > 0 && s.svc.opts.DueTimer != nil {
 		s.svc.opts.DueTimer.Wake()
 	}
-	return next, err
+	return next, created, err
 }
 
 // scheduleCursor is a row of deployment_schedules.
@@ -612,42 +694,43 @@ ORDER BY scheduled_at`, p.deployment.ID, p.active, p.epoch)
 	return nil
 }
 
-// scheduleTx does one deployment's work within tx and returns when it has
-// work again, and whether it created runs.
-func (s *Scheduler) scheduleTx(ctx context.Context, tx pgx.Tx, id uuid.UUID, now time.Time) (time.Time, bool, error) {
+// scheduleTx does one deployment's work within tx, creating at most limit
+// runs ahead, and returns when it has work again and how many runs it
+// created.
+func (s *Scheduler) scheduleTx(ctx context.Context, tx pgx.Tx, id uuid.UUID, now time.Time, limit int) (time.Time, int, error) {
 	cur, err := lockScheduleCursor(ctx, tx, id)
 	if err != nil {
-		return time.Time{}, false, err
+		return time.Time{}, 0, err
 	}
 	// Read the deployment after the lock: a command that changed it and
 	// holds the lock has committed by now.
 	_, envs, err := loadDeployment(ctx, s.store, tx, id)
 	if err != nil {
-		return time.Time{}, false, err
+		return time.Time{}, 0, err
 	}
 	p := planSchedule(id, envs)
 	meta := domain.Metadata{Actor: SchedulerActor}
 	if err := cancelObsoleteTx(ctx, tx, s.store, p, meta); err != nil {
-		return time.Time{}, false, err
+		return time.Time{}, 0, err
 	}
 	var (
 		next    time.Time
-		created bool
+		created int
 	)
 	switch {
 	case p.active:
-		if next, created, err = s.advanceTx(ctx, tx, p, cur, now); err != nil {
-			return time.Time{}, false, err
+		if next, created, err = s.advanceTx(ctx, tx, p, cur, now, limit); err != nil {
+			return time.Time{}, 0, err
 		}
 	case cur != nil && p.deployment.Deleted:
 		if _, err := tx.Exec(ctx, `DELETE FROM deployment_schedules WHERE deployment_id = $1`, id); err != nil {
-			return time.Time{}, false, fmt.Errorf("forget the schedule of a deleted deployment: %w", err)
+			return time.Time{}, 0, fmt.Errorf("forget the schedule of a deleted deployment: %w", err)
 		}
 	}
 	if p.deployment.Stream > 0 {
 		a, err := admitTx(ctx, tx, s.store, s.svc.river, p.deployment, now, meta)
 		if err != nil {
-			return time.Time{}, false, err
+			return time.Time{}, 0, err
 		}
 		next = earliest(next, a.nextDue)
 		if a.busy {
@@ -673,7 +756,7 @@ var notStartedTypes = []string{
 
 // advanceTx settles, marks late and catches up the deployment's due runs,
 // then creates its runs ahead.
-func (s *Scheduler) advanceTx(ctx context.Context, tx pgx.Tx, p schedulePlan, cur *scheduleCursor, now time.Time) (time.Time, bool, error) {
+func (s *Scheduler) advanceTx(ctx context.Context, tx pgx.Tx, p schedulePlan, cur *scheduleCursor, now time.Time, limit int) (time.Time, int, error) {
 	d := p.deployment
 	id := d.ID
 	sched := *d.Spec.Schedule
@@ -684,11 +767,11 @@ INSERT INTO deployment_schedules (deployment_id, epoch, epoch_started_at, schedu
 ON CONFLICT (deployment_id) DO UPDATE SET epoch = $2, epoch_started_at = $3, scheduled_through = $3, updated_at = now()
 WHERE deployment_schedules.epoch <> $2`, id, p.epoch, p.start)
 		if err != nil {
-			return time.Time{}, false, fmt.Errorf("start the schedule of deployment %s: %w", id, err)
+			return time.Time{}, 0, fmt.Errorf("start the schedule of deployment %s: %w", id, err)
 		}
 		if tag.RowsAffected() == 0 {
 			// another scheduler started this epoch after our lock read: read again
-			return time.Time{}, false, &eventstore.ConflictError{StreamIDs: []uuid.UUID{id}}
+			return time.Time{}, 0, &eventstore.ConflictError{StreamIDs: []uuid.UUID{id}}
 		}
 	}
 	lateBefore := now.Add(-s.opts.LateAfter)
@@ -702,7 +785,7 @@ FROM scheduled_runs r
 WHERE r.deployment_id = $1 AND r.epoch = $2 AND r.state = 'pending' AND r.scheduled_at <= $3
 ORDER BY r.scheduled_at`, id, p.epoch, now)
 	if err != nil {
-		return time.Time{}, false, fmt.Errorf("read due scheduled runs: %w", err)
+		return time.Time{}, 0, fmt.Errorf("read due scheduled runs: %w", err)
 	}
 	due, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (dueRun, error) {
 		var r dueRun
@@ -710,7 +793,7 @@ ORDER BY r.scheduled_at`, id, p.epoch, now)
 		return r, err
 	})
 	if err != nil {
-		return time.Time{}, false, fmt.Errorf("read due scheduled runs: %w", err)
+		return time.Time{}, 0, fmt.Errorf("read due scheduled runs: %w", err)
 	}
 	var (
 		started   []uuid.UUID
@@ -730,7 +813,7 @@ ORDER BY r.scheduled_at`, id, p.epoch, now)
 	}
 	if len(started) > 0 {
 		if _, err := tx.Exec(ctx, `UPDATE scheduled_runs SET state = 'done' WHERE flow_run_id = ANY($1)`, started); err != nil {
-			return time.Time{}, false, fmt.Errorf("settle started runs: %w", err)
+			return time.Time{}, 0, fmt.Errorf("settle started runs: %w", err)
 		}
 	}
 
@@ -775,7 +858,7 @@ ORDER BY r.scheduled_at`, id, p.epoch, now)
 	if len(cancel) > 0 {
 		m := domain.Metadata{Actor: SchedulerActor, Reason: cancelReason}
 		if _, err := cancelNotStartedTx(ctx, tx, s.store, id, cancel, m); err != nil {
-			return time.Time{}, false, err
+			return time.Time{}, 0, err
 		}
 	}
 	var mark []uuid.UUID
@@ -785,23 +868,31 @@ ORDER BY r.scheduled_at`, id, p.epoch, now)
 		}
 	}
 	if err := s.markLateTx(ctx, tx, mark); err != nil {
-		return time.Time{}, false, err
+		return time.Time{}, 0, err
 	}
 
-	// Runs ahead: every time up to the horizon, after the missed ones.
+	// Runs ahead: every time up to the horizon, after the missed ones, at
+	// most limit in all, the earliest first.
 	target := s.horizon(sched, now)
 	ahead := timesBetween(sched, cur.through, target)
+	more := false
+	if room := max(limit-len(create), 0); len(ahead) > room {
+		ahead, more = ahead[:room], true
+	}
 	for _, at := range append(create, ahead...) {
 		if err := s.createScheduledRun(ctx, tx, d, p.epoch, at); err != nil {
-			return time.Time{}, false, err
+			return time.Time{}, 0, err
 		}
 	}
-	if target.After(cur.through) {
+	switch {
+	case more && len(ahead) > 0:
+		cur.through = ahead[len(ahead)-1]
+	case !more && target.After(cur.through):
 		cur.through = target
 	}
 	if _, err := tx.Exec(ctx, `
 UPDATE deployment_schedules SET scheduled_through = $2, updated_at = now() WHERE deployment_id = $1`, id, cur.through); err != nil {
-		return time.Time{}, false, fmt.Errorf("record schedule progress: %w", err)
+		return time.Time{}, 0, fmt.Errorf("record schedule progress: %w", err)
 	}
 	// Rows of runs long settled are no longer needed: the cursor keeps
 	// their times from being scheduled again.
@@ -809,18 +900,27 @@ UPDATE deployment_schedules SET scheduled_through = $2, updated_at = now() WHERE
 DELETE FROM scheduled_runs WHERE ctid IN (
     SELECT ctid FROM scheduled_runs WHERE deployment_id = $1 AND state = 'done' AND scheduled_at < $2 LIMIT 1000)`,
 		id, now.Add(-24*time.Hour)); err != nil {
-		return time.Time{}, false, fmt.Errorf("prune settled scheduled runs: %w", err)
+		return time.Time{}, 0, fmt.Errorf("prune settled scheduled runs: %w", err)
 	}
 
 	// When there is work again: a scheduled time passes (fewer runs ahead),
 	// the next time enters the lookahead, a run may become late, or late
-	// runs may have started.
+	// runs may have started. The first two are not urgent and wait until
+	// halfway to the time after (LateAfter at most), so that the scheduler's work does not fall
+	// on the instants when runs are due; more runs to create ahead are
+	// created at once while the deployment has less than fillAfter of them,
+	// else at the next tick.
 	var next time.Time
-	if t := sched.Next(now, 1); len(t) > 0 {
-		next = t[0]
+	if t := sched.Next(now, 2); len(t) > 0 {
+		next = halfway(t, s.opts.LateAfter)
 	}
-	if t := sched.Next(cur.through, 1); len(t) > 0 {
-		next = earliest(next, t[0].Add(-s.opts.Lookahead))
+	switch t := sched.Next(cur.through, 2); {
+	case more && cur.through.Before(now.Add(fillAfter)):
+		next = now
+	case more:
+		next = earliest(next, now.Add(s.opts.Interval))
+	case len(t) > 0:
+		next = earliest(next, halfway(t, s.opts.LateAfter).Add(-s.opts.Lookahead))
 	}
 	var (
 		firstPending *time.Time
@@ -829,7 +929,7 @@ DELETE FROM scheduled_runs WHERE ctid IN (
 	if err := tx.QueryRow(ctx, `
 SELECT min(scheduled_at) FILTER (WHERE NOT late), coalesce(bool_or(late), false)
 FROM scheduled_runs WHERE deployment_id = $1 AND state = 'pending'`, id).Scan(&firstPending, &anyLate); err != nil {
-		return time.Time{}, false, fmt.Errorf("read pending scheduled runs: %w", err)
+		return time.Time{}, 0, fmt.Errorf("read pending scheduled runs: %w", err)
 	}
 	if firstPending != nil {
 		next = earliest(next, firstPending.Add(s.opts.LateAfter))
@@ -840,7 +940,20 @@ FROM scheduled_runs WHERE deployment_id = $1 AND state = 'pending'`, id).Scan(&f
 	if next.Before(now) {
 		next = now
 	}
-	return next, len(create)+len(ahead) > 0, nil
+	return next, len(create) + len(ahead), nil
+}
+
+// fillAfter is how far ahead a deployment's runs must reach before creating
+// more of them waits for the next tick.
+const fillAfter = time.Minute
+
+// halfway is the time halfway between the first two of times, but at most
+// limit after the first (the first when there is one only).
+func halfway(times []time.Time, limit time.Duration) time.Time {
+	if len(times) < 2 {
+		return times[0]
+	}
+	return times[0].Add(min(times[1].Sub(times[0])/2, limit))
 }
 
 // horizon is the last scheduled time that must have a run now: every time

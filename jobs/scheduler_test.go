@@ -64,6 +64,14 @@ func (b schedBundle) scheduler(t *testing.T, opts jobs.SchedulerOptions) *jobs.S
 	if opts.Logger == nil {
 		opts.Logger = quietLogger
 	}
+	// Unless a test is about how the work is spread, one tick does all of
+	// it.
+	if opts.RunsPerTx == 0 {
+		opts.RunsPerTx = 10000
+	}
+	if opts.RunsPerTick == 0 {
+		opts.RunsPerTick = 1_000_000
+	}
 	s, err := jobs.NewScheduler(b.pool, b.store, b.svc, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -953,3 +961,81 @@ func TestConcurrencyLimitCancelNew(t *testing.T) {
 //
 //	make bench BENCH=BenchmarkScheduleLateness PKGS=./jobs BENCHFLAGS=-cpuprofile=cpu.out
 func BenchmarkScheduleLateness(b *testing.B) { benchtest.Run(b, "lateness", bench.Options{}) }
+
+// A deployment's runs ahead are created a few per transaction, the earliest
+// first, and every deployment gets its first ones in the first tick: the
+// run due next is never behind a whole hour of runs of its own or of other
+// deployments. Once a deployment has a minute of runs ahead, the rest comes
+// at most RunsPerTick a tick, one tick an Interval.
+func TestSchedulerCreatesTheEarliestRunsFirst(t *testing.T) {
+	t.Parallel()
+	b := schedSetup(t)
+	a := b.deploy(t, scheduledSpec("first", every(1)))
+	c := b.deploy(t, scheduledSpec("second", every(1)))
+	// Half a second off the runs' whole seconds: a millisecond later, no
+	// run's time has passed.
+	base := time.Now().Truncate(time.Second).Add(500 * time.Millisecond)
+	clock := base
+	s := b.scheduler(t, jobs.SchedulerOptions{RunsPerTx: 5, RunsPerTick: 7, Interval: time.Millisecond, Now: func() time.Time { return clock }})
+	times := func(id uuid.UUID) []time.Time {
+		var out []time.Time
+		for _, r := range b.runsOf(t, id) {
+			out = append(out, r.ScheduledAt)
+		}
+		return out
+	}
+
+	tick(t, s)
+	for _, d := range []domain.Deployment{a, c} {
+		got := times(d.ID)
+		if len(got) != 5 {
+			t.Fatalf("after the first tick %s has %d runs, want RunsPerTx = 5", d.Spec.Name, len(got))
+		}
+		checkGrid(t, got, time.Second)
+		if first := got[0]; !first.After(base.Add(-time.Second)) || first.After(base.Add(time.Second)) {
+			t.Fatalf("the first run of %s is at %s, want the second just due or the next one at %s", d.Spec.Name, first, base)
+		}
+	}
+
+	// Up to a minute ahead, every tick creates more at once.
+	for range 20 {
+		tick(t, s)
+	}
+	for _, d := range []domain.Deployment{a, c} {
+		got := times(d.ID)
+		checkGrid(t, got, time.Second)
+		if last := got[len(got)-1]; last.Before(base.Add(time.Minute)) || last.After(base.Add(time.Minute+5*time.Second)) {
+			t.Fatalf("%s has runs up to %s, want a minute ahead of %s and no more while the clock stands", d.Spec.Name, last, base)
+		}
+	}
+
+	// Beyond, RunsPerTick at a tick, shared. The runs just due have no
+	// worker: once they have waited LateAfter, they no longer hold the rest
+	// back.
+	if _, err := b.pool.Exec(t.Context(), `UPDATE river_job SET scheduled_at = now() - interval '1 minute' WHERE state = 'available'`); err != nil {
+		t.Fatal(err)
+	}
+	before := len(times(a.ID)) + len(times(c.ID))
+	tick(t, s)
+	if after := len(times(a.ID)) + len(times(c.ID)); after != before {
+		t.Fatalf("a tick before Interval passed created %d runs beyond the first minute", after-before)
+	}
+	clock = clock.Add(time.Millisecond)
+	tick(t, s)
+	if after := len(times(a.ID)) + len(times(c.ID)); after-before != 7 {
+		t.Fatalf("a tick beyond the first minute created %d runs, want RunsPerTick = 7", after-before)
+	}
+
+	// While a task run waits for a worker, nothing beyond the first minute.
+	due, err := b.svc.RunCreate(t.Context(), jobs.RunCreateParams{Flow: domain.FlowSpec{Name: "waiting", Tasks: []domain.TaskSpec{{Name: "t", Command: []string{"true"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = len(times(a.ID)) + len(times(c.ID))
+	clock = clock.Add(time.Millisecond)
+	tick(t, s)
+	if after := len(times(a.ID)) + len(times(c.ID)); after != before {
+		t.Fatalf("a tick created %d runs beyond the first minute while run %s waited for a worker", after-before, due.ID)
+	}
+	b.validate(t)
+}

@@ -31,8 +31,8 @@ type Service struct {
 type ServiceOptions struct {
 	// DueTimer, when set, is woken after a run is created for later, so that
 	// it makes the run's jobs available on time even when it sleeps for
-	// longer. A DueTimer in another process finds the run within its
-	// PollInterval.
+	// longer. Due timers in other processes hear of the run when its
+	// transaction commits (notifyDueTx).
 	DueTimer *DueTimer
 }
 
@@ -216,6 +216,11 @@ INSERT INTO flow_run_progress (flow_run_id, task_runs_total, task_runs_unfinishe
 	}
 	if _, err := client.InsertManyFastTx(ctx, tx, jobs); err != nil {
 		return domain.FlowRun{}, fmt.Errorf("queue root tasks: %w", err)
+	}
+	if p.ScheduledAt.After(now) && len(jobs) > 0 {
+		if err := notifyDueTx(ctx, tx); err != nil {
+			return domain.FlowRun{}, err
+		}
 	}
 	return run, nil
 }

@@ -555,13 +555,14 @@ func (s *settlement) apply(ctx context.Context, tx pgx.Tx) ([]finishedRun, error
 		jobArgs   = make([][]byte, len(s.jobs))
 		jobQueues = make([]string, len(s.jobs))
 		jobAt     = make([]*time.Time, len(s.jobs))
+		later     bool
 	)
 	for i, j := range s.jobs {
 		jobArgs[i], jobQueues[i], jobAt[i] = j.args, j.queue, j.at
 		if j.at == nil || !j.at.After(s.now) {
 			s.wakeQueue(j.queue)
 		} else {
-			s.later = true
+			s.later, later = true, true
 		}
 	}
 	var (
@@ -611,6 +612,11 @@ func (s *settlement) apply(ctx context.Context, tx pgx.Tx) ([]finishedRun, error
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("settle task runs: %w", err)
+	}
+	if later {
+		if err := notifyDueTx(ctx, tx); err != nil {
+			return nil, err
+		}
 	}
 	s.decrement = map[uuid.UUID]int32{}
 	s.jobs = nil

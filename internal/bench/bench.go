@@ -61,8 +61,13 @@ type Sizes struct {
 	APIClients   int // concurrent HTTP clients
 	APIRequests  int // requests measured, over all clients
 
-	LatenessRuns int   // scheduled runs, one a second
-	GrowthEvents []int // synthetic events loaded into the log before each growth step
+	LatenessRuns int // scheduled runs, one a second
+	// ScheduledDeployments are the deployments of the schedules-at-scale
+	// scenario, each on a schedule of every SchedulePeriod (a cron of every
+	// minute for a minute).
+	ScheduledDeployments int
+	SchedulePeriod       time.Duration
+	GrowthEvents         []int // synthetic events loaded into the log before each growth step
 }
 
 // FullSizes are the sizes the targets are set for.
@@ -73,6 +78,7 @@ func FullSizes() Sizes {
 		AppendClients: 8, AppendTime: 5 * time.Second,
 		ReplayEvents: 1_000_000, APIRuns: 1_000_000, APIClients: 32, APIRequests: 10_000,
 		LatenessRuns: 300, GrowthEvents: []int{0, 1_000_000, 5_000_000},
+		ScheduledDeployments: 1_000, SchedulePeriod: time.Minute,
 	}
 }
 
@@ -85,6 +91,7 @@ func QuickSizes() Sizes {
 		AppendClients: 8, AppendTime: time.Second,
 		ReplayEvents: 20_000, APIRuns: 10_000, APIClients: 32, APIRequests: 500,
 		LatenessRuns: 2, GrowthEvents: []int{0, 50_000},
+		ScheduledDeployments: 20, SchedulePeriod: 5 * time.Second,
 	}
 }
 
@@ -181,6 +188,8 @@ func Scenarios() []Scenario {
 		{"replay", "replay next to a sequential scan", replayScenario},
 		{"runs-api", "GET /runs under concurrent clients", runsAPIScenario},
 		{"lateness", "schedule lateness", latenessScenario},
+		{"lateness-load", "schedule lateness under load", latenessLoadScenario},
+		{"schedules", "schedules at scale: 1,000 deployments on a 1-minute cron", schedulesScenario},
 		{"memory", "peak memory of a server and a worker", memoryScenario},
 		{"growth", "throughput as the log grows", growthScenario},
 	}

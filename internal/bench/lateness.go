@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
@@ -20,6 +21,13 @@ import (
 // milliseconds, sorted: from each run's due time to its first task
 // running, as the log records them.
 func ScheduleLateness(ctx context.Context, env Env, runs int) ([]float64, error) {
+	return scheduleLateness(ctx, env, runs, nil)
+}
+
+// scheduleLateness is ScheduleLateness with load, when not nil, running on
+// the same database from the deployment's creation until the runs are
+// measured.
+func scheduleLateness(ctx context.Context, env Env, runs int, load func(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store)) ([]float64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pool, err := newPool(ctx, env)
@@ -58,6 +66,12 @@ func ScheduleLateness(ctx context.Context, env Env, runs int) ([]float64, error)
 	}, "bench")
 	if err != nil {
 		return nil, err
+	}
+
+	if load != nil {
+		done := make(chan struct{})
+		defer func() { cancel(); <-done }()
+		go func() { defer close(done); load(ctx, pool, store) }()
 	}
 
 	// Runs due from 2 s on: the first one may be due before the scheduler
