@@ -83,7 +83,7 @@ const readFilteredSQL = `
 SELECT ` + selectColumns + `
 FROM events
 WHERE (transaction_id, position) > ($1::text::xid8, $2)
-  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+  AND transaction_id < (SELECT events_stable_xmin())
   AND (cardinality($3::text[]) = 0 OR type = ANY($3))
 ORDER BY events.transaction_id, events.position
 LIMIT $4`

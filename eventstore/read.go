@@ -46,15 +46,17 @@ func ParseCheckpoint(s string) (Checkpoint, error) {
 }
 
 // readAllSQL reads the stable prefix of the log after a checkpoint: only
-// events whose transaction id is below the oldest transaction still running
-// (pg_snapshot_xmin). Those transactions have ended, so no event can appear
-// before the ones returned. A long-running transaction that has written
-// anything holds the reader back until it ends.
+// events whose transaction id is below the oldest transaction that may still
+// append to the log (events_stable_xmin, migration 0016: one running in
+// this database). Those transactions have ended, so no event can appear
+// before the ones returned. A long-running transaction of this database
+// that has written anything holds the reader back until it ends; one of
+// another database does not.
 const readAllSQL = `
 SELECT ` + selectColumns + `
 FROM events
 WHERE (transaction_id, position) > ($1::text::xid8, $2)
-  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+  AND transaction_id < (SELECT events_stable_xmin())
 ORDER BY events.transaction_id, events.position
 LIMIT $3`
 

@@ -401,8 +401,8 @@ func TestReaderWaitsForOlderOpenTransaction(t *testing.T) {
 	if err := old.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Transaction ids are cluster-wide: open transactions of other tests on
-	// the same server hold the reader back for a moment too.
+	// Other tests' transactions in this database (none here) would hold the
+	// reader back for a moment too.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if got, err = b.store.ReadAll(ctx, b.pool, eventstore.Checkpoint{}, 10); err != nil || len(got) == 2 {
 			break
@@ -419,6 +419,51 @@ func TestReaderWaitsForOlderOpenTransaction(t *testing.T) {
 	rest, _ := b.store.ReadAll(ctx, b.pool, cp, 10)
 	if len(rest) != 1 || rest[0].Position != got[1].Position {
 		t.Fatalf("after checkpoint: %+v", rest)
+	}
+}
+
+// TestReaderPassesOverTransactionsOfOtherDatabases: transaction ids are
+// shared by every database of a server, but a transaction runs in one
+// database, so one left open in another database (another application, a
+// session in pgadmin, another test) never holds the log's readers back.
+func TestReaderPassesOverTransactionsOfOtherDatabases(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	other := pgtest.Pool(t) // another database of the same server
+	if _, err := other.Exec(ctx, `CREATE TABLE elsewhere (x int)`); err != nil {
+		t.Fatal(err)
+	}
+	open, err := other.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Rollback(ctx) //nolint:errcheck
+	var foreign uint64
+	if err := open.QueryRow(ctx, `INSERT INTO elsewhere VALUES (1) RETURNING pg_current_xact_id()::text::bigint`).Scan(&foreign); err != nil {
+		t.Fatal(err)
+	}
+	// Two commits here after it: the snapshot of a reader then lists the
+	// foreign transaction as running.
+	for range 2 {
+		if _, err := appendTx(t, b, eventstore.Append{StreamID: uuid.New(), Events: []domain.Event{domain.FlowRunPending{}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var held bool
+	if err := b.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint <= $1`, foreign).Scan(&held); err != nil || !held {
+		t.Fatalf("the server's oldest running transaction is not the foreign one (%v): the test proves nothing", err)
+	}
+	got, err := b.store.ReadAll(ctx, b.pool, eventstore.Checkpoint{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("reader returned %d of 2 committed events while a transaction of another database is open", len(got))
+	}
+	head, ok, err := b.store.Head(ctx, b.pool)
+	if err != nil || !ok || head != eventstore.CheckpointOf(got[1]) {
+		t.Fatalf("head %v %v %v, want the last event read %v", head, ok, err, eventstore.CheckpointOf(got[1]))
 	}
 }
 

@@ -397,7 +397,7 @@ func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''
 const replayReadSQL = `
 SELECT position, transaction_id::text::bigint, stream_id, stream_type, version, type, data, metadata, recorded_at
 FROM events
-WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+WHERE transaction_id < (SELECT events_stable_xmin())
 ORDER BY events.transaction_id, events.position`
 
 const chunkSize = 4096
@@ -1106,7 +1106,7 @@ func (r *replayer) swap(ctx context.Context, conn *pgxpool.Conn, from eventstore
 	// later sorts after it.
 	head := from
 	var htx, hpos int64
-	err = tx.QueryRow(ctx, `SELECT transaction_id::text::bigint, position FROM events WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1`).Scan(&htx, &hpos)
+	err = tx.QueryRow(ctx, `SELECT transaction_id::text::bigint, position FROM events WHERE transaction_id < (SELECT events_stable_xmin()) ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1`).Scan(&htx, &hpos)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:

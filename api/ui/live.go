@@ -150,7 +150,7 @@ func (l *live) start(r *http.Request) (after eventstore.Checkpoint, fresh bool, 
 // misses no event committed later.
 const stableHeadSQL = `
 SELECT transaction_id::text::bigint, position FROM events
-WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+WHERE transaction_id < (SELECT events_stable_xmin())
 ORDER BY transaction_id DESC, position DESC
 LIMIT 1`
 
