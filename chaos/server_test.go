@@ -14,12 +14,11 @@ import (
 
 // TestChaosServerKilled SIGKILLs the one server seven times, each time at
 // the moment one of its transactions is open: three times while its
-// scheduler creates runs of a 1 s schedule (the first time the 100 runs it
-// creates ahead for a new deployment), four times while its projector
-// applies a batch of events to the read models (during bursts of task
-// runs, and while it catches up on what the workers recorded while it was
-// dead). A
-// new server starts on the same address after each kill. Afterwards the
+// scheduler creates runs of a 1 s schedule (the first time the first few
+// runs it creates ahead for a new deployment), four times while its
+// projector applies a batch of events to the read models (during bursts of
+// task runs, and while it catches up on what the workers recorded while it
+// was dead). A new server starts on the same address after each kill. Afterwards the
 // read models equal a fresh replay, the schedule has exactly one run per
 // second with none missing across the kills, and every run completed
 // exactly once.
