@@ -16,16 +16,16 @@ import (
 )
 
 // TestChaosTwoServers runs two servers and three workers at once on two
-// 1 s schedules for 2 minutes (ORDO_CHAOS_SOAK, a Go duration, sets another
+// 1 s schedules for a minute (ORDO_CHAOS_SOAK, a Go duration, sets another
 // length), one on a work queue limited to 2 task runs at a time whose runs
-// have 3 parallel tasks, one on a queue without a limit. Afterwards: each
+// have 3 parallel 0.1 s tasks and a join, one on a queue without a limit. Afterwards: each
 // schedule has exactly one run per second, none missing; every run of the
 // window completed exactly once; no task run was executed twice, let alone
 // at the same time (by the tasks' own ledger); the limited queue never ran
 // more than 2 task runs at once; the read models equal a fresh replay.
 func TestChaosTwoServers(t *testing.T) {
 	t.Parallel()
-	length := 2 * time.Minute
+	length := time.Minute
 	if v := os.Getenv("ORDO_CHAOS_SOAK"); v != "" {
 		var err error
 		if length, err = time.ParseDuration(v); err != nil {
@@ -57,12 +57,12 @@ func TestChaosTwoServers(t *testing.T) {
 	every := &domain.Schedule{IntervalSeconds: 1}
 	deployments := map[string]uuid.UUID{
 		limited: c.deploy(servers[0].url(), domain.DeploymentSpec{Name: "soak-limited", WorkQueue: limited, CatchUp: domain.CatchUpAll, Schedule: every,
-			Flow: domain.FlowSpec{Name: "limited", Tasks: parallel(limited, 3, 0.3)}}),
+			Flow: domain.FlowSpec{Name: "limited", Tasks: parallel(limited, 3, 0.1)}}),
 		open: c.deploy(servers[1].url(), domain.DeploymentSpec{Name: "soak-open", WorkQueue: open, CatchUp: domain.CatchUpAll, Schedule: every,
 			Flow: domain.FlowSpec{Name: "open", Tasks: parallel(open, 4, 0.3)}}),
 	}
 	deployed := time.Now()
-	t.Logf("servers a and b, workers w1-w3 (concurrency 10 on both queues); queue %s limited to %d; two 1 s schedules: runs of 3 parallel 0.3 s tasks on %s, of 4 parallel 0.3 s tasks on %s; for %v",
+	t.Logf("servers a and b, workers w1-w3 (concurrency 10 on both queues); queue %s limited to %d; two 1 s schedules: runs of 3 parallel 0.1 s tasks on %s, of 4 parallel 0.3 s tasks on %s; for %v",
 		limited, limit, limited, open, length)
 
 	time.Sleep(length)
@@ -122,53 +122,79 @@ func TestChaosTwoServers(t *testing.T) {
 	default:
 		t.Logf("queue %s never ran more than its limit of %d task runs at once", limited, limit)
 	}
-	c.logHandOff(slices.DeleteFunc(slices.Clone(ledger), func(e execution) bool { return e.label != limited }), limit)
+	c.logHandOff(l, slices.DeleteFunc(slices.Clone(ledger), func(e execution) bool { return e.label != limited }), limit)
 	c.verifyReplay()
 }
 
 // logHandOff logs how quickly a freed slot of a limited queue was taken by
 // the next task process: the time from an execution's end that left a slot
-// free to the next start. It tells a slow hand-off (a defect) from a queue
-// that simply had more work than its slots.
-func (c *cluster) logHandOff(execs []execution, limit int) {
+// free to the next start, and its parts from the log: the outcome's record,
+// the next attempt's start record, and that attempt's process starting. It
+// tells a slow hand-off from a queue that simply had more work than slots.
+func (c *cluster) logHandOff(l *runLog, execs []execution, limit int) {
 	c.t.Helper()
 	type edge struct {
 		at    time.Time
 		start bool
+		i     int
 	}
 	var edges []edge
 	var busy time.Duration
-	for _, e := range execs {
-		edges = append(edges, edge{e.start, true}, edge{e.end, false})
+	for i, e := range execs {
+		edges = append(edges, edge{e.start, true, i}, edge{e.end, false, i})
 		busy += e.end.Sub(e.start)
 	}
 	if len(edges) == 0 {
 		return
 	}
 	slices.SortFunc(edges, func(a, b edge) int { return a.at.Compare(b.at) })
-	var gaps []time.Duration
-	var freed []time.Time // slots freed and not yet taken again, oldest first
+	recorded := func(e execution, typ string) (time.Time, bool) {
+		for _, ev := range l.streams[e.taskRun] {
+			if ev.Type == typ {
+				return ev.RecordedAt, true
+			}
+		}
+		return time.Time{}, false
+	}
+	var gaps, outcome, start, spawn []time.Duration
+	var freed []int // executions whose end left a slot free, oldest first
 	running := 0
 	for _, e := range edges {
 		if !e.start {
 			if running == limit {
-				freed = append(freed, e.at)
+				freed = append(freed, e.i)
 			}
 			running--
 			continue
 		}
 		running++
-		if len(freed) > 0 {
-			gaps = append(gaps, e.at.Sub(freed[0]))
-			freed = freed[1:]
+		if len(freed) == 0 {
+			continue
+		}
+		a, b := execs[freed[0]], execs[e.i]
+		freed = freed[1:]
+		gaps = append(gaps, b.start.Sub(a.end))
+		done, ok1 := recorded(a, "TaskRunCompleted")
+		began, ok2 := recorded(b, "TaskRunStarted")
+		if ok1 && ok2 {
+			outcome, start, spawn = append(outcome, done.Sub(a.end)), append(start, began.Sub(done)), append(spawn, b.start.Sub(began))
 		}
 	}
 	if len(gaps) == 0 {
 		return
 	}
+	p50 := func(ds []time.Duration) time.Duration {
+		if len(ds) == 0 {
+			return 0
+		}
+		ds = slices.Clone(ds)
+		slices.Sort(ds)
+		return ds[len(ds)/2].Round(time.Millisecond)
+	}
 	slices.Sort(gaps)
 	span := edges[len(edges)-1].at.Sub(edges[0].at)
-	c.t.Logf("limited queue: %d task processes busy %.0f%% of its %d slots over %v; a freed slot was taken again after p50 %v, p90 %v, max %v",
+	c.t.Logf("limited queue: %d task processes busy %.0f%% of its %d slots over %v; a freed slot was taken again after p50 %v, p90 %v, max %v; medians of its parts: outcome recorded %v after the process ended, next start recorded %v later, its process started %v after that",
 		len(execs), 100*busy.Seconds()/(float64(limit)*span.Seconds()), limit, span.Round(time.Second),
-		gaps[len(gaps)/2].Round(time.Millisecond), gaps[len(gaps)*9/10].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond))
+		gaps[len(gaps)/2].Round(time.Millisecond), gaps[len(gaps)*9/10].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond),
+		p50(outcome), p50(start), p50(spawn))
 }
