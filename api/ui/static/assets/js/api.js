@@ -63,6 +63,14 @@ export function askToken(reason) {
   return asking;
 }
 
+// refused answers a 401 to a request sent with the token sent: when the
+// token changed since (the user gave one while that request was under way),
+// the request is only sent again; otherwise the user is asked for one.
+export async function refused(sent, reason) {
+  if (token() !== sent) return;
+  await askToken(reason);
+}
+
 // errorOf reads the API's error envelope from a failed response.
 export async function errorOf(res) {
   let body = null;
@@ -75,6 +83,7 @@ export async function errorOf(res) {
 // 204). Errors are APIError; status 0 means the server was not reached.
 export async function api(path, { method = 'GET', body, signal } = {}) {
   for (let attempt = 0; ; attempt++) {
+    const sent = token();
     const headers = { Accept: 'application/json', ...authHeaders() };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let res;
@@ -88,7 +97,7 @@ export async function api(path, { method = 'GET', body, signal } = {}) {
     }
     if (res.status === 401 && attempt < 5) {
       const err = await errorOf(res);
-      await askToken(token() ? `The token was refused: ${err.message}` : `The server asks for an API token: ${err.message}`);
+      await refused(sent, sent ? `The token was refused: ${err.message}` : `The server asks for an API token: ${err.message}`);
       continue;
     }
     if (!res.ok) throw await errorOf(res);

@@ -2,7 +2,7 @@
 // Authorization header, sees the status of the answer (a 404 or 501 is
 // reported, not retried forever) and resumes with Last-Event-ID.
 
-import { authHeaders, askToken, errorOf } from './api.js';
+import { authHeaders, errorOf, refused, token } from './api.js';
 
 // openStream reads an event stream at url. Callbacks:
 //   onOpen()                        the server answered 200
@@ -23,6 +23,7 @@ export function openStream(url, opts = {}) {
     let failures = 0;
     while (!closed) {
       let res;
+      const sent = token();
       try {
         const headers = { Accept: 'text/event-stream', ...authHeaders() };
         if (lastId) headers['Last-Event-ID'] = lastId;
@@ -36,7 +37,7 @@ export function openStream(url, opts = {}) {
       }
       if (res.status === 401) {
         const err = await errorOf(res);
-        await askToken(err.message);
+        await refused(sent, err.message);
         continue;
       }
       if (!res.ok) {
