@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -57,6 +58,7 @@ takes about 15 minutes on two cores. Progress goes to standard error.`,
 	cmd.Flags().StringVar(&r.url, "database-url", "", flagHelp("database-url", "PostgreSQL server to measure on; default: a private one started for the run"))
 	cmd.Flags().BoolVar(&r.quick, "quick", false, flagHelp("quick", "run every scenario scaled down, in well under a minute"))
 	cmd.Flags().StringSliceVar(&r.only, "only", nil, flagHelp("only", "run only these scenarios (comma-separated)"))
+	cmd.Flags().StringVar(&r.cpuProfile, "cpuprofile", "", "write a CPU profile of ordo's own process (not PostgreSQL's) to this file, for go tool pprof")
 	for _, f := range []struct {
 		to          *string
 		name, usage string
@@ -87,6 +89,7 @@ type benchRun struct {
 	quick               bool
 	only                []string
 	markdown, json, svg string
+	cpuProfile          string
 	stdout, stderr      io.Writer
 }
 
@@ -100,6 +103,13 @@ func runBench(ctx context.Context, r benchRun) (err error) {
 			d = d.Round(time.Second)
 		}
 		fmt.Fprintf(r.stderr, "%8s  %s\n", d, line)
+	}
+	if r.cpuProfile != "" {
+		stop, err := startCPUProfile(r.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	tmp, err := os.MkdirTemp("", "ordo-bench-")
 	if err != nil {
@@ -237,4 +247,20 @@ func newBenchWorkerCommand() *cobra.Command {
 	cmd.Short = "Run a worker that also has the benchmarks' no-op Go handler"
 	cmd.Hidden = true
 	return cmd
+}
+
+// startCPUProfile profiles this process into file until stop is called.
+func startCPUProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -130,13 +130,14 @@ func MeasureSchedulesAtScale(ctx context.Context, env Env, n int, period time.Du
 			return out, ctx.Err()
 		case <-time.After(2 * time.Second):
 		}
+		// A run's first task start and its FlowRunStarted are one
+		// transaction, so the latter's time is the start; read by the
+		// stream index, so that polling costs the measured server little.
 		rows, err := pool.Query(ctx, `
-SELECT extract(epoch FROM min(s.recorded_at) - (f.data->>'scheduled_at')::timestamptz)::float8 * 1000
-FROM events f
-JOIN events c ON c.type = 'TaskRunCreated' AND c.data->>'flow_run_id' = f.stream_id::text
-JOIN events s ON s.type = 'TaskRunStarted' AND s.stream_id = c.stream_id
-WHERE f.type = 'FlowRunCreated' AND (f.data->>'scheduled_at')::timestamptz >= $1 AND (f.data->>'scheduled_at')::timestamptz < $2
-GROUP BY f.stream_id, f.data->>'scheduled_at'`, first, until)
+SELECT extract(epoch FROM s.recorded_at - r.scheduled_at)::float8 * 1000
+FROM scheduled_runs r
+JOIN events s ON s.stream_id = r.flow_run_id AND s.type = 'FlowRunStarted'
+WHERE r.scheduled_at >= $1 AND r.scheduled_at < $2`, first, until)
 		if err != nil {
 			return out, err
 		}
