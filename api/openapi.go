@@ -1,7 +1,9 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
+	"reflect"
 
 	"github.com/labstack/echo/v4"
 )
@@ -10,7 +12,21 @@ import (
 // fails when a route is missing from it or it names a route that does not
 // exist.
 
-type obj = map[string]any
+// obj is a JSON object of the document. Its nil members are left out: the
+// specification has no place for null in the document itself (a nil slice
+// of required fields would be "required": null, which validators refuse).
+type obj map[string]any
+
+func (o obj) MarshalJSON() ([]byte, error) {
+	m := make(map[string]any, len(o))
+	for k, v := range o {
+		if rv := reflect.ValueOf(v); !rv.IsValid() || (rv.Kind() == reflect.Slice || rv.Kind() == reflect.Map) && rv.IsNil() {
+			continue
+		}
+		m[k] = v
+	}
+	return json.Marshal(m)
+}
 
 func ref(name string) obj { return obj{"$ref": "#/components/schemas/" + name} }
 
@@ -88,8 +104,14 @@ func nullable(s obj) obj {
 	return c
 }
 
+// object is an object schema; an empty required list is left out, as the
+// specification wants at least one name there.
 func object(required []string, props obj) obj {
-	return obj{"type": "object", "required": required, "properties": props}
+	o := obj{"type": "object", "properties": props}
+	if len(required) > 0 {
+		o["required"] = required
+	}
+	return o
 }
 
 var openAPIDocument = obj{
