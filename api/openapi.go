@@ -97,6 +97,27 @@ var (
 	limitParam = qparam("limit", "page size, 1 to 200 (default 50)", obj{"type": "integer", "minimum": 1, "maximum": 200})
 )
 
+// goRaw asks the Go client generator to keep the value as the server sent
+// it (json.RawMessage, null included), members in their order.
+func goRaw(s obj) obj {
+	s["x-go-type"] = "json.RawMessage"
+	s["x-go-type-skip-optional-pointer"] = true
+	return s
+}
+
+// omitted marks a member the server leaves out when it is empty: the Go
+// client holds it as a plain value, the zero value for absent.
+func omitted(s obj) obj {
+	c := obj{"x-go-type-skip-optional-pointer": true}
+	for k, v := range s {
+		c[k] = v
+	}
+	return c
+}
+
+// anyJSON is any JSON value: a result.
+var anyJSON = goRaw(obj{"nullable": true})
+
 func nullable(s obj) obj {
 	c := obj{}
 	for k, v := range s {
@@ -127,8 +148,11 @@ var openAPIDocument = obj{
 	// but the health probes.
 	"security": []obj{{"bearer": []string{}}},
 	"paths": obj{
-		"/healthz":             obj{"get": open(op("health", "the process serves HTTP", obj{"200": response("ok", nil)}))},
-		"/readyz":              obj{"get": open(op("ready", "the database answers, the schema is current and the read models are caught up", obj{"200": response("ready", nil)}))},
+		"/healthz": obj{"get": open(op("health", "the process serves HTTP", obj{"200": response("ok", object([]string{"status"}, obj{"status": obj{"type": "string", "enum": []string{"ok"}}}))}))},
+		"/readyz": obj{"get": open(op("ready", "the database answers, the schema is current and the read models are caught up", obj{"200": response("ready", object([]string{"status", "checks"}, obj{
+			"status": obj{"type": "string", "enum": []string{"ready"}},
+			"checks": obj{"type": "object", "description": "database, migrations, projection: ok, or how far behind", "additionalProperties": str},
+		}))}))},
 		"/metrics":             obj{"get": op("metrics", "Prometheus metrics", obj{"200": obj{"description": "metrics in the Prometheus text format"}})},
 		"/api/v1/openapi.json": obj{"get": op("openAPI", "this document", obj{"200": response("the OpenAPI document", obj{"type": "object"})})},
 		"/api/v1/deployments": obj{
@@ -223,12 +247,12 @@ var openAPIDocument = obj{
 			"work_queue": str, "tags": strList, "parameters": obj{"type": "object"}, "state": ref("State"),
 			"scheduled_at": dateTime, "started_at": nullable(dateTime), "ended_at": nullable(dateTime), "run_count": obj{"type": "integer"},
 			"parent_task_run_id": nullable(str), "parent_flow_run_id": nullable(str), "auto_scheduled": obj{"type": "boolean"},
-			"result": obj{"nullable": true}, "task_count": obj{"type": "integer"}, "created_at": dateTime, "updated_at": dateTime,
-			"task_runs": obj{"type": "array", "items": ref("TaskRun"), "description": "only in GET /runs/{id}"},
+			"result": anyJSON, "task_count": obj{"type": "integer"}, "created_at": dateTime, "updated_at": dateTime,
+			"task_runs": omitted(obj{"type": "array", "items": ref("TaskRun"), "description": "only in GET /runs/{id}"}),
 		}),
 		"TaskRun": object([]string{"id", "flow_run_id", "task_name", "state", "run_count", "started_at", "ended_at", "result", "error", "cache_key", "depends_on"}, obj{
 			"id": str, "flow_run_id": str, "task_name": str, "kind": str, "state": ref("State"), "run_count": obj{"type": "integer"},
-			"started_at": nullable(dateTime), "ended_at": nullable(dateTime), "retry_at": nullable(dateTime), "result": obj{"nullable": true},
+			"started_at": nullable(dateTime), "ended_at": nullable(dateTime), "retry_at": nullable(dateTime), "result": anyJSON,
 			"error": nullable(str), "exit_code": nullable(obj{"type": "integer"}), "cache_key": nullable(str), "depends_on": strList, "tags": strList,
 			"child_flow_run_id": nullable(str), "created_at": dateTime, "updated_at": dateTime,
 		}),
@@ -242,18 +266,18 @@ var openAPIDocument = obj{
 			})},
 		}),
 		"Event": object([]string{"position", "stream_id", "stream_type", "version", "type", "data", "metadata", "recorded_at"}, obj{
-			"position": obj{"type": "integer"}, "transaction_id": str, "cursor": str, "stream_id": str,
+			"position": obj{"type": "integer"}, "transaction_id": omitted(str), "cursor": omitted(str), "stream_id": str,
 			"stream_type": obj{"type": "string", "enum": []string{"deployment", "flow_run", "task_run"}},
-			"version":     obj{"type": "integer"}, "type": str, "data": obj{"type": "object"},
+			"version":     obj{"type": "integer"}, "type": str, "data": goRaw(obj{"type": "object"}),
 			"metadata":      object([]string{"actor", "reason", "causation_id", "correlation_id"}, obj{"actor": str, "reason": str, "causation_id": str, "correlation_id": str}),
 			"recorded_at":   dateTime,
-			"flow_run_id":   obj{"type": "string", "description": "events of flow runs and task runs: the run"},
-			"flow_run_name": obj{"type": "string", "description": "events of flow runs and task runs: the run's name"},
-			"task_name":     obj{"type": "string", "description": "events of task runs: the task"},
+			"flow_run_id":   omitted(obj{"type": "string", "description": "events of flow runs and task runs: the run"}),
+			"flow_run_name": omitted(obj{"type": "string", "description": "events of flow runs and task runs: the run's name"}),
+			"task_name":     omitted(obj{"type": "string", "description": "events of task runs: the task"}),
 			"from_state":    obj{"allOf": []obj{ref("State")}, "description": "events of flow runs and task runs: the state before the event; absent for the first event of its stream"},
 			"to_state":      obj{"allOf": []obj{ref("State")}, "description": "events of flow runs and task runs: the state after the event"},
 		}),
-		"LogLine": object([]string{"id", "timestamp", "task_run_id", "task_name", "stream", "level", "message"}, obj{
+		"LogLine": object([]string{"id", "timestamp", "task_run_id", "task_name", "attempt", "stream", "level", "message"}, obj{
 			"id": obj{"type": "integer"}, "timestamp": dateTime, "task_run_id": str, "task_name": str, "attempt": obj{"type": "integer"},
 			"stream":  obj{"type": "string", "enum": []string{"stdout", "stderr", "system"}},
 			"level":   nullable(str),
