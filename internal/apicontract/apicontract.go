@@ -144,6 +144,9 @@ func Handler(t testing.TB, next http.Handler) http.Handler {
 
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
+		if rec.Header().Get(proxyError) != "" {
+			return // the server did not answer
+		}
 
 		what := fmt.Sprintf("%s %s", r.Method, r.URL.RequestURI())
 		if reqErr != nil && (rec.status < 400 || rec.status >= 500) {
@@ -208,6 +211,10 @@ func Proxy(t testing.TB, target string) string {
 	}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.FlushInterval = -1 // log streams reach the client line by line
+	rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		w.Header().Set(proxyError, "1")
+		http.Error(w, err.Error(), http.StatusBadGateway)
+	}
 	srv := httptest.NewServer(Handler(t, rp))
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
@@ -215,6 +222,9 @@ func Proxy(t testing.TB, target string) string {
 	})
 	return srv.URL
 }
+
+// proxyError marks an answer of Proxy itself, when the server is gone.
+const proxyError = "X-Apicontract-Proxy-Error"
 
 // recorder passes a response on as it is written and keeps a copy.
 type recorder struct {
