@@ -10,7 +10,10 @@ import (
 
 // The OpenAPI 3 document of the API, written by hand. TestOpenAPIMatchesRoutes
 // fails when a route is missing from it or it names a route that does not
-// exist.
+// exist; TestOpenAPIDocumentIsValidOpenAPI30 checks it against the
+// specification's JSON Schema; internal/apicontract holds the tests' requests
+// and answers to it. Package client is generated from it (go generate
+// ./client after a change).
 
 // obj is a JSON object of the document. Its nil members are left out: the
 // specification has no place for null in the document itself (a nil slice
