@@ -1,6 +1,7 @@
 // Package apicontract holds Ordo's HTTP traffic in tests to the API's OpenAPI
 // document: Handler checks every request and response that passes through a
-// handler, Proxy every one between a client and a server in another process.
+// handler, Proxy every one between a client and a server in another process,
+// Transport every one a Go client in the test sends.
 //
 // A response must match the document for its status (an error its default
 // response, the envelope), and its objects may carry no member the document
@@ -119,58 +120,125 @@ var options = &openapi3filter.Options{
 // UI, River's UI) pass unchecked.
 func Handler(t testing.TB, next http.Handler) http.Handler {
 	t.Helper()
-	c, err := load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustLoad(t)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		route, params, err := c.router.FindRoute(r)
-		if err != nil || r.Method == http.MethodHead {
+		reqBody, err := readBody(&r.Body)
+		if err != nil {
 			next.ServeHTTP(w, r)
 			return
 		}
-		var reqBody []byte
-		if r.Body != nil && r.Body != http.NoBody {
-			if reqBody, err = io.ReadAll(r.Body); err != nil {
-				next.ServeHTTP(w, r)
-				return
-			}
-			r.Body = io.NopCloser(bytes.NewReader(reqBody))
+		in, reqErr, ok := c.checkRequest(r, reqBody)
+		if !ok {
+			next.ServeHTTP(w, r)
+			return
 		}
-		check := r.Clone(context.WithoutCancel(r.Context()))
-		check.Body = io.NopCloser(bytes.NewReader(reqBody))
-		in := &openapi3filter.RequestValidationInput{Request: check, PathParams: params, Route: route, Options: options}
-		reqErr := openapi3filter.ValidateRequest(check.Context(), in)
-
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
 		if rec.Header().Get(proxyError) != "" {
 			return // the server did not answer
 		}
-
-		what := fmt.Sprintf("%s %s", r.Method, r.URL.RequestURI())
-		if reqErr != nil && (rec.status < 400 || rec.status >= 500) {
-			t.Errorf("%s: the OpenAPI document refuses the request, but the server answered %d:\n%v\nrequest body: %s",
-				what, rec.status, reqErr, clip(reqBody))
-		}
-		if err := c.checkResponse(in, rec); err != nil {
-			t.Errorf("%s: the %d response breaks the OpenAPI document:\n%v\nresponse body: %s", what, rec.status, err, clip(rec.body.Bytes()))
-		}
+		c.report(t, in, reqBody, reqErr, rec.status, rec.Header(), rec.body.Bytes())
 	})
 }
 
-func (c *contract) checkResponse(in *openapi3filter.RequestValidationInput, rec *recorder) error {
-	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: rec.status, Header: rec.Header(), Options: options}
-	if mt, _, _ := mime.ParseMediaType(rec.Header().Get("Content-Type")); mt == "text/event-stream" {
+// Transport sends every request through base (http.DefaultTransport when
+// nil) and checks it and its answer as Handler does, for a client of a
+// server in another process. An event stream's body is passed on unchecked.
+func Transport(t testing.TB, base http.RoundTripper) http.RoundTripper {
+	t.Helper()
+	c := mustLoad(t)
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return roundTripper(func(r *http.Request) (*http.Response, error) {
+		r = r.Clone(r.Context())
+		reqBody, err := readBody(&r.Body)
+		if err != nil {
+			return nil, err
+		}
+		in, reqErr, ok := c.checkRequest(r, reqBody)
+		resp, err := base.RoundTrip(r)
+		if err != nil || !ok {
+			return resp, err
+		}
+		var body []byte
+		if !isEventStream(resp.Header) {
+			if body, err = readBody(&resp.Body); err != nil {
+				return nil, err
+			}
+		}
+		c.report(t, in, reqBody, reqErr, resp.StatusCode, resp.Header, body)
+		return resp, nil
+	})
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func mustLoad(t testing.TB) *contract {
+	t.Helper()
+	c, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// readBody reads a request's or response's body and puts back a copy.
+func readBody(body *io.ReadCloser) ([]byte, error) {
+	if *body == nil || *body == http.NoBody {
+		return nil, nil
+	}
+	b, err := io.ReadAll(*body)
+	(*body).Close()
+	*body = io.NopCloser(bytes.NewReader(b))
+	return b, err
+}
+
+func isEventStream(h http.Header) bool {
+	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	return mt == "text/event-stream"
+}
+
+// checkRequest finds the operation of r and validates r (its body read into
+// body); ok is false for a path or method the document does not have.
+func (c *contract) checkRequest(r *http.Request, body []byte) (in *openapi3filter.RequestValidationInput, err error, ok bool) {
+	route, params, err := c.router.FindRoute(r)
+	if err != nil || r.Method == http.MethodHead {
+		return nil, nil, false
+	}
+	check := r.Clone(context.WithoutCancel(r.Context()))
+	check.Body = io.NopCloser(bytes.NewReader(body))
+	in = &openapi3filter.RequestValidationInput{Request: check, PathParams: params, Route: route, Options: options}
+	return in, openapi3filter.ValidateRequest(check.Context(), in), true
+}
+
+// report fails t when the document refuses a request the server did not
+// refuse, or the answer breaks the document.
+func (c *contract) report(t testing.TB, in *openapi3filter.RequestValidationInput, reqBody []byte, reqErr error, status int, header http.Header, body []byte) {
+	what := fmt.Sprintf("%s %s", in.Request.Method, in.Request.URL.RequestURI())
+	if reqErr != nil && (status < 400 || status >= 500) {
+		t.Errorf("%s: the OpenAPI document refuses the request, but the server answered %d:\n%v\nrequest body: %s",
+			what, status, reqErr, clip(reqBody))
+	}
+	if err := c.checkResponse(in, status, header, body); err != nil {
+		t.Errorf("%s: the %d response breaks the OpenAPI document:\n%v\nresponse body: %s", what, status, err, clip(body))
+	}
+}
+
+func (c *contract) checkResponse(in *openapi3filter.RequestValidationInput, status int, header http.Header, body []byte) error {
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: status, Header: header, Options: options}
+	if isEventStream(header) {
 		opts := *options
 		opts.ExcludeResponseBody = true
 		out.Options = &opts
 		if err := openapi3filter.ValidateResponse(in.Request.Context(), out.SetBodyBytes(nil)); err != nil {
 			return err
 		}
-		return c.checkLogEvents(rec.body.Bytes())
+		return c.checkLogEvents(body)
 	}
-	return openapi3filter.ValidateResponse(in.Request.Context(), out.SetBodyBytes(rec.body.Bytes()))
+	return openapi3filter.ValidateResponse(in.Request.Context(), out.SetBodyBytes(body))
 }
 
 // checkLogEvents checks the data of every log event of a Server-Sent Events

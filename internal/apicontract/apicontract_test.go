@@ -2,6 +2,7 @@ package apicontract
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,7 +19,7 @@ func (r *recordingT) Errorf(format string, args ...any) {
 	r.errors = append(r.errors, fmt.Sprintf(format, args...))
 }
 
-func TestHandler(t *testing.T) {
+func TestChecks(t *testing.T) {
 	t.Parallel()
 	const state = `{"type": "COMPLETED", "name": "Completed", "timestamp": "2026-05-01T10:00:00Z", "message": ""}`
 	const line = `{"id": 1, "timestamp": "2026-05-01T10:00:00Z", "task_run_id": "t", "task_name": "a", "attempt": 1, "stream": "stdout", "level": null, "message": "hi"}`
@@ -44,18 +45,15 @@ func TestHandler(t *testing.T) {
 		{"StateEnum", "GET", "/api/v1/runs/x/graph", 200, "application/json", `{"flow_run_id": "x", "nodes": [{"id": "a", "task_name": "a", "state": ` + strings.Replace(state, "COMPLETED", "DONE", 1) + `}], "edges": []}`, "value is not one of the allowed values"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			rt := &recordingT{TB: t}
-			h := Handler(rt, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", tt.contentType)
-				w.WriteHeader(tt.status)
-				_, _ = w.Write([]byte(tt.body))
-			}))
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(tt.method, tt.target, nil))
-			if rec.Code != tt.status || rec.Body.String() != tt.body {
-				t.Errorf("the response was changed on its way: %d %s", rec.Code, rec.Body)
+		answer := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", tt.contentType)
+			w.WriteHeader(tt.status)
+			_, _ = w.Write([]byte(tt.body))
+		})
+		check := func(t *testing.T, rt *recordingT, status int, body string) {
+			t.Helper()
+			if status != tt.status || body != tt.body {
+				t.Errorf("the response was changed on its way: %d %s", status, body)
 			}
 			got := strings.Join(rt.errors, "\n")
 			switch {
@@ -64,6 +62,33 @@ func TestHandler(t *testing.T) {
 			case tt.wantError != "" && !strings.Contains(got, tt.wantError):
 				t.Errorf("want a failure with %q, got:\n%s", tt.wantError, got)
 			}
+		}
+		t.Run(tt.name+"/Handler", func(t *testing.T) {
+			t.Parallel()
+			rt := &recordingT{TB: t}
+			rec := httptest.NewRecorder()
+			Handler(rt, answer).ServeHTTP(rec, httptest.NewRequest(tt.method, tt.target, nil))
+			check(t, rt, rec.Code, rec.Body.String())
+		})
+		if tt.contentType == "text/event-stream" {
+			continue // Transport leaves event streams to the client
+		}
+		t.Run(tt.name+"/Transport", func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(answer)
+			defer srv.Close()
+			rt := &recordingT{TB: t}
+			req, err := http.NewRequest(tt.method, srv.URL+tt.target, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := (&http.Client{Transport: Transport(rt, nil)}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			check(t, rt, resp.StatusCode, string(body))
 		})
 	}
 }
