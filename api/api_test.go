@@ -21,6 +21,7 @@ import (
 	"github.com/ordoflow/ordo/api"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/internal/apicontract"
 	"github.com/ordoflow/ordo/internal/pgtest"
 	"github.com/ordoflow/ordo/jobs"
 	"github.com/ordoflow/ordo/projections"
@@ -90,7 +91,7 @@ func newBundle(t *testing.T, withRiver bool) bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(apicontract.Handler(t, h))
 	t.Cleanup(func() {
 		srv.Close()
 		cancel()

@@ -20,6 +20,7 @@ import (
 	"github.com/ordoflow/ordo/api/ui"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/internal/apicontract"
 	"github.com/ordoflow/ordo/internal/pgtest"
 	"github.com/ordoflow/ordo/jobs"
 	"github.com/ordoflow/ordo/projections"
@@ -31,7 +32,7 @@ import (
 // front of both, routed the way cmd/ordo routes them.
 type fullBundle struct {
 	bundle
-	handler http.Handler // the whole surface, to call without the network
+	handler http.Handler // the whole surface, to call without the network (unchecked: serve checks)
 	auth    *api.Auth
 	routes  []*echo.Route
 }
@@ -78,7 +79,7 @@ func fullSetup(t testing.TB, withAuth bool) fullBundle {
 		uiHandler = auth.ProtectUI(uiHandler)
 	}
 	handler := routeLikeServer(h, uiHandler)
-	srv := httptest.NewServer(handler)
+	srv := httptest.NewServer(apicontract.Handler(t, handler))
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()

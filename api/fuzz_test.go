@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/internal/apicontract"
 )
 
 // Fuzz targets over the real handler and a real database. Their seed
@@ -44,8 +45,9 @@ func checkFuzzResponse(t *testing.T, what string, rec *httptest.ResponseRecorder
 	}
 }
 
-// serve sends one request to the handler, without the network.
-func (b fullBundle) serve(method, target, contentType string, body []byte) *httptest.ResponseRecorder {
+// serve sends one request to the handler, without the network, and checks
+// it and the answer against the OpenAPI document.
+func (b fullBundle) serve(t testing.TB, method, target, contentType string, body []byte) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(method, "http://ordo.test/", bytes.NewReader(body))
 	req.URL.Path, req.URL.RawPath, req.URL.RawQuery = "", "", ""
 	if u, err := req.URL.Parse(target); err == nil {
@@ -58,7 +60,7 @@ func (b fullBundle) serve(method, target, contentType string, body []byte) *http
 		req.Header.Set("Content-Type", contentType)
 	}
 	rec := httptest.NewRecorder()
-	b.handler.ServeHTTP(rec, req)
+	apicontract.Handler(t, b.handler).ServeHTTP(rec, req)
 	return rec
 }
 
@@ -109,14 +111,14 @@ func FuzzAPIDeploymentBody(f *testing.F) {
 		if yaml {
 			ct = "application/yaml"
 		}
-		checkFuzzResponse(t, "POST /deployments", b.serve("POST", "/api/v1/deployments", ct, body))
+		checkFuzzResponse(t, "POST /deployments", b.serve(t, "POST", "/api/v1/deployments", ct, body))
 	})
 }
 
 func FuzzAPIRunCreateBody(f *testing.F) {
 	fuzzBodies(f)
 	b := fullSetup(f, false)
-	rec := b.serve("POST", "/api/v1/deployments", "application/json", mustJSON(deploymentBody("fuzz-runs", func(d map[string]any) {
+	rec := b.serve(f, "POST", "/api/v1/deployments", "application/json", mustJSON(deploymentBody("fuzz-runs", func(d map[string]any) {
 		delete(d, "schedule")
 		d["parameters_schema"] = map[string]any{"type": "object", "properties": map[string]any{"test_size": map[string]any{"type": "number", "maximum": 1}}}
 	})))
@@ -131,7 +133,7 @@ func FuzzAPIRunCreateBody(f *testing.F) {
 		if wrongID {
 			id = "00000000-0000-0000-0000-000000000000"
 		}
-		checkFuzzResponse(t, "POST /deployments/{id}/runs", b.serve("POST", "/api/v1/deployments/"+id+"/runs", "application/json", body))
+		checkFuzzResponse(t, "POST /deployments/{id}/runs", b.serve(t, "POST", "/api/v1/deployments/"+id+"/runs", "application/json", body))
 	})
 }
 
@@ -139,7 +141,7 @@ func FuzzAPIWorkQueueBody(f *testing.F) {
 	fuzzBodies(f)
 	b := fullSetup(f, false)
 	f.Fuzz(func(t *testing.T, body []byte, _ bool) {
-		checkFuzzResponse(t, "POST /work-queues", b.serve("POST", "/api/v1/work-queues", "application/json", body))
+		checkFuzzResponse(t, "POST /work-queues", b.serve(t, "POST", "/api/v1/work-queues", "application/json", body))
 	})
 }
 
@@ -164,7 +166,7 @@ func FuzzAPIQuery(f *testing.F) {
 		}
 		path := strings.ReplaceAll(paths[int(which)%len(paths)], "{id}", escapePathSegment(id))
 		target := path + "?" + query
-		rec := b.serve("GET", target, "", nil)
+		rec := b.serve(t, "GET", target, "", nil)
 		if rec.Code == http.StatusOK {
 			return
 		}

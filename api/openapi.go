@@ -1,16 +1,35 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
+	"reflect"
 
 	"github.com/labstack/echo/v4"
 )
 
 // The OpenAPI 3 document of the API, written by hand. TestOpenAPIMatchesRoutes
 // fails when a route is missing from it or it names a route that does not
-// exist.
+// exist; TestOpenAPIDocumentIsValidOpenAPI30 checks it against the
+// specification's JSON Schema; internal/apicontract holds the tests' requests
+// and answers to it. Package client is generated from it (go generate
+// ./client after a change).
 
-type obj = map[string]any
+// obj is a JSON object of the document. Its nil members are left out: the
+// specification has no place for null in the document itself (a nil slice
+// of required fields would be "required": null, which validators refuse).
+type obj map[string]any
+
+func (o obj) MarshalJSON() ([]byte, error) {
+	m := make(map[string]any, len(o))
+	for k, v := range o {
+		if rv := reflect.ValueOf(v); !rv.IsValid() || (rv.Kind() == reflect.Slice || rv.Kind() == reflect.Map) && rv.IsNil() {
+			continue
+		}
+		m[k] = v
+	}
+	return json.Marshal(m)
+}
 
 func ref(name string) obj { return obj{"$ref": "#/components/schemas/" + name} }
 
@@ -35,8 +54,10 @@ func response(desc string, schema obj) obj {
 
 var errorResponse = obj{"description": "an error", "content": obj{"application/json": obj{"schema": ref("Error")}}}
 
-func op(summary string, ok obj, params ...obj) obj {
-	o := obj{"summary": summary, "responses": obj{"default": errorResponse}}
+// op is an operation; its id names the client's method (noun-verb, as
+// RunCancel).
+func op(id, summary string, ok obj, params ...obj) obj {
+	o := obj{"operationId": id, "summary": summary, "responses": obj{"default": errorResponse}}
 	for code, r := range ok {
 		o["responses"].(obj)[code] = r
 	}
@@ -79,6 +100,27 @@ var (
 	limitParam = qparam("limit", "page size, 1 to 200 (default 50)", obj{"type": "integer", "minimum": 1, "maximum": 200})
 )
 
+// goRaw asks the Go client generator to keep the value as the server sent
+// it (json.RawMessage, null included), members in their order.
+func goRaw(s obj) obj {
+	s["x-go-type"] = "json.RawMessage"
+	s["x-go-type-skip-optional-pointer"] = true
+	return s
+}
+
+// omitted marks a member the server leaves out when it is empty: the Go
+// client holds it as a plain value, the zero value for absent.
+func omitted(s obj) obj {
+	c := obj{"x-go-type-skip-optional-pointer": true}
+	for k, v := range s {
+		c[k] = v
+	}
+	return c
+}
+
+// anyJSON is any JSON value: a result.
+var anyJSON = goRaw(obj{"nullable": true})
+
 func nullable(s obj) obj {
 	c := obj{}
 	for k, v := range s {
@@ -88,8 +130,14 @@ func nullable(s obj) obj {
 	return c
 }
 
+// object is an object schema; an empty required list is left out, as the
+// specification wants at least one name there.
 func object(required []string, props obj) obj {
-	return obj{"type": "object", "required": required, "properties": props}
+	o := obj{"type": "object", "properties": props}
+	if len(required) > 0 {
+		o["required"] = required
+	}
+	return o
 }
 
 var openAPIDocument = obj{
@@ -103,33 +151,36 @@ var openAPIDocument = obj{
 	// but the health probes.
 	"security": []obj{{"bearer": []string{}}},
 	"paths": obj{
-		"/healthz":             obj{"get": open(op("the process serves HTTP", obj{"200": response("ok", nil)}))},
-		"/readyz":              obj{"get": open(op("the database answers, the schema is current and the read models are caught up", obj{"200": response("ready", nil)}))},
-		"/metrics":             obj{"get": op("Prometheus metrics", obj{"200": obj{"description": "metrics in the Prometheus text format"}})},
-		"/api/v1/openapi.json": obj{"get": op("this document", obj{"200": response("the OpenAPI document", obj{"type": "object"})})},
+		"/healthz": obj{"get": open(op("health", "the process serves HTTP", obj{"200": response("ok", object([]string{"status"}, obj{"status": obj{"type": "string", "enum": []string{"ok"}}}))}))},
+		"/readyz": obj{"get": open(op("ready", "the database answers, the schema is current and the read models are caught up", obj{"200": response("ready", object([]string{"status", "checks"}, obj{
+			"status": obj{"type": "string", "enum": []string{"ready"}},
+			"checks": obj{"type": "object", "description": "database, migrations, projection: ok, or how far behind", "additionalProperties": str},
+		}))}))},
+		"/metrics":             obj{"get": op("metrics", "Prometheus metrics", obj{"200": obj{"description": "metrics in the Prometheus text format"}})},
+		"/api/v1/openapi.json": obj{"get": op("openAPI", "this document", obj{"200": response("the OpenAPI document", obj{"type": "object"})})},
 		"/api/v1/deployments": obj{
-			"post": withBody(op("create a deployment, or save a new version of the one with this name",
+			"post": withBody(op("deploymentSave", "create a deployment, or save a new version of the one with this name",
 				obj{"201": response("created", ref("Deployment")), "200": response("updated (or unchanged)", ref("Deployment"))}, idemHeader),
 				obj{"required": true, "content": obj{"application/json": obj{"schema": ref("DeploymentSpec")}, "application/yaml": obj{"schema": ref("DeploymentSpec")}}}),
-			"get": op("list deployments by name", obj{"200": response("a page", listOf("Deployment"))},
+			"get": op("deploymentList", "list deployments by name", obj{"200": response("a page", listOf("Deployment"))},
 				qparam("name", "part of the name", str), qparam("tag", "has this tag", str), qparam("work_queue", "runs go to this queue", str),
 				limitParam, qparam("cursor", "next_cursor of the previous page", str)),
 		},
 		"/api/v1/deployments/{id}": obj{
-			"get":    op("one deployment with its next scheduled runs", obj{"200": response("the deployment", ref("Deployment"))}, deploymentRef),
-			"delete": op("delete a deployment; its runs stay", obj{"204": obj{"description": "deleted"}}, deploymentRef),
+			"get":    op("deploymentGet", "one deployment with its next scheduled runs", obj{"200": response("the deployment", ref("Deployment"))}, deploymentRef),
+			"delete": op("deploymentDelete", "delete a deployment; its runs stay", obj{"204": obj{"description": "deleted"}}, deploymentRef),
 		},
-		"/api/v1/deployments/{id}/pause":  obj{"post": op("turn the schedule off", obj{"200": response("the deployment", ref("Deployment"))}, deploymentRef, idemHeader)},
-		"/api/v1/deployments/{id}/resume": obj{"post": op("turn the schedule on", obj{"200": response("the deployment", ref("Deployment"))}, deploymentRef, idemHeader)},
-		"/api/v1/deployments/{id}/runs": obj{"post": withBody(op("start a run now or at scheduled_at, with parameter overrides and an optional name",
-			obj{"201": response("the run", ref("FlowRun"))}, deploymentRef, idemHeader), jsonBody(object(nil, obj{
+		"/api/v1/deployments/{id}/pause":  obj{"post": op("deploymentPause", "turn the schedule off", obj{"200": response("the deployment", ref("Deployment"))}, deploymentRef, idemHeader)},
+		"/api/v1/deployments/{id}/resume": obj{"post": op("deploymentResume", "turn the schedule on", obj{"200": response("the deployment", ref("Deployment"))}, deploymentRef, idemHeader)},
+		"/api/v1/deployments/{id}/runs": obj{"post": withBody(op("runCreate", "start a run now or at scheduled_at, with parameter overrides and an optional name",
+			obj{"201": response("the run", ref("FlowRun"))}, deploymentRef, idemHeader), jsonBody(nullable(object(nil, obj{
 			"scheduled_at":    dateTime,
 			"parameters":      obj{"type": "object", "additionalProperties": true},
 			"idempotency_key": str,
 			"name":            str,
-		})))},
-		"/api/v1/runs": obj{"get": op("list flow runs: by default the runs that started or are due, newest first by scheduled time; with upcoming=true the runs scheduled for later, soonest first", obj{"200": response("a page", listOf("FlowRun"))},
-			qparam("upcoming", "false (default): runs that are due (scheduled at or before now: started, ended or waiting for a worker), newest first; true: only upcoming runs, scheduled for a time still to come (SCHEDULED, or cancelled before it), soonest first; include: both, newest first", obj{"type": "string", "enum": []string{"false", "true", "include"}, "default": "false"}),
+		}))))},
+		"/api/v1/runs": obj{"get": op("runList", "list flow runs: by default the runs that started or are due, newest first by scheduled time; with upcoming=true the runs scheduled for later, soonest first", obj{"200": response("a page", listOf("FlowRun"))},
+			qparam("upcoming", "false (default): runs that are due (scheduled at or before now: started, ended or waiting for a worker), newest first; true: only upcoming runs, scheduled for a time still to come (SCHEDULED, or cancelled before it), soonest first; include: both, newest first; in any case", obj{"type": "string", "pattern": "^([Ff][Aa][Ll][Ss][Ee]|[Tt][Rr][Uu][Ee]|[Ii][Nn][Cc][Ll][Uu][Dd][Ee])$", "default": "false"}),
 			qparam("state", "state types, comma-separated or repeated", strList),
 			qparam("deployment", "deployment id or name", str),
 			qparam("tag", "has all these tags", strList),
@@ -138,19 +189,19 @@ var openAPIDocument = obj{
 			qparam("since", "scheduled at or after", dateTime),
 			qparam("until", "scheduled before", dateTime),
 			limitParam, qparam("cursor", "next_cursor of the previous page", str))},
-		"/api/v1/runs/{id}":        obj{"get": op("one flow run with its task runs", obj{"200": response("the run", ref("FlowRun"))}, runRef)},
-		"/api/v1/runs/{id}/graph":  obj{"get": op("the run's task runs and their dependencies", obj{"200": response("the graph", ref("Graph"))}, runRef)},
-		"/api/v1/runs/{id}/events": obj{"get": op("the audit trail: every event of the run and its task runs, in log order", obj{"200": response("all events", listOf("Event"))}, runRef)},
-		"/api/v1/runs/{id}/history": obj{"get": op("the run as it was at a past time or log position, folded from its events",
+		"/api/v1/runs/{id}":        obj{"get": op("runGet", "one flow run with its task runs", obj{"200": response("the run", ref("FlowRun"))}, runRef)},
+		"/api/v1/runs/{id}/graph":  obj{"get": op("runGraph", "the run's task runs and their dependencies", obj{"200": response("the graph", ref("Graph"))}, runRef)},
+		"/api/v1/runs/{id}/events": obj{"get": op("runEvents", "the audit trail: every event of the run and its task runs, in log order", obj{"200": response("all events", listOf("Event"))}, runRef)},
+		"/api/v1/runs/{id}/history": obj{"get": op("runHistory", "the run as it was at a past time or log position, folded from its events",
 			obj{"200": response("the run then", ref("History"))}, runRef,
 			obj{"name": "at", "in": "query", "required": true, "description": "an RFC 3339 time, an event position, or an event cursor TXID-POSITION", "schema": str})},
-		"/api/v1/runs/{id}/cancel": obj{"post": op("cancel a run (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, runRef, idemHeader)},
-		"/api/v1/runs/{id}/retry":  obj{"post": op("run the failed part of a run again (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, runRef, idemHeader)},
-		"/api/v1/events": obj{"get": op("the global event log, in log order (read gap-free: an event shows once no earlier one can still commit)", obj{"200": response("a page", listOf("Event"))},
+		"/api/v1/runs/{id}/cancel": obj{"post": op("runCancel", "cancel a run (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, runRef, idemHeader)},
+		"/api/v1/runs/{id}/retry":  obj{"post": op("runRetry", "run the failed part of a run again (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, runRef, idemHeader)},
+		"/api/v1/events": obj{"get": op("eventList", "the global event log, in log order (read gap-free: an event shows once no earlier one can still commit)", obj{"200": response("a page", listOf("Event"))},
 			qparam("after", "an event's cursor (or position): events after it", str),
 			qparam("type", "event types, comma-separated or repeated", strList),
 			limitParam)},
-		"/api/v1/runs/{id}/logs": obj{"get": op("the run's task log lines, in order; with follow=true a text/event-stream of every line (event: log, id: the line id), the stored ones and then new ones, ending with event: end when the run is terminal",
+		"/api/v1/runs/{id}/logs": obj{"get": op("runLogs", "the run's task log lines, in order; with follow=true a text/event-stream of every line (event: log, id: the line id), the stored ones and then new ones, ending with event: end when the run is terminal",
 			obj{"200": obj{"description": "a page of lines, or the event stream", "content": obj{
 				"application/json":  obj{"schema": listOf("LogLine")},
 				"text/event-stream": obj{"schema": str},
@@ -160,18 +211,18 @@ var openAPIDocument = obj{
 			qparam("limit", "page size, 1 to 5000 (default 500)", obj{"type": "integer", "minimum": 1, "maximum": 5000}),
 			qparam("follow", "stream lines as Server-Sent Events until the run ends", obj{"type": "boolean"}))},
 		"/api/v1/work-queues": obj{
-			"get": op("list work queues by name: depth, running, paused, concurrency limit and slots in use, online workers", obj{"200": response("a page", listOf("WorkQueue"))},
+			"get": op("workQueueList", "list work queues by name: depth, running, paused, concurrency limit and slots in use, online workers", obj{"200": response("a page", listOf("WorkQueue"))},
 				limitParam, qparam("cursor", "next_cursor of the previous page", str)),
-			"post": withBody(op("create or update a work queue's settings",
+			"post": withBody(op("workQueueSave", "create or update a work queue's settings",
 				obj{"201": response("created", ref("WorkQueue")), "200": response("updated", ref("WorkQueue"))}, idemHeader),
 				obj{"required": true, "content": obj{"application/json": obj{"schema": object([]string{"name"}, obj{
 					"name":              str,
 					"concurrency_limit": nullable(obj{"type": "integer", "minimum": 1}),
 				})}}}),
 		},
-		"/api/v1/work-queues/{name}/pause": obj{"post": op("pause a work queue: workers take none of its task runs until it is resumed (River's queue pause)",
+		"/api/v1/work-queues/{name}/pause": obj{"post": op("workQueuePause", "pause a work queue: workers take none of its task runs until it is resumed (River's queue pause)",
 			obj{"200": response("the queue", ref("WorkQueue"))}, queueParam, idemHeader)},
-		"/api/v1/work-queues/{name}/resume": obj{"post": op("resume a paused work queue",
+		"/api/v1/work-queues/{name}/resume": obj{"post": op("workQueueResume", "resume a paused work queue",
 			obj{"200": response("the queue", ref("WorkQueue"))}, queueParam, idemHeader)},
 	},
 	"components": obj{"securitySchemes": bearerScheme, "schemas": obj{
@@ -199,12 +250,12 @@ var openAPIDocument = obj{
 			"work_queue": str, "tags": strList, "parameters": obj{"type": "object"}, "state": ref("State"),
 			"scheduled_at": dateTime, "started_at": nullable(dateTime), "ended_at": nullable(dateTime), "run_count": obj{"type": "integer"},
 			"parent_task_run_id": nullable(str), "parent_flow_run_id": nullable(str), "auto_scheduled": obj{"type": "boolean"},
-			"result": obj{"nullable": true}, "task_count": obj{"type": "integer"}, "created_at": dateTime, "updated_at": dateTime,
-			"task_runs": obj{"type": "array", "items": ref("TaskRun"), "description": "only in GET /runs/{id}"},
+			"result": anyJSON, "task_count": obj{"type": "integer"}, "created_at": dateTime, "updated_at": dateTime,
+			"task_runs": omitted(obj{"type": "array", "items": ref("TaskRun"), "description": "only in GET /runs/{id}"}),
 		}),
 		"TaskRun": object([]string{"id", "flow_run_id", "task_name", "state", "run_count", "started_at", "ended_at", "result", "error", "cache_key", "depends_on"}, obj{
 			"id": str, "flow_run_id": str, "task_name": str, "kind": str, "state": ref("State"), "run_count": obj{"type": "integer"},
-			"started_at": nullable(dateTime), "ended_at": nullable(dateTime), "retry_at": nullable(dateTime), "result": obj{"nullable": true},
+			"started_at": nullable(dateTime), "ended_at": nullable(dateTime), "retry_at": nullable(dateTime), "result": anyJSON,
 			"error": nullable(str), "exit_code": nullable(obj{"type": "integer"}), "cache_key": nullable(str), "depends_on": strList, "tags": strList,
 			"child_flow_run_id": nullable(str), "created_at": dateTime, "updated_at": dateTime,
 		}),
@@ -218,18 +269,18 @@ var openAPIDocument = obj{
 			})},
 		}),
 		"Event": object([]string{"position", "stream_id", "stream_type", "version", "type", "data", "metadata", "recorded_at"}, obj{
-			"position": obj{"type": "integer"}, "transaction_id": str, "cursor": str, "stream_id": str,
+			"position": obj{"type": "integer"}, "transaction_id": omitted(str), "cursor": omitted(str), "stream_id": str,
 			"stream_type": obj{"type": "string", "enum": []string{"deployment", "flow_run", "task_run"}},
-			"version":     obj{"type": "integer"}, "type": str, "data": obj{"type": "object"},
+			"version":     obj{"type": "integer"}, "type": str, "data": goRaw(obj{"type": "object"}),
 			"metadata":      object([]string{"actor", "reason", "causation_id", "correlation_id"}, obj{"actor": str, "reason": str, "causation_id": str, "correlation_id": str}),
 			"recorded_at":   dateTime,
-			"flow_run_id":   obj{"type": "string", "description": "events of flow runs and task runs: the run"},
-			"flow_run_name": obj{"type": "string", "description": "events of flow runs and task runs: the run's name"},
-			"task_name":     obj{"type": "string", "description": "events of task runs: the task"},
+			"flow_run_id":   omitted(obj{"type": "string", "description": "events of flow runs and task runs: the run"}),
+			"flow_run_name": omitted(obj{"type": "string", "description": "events of flow runs and task runs: the run's name"}),
+			"task_name":     omitted(obj{"type": "string", "description": "events of task runs: the task"}),
 			"from_state":    obj{"allOf": []obj{ref("State")}, "description": "events of flow runs and task runs: the state before the event; absent for the first event of its stream"},
 			"to_state":      obj{"allOf": []obj{ref("State")}, "description": "events of flow runs and task runs: the state after the event"},
 		}),
-		"LogLine": object([]string{"id", "timestamp", "task_run_id", "task_name", "stream", "level", "message"}, obj{
+		"LogLine": object([]string{"id", "timestamp", "task_run_id", "task_name", "attempt", "stream", "level", "message"}, obj{
 			"id": obj{"type": "integer"}, "timestamp": dateTime, "task_run_id": str, "task_name": str, "attempt": obj{"type": "integer"},
 			"stream":  obj{"type": "string", "enum": []string{"stdout", "stderr", "system"}},
 			"level":   nullable(str),
@@ -251,6 +302,16 @@ var openAPIDocument = obj{
 			"at": dateTime, "position": obj{"type": "integer"}, "cursor": str, "event_count": obj{"type": "integer"}, "run": ref("FlowRun"),
 		}),
 	}},
+}
+
+// OpenAPIJSON is the OpenAPI document the server serves at
+// /api/v1/openapi.json, indented; the client package is generated from it.
+func OpenAPIJSON() ([]byte, error) {
+	b, err := json.MarshalIndent(openAPIDocument, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }
 
 func (s *server) openAPI(c echo.Context) error {

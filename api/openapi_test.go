@@ -1,15 +1,18 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/projections"
@@ -84,5 +87,47 @@ func TestAPIMethodNotAllowedEnvelope(t *testing.T) {
 	e.ServeHTTP(rec, req)
 	if rec.Code != 405 || !strings.Contains(rec.Body.String(), `"code":"method_not_allowed"`) {
 		t.Fatalf("%d %s", rec.Code, rec.Body.String())
+	}
+}
+
+// TestOpenAPIDocumentIsValidOpenAPI30 checks the served document against the
+// official JSON Schema of OpenAPI 3.0 (testdata, from the OpenAPI
+// Initiative), which client generators and Swagger tooling apply; the
+// library that reads the document in the other tests is more lenient (it
+// lets a null through where an array belongs).
+func TestOpenAPIDocumentIsValidOpenAPI30(t *testing.T) {
+	t.Parallel()
+	e, err := newEcho(Options{Deployments: stubDeployments{}, Reads: stubReads{}, Projection: stubProjection{}, Pool: &pgxpool.Pool{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/openapi.json", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET /api/v1/openapi.json: %d %s", rec.Code, rec.Body)
+	}
+	f, err := os.Open("testdata/openapi-3.0-schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	meta, err := jsonschema.UnmarshalJSON(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource("openapi-3.0.json", meta); err != nil {
+		t.Fatal(err)
+	}
+	schema, err := c.Compile("openapi-3.0.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(rec.Body.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.Validate(doc); err != nil {
+		t.Fatalf("openapi.json is not a valid OpenAPI 3.0 document:\n%v", err)
 	}
 }

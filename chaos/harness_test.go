@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/internal/apicontract"
 )
 
 // binDir holds the ordo binary, built once by the first test that needs it
@@ -345,7 +346,8 @@ func (c *cluster) call(base, method, path string, body, out any) {
 		c.t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	// the answers are checked against the API's OpenAPI document
+	resp, err := (&http.Client{Timeout: time.Minute, Transport: apicontract.Transport(c.t, nil)}).Do(req)
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -9,9 +9,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ordoflow/ordo/client"
 )
 
-// eventJSON is an event as the API shows it.
+// eventJSON is what the commands print of an event (--json), in this
+// order of members.
 type eventJSON struct {
 	Position   int64           `json:"position"`
 	Cursor     string          `json:"cursor"`
@@ -30,6 +33,33 @@ type eventJSON struct {
 	TaskName    string     `json:"task_name,omitempty"`
 	FromState   *stateJSON `json:"from_state,omitempty"`
 	ToState     *stateJSON `json:"to_state,omitempty"`
+}
+
+type stateJSON struct {
+	Type      client.StateType `json:"type"`
+	Name      string           `json:"name"`
+	Timestamp time.Time        `json:"timestamp"`
+	Message   string           `json:"message"`
+}
+
+func (s *stateJSON) label() string { return stateLabel(client.State{Type: s.Type, Name: s.Name}) }
+
+func toStateJSON(s *client.State) *stateJSON {
+	if s == nil {
+		return nil
+	}
+	return &stateJSON{Type: s.Type, Name: s.Name, Timestamp: s.Timestamp, Message: s.Message}
+}
+
+func toEventJSON(e client.Event) eventJSON {
+	out := eventJSON{
+		Position: int64(e.Position), Cursor: e.Cursor, StreamID: e.StreamID, StreamType: string(e.StreamType),
+		Version: int64(e.Version), Type: e.Type, Data: e.Data, RecordedAt: e.RecordedAt,
+		FlowRunID: e.FlowRunID, FlowRunName: e.FlowRunName, TaskName: e.TaskName,
+		FromState: toStateJSON(e.FromState), ToState: toStateJSON(e.ToState),
+	}
+	out.Metadata.Actor, out.Metadata.Reason = e.Metadata.Actor, e.Metadata.Reason
+	return out
 }
 
 // streamLabel names what an event is about: "task_run load_data of run
@@ -57,9 +87,9 @@ func printEvent(w io.Writer, e eventJSON, asJSON bool) {
 	if e.ToState != nil {
 		from := "(new)"
 		if e.FromState != nil {
-			from = stateLabel(*e.FromState)
+			from = e.FromState.label()
 		}
-		transition = from + " -> " + stateLabel(*e.ToState)
+		transition = from + " -> " + e.ToState.label()
 	}
 	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Position, e.RecordedAt.Local().Format("2006-01-02 15:04:05.000"), streamLabel(e), e.Type, transition, e.Metadata.Actor, e.Metadata.Reason)
 }
@@ -88,19 +118,18 @@ before; --follow keeps printing new events as they are recorded.`,
 			}
 			printed := 0
 			for {
-				q := query("after", after, "limit", fmt.Sprint(min(limit-printed, 200)))
-				for _, t := range types {
-					q += "&type=" + t
+				n := min(limit-printed, 200)
+				params := &client.EventListParams{After: opt(after), Limit: &n}
+				if len(types) > 0 {
+					params.Type = &types
 				}
-				if q != "" && q[0] == '&' {
-					q = "?" + q[1:]
-				}
-				var page listJSON[eventJSON]
-				if err := c.do(cmd.Context(), "GET", "/events"+q, nil, &page); err != nil {
+				resp, err := c.api().EventList(cmd.Context(), params)
+				page, err := read(c, resp, err, client.ParseEventListResponse, (*client.EventListResponse).GetJSON200)
+				if err != nil {
 					return err
 				}
 				for _, e := range page.Items {
-					printEvent(tw, e, asJSON)
+					printEvent(tw, toEventJSON(e), asJSON)
 					after = e.Cursor
 					printed++
 				}
@@ -145,36 +174,33 @@ trail. RUN is a run's id or its name.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out := cmd.OutOrStdout()
 			if at == "" {
-				var page struct {
-					Items []eventJSON `json:"items"`
-				}
-				if err := c.do(cmd.Context(), "GET", runPath(args[0])+"/events", nil, &page); err != nil {
+				resp, err := c.api().RunEvents(cmd.Context(), args[0])
+				page, err := read(c, resp, err, client.ParseRunEventsResponse, (*client.RunEventsResponse).GetJSON200)
+				if err != nil {
 					return err
 				}
 				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "POSITION\tRECORDED\tSTREAM\tEVENT\tTRANSITION\tACTOR\tREASON")
 				for _, e := range page.Items {
-					printEvent(tw, e, asJSON)
+					printEvent(tw, toEventJSON(e), asJSON)
 				}
 				return tw.Flush()
 			}
-			var h struct {
-				At         time.Time       `json:"at"`
-				Position   int64           `json:"position"`
-				EventCount int             `json:"event_count"`
-				Run        json.RawMessage `json:"run"`
-			}
-			if err := c.do(cmd.Context(), "GET", runPath(args[0])+"/history"+query("at", at), nil, &h); err != nil {
+			resp, err := c.api().RunHistory(cmd.Context(), args[0], &client.RunHistoryParams{At: at})
+			r, err := check(c, resp, err, client.ParseRunHistoryResponse)
+			if err != nil {
 				return err
+			}
+			var raw struct{ Run json.RawMessage } // the run as the server sent it
+			if err := json.Unmarshal(r.Body, &raw); err != nil || r.JSON200 == nil {
+				return fmt.Errorf("decode the answer to %s: %s without a JSON body", what(resp), r.Status())
 			}
 			if asJSON {
-				fmt.Fprintln(out, string(h.Run))
+				fmt.Fprintln(out, string(raw.Run))
 				return nil
 			}
-			var run runJSON
-			if err := json.Unmarshal(h.Run, &run); err != nil {
-				return err
-			}
+			h := r.JSON200
+			run := h.Run
 			fmt.Fprintf(out, "run %s as of position %d (%s), after %d events:\n", run.Name, h.Position, h.At.Local().Format(time.DateTime), h.EventCount)
 			fmt.Fprintf(out, "  state %s %s\n", stateLabel(run.State), run.State.Message)
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)

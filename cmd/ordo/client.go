@@ -1,22 +1,20 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ordoflow/ordo/client"
 	"github.com/ordoflow/ordo/domain"
 )
 
-// apiClient talks to an Ordo server's HTTP API for the client commands.
+// apiClient talks to an Ordo server's HTTP API for the client commands,
+// through the client generated from the API's document.
 type apiClient struct {
 	base  string
 	token string
@@ -33,73 +31,81 @@ func (c *apiClient) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&c.token, "api-token", "", flagHelp("api-token", "API token, sent as Authorization: Bearer"))
 }
 
-// apiError is the server's error envelope.
-type apiError struct {
-	Error struct {
-		Code    domain.Code     `json:"code"`
-		Message string          `json:"message"`
-		Details []domain.Detail `json:"details"`
-	} `json:"error"`
-}
-
-// do sends a request with an optional JSON body and decodes a JSON answer
-// into out. Error answers become *domain.Error with the server's code.
-func (c *apiClient) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.base, "/")+"/api/v1"+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+// api is the generated client on --api-url with the token; doer sends its
+// requests (c.http unless it is given).
+func (c *apiClient) api(doer ...client.HttpRequestDoer) *client.Client {
+	api := &client.Client{Server: strings.TrimRight(c.base, "/") + "/", Client: c.http}
+	if len(doer) > 0 {
+		api.Client = doer[0]
 	}
 	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+		api.RequestEditors = []client.RequestEditorFn{func(_ context.Context, req *http.Request) error {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+			return nil
+		}}
 	}
-	resp, err := c.http.Do(req)
+	return api
+}
+
+// answer is what every generated response has.
+type answer interface {
+	StatusCode() int
+	Status() string
+	GetJSONDefault() *client.Error
+}
+
+// read checks the answer of a request sent with c.api(): a network error, a
+// body that does not decode and an error answer become errors, the error
+// envelope a *domain.Error with the server's code. body picks the value of
+// a successful answer.
+func read[R answer, T any](c *apiClient, resp *http.Response, err error, parse func(*http.Response) (R, error), body func(R) *T) (*T, error) {
+	r, err := check(c, resp, err, parse)
 	if err != nil {
-		return fmt.Errorf("reach the Ordo server at %s (is `ordo server` or `ordo dev` running? set --api-url or ORDO_API_URL): %w", c.base, err)
+		return nil, err
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	v := body(r)
+	if v == nil {
+		return nil, fmt.Errorf("decode the answer to %s: %s without a JSON body", what(resp), r.Status())
+	}
+	return v, nil
+}
+
+// check is read for an answer whose body does not matter.
+func check[R answer](c *apiClient, resp *http.Response, err error, parse func(*http.Response) (R, error)) (R, error) {
+	var zero R
 	if err != nil {
-		return err
+		return zero, fmt.Errorf("reach the Ordo server at %s (is `ordo server` or `ordo dev` running? set --api-url or ORDO_API_URL): %w", c.base, err)
 	}
-	if resp.StatusCode >= 300 {
-		var e apiError
-		if json.Unmarshal(data, &e) == nil && e.Error.Code != "" {
+	r, err := parse(resp)
+	if err != nil {
+		return zero, fmt.Errorf("decode the answer to %s: %w", what(resp), err)
+	}
+	if r.StatusCode() >= 300 {
+		if e := r.GetJSONDefault(); e != nil && e.Error.Code != "" {
 			// The message is the whole error, its details included
 			// (api/errors.go); keeping the details here too would print
 			// them twice.
-			return &domain.Error{Code: e.Error.Code, Message: e.Error.Message}
+			return zero, &domain.Error{Code: domain.Code(e.Error.Code), Message: e.Error.Message}
 		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		return zero, fmt.Errorf("%s: %s", what(resp), r.Status())
 	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("decode the answer to %s %s: %w", method, path, err)
-		}
-	}
-	return nil
+	return r, nil
 }
 
-// query builds a query string from pairs, leaving out empty values.
-func query(pairs ...string) string {
-	v := url.Values{}
-	for i := 0; i+1 < len(pairs); i += 2 {
-		if pairs[i+1] != "" {
-			v.Add(pairs[i], pairs[i+1])
-		}
+// what names a request in errors: its method and its path below /api/v1.
+func what(resp *http.Response) string {
+	u := resp.Request.URL.RequestURI()
+	if i := strings.Index(u, "/api/v1/"); i >= 0 {
+		u = u[i+len("/api/v1"):]
 	}
-	if len(v) == 0 {
-		return ""
+	return resp.Request.Method + " " + u
+}
+
+// opt is v as an optional parameter: nil when it is the zero value.
+func opt[T comparable](v T) *T {
+	var zero T
+	if v == zero {
+		return nil
 	}
-	return "?" + v.Encode()
+	return &v
 }

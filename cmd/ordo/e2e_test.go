@@ -19,8 +19,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ordoflow/ordo/client"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/internal/apicontract"
 	"github.com/ordoflow/ordo/internal/pgtest"
 )
 
@@ -73,24 +75,28 @@ func freeAddr(t *testing.T) string {
 }
 
 // startCluster migrates a fresh database and starts `ordo server` on it.
+// The CLI and the test reach the server through a proxy that checks every
+// request and answer against the API's OpenAPI document.
 func startCluster(t *testing.T) *cluster {
 	t.Helper()
 	c := &cluster{t: t, bin: ordoBinary(t), dbURL: pgtest.URL(t), dir: t.TempDir()}
 	c.ordo("migrate", "up")
 	addr := freeAddr(t)
-	c.apiURL = "http://" + addr
+	server := "http://" + addr
+	c.apiURL = server
 	c.start("server", "--addr", addr)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := http.Get(c.apiURL + "/readyz")
+		resp, err := http.Get(server + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
+				c.apiURL = apicontract.Proxy(t, server)
 				return c
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("server not ready at %s: %v", c.apiURL, err)
+			t.Fatalf("server not ready at %s: %v", server, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -247,7 +253,7 @@ func TestEndToEndDeployRunWatch(t *testing.T) {
 		if show := c.ordo("runs", "show", id); !strings.Contains(show, why) {
 			t.Errorf("runs show does not say %q:\n%s", why, show)
 		}
-		var run runJSON
+		var run client.FlowRun
 		getJSON(t, c, "/runs/"+id, &run)
 		for _, tr := range run.TaskRuns {
 			if tr.TaskName != "report" {
@@ -357,7 +363,7 @@ flow:
 	// wait until the long task runs on the first worker, then stop that worker
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		var run runJSON
+		var run client.FlowRun
 		getJSON(t, c, "/runs/"+runID, &run)
 		if len(run.TaskRuns) > 0 && run.TaskRuns[0].State.Type == "RUNNING" {
 			break
@@ -383,7 +389,7 @@ flow:
 	if code != 0 {
 		t.Fatalf("second run: exit %d\n%s", code, out)
 	}
-	var run runJSON
+	var run client.FlowRun
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		getJSON(t, c, "/runs/"+runID, &run)
 		if run.State.Type.Terminal() || time.Now().After(deadline) {
@@ -394,7 +400,7 @@ flow:
 		t.Fatalf("the interrupted run ended %s: %s", run.State.Type, run.State.Message)
 	}
 	var trail struct {
-		Items []eventJSON `json:"items"`
+		Items []client.Event `json:"items"`
 	}
 	getJSON(t, c, "/runs/"+runID+"/events", &trail)
 	handedBack := 0

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ordoflow/ordo/client"
 )
 
 // The Go worker example, as its README says to use it: the user's own
@@ -29,7 +31,7 @@ func TestEndToEndGoWorkerExample(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("the pipeline did not complete (exit %d):\n%s", code, out)
 	}
-	var run runJSON
+	var run client.FlowRun
 	getJSON(t, c, "/runs/"+runIDFrom(t, out), &run)
 	var fit struct{ R2, RMSE, Slope, Intercept float64 }
 	if err := json.Unmarshal(run.Result, &fit); err != nil {

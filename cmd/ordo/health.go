@@ -17,8 +17,8 @@ func newHealthCommand() *cobra.Command {
 		Short: "Exit 0 when the server at --api-url is ready (for container healthchecks)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			client := &http.Client{Timeout: 5 * time.Second}
-			resp, err := client.Get(strings.TrimRight(apiURL, "/") + "/readyz")
+			c := &apiClient{base: apiURL, http: &http.Client{Timeout: 5 * time.Second}}
+			resp, err := c.api().Ready(cmd.Context())
 			if err != nil {
 				return err
 			}

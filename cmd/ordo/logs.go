@@ -8,21 +8,13 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ordoflow/ordo/client"
 )
 
-type logLineJSON struct {
-	ID        int64     `json:"id"`
-	Timestamp time.Time `json:"timestamp"`
-	TaskName  string    `json:"task_name"`
-	Attempt   int       `json:"attempt"`
-	Stream    string    `json:"stream"`
-	Message   string    `json:"message"`
-}
-
-func printLogLine(w io.Writer, l logLineJSON) {
+func printLogLine(w io.Writer, l client.LogLine) {
 	fmt.Fprintf(w, "%s  %-16s #%d %-6s %s\n", l.Timestamp.Local().Format("15:04:05.000"), l.TaskName, l.Attempt, l.Stream, l.Message)
 }
 
@@ -44,15 +36,16 @@ func newLogsCommand(c *apiClient) *cobra.Command {
 			if follow {
 				return followLogs(cmd.Context(), c, id, task, out)
 			}
-			after := ""
+			var after *int
 			for {
-				var page listJSON[logLineJSON]
-				if err := c.do(cmd.Context(), "GET", "/runs/"+id+"/logs"+query("task", task, "after", after, "limit", "5000"), nil, &page); err != nil {
+				resp, err := c.api().RunLogs(cmd.Context(), id, &client.RunLogsParams{Task: opt(task), After: after, Limit: opt(5000)})
+				page, err := read(c, resp, err, client.ParseRunLogsResponse, (*client.RunLogsResponse).GetJSON200)
+				if err != nil {
 					return err
 				}
 				for _, l := range page.Items {
 					printLogLine(out, l)
-					after = fmt.Sprint(l.ID)
+					after = &l.ID
 				}
 				if page.NextCursor == nil || len(page.Items) == 0 {
 					return nil
@@ -67,21 +60,18 @@ func newLogsCommand(c *apiClient) *cobra.Command {
 
 // followLogs reads the Server-Sent Events stream of a run's logs.
 func followLogs(ctx context.Context, c *apiClient, runID, task string, out io.Writer) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(c.base, "/")+"/api/v1/runs/"+runID+"/logs"+query("follow", "true", "task", task), nil)
-	if err != nil {
-		return err
+	accept := func(_ context.Context, req *http.Request) error {
+		req.Header.Set("Accept", "text/event-stream")
+		return nil
 	}
-	req.Header.Set("Accept", "text/event-stream")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := (&http.Client{}).Do(req) // no timeout: the stream lasts as long as the run
+	// no timeout: the stream lasts as long as the run
+	resp, err := c.api(&http.Client{}).RunLogs(ctx, runID, &client.RunLogsParams{Follow: opt(true), Task: opt(task)}, accept)
 	if err != nil {
 		return fmt.Errorf("reach the Ordo server at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		var e apiError
+		var e client.Error
 		body, _ := io.ReadAll(resp.Body)
 		if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
 			return fmt.Errorf("%s: %s", e.Error.Code, e.Error.Message)
@@ -103,7 +93,7 @@ func followLogs(ctx context.Context, c *apiClient, runID, task string, out io.Wr
 			data := strings.TrimSpace(strings.TrimPrefix(line, "data:"))
 			switch event {
 			case "log":
-				var l logLineJSON
+				var l client.LogLine
 				if err := json.Unmarshal([]byte(data), &l); err != nil {
 					return fmt.Errorf("a log event the client does not understand: %w", err)
 				}

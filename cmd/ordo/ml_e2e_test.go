@@ -1,10 +1,10 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ordoflow/ordo/client"
 )
 
 // The brief's pipeline, run as a new user would: the real binary, the
@@ -117,7 +119,7 @@ func TestEndToEndMLPipeline(t *testing.T) {
 		t.Fatalf("the pipeline did not complete (exit %d):\n%s", code, out)
 	}
 
-	var run runJSON
+	var run client.FlowRun
 	runID := runIDFrom(t, out)
 	getJSON(t, c, "/runs/"+runID, &run)
 	var metrics struct {
@@ -131,7 +133,7 @@ func TestEndToEndMLPipeline(t *testing.T) {
 	// load_data failed while the database refused connections, waited 5 s,
 	// and succeeded on a later attempt: the audit trail shows it
 	var trail struct {
-		Items []eventJSON `json:"items"`
+		Items []client.Event `json:"items"`
 	}
 	getJSON(t, c, "/runs/"+runID+"/events", &trail)
 	var retries []time.Time
@@ -182,11 +184,19 @@ func runIDFrom(t *testing.T, out string) string {
 	return out[i+1 : j]
 }
 
+// getJSON decodes the answer to GET /api/v1 + path.
 func getJSON(t *testing.T, c *cluster, path string, out any) {
 	t.Helper()
-	api := newAPIClient()
-	api.base = c.apiURL
-	if err := api.do(context.Background(), "GET", path, nil, out); err != nil {
+	resp, err := http.Get(c.apiURL + "/api/v1" + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %s", path, resp.Status, body)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
 }

@@ -1,12 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -15,57 +15,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
+	"github.com/ordoflow/ordo/client"
 	"github.com/ordoflow/ordo/domain"
-)
-
-// The API's shapes, as far as the commands print them.
-type (
-	stateJSON struct {
-		Type      domain.StateType `json:"type"`
-		Name      string           `json:"name"`
-		Timestamp time.Time        `json:"timestamp"`
-		Message   string           `json:"message"`
-	}
-	taskRunJSON struct {
-		ID        string          `json:"id"`
-		TaskName  string          `json:"task_name"`
-		State     stateJSON       `json:"state"`
-		RunCount  int             `json:"run_count"`
-		StartedAt *time.Time      `json:"started_at"`
-		EndedAt   *time.Time      `json:"ended_at"`
-		Result    json.RawMessage `json:"result"`
-		Error     *string         `json:"error"`
-		DependsOn []string        `json:"depends_on"`
-	}
-	runJSON struct {
-		ID             string          `json:"id"`
-		Name           string          `json:"name"`
-		DeploymentName string          `json:"deployment_name"`
-		WorkQueue      string          `json:"work_queue"`
-		Tags           []string        `json:"tags"`
-		Parameters     map[string]any  `json:"parameters"`
-		State          stateJSON       `json:"state"`
-		ScheduledAt    time.Time       `json:"scheduled_at"`
-		StartedAt      *time.Time      `json:"started_at"`
-		EndedAt        *time.Time      `json:"ended_at"`
-		Result         json.RawMessage `json:"result"`
-		TaskRuns       []taskRunJSON   `json:"task_runs"`
-	}
-	deploymentJSON struct {
-		ID        string `json:"id"`
-		Name      string `json:"name"`
-		Version   int    `json:"version"`
-		WorkQueue string `json:"work_queue"`
-		Paused    bool   `json:"paused"`
-		NextRuns  []struct {
-			ID          string    `json:"id"`
-			ScheduledAt time.Time `json:"scheduled_at"`
-		} `json:"next_runs"`
-	}
-	listJSON[T any] struct {
-		Items      []T     `json:"items"`
-		NextCursor *string `json:"next_cursor"`
-	}
 )
 
 func newDeployCommand() *cobra.Command {
@@ -85,8 +36,18 @@ func newDeployCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", file, err)
 			}
-			var d deploymentJSON
-			if err := c.do(cmd.Context(), "POST", "/deployments", spec, &d); err != nil {
+			body, err := json.Marshal(spec)
+			if err != nil {
+				return err
+			}
+			resp, err := c.api().DeploymentSaveWithBody(cmd.Context(), nil, "application/json", bytes.NewReader(body))
+			d, err := read(c, resp, err, client.ParseDeploymentSaveResponse, func(r *client.DeploymentSaveResponse) *client.Deployment {
+				if r.JSON201 != nil {
+					return r.JSON201
+				}
+				return r.JSON200
+			})
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "deployment %s version %d (id %s) on work queue %s\n", d.Name, d.Version, d.ID, d.WorkQueue)
@@ -111,16 +72,18 @@ func readInput(cmd *cobra.Command, file string) ([]byte, error) {
 
 // findDeployment reads a deployment by its name or id: the API takes
 // either.
-func findDeployment(ctx context.Context, c *apiClient, nameOrID string) (deploymentJSON, error) {
-	var d deploymentJSON
-	err := c.do(ctx, "GET", "/deployments/"+url.PathEscape(nameOrID), nil, &d)
-	return d, err
+func findDeployment(ctx context.Context, c *apiClient, nameOrID string) (*client.Deployment, error) {
+	resp, err := c.api().DeploymentGet(ctx, nameOrID)
+	return read(c, resp, err, client.ParseDeploymentGetResponse, (*client.DeploymentGetResponse).GetJSON200)
 }
 
-// runPath is the API path of RUN, a run's id or its name as `ordo run` and
-// `runs ls` print it: the API resolves a name, and refuses one that several
-// runs carry with their ids.
-func runPath(nameOrID string) string { return "/runs/" + url.PathEscape(nameOrID) }
+// getRun reads RUN, a run's id or its name as `ordo run` and `runs ls`
+// print it: the API resolves a name, and refuses one that several runs
+// carry with their ids.
+func getRun(ctx context.Context, c *apiClient, nameOrID string) (*client.FlowRun, error) {
+	resp, err := c.api().RunGet(ctx, nameOrID)
+	return read(c, resp, err, client.ParseRunGetResponse, (*client.RunGetResponse).GetJSON200)
+}
 
 // findRun resolves RUN to the run's id, for commands that make several
 // requests about one run.
@@ -128,8 +91,8 @@ func findRun(ctx context.Context, c *apiClient, nameOrID string) (string, error)
 	if _, err := uuid.Parse(nameOrID); err == nil {
 		return nameOrID, nil
 	}
-	var run runJSON
-	if err := c.do(ctx, "GET", runPath(nameOrID), nil, &run); err != nil {
+	run, err := getRun(ctx, c, nameOrID)
+	if err != nil {
 		return "", err
 	}
 	return run.ID, nil
@@ -170,15 +133,11 @@ status is then 0 for COMPLETED, 1 for FAILED or CRASHED, 3 for CANCELLED.`,
 			if err != nil {
 				return err
 			}
-			var run runJSON
-			body := map[string]any{"parameters": overrides}
-			if key != "" {
-				body["idempotency_key"] = key
-			}
-			if name != "" {
-				body["name"] = name
-			}
-			if err := c.do(cmd.Context(), "POST", "/deployments/"+d.ID+"/runs", body, &run); err != nil {
+			resp, err := c.api().RunCreate(cmd.Context(), d.ID.String(), nil, client.RunCreateJSONRequestBody{
+				Parameters: &overrides, IdempotencyKey: opt(key), Name: opt(name),
+			})
+			run, err := read(c, resp, err, client.ParseRunCreateResponse, (*client.RunCreateResponse).GetJSON201)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "run %s (%s) of %s started\n", run.Name, run.ID, d.Name)
@@ -204,8 +163,8 @@ func watchRun(ctx context.Context, c *apiClient, id string, out io.Writer) error
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		var run runJSON
-		if err := c.do(ctx, "GET", "/runs/"+id, nil, &run); err != nil {
+		run, err := getRun(ctx, c, id)
+		if err != nil {
 			return err
 		}
 		for _, t := range run.TaskRuns {
@@ -219,7 +178,7 @@ func watchRun(ctx context.Context, c *apiClient, id string, out io.Writer) error
 				fmt.Fprintln(out, line)
 			}
 		}
-		if progress := watchProgress(run, time.Now()); progress != lastProgress {
+		if progress := watchProgress(*run, time.Now()); progress != lastProgress {
 			lastProgress = progress
 			fmt.Fprintln(out, progress)
 		}
@@ -232,7 +191,7 @@ func watchRun(ctx context.Context, c *apiClient, id string, out io.Writer) error
 			if len(run.Result) > 0 && string(run.Result) != "null" {
 				fmt.Fprintf(out, "result: %s\n", run.Result)
 			}
-			switch run.State.Type {
+			switch domain.StateType(run.State.Type) {
 			case domain.Completed:
 				return nil
 			case domain.Cancelled:
@@ -255,9 +214,9 @@ func watchRun(ctx context.Context, c *apiClient, id string, out io.Writer) error
 // can be marked Late), while its task runs are PENDING from the start: the
 // line says that such a run waits for a worker, rather than a bare SCHEDULED
 // beside PENDING tasks.
-func watchProgress(run runJSON, now time.Time) string {
+func watchProgress(run client.FlowRun, now time.Time) string {
 	label := stateLabel(run.State)
-	if run.State.Type == domain.Scheduled {
+	if domain.StateType(run.State.Type) == domain.Scheduled {
 		if run.ScheduledAt.After(now) {
 			label += ", due at " + run.ScheduledAt.Local().Format(time.TimeOnly)
 		} else {
@@ -267,7 +226,7 @@ func watchProgress(run runJSON, now time.Time) string {
 	counts := map[domain.StateType]int{}
 	done := 0
 	for _, t := range run.TaskRuns {
-		counts[t.State.Type]++
+		counts[domain.StateType(t.State.Type)]++
 		if t.State.Type.Terminal() {
 			done++
 		}
@@ -281,7 +240,7 @@ func watchProgress(run runJSON, now time.Time) string {
 	return fmt.Sprintf("  run %s: %d/%d task runs finished (%s)", label, done, len(run.TaskRuns), strings.Join(parts, ", "))
 }
 
-func stateLabel(s stateJSON) string {
+func stateLabel(s client.State) string {
 	if s.Name == "" || strings.EqualFold(s.Name, string(s.Type)) {
 		return string(s.Type)
 	}
@@ -304,10 +263,19 @@ created ahead (SCHEDULED for a time still to come) are not among them:
 --upcoming lists those, soonest first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var page listJSON[runJSON]
-			q := query("state", strings.ToUpper(state), "tag", tag, "deployment", deployment, "name", name, "work_queue", queue, "limit", fmt.Sprint(limit),
-				"upcoming", map[bool]string{true: "true"}[upcoming])
-			if err := c.do(cmd.Context(), "GET", "/runs"+q, nil, &page); err != nil {
+			params := &client.RunListParams{Deployment: opt(deployment), Name: opt(name), WorkQueue: opt(queue), Limit: &limit}
+			if state != "" {
+				params.State = &[]string{strings.ToUpper(state)}
+			}
+			if tag != "" {
+				params.Tag = &[]string{tag}
+			}
+			if upcoming {
+				params.Upcoming = opt("true")
+			}
+			resp, err := c.api().RunList(cmd.Context(), params)
+			page, err := read(c, resp, err, client.ParseRunListResponse, (*client.RunListResponse).GetJSON200)
+			if err != nil {
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
@@ -333,8 +301,8 @@ created ahead (SCHEDULED for a time still to come) are not among them:
 		Short: "Show one run with its task runs",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var run runJSON
-			if err := c.do(cmd.Context(), "GET", runPath(args[0]), nil, &run); err != nil {
+			run, err := getRun(cmd.Context(), c, args[0])
+			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -359,7 +327,8 @@ created ahead (SCHEDULED for a time still to come) are not among them:
 		Short: "Cancel a run: running task processes are killed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := c.do(cmd.Context(), "POST", runPath(args[0])+"/cancel", struct{}{}, nil); err != nil {
+			resp, err := c.api().RunCancel(cmd.Context(), args[0], nil)
+			if _, err := check(c, resp, err, client.ParseRunCancelResponse); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "run %s is being cancelled\n", args[0])
@@ -373,7 +342,8 @@ created ahead (SCHEDULED for a time still to come) are not among them:
 		Short: "Run the failed part of a finished run again",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := c.do(cmd.Context(), "POST", runPath(args[0])+"/retry", struct{}{}, nil); err != nil {
+			resp, err := c.api().RunRetry(cmd.Context(), args[0], nil)
+			if _, err := check(c, resp, err, client.ParseRunRetryResponse); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "run %s is retried\n", args[0])

@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ordoflow/ordo/internal/apicontract"
 	"github.com/ordoflow/ordo/internal/bench"
 	"github.com/ordoflow/ordo/internal/pgtest"
 )
@@ -70,6 +71,7 @@ func startUI(t *testing.T, queues ...string) *uiEnv {
 		cancel()
 		t.Fatal(err)
 	}
+	srv.handler = apicontract.Handler(t, srv.handler) // the API's answers to the pages and tests must match its document
 	ready := make(chan string, 1)
 	serverDone := make(chan error, 1)
 	go func() { serverDone <- srv.run(ctx, func(addr string) { ready <- addr }) }()

@@ -74,6 +74,24 @@ func URL(tb testing.TB) string {
 	return u
 }
 
+// MainURL is URL for a TestMain, which has no testing.TB: drop removes
+// the database.
+func MainURL(ctx context.Context) (url string, drop func() error, err error) {
+	h, err := harnessOnce()
+	if err != nil {
+		return "", nil, err
+	}
+	name, err := h.create(ctx)
+	if err != nil {
+		return "", nil, fmt.Errorf("pgtest: %w", err)
+	}
+	if url, err = withDatabase(h.base, name); err != nil {
+		_ = h.drop(name)
+		return "", nil, fmt.Errorf("pgtest: %w", err)
+	}
+	return url, func() error { return h.drop(name) }, nil
+}
+
 // AdminURL returns the URL of the server's maintenance database (postgres),
 // where databases are created and dropped.
 func AdminURL(tb testing.TB) string {
@@ -239,23 +257,39 @@ func (h *harness) templateState(ctx context.Context, q querier) (ready, exists b
 // cleanup of tb, and returns its name.
 func (h *harness) clone(tb testing.TB) string {
 	tb.Helper()
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	name := "ordo_test_" + hex.EncodeToString(b[:])
-	ident := pgx.Identifier{name}.Sanitize()
-	sql := "CREATE DATABASE " + ident + " TEMPLATE " + pgx.Identifier{h.template}.Sanitize() + h.strategy
-	if _, err := h.admin.Exec(tb.Context(), sql); err != nil {
-		tb.Fatalf("pgtest: clone template %s: %v", h.template, err)
+	name, err := h.create(tb.Context())
+	if err != nil {
+		tb.Fatalf("pgtest: %v", err)
 	}
 	tb.Cleanup(func() {
-		// tb.Context() is already cancelled when cleanups run.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if _, err := h.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
-			tb.Errorf("pgtest: drop test database %s: %v", name, err)
+		if err := h.drop(name); err != nil {
+			tb.Errorf("pgtest: %v", err)
 		}
 	})
 	return name
+}
+
+// create creates a new database from the template and returns its name.
+func (h *harness) create(ctx context.Context) (string, error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	name := "ordo_test_" + hex.EncodeToString(b[:])
+	sql := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize() + " TEMPLATE " + pgx.Identifier{h.template}.Sanitize() + h.strategy
+	if _, err := h.admin.Exec(ctx, sql); err != nil {
+		return "", fmt.Errorf("clone template %s: %w", h.template, err)
+	}
+	return name, nil
+}
+
+// drop removes a database create made, even if connections remain.
+func (h *harness) drop(name string) error {
+	// a test's context is already cancelled when its cleanups run
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := h.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop test database %s: %w", name, err)
+	}
+	return nil
 }
 
 // withDatabase returns connString (a URL or a keyword/value string) with its
