@@ -393,13 +393,6 @@ WHERE c.oid = ('public.' || $1)::regclass AND a.grantee <> c.relowner`, t, repla
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-// replayReadSQL reads the whole stable prefix of the log in order.
-const replayReadSQL = `
-SELECT position, transaction_id::text::bigint, stream_id, stream_type, version, type, data, metadata, recorded_at
-FROM events
-WHERE transaction_id < (SELECT events_stable_xmin())
-ORDER BY events.transaction_id, events.position`
-
 const chunkSize = 4096
 
 // chunk is a run of events, read in order, decoded by any decoder.
@@ -417,8 +410,7 @@ func (r *replayer) load(ctx context.Context) (eventstore.Checkpoint, *batch, err
 	var last eventstore.Checkpoint
 
 	g.Go(func() error { // the total, for the estimate of time left: positions, from the index
-		var n int64
-		if err := r.pool.QueryRow(ctx, `SELECT coalesce(max(position) - min(position) + 1, 0) FROM events`).Scan(&n); err == nil {
+		if n, err := r.store.PositionSpan(ctx, r.pool); err == nil {
 			r.total.Store(n)
 		}
 		return nil
@@ -515,9 +507,9 @@ func (r *replayer) read(ctx context.Context, work, ordered chan<- *chunk) error 
 		return fmt.Errorf("replay: %w", err)
 	}
 	defer conn.Release()
-	rows, err := conn.Query(ctx, replayReadSQL)
+	rows, err := r.store.LogRows(ctx, conn)
 	if err != nil {
-		return fmt.Errorf("replay: read log: %w", err)
+		return fmt.Errorf("replay: %w", err)
 	}
 	defer rows.Close()
 	// Fixed-width columns must come in binary; text and jsonb may come
@@ -1104,15 +1096,12 @@ func (r *replayer) swap(ctx context.Context, conn *pgxpool.Conn, from eventstore
 	}
 	// The target: the end of the log readable now. Whatever becomes readable
 	// later sorts after it.
-	head := from
-	var htx, hpos int64
-	err = tx.QueryRow(ctx, `SELECT transaction_id::text::bigint, position FROM events WHERE transaction_id < (SELECT events_stable_xmin()) ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1`).Scan(&htx, &hpos)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-	case err != nil:
-		return false, from, fmt.Errorf("replay: read log head: %w", err)
-	default:
-		head = eventstore.Checkpoint{TransactionID: uint64(htx), Position: hpos}
+	head, ok, err := r.store.StableHead(ctx, tx)
+	if err != nil {
+		return false, from, fmt.Errorf("replay: %w", err)
+	}
+	if !ok {
+		head = from
 	}
 	// The live tables only hold readable events, so the readable head is
 	// at or past their checkpoint, unless ordo prune removed the events
