@@ -3,12 +3,9 @@ package projections
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"golang.org/x/sync/errgroup"
-
-	"github.com/ordoflow/ordo/domain"
 )
 
 // copyChunkRows bounds the rows of one COPY transaction. Every transaction
@@ -19,14 +16,14 @@ const copyChunkRows = 20_000
 
 // copy writes the rows of src into a new table on a connection of its own,
 // with COPY, in transactions of at most copyChunkRows rows.
-func (r *replayer) copy(ctx context.Context, table string, columns []string, src copySource) error {
+func (r *replayer) copy(ctx context.Context, t table, src copySource) error {
 	conn, err := r.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
 	defer conn.Release()
 	for {
-		_, exhausted, err := copyIn(ctx, conn.Conn().PgConn(), replaySchema+"."+table, columns, src, copyChunkRows)
+		_, exhausted, err := copyIn(ctx, conn.Conn().PgConn(), replaySchema+"."+t.name, t.names(), src, copyChunkRows)
 		if err != nil || exhausted {
 			return err
 		}
@@ -64,7 +61,7 @@ func (r *replayer) writeFinal(ctx context.Context, b *batch) error {
 		flows = append(flows, b.flows[id])
 	}
 	written("flow_runs", func(ctx context.Context) error {
-		return r.copy(ctx, "flow_runs", flowRunCopyColumns, sliceSource(flows, func(c *copyBuf, row **flowRunRow) error {
+		return r.copy(ctx, flowRunsTable, sliceSource(flows, func(c *copyBuf, row **flowRunRow) error {
 			out := flowRunOutOf(*row)
 			return out.encode(c)
 		}))
@@ -81,7 +78,7 @@ func (r *replayer) writeFinal(ctx context.Context, b *batch) error {
 			// Task runs created from one decoded spec share its slices (see
 			// decoder.creation): the spec is encoded once per shared Command.
 			encoded := map[*string][]byte{}
-			return r.copy(ctx, "task_runs", taskRunCopyColumns, sliceSource(rows, func(c *copyBuf, row **taskRunRow) error {
+			return r.copy(ctx, taskRunsTable, sliceSource(rows, func(c *copyBuf, row **taskRunRow) error {
 				out := taskRunOutOf(*row)
 				var key *string
 				if cmd := out.Task.Command; len(cmd) > 0 {
@@ -109,7 +106,7 @@ func (r *replayer) writeFinal(ctx context.Context, b *batch) error {
 		attempts = append(attempts, b.attempts[k])
 	}
 	written("task_run_attempts", func(ctx context.Context) error {
-		return r.copy(ctx, "task_run_attempts", attemptCopyColumns, sliceSource(attempts, func(c *copyBuf, a **attemptRow) error {
+		return r.copy(ctx, attemptsTable, sliceSource(attempts, func(c *copyBuf, a **attemptRow) error {
 			return (*a).encode(c)
 		}))
 	})
@@ -121,43 +118,10 @@ func (r *replayer) writeFinal(ctx context.Context, b *batch) error {
 		}
 	}
 	written("deployments", func(ctx context.Context) error {
-		return r.copy(ctx, "deployments", deploymentCopyColumns, sliceSource(deploys, func(c *copyBuf, row **deploymentRow) error {
-			return encodeDeployment(c, (*row).d)
+		return r.copy(ctx, deploymentsTable, sliceSource(deploys, func(c *copyBuf, row **deploymentRow) error {
+			out := deploymentOutOf((*row).d)
+			return out.encode(c)
 		}))
 	})
 	return g.Wait()
-}
-
-var deploymentCopyColumns = []string{"id", "name", "version", "description", "work_queue", "tags", "parameters", "schedule",
-	"paused", "flow", "spec", "created_at", "updated_at", "stream_version"}
-
-func encodeDeployment(c *copyBuf, d domain.Deployment) error {
-	s := d.Spec
-	params, err1 := json.Marshal(nonNilMap(s.Parameters))
-	flow, err2 := json.Marshal(s.Flow)
-	spec, err3 := json.Marshal(s)
-	var schedule []byte
-	var err4 error
-	if s.Schedule != nil {
-		schedule, err4 = json.Marshal(s.Schedule)
-	}
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
-		return fmt.Errorf("deployment %s: encode: %w", d.ID, err)
-	}
-	c.row(14)
-	c.uuid(d.ID)
-	c.text(s.Name)
-	c.int4(d.Version)
-	c.text(s.Description)
-	c.text(s.WorkQueue)
-	c.textArray(s.Tags)
-	c.jsonb(params)
-	c.jsonb(schedule)
-	c.bool(d.Paused)
-	c.jsonb(flow)
-	c.jsonb(spec)
-	c.timestamptz(d.CreatedAt)
-	c.timestamptz(d.UpdatedAt)
-	c.int8(d.Stream)
-	return nil
 }

@@ -111,7 +111,7 @@ func (r *replayer) load(ctx context.Context) (eventstore.Checkpoint, *batch, err
 			rows = rows[n:]
 			return n, nil
 		}
-		return r.copy(ctx, "state_history", historyCopyColumns, src)
+		return r.copy(ctx, historyTable, src)
 	})
 	if err := g.Wait(); err != nil {
 		return last, nil, err
