@@ -37,6 +37,31 @@ func (s *Store) Head(ctx context.Context, q Querier) (Checkpoint, bool, error) {
 	return Checkpoint{TransactionID: uint64(txid), Position: pos}, true, nil
 }
 
+// stableHeadSQL finds the last event of the stable prefix of the log (see
+// readAllSQL). Columns are qualified so that the order is the index's, not
+// that of the bigint the select list casts them to.
+const stableHeadSQL = `
+SELECT transaction_id::text::bigint, position FROM events
+WHERE transaction_id < (SELECT events_stable_xmin())
+ORDER BY events.transaction_id DESC, events.position DESC
+LIMIT 1`
+
+// StableHead returns the checkpoint of the last event of the part of the
+// log that can no longer change, and false when that part is empty. A
+// reader that starts after it misses no event committed later; every
+// event ReadAll returns later sorts after it.
+func (s *Store) StableHead(ctx context.Context, q Querier) (Checkpoint, bool, error) {
+	var txid, pos int64
+	err := q.QueryRow(ctx, stableHeadSQL).Scan(&txid, &pos)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Checkpoint{}, false, nil
+	}
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("read the stable head of the log: %w", err)
+	}
+	return Checkpoint{TransactionID: uint64(txid), Position: pos}, true, nil
+}
+
 // CheckpointAt returns the checkpoint of the event at position; a position
 // that holds no event is a domain not-found error.
 func (s *Store) CheckpointAt(ctx context.Context, q Querier, position int64) (Checkpoint, error) {

@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
 	"github.com/ordoflow/ordo/domain"
 )
 
@@ -81,4 +84,68 @@ WHERE (transaction_id, position) > ($1::text::xid8, $2)`, strconv.FormatUint(aft
 		return 0, fmt.Errorf("measure lag: %w", err)
 	}
 	return n, nil
+}
+
+// logRowsSQL reads the whole stable prefix of the log in order.
+const logRowsSQL = `
+SELECT ` + selectColumns + `
+FROM events
+WHERE transaction_id < (SELECT events_stable_xmin())
+ORDER BY events.transaction_id, events.position`
+
+// LogRows returns the whole stable prefix of the log, in log order, as
+// undecoded rows of position, transaction id (bigint), stream id, stream
+// type, version, type, data, metadata and recorded_at: for a reader of
+// millions of events (replay) that decodes the rows' raw values itself. The
+// caller closes the rows.
+func (s *Store) LogRows(ctx context.Context, q Querier) (pgx.Rows, error) {
+	rows, err := q.Query(ctx, logRowsSQL)
+	if err != nil {
+		return nil, fmt.Errorf("read log: %w", err)
+	}
+	return rows, nil
+}
+
+// PositionSpan returns how many positions the log spans, first to last (0
+// when empty): an upper bound of its events, read from the index alone.
+func (s *Store) PositionSpan(ctx context.Context, q Querier) (int64, error) {
+	var n int64
+	if err := q.QueryRow(ctx, `SELECT coalesce(max(position) - min(position) + 1, 0) FROM events`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("measure the log: %w", err)
+	}
+	return n, nil
+}
+
+// taskRunFlowRunsSQL reads the flow run of task runs from their first event
+// (TaskRunCreated), by the unique (stream_id, version) index.
+const taskRunFlowRunsSQL = `
+SELECT stream_id, data->>'flow_run_id' FROM events
+WHERE stream_id = ANY($1) AND version = 1 AND type = 'TaskRunCreated'`
+
+// TaskRunFlowRuns returns the flow run of each of the task runs that has
+// been created; others are left out.
+func (s *Store) TaskRunFlowRuns(ctx context.Context, q Querier, taskRunIDs []uuid.UUID) (map[uuid.UUID]uuid.UUID, error) {
+	ids := make([][16]byte, len(taskRunIDs))
+	for i, id := range taskRunIDs {
+		ids[i] = id
+	}
+	rows, err := q.Query(ctx, taskRunFlowRunsSQL, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read task runs' flow runs: %w", err)
+	}
+	out := make(map[uuid.UUID]uuid.UUID, len(taskRunIDs))
+	var (
+		id   uuid.UUID
+		flow string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &flow}, func() error {
+		if f, err := uuid.Parse(flow); err == nil {
+			out[id] = f
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read task runs' flow runs: %w", err)
+	}
+	return out, nil
 }

@@ -444,6 +444,15 @@ func rawOrNil(m json.RawMessage) json.RawMessage {
 	return m
 }
 
+func deploymentOutOf(d domain.Deployment) deploymentOut {
+	s := d.Spec
+	return deploymentOut{
+		ID: d.ID, Name: s.Name, Version: d.Version, Description: s.Description, WorkQueue: s.WorkQueue,
+		Tags: s.Tags, Parameters: s.Parameters, Schedule: s.Schedule, Paused: d.Paused, Flow: s.Flow, Spec: s,
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, StreamVersion: d.Stream,
+	}
+}
+
 func flowRunOutOf(row *flowRunRow) flowRunOut {
 	r := row.r
 	return flowRunOut{
@@ -483,23 +492,22 @@ func taskRunOutOf(row *taskRunRow) taskRunOut {
 	return o
 }
 
-const (
+// Statements that write rows given as one JSON array; jsonb_to_recordset
+// reads each column from the row's field of the same name.
+var (
 	upsertDeploymentsSQL = `
-INSERT INTO deployments (id, name, version, description, work_queue, tags, parameters, schedule, paused, flow, spec, created_at, updated_at, stream_version)
-SELECT id, name, version, coalesce(description, ''), work_queue, coalesce(tags, '{}'), coalesce(parameters, '{}'), schedule, paused, flow, spec, created_at, updated_at, stream_version
-FROM jsonb_to_recordset($1::jsonb) AS u(id uuid, name text, version int, description text, work_queue text, tags text[], parameters jsonb,
-    schedule jsonb, paused boolean, flow jsonb, spec jsonb, created_at timestamptz, updated_at timestamptz, stream_version bigint)
+INSERT INTO deployments (` + deploymentsTable.list() + `)
+SELECT ` + deploymentsTable.fromRecordset() + `
+FROM jsonb_to_recordset($1::jsonb) AS u(` + deploymentsTable.recordset() + `)
 ON CONFLICT (id) DO UPDATE SET
     name = EXCLUDED.name, version = EXCLUDED.version, description = EXCLUDED.description, work_queue = EXCLUDED.work_queue,
     tags = EXCLUDED.tags, parameters = EXCLUDED.parameters, schedule = EXCLUDED.schedule, paused = EXCLUDED.paused,
     flow = EXCLUDED.flow, spec = EXCLUDED.spec, updated_at = EXCLUDED.updated_at, stream_version = EXCLUDED.stream_version
 WHERE deployments.stream_version < EXCLUDED.stream_version`
 
-	flowRunColumns = `id uuid, name text, flow_name text, deployment_id uuid, deployment_name text, deployment_version int, work_queue text,
-    tags text[], parameters jsonb, state_type text, state_name text, state_timestamp timestamptz, state_message text,
-    scheduled_at timestamptz, started_at timestamptz, ended_at timestamptz, run_count int, parent_task_run_id uuid,
-    parent_flow_run_id uuid, auto_scheduled boolean, result_set boolean, result jsonb, task_count int,
-    created_at timestamptz, updated_at timestamptz, stream_version bigint`
+	// resultSet says whether an event of the batch set or cleared a run's
+	// result: only then is the stored result replaced.
+	resultSet = column{name: "result_set", typ: "boolean"}
 
 	updateFlowRunsSQL = `
 UPDATE flow_runs f SET
@@ -507,14 +515,8 @@ UPDATE flow_runs f SET
     started_at = u.started_at, ended_at = u.ended_at, run_count = u.run_count,
     result = CASE WHEN u.result_set THEN u.result ELSE f.result END,
     updated_at = u.updated_at, stream_version = u.stream_version
-FROM jsonb_to_recordset($1::jsonb) AS u(` + flowRunColumns + `)
+FROM jsonb_to_recordset($1::jsonb) AS u(` + flowRunsTable.recordset(resultSet) + `)
 WHERE f.id = u.id AND f.stream_version < u.stream_version`
-
-	taskRunColumns = `id uuid, flow_run_id uuid, task_name text, kind text, depends_on text[], tags text[], task jsonb,
-    state_type text, state_name text, state_timestamp timestamptz, state_message text, run_count int,
-    started_at timestamptz, ended_at timestamptz, retry_at timestamptz, result_set boolean, result jsonb,
-    error text, exit_code int, cache_key text, child_flow_run_id uuid, created_position bigint,
-    created_at timestamptz, updated_at timestamptz, stream_version bigint`
 
 	updateTaskRunsSQL = `
 UPDATE task_runs t SET
@@ -523,14 +525,13 @@ UPDATE task_runs t SET
     result = CASE WHEN u.result_set THEN u.result ELSE t.result END,
     error = u.error, exit_code = u.exit_code, cache_key = u.cache_key, child_flow_run_id = u.child_flow_run_id,
     updated_at = u.updated_at, stream_version = u.stream_version
-FROM jsonb_to_recordset($1::jsonb) AS u(` + taskRunColumns + `)
+FROM jsonb_to_recordset($1::jsonb) AS u(` + taskRunsTable.recordset(resultSet) + `)
 WHERE t.id = u.id AND t.stream_version < u.stream_version`
 
 	upsertAttemptsSQL = `
-INSERT INTO task_run_attempts AS a (task_run_id, attempt, flow_run_id, worker, started_at, ended_at, outcome, error, exit_code)
-SELECT task_run_id, attempt, flow_run_id, coalesce(worker, ''), started_at, ended_at, outcome, error, exit_code
-FROM jsonb_to_recordset($1::jsonb) AS u(task_run_id uuid, attempt int, flow_run_id uuid, worker text, started_at timestamptz,
-    ended_at timestamptz, outcome text, error text, exit_code int)
+INSERT INTO task_run_attempts AS a (` + attemptsTable.list() + `)
+SELECT ` + attemptsTable.fromRecordset() + `
+FROM jsonb_to_recordset($1::jsonb) AS u(` + attemptsTable.recordset() + `)
 ON CONFLICT (task_run_id, attempt) DO UPDATE SET
     worker = CASE WHEN EXCLUDED.worker <> '' THEN EXCLUDED.worker ELSE a.worker END,
     started_at = coalesce(EXCLUDED.started_at, a.started_at),
@@ -550,12 +551,7 @@ func (b *batch) write(ctx context.Context, tx pgx.Tx) error {
 			deleted = append(deleted, id)
 			continue
 		}
-		d, s := row.d, row.d.Spec
-		upserts = append(upserts, deploymentOut{
-			ID: d.ID, Name: s.Name, Version: d.Version, Description: s.Description, WorkQueue: s.WorkQueue,
-			Tags: s.Tags, Parameters: s.Parameters, Schedule: s.Schedule, Paused: d.Paused, Flow: s.Flow, Spec: s,
-			CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, StreamVersion: d.Stream,
-		})
+		upserts = append(upserts, deploymentOutOf(row.d))
 	}
 	if err := execRows(ctx, tx, "upsert deployments", upsertDeploymentsSQL, upserts, -1); err != nil {
 		return err
@@ -575,7 +571,7 @@ func (b *batch) write(ctx context.Context, tx pgx.Tx) error {
 			oldFlows = append(oldFlows, flowRunOutOf(row))
 		}
 	}
-	if err := copyRows(ctx, tx, "flow_runs", flowRunCopyColumns, newFlows, flowRunOut.copyValues); err != nil {
+	if err := copyRows(ctx, tx, flowRunsTable, newFlows, func(c *copyBuf, r *flowRunOut) error { return r.encode(c) }); err != nil {
 		return err
 	}
 	if err := execRows(ctx, tx, "update flow runs", updateFlowRunsSQL, oldFlows, len(oldFlows)); err != nil {
@@ -591,7 +587,15 @@ func (b *batch) write(ctx context.Context, tx pgx.Tx) error {
 			oldTasks = append(oldTasks, taskRunOutOf(row))
 		}
 	}
-	if err := copyRows(ctx, tx, "task_runs", taskRunCopyColumns, newTasks, taskRunOut.copyValues); err != nil {
+	encodeTask := func(c *copyBuf, t *taskRunOut) error {
+		task, err := json.Marshal(t.Task)
+		if err != nil {
+			return fmt.Errorf("task run %s: encode task: %w", t.ID, err)
+		}
+		t.encode(c, task)
+		return nil
+	}
+	if err := copyRows(ctx, tx, taskRunsTable, newTasks, encodeTask); err != nil {
 		return err
 	}
 	if err := execRows(ctx, tx, "update task runs", updateTaskRunsSQL, oldTasks, len(oldTasks)); err != nil {
@@ -605,68 +609,26 @@ func (b *batch) write(ctx context.Context, tx pgx.Tx) error {
 	if err := execRows(ctx, tx, "upsert task run attempts", upsertAttemptsSQL, attempts, -1); err != nil {
 		return err
 	}
-	return copyRows(ctx, tx, "state_history", historyCopyColumns, b.history, historyRow.copyValues)
+	return copyRows(ctx, tx, historyTable, b.history, func(c *copyBuf, h *historyRow) error { return h.encode(c) })
 }
 
-// New rows go in with COPY: the batch holds the checkpoint's row lock, so
-// no other projector writes them, and a row that exists already (a double
-// apply) fails the batch on its primary key.
-var (
-	flowRunCopyColumns = []string{"id", "name", "flow_name", "deployment_id", "deployment_name", "deployment_version", "work_queue", "tags", "parameters",
-		"state_type", "state_name", "state_timestamp", "state_message", "scheduled_at", "started_at", "ended_at", "run_count",
-		"parent_task_run_id", "parent_flow_run_id", "auto_scheduled", "result", "task_count", "created_at", "updated_at", "stream_version"}
-	taskRunCopyColumns = []string{"id", "flow_run_id", "task_name", "kind", "depends_on", "tags", "task", "state_type", "state_name", "state_timestamp",
-		"state_message", "run_count", "started_at", "ended_at", "retry_at", "result", "error", "exit_code", "cache_key", "child_flow_run_id",
-		"created_position", "created_at", "updated_at", "stream_version"}
-	historyCopyColumns = []string{"stream_id", "version", "stream_type", "flow_run_id", "position", "transaction_id", "event_type",
-		"from_type", "from_name", "to_type", "to_name", "message", "actor", "reason", "at"}
-)
-
-func copyRows[T any](ctx context.Context, tx pgx.Tx, table string, columns []string, rows []T, values func(T) ([]any, error)) error {
+// copyRows inserts new rows with a binary COPY in tx: the batch holds the
+// checkpoint's row lock, so no other projector writes them, and a row that
+// exists already (a double apply) fails the batch on its primary key. The
+// table is named as the search path finds it (Replay's catch-up writes to
+// its new tables so).
+func copyRows[T any](ctx context.Context, tx pgx.Tx, t table, rows []T, encode func(*copyBuf, *T) error) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	n, err := tx.CopyFrom(ctx, pgx.Identifier{table}, columns, pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) { return values(rows[i]) }))
+	n, _, err := copyIn(ctx, tx.Conn().PgConn(), t.name, t.names(), sliceSource(rows, encode), 0)
 	if err != nil {
-		return fmt.Errorf("insert %s: %w", table, err)
+		return fmt.Errorf("insert %s: %w", t.name, err)
 	}
 	if n != int64(len(rows)) {
-		return fmt.Errorf("insert %s: %d of %d rows written", table, n, len(rows))
+		return fmt.Errorf("insert %s: %d of %d rows written", t.name, n, len(rows))
 	}
 	return nil
-}
-
-// jsonValue is a jsonb value for COPY: NULL for nothing.
-func jsonValue(raw json.RawMessage) any {
-	if len(raw) == 0 {
-		return nil
-	}
-	return []byte(raw)
-}
-
-func (r flowRunOut) copyValues() ([]any, error) {
-	params, err := json.Marshal(nonNilMap(r.Parameters))
-	if err != nil {
-		return nil, fmt.Errorf("flow run %s: encode parameters: %w", r.ID, err)
-	}
-	return []any{r.ID, r.Name, r.FlowName, r.DeploymentID, r.DeploymentName, r.DeploymentVersion, r.WorkQueue, nonNil(r.Tags), params,
-		r.StateType, r.StateName, r.StateTimestamp, r.StateMessage, r.ScheduledAt, r.StartedAt, r.EndedAt, r.RunCount,
-		r.ParentTaskRunID, r.ParentFlowRunID, r.AutoScheduled, jsonValue(r.Result), r.TaskCount, r.CreatedAt, r.UpdatedAt, r.StreamVersion}, nil
-}
-
-func (t taskRunOut) copyValues() ([]any, error) {
-	task, err := json.Marshal(t.Task)
-	if err != nil {
-		return nil, fmt.Errorf("task run %s: encode task: %w", t.ID, err)
-	}
-	return []any{t.ID, t.FlowRunID, t.TaskName, t.Kind, nonNil(t.DependsOn), nonNil(t.Tags), task, t.StateType, t.StateName, t.StateTimestamp,
-		t.StateMessage, t.RunCount, t.StartedAt, t.EndedAt, t.RetryAt, jsonValue(t.Result), t.Error, t.ExitCode, t.CacheKey, t.ChildFlowRunID,
-		t.CreatedPos, t.CreatedAt, t.UpdatedAt, t.StreamVersion}, nil
-}
-
-func (h historyRow) copyValues() ([]any, error) {
-	return []any{h.StreamID, h.Version, h.StreamType, h.FlowRunID, h.Position, h.TransactionID, h.EventType,
-		h.FromType, h.FromName, h.ToType, h.ToName, h.Message, h.Actor, h.Reason, h.At}, nil
 }
 
 // execRows runs sql with rows as one JSON array; when want >= 0 the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -209,10 +210,41 @@ func sliceSource[T any](rows []T, encode func(*copyBuf, *T) error) copySource {
 	}
 }
 
-// Binary row encoders, in the column orders of the *CopyColumns lists.
+// Binary row encoders: each writes the columns of its table descriptor
+// (tables.go), in that order.
+
+func (d *deploymentOut) encode(c *copyBuf) error {
+	params, err1 := json.Marshal(nonNilMap(d.Parameters))
+	flow, err2 := json.Marshal(d.Flow)
+	spec, err3 := json.Marshal(d.Spec)
+	var schedule []byte
+	var err4 error
+	if d.Schedule != nil {
+		schedule, err4 = json.Marshal(d.Schedule)
+	}
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return fmt.Errorf("deployment %s: encode: %w", d.ID, err)
+	}
+	c.row(len(deploymentsTable.columns))
+	c.uuid(d.ID)
+	c.text(d.Name)
+	c.int4(d.Version)
+	c.text(d.Description)
+	c.text(d.WorkQueue)
+	c.textArray(d.Tags)
+	c.jsonb(params)
+	c.jsonb(schedule)
+	c.bool(d.Paused)
+	c.jsonb(flow)
+	c.jsonb(spec)
+	c.timestamptz(d.CreatedAt)
+	c.timestamptz(d.UpdatedAt)
+	c.int8(d.StreamVersion)
+	return nil
+}
 
 func (h *historyRow) encode(c *copyBuf) error {
-	c.row(15)
+	c.row(len(historyTable.columns))
 	c.uuid(h.StreamID)
 	c.int8(h.Version)
 	c.text(h.StreamType)
@@ -236,7 +268,7 @@ func (r *flowRunOut) encode(c *copyBuf) error {
 	if err != nil {
 		return fmt.Errorf("flow run %s: encode parameters: %w", r.ID, err)
 	}
-	c.row(25)
+	c.row(len(flowRunsTable.columns))
 	c.uuid(r.ID)
 	c.text(r.Name)
 	c.text(r.FlowName)
@@ -266,7 +298,7 @@ func (r *flowRunOut) encode(c *copyBuf) error {
 }
 
 func (t *taskRunOut) encode(c *copyBuf, task []byte) {
-	c.row(24)
+	c.row(len(taskRunsTable.columns))
 	c.uuid(t.ID)
 	c.uuid(t.FlowRunID)
 	c.text(t.TaskName)
@@ -293,10 +325,8 @@ func (t *taskRunOut) encode(c *copyBuf, task []byte) {
 	c.int8(t.StreamVersion)
 }
 
-var attemptCopyColumns = []string{"task_run_id", "attempt", "flow_run_id", "worker", "started_at", "ended_at", "outcome", "error", "exit_code"}
-
 func (a *attemptRow) encode(c *copyBuf) error {
-	c.row(9)
+	c.row(len(attemptsTable.columns))
 	c.uuid(a.TaskRunID)
 	c.int4(a.Attempt)
 	c.uuid(a.FlowRunID)

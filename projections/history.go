@@ -96,7 +96,7 @@ func (r *Reader) RunHistory(ctx context.Context, id uuid.UUID, at HistoryPoint) 
 	f := newRunFold(id)
 	var h History
 	for _, env := range envs {
-		if cp != nil && checkpointLess(*cp, eventstore.CheckpointOf(env)) || at.Time != nil && env.RecordedAt.After(*at.Time) {
+		if cp != nil && cp.Less(eventstore.CheckpointOf(env)) || at.Time != nil && env.RecordedAt.After(*at.Time) {
 			break // the log is in order: nothing later can come before the point
 		}
 		f.apply(env)

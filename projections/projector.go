@@ -195,7 +195,7 @@ func (p *Projector) CatchUp(ctx context.Context) (int, error) {
 	defer cancel() // stops a prefetch still running
 	// While one batch is applied, the next one is read and decoded.
 	pending := p.prefetch(ctx, from)
-	for checkpointLess(from, head) {
+	for from.Less(head) {
 		res := <-pending
 		if res.err != nil {
 			return n, res.err
@@ -289,7 +289,7 @@ func (p *Projector) WaitForCheckpoint(ctx context.Context, cp eventstore.Checkpo
 	defer tick.Stop()
 	for {
 		p.mu.Lock()
-		done, advanced := !checkpointLess(p.applied, cp), p.advanced
+		done, advanced := !p.applied.Less(cp), p.advanced
 		p.mu.Unlock()
 		if done {
 			return nil
@@ -315,7 +315,7 @@ func (p *Projector) Lag(ctx context.Context) (int64, error) {
 func (p *Projector) advance(cp eventstore.Checkpoint, force bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if cp == p.applied || !force && checkpointLess(cp, p.applied) {
+	if cp == p.applied || !force && cp.Less(p.applied) {
 		return
 	}
 	p.applied = cp
@@ -399,13 +399,6 @@ func readCheckpoint(ctx context.Context, q eventstore.Querier) (eventstore.Check
 		return eventstore.Checkpoint{}, fmt.Errorf("read checkpoint: %w", err)
 	}
 	return eventstore.ParseCheckpoint(txid + "-" + strconv.FormatInt(pos, 10))
-}
-
-func checkpointLess(a, b eventstore.Checkpoint) bool {
-	if a.TransactionID != b.TransactionID {
-		return a.TransactionID < b.TransactionID
-	}
-	return a.Position < b.Position
 }
 
 // lagCollector reports the projection lag when metrics are scraped.

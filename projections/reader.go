@@ -226,9 +226,9 @@ type RunFilter struct {
 	Cursor     string     // next_cursor of the previous page
 }
 
-const flowRunColumnsSelect = `id, name, flow_name, deployment_id, deployment_name, deployment_version, work_queue, tags, parameters,
-    state_type, state_name, state_timestamp, state_message, scheduled_at, started_at, ended_at, run_count,
-    parent_task_run_id, parent_flow_run_id, auto_scheduled, result, task_count, created_at, updated_at`
+// flowRunColumnsSelect are the columns of flow_runs a FlowRun shows, in
+// the table's order: scanFlowRuns and binaryRunRow read them so.
+var flowRunColumnsSelect = flowRunsTable.list("stream_version")
 
 // RunList lists flow runs.
 func (r *Reader) RunList(ctx context.Context, f RunFilter) (Page[FlowRun], error) {
@@ -554,11 +554,12 @@ func (r *Reader) RunGet(ctx context.Context, id uuid.UUID) (FlowRun, error) {
 	return run, nil
 }
 
+// taskRunColumnsSelect are the columns of task_runs a TaskRun shows, in
+// the table's order.
+var taskRunColumnsSelect = taskRunsTable.list("task", "created_position", "stream_version")
+
 func (r *Reader) taskRuns(ctx context.Context, flowRunID uuid.UUID) ([]TaskRun, error) {
-	rows, err := r.pool.Query(ctx, `
-SELECT id, flow_run_id, task_name, kind, state_type, state_name, state_timestamp, state_message, run_count,
-    started_at, ended_at, retry_at, result, error, exit_code, cache_key, depends_on, tags, child_flow_run_id, created_at, updated_at
-FROM task_runs WHERE flow_run_id = $1 ORDER BY created_position`, flowRunID)
+	rows, err := r.pool.Query(ctx, `SELECT `+taskRunColumnsSelect+` FROM task_runs WHERE flow_run_id = $1 ORDER BY created_position`, flowRunID)
 	if err != nil {
 		return nil, fmt.Errorf("get task runs: %w", err)
 	}
@@ -568,8 +569,8 @@ FROM task_runs WHERE flow_run_id = $1 ORDER BY created_position`, flowRunID)
 		var t TaskRun
 		var stateType string
 		var result []byte
-		if err := rows.Scan(&t.ID, &t.FlowRunID, &t.TaskName, &t.Kind, &stateType, &t.State.Name, &t.State.Timestamp, &t.State.Message,
-			&t.RunCount, &t.StartedAt, &t.EndedAt, &t.RetryAt, &result, &t.Error, &t.ExitCode, &t.CacheKey, &t.DependsOn, &t.Tags,
+		if err := rows.Scan(&t.ID, &t.FlowRunID, &t.TaskName, &t.Kind, &t.DependsOn, &t.Tags, &stateType, &t.State.Name, &t.State.Timestamp,
+			&t.State.Message, &t.RunCount, &t.StartedAt, &t.EndedAt, &t.RetryAt, &result, &t.Error, &t.ExitCode, &t.CacheKey,
 			&t.ChildFlowRunID, &t.CreatedAt, &t.UpdatedAt); err != nil {
 			return nil, fmt.Errorf("scan task run: %w", err)
 		}

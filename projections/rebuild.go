@@ -9,9 +9,6 @@ import (
 	"github.com/ordoflow/ordo/eventstore"
 )
 
-// readModelTables are the tables the projector fills and Replay rebuilds.
-var readModelTables = []string{"deployments", "flow_runs", "task_runs", "task_run_attempts", "state_history"}
-
 // Rebuild replays the read models from the start of the log with Replay's
 // defaults and returns the number of events applied.
 func Rebuild(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store) (int, error) {

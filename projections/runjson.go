@@ -79,12 +79,15 @@ type binaryRunRow struct {
 	id          uuid.UUID
 }
 
+// flowRunShownColumns is how many columns flowRunColumnsSelect reads.
+var flowRunShownColumns = len(flowRunsTable.names("stream_version"))
+
 // errBinaryColumn is a column whose binary value is not of the size or
 // shape its type has; it means the query and this encoder disagree.
 var errBinaryColumn = errors.New("unexpected binary value")
 
 func (r *binaryRunRow) appendJSON(b []byte, v [][]byte) ([]byte, error) {
-	if len(v) != 24 {
+	if len(v) != flowRunShownColumns {
 		return b, fmt.Errorf("flow run row of %d columns: %w", len(v), errBinaryColumn)
 	}
 	e := binaryJSON{b: b}

@@ -531,29 +531,15 @@ func (a *archiver) remove(ctx context.Context, flowIDs, streamIDs []uuid.UUID, s
 		}
 		// Appends wait until commit; then they find their streams gone
 		// (their expected version no longer exists) and fail as conflicts.
-		if _, err := tx.Exec(ctx, `LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE`); err != nil {
-			return fmt.Errorf("lock the events table: %w", err)
+		if err := a.store.LockAppends(ctx, tx); err != nil {
+			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT stream_id, max(version), count(*) FROM events WHERE stream_id = ANY($1) GROUP BY stream_id`, streamIDs)
+		now, err := a.store.StreamSizes(ctx, tx, streamIDs)
 		if err != nil {
 			return err
 		}
-		now := map[uuid.UUID][2]int64{}
-		for rows.Next() {
-			var id uuid.UUID
-			var v, n int64
-			if err := rows.Scan(&id, &v, &n); err != nil {
-				rows.Close()
-				return err
-			}
-			now[id] = [2]int64{v, n}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
 		for id, s := range streams {
-			if now[id] != [2]int64{s.version, int64(s.count)} {
+			if now[id] != (eventstore.StreamSize{Version: s.version, Count: int64(s.count)}) {
 				skipped = fmt.Sprintf("stream %s changed while it was archived", id)
 				return nil
 			}
@@ -571,15 +557,12 @@ WHERE NOT EXISTS (SELECT 1 FROM flow_runs f WHERE f.id = s.id AND f.stream_versi
 			return nil
 		}
 
-		if _, err := tx.Exec(ctx, `SELECT set_config('ordo.pruning', pg_current_xact_id()::text, true)`); err != nil {
-			return err
-		}
-		tag, err := tx.Exec(ctx, `DELETE FROM events WHERE stream_id = ANY($1)`, streamIDs)
+		deleted, err := a.store.DeleteStreams(ctx, tx, streamIDs)
 		if err != nil {
 			return fmt.Errorf("delete archived events: %w", err)
 		}
-		if int(tag.RowsAffected()) != count {
-			return fmt.Errorf("deleted %d events, archived %d", tag.RowsAffected(), count)
+		if int(deleted) != count {
+			return fmt.Errorf("deleted %d events, archived %d", deleted, count)
 		}
 		for _, stmt := range []string{
 			`DELETE FROM state_history WHERE flow_run_id = ANY($1)`,
@@ -597,8 +580,8 @@ WHERE NOT EXISTS (SELECT 1 FROM flow_runs f WHERE f.id = s.id AND f.stream_versi
 			}
 		}
 
-		var version int64
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1`, domain.RetentionStreamID).Scan(&version); err != nil {
+		version, err := a.store.StreamVersion(ctx, tx, domain.RetentionStreamID)
+		if err != nil {
 			return err
 		}
 		sorted := slices.Clone(flowIDs)

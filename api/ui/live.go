@@ -3,14 +3,11 @@ package ui
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
@@ -141,29 +138,8 @@ func (l *live) start(r *http.Request) (after eventstore.Checkpoint, fresh bool, 
 		}
 		return cp, false, nil
 	}
-	after, err = stableHead(r.Context(), l.opts.Store.Pool())
+	after, _, err = l.opts.Store.StableHead(r.Context(), l.opts.Store.Pool())
 	return after, true, err
-}
-
-// stableHeadSQL finds the last event of the part of the log that can no
-// longer change (see eventstore's ReadAll): a reader that starts after it
-// misses no event committed later.
-const stableHeadSQL = `
-SELECT transaction_id::text::bigint, position FROM events
-WHERE transaction_id < (SELECT events_stable_xmin())
-ORDER BY transaction_id DESC, position DESC
-LIMIT 1`
-
-func stableHead(ctx context.Context, q eventstore.Querier) (eventstore.Checkpoint, error) {
-	var txid, pos int64
-	err := q.QueryRow(ctx, stableHeadSQL).Scan(&txid, &pos)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return eventstore.Checkpoint{}, nil
-	}
-	if err != nil {
-		return eventstore.Checkpoint{}, fmt.Errorf("read the end of the log: %w", err)
-	}
-	return eventstore.Checkpoint{TransactionID: uint64(txid), Position: pos}, nil
 }
 
 // push sends one batch of events as messages, one per changed stream, once
@@ -212,7 +188,7 @@ func (l *live) push(ctx context.Context, out *sseWriter, envs []domain.Envelope,
 	if len(msgs) > maxLiveBatch {
 		return out.send(id + "data: {\"type\":\"reset\"}\n\n")
 	}
-	if err := l.owners.resolve(ctx, l.opts.Store.Pool(), msgs); err != nil && ctx.Err() == nil {
+	if err := l.owners.resolve(ctx, l.opts.Store, msgs); err != nil && ctx.Err() == nil {
 		l.opts.Logger.Debug("live updates: find the flow runs of task runs", "err", err)
 	}
 	var buf []byte
@@ -285,15 +261,9 @@ func (o *owners) learn(taskRunID, flowRunID uuid.UUID) {
 	o.m[taskRunID] = flowRunID
 }
 
-// taskRunOwnersSQL reads the flow run of task runs from their first event
-// (TaskRunCreated), by the unique (stream_id, version) index.
-const taskRunOwnersSQL = `
-SELECT stream_id, data->>'flow_run_id' FROM events
-WHERE stream_id = ANY($1) AND version = 1 AND type = 'TaskRunCreated'`
-
 // resolve fills FlowRunID in the messages about task runs.
-func (o *owners) resolve(ctx context.Context, q eventstore.Querier, msgs []liveMessage) error {
-	var missing [][16]byte
+func (o *owners) resolve(ctx context.Context, store *eventstore.Store, msgs []liveMessage) error {
+	var missing []uuid.UUID
 	o.mu.Lock()
 	for i := range msgs {
 		if msgs[i].StreamType != domain.StreamTaskRun {
@@ -309,23 +279,12 @@ func (o *owners) resolve(ctx context.Context, q eventstore.Querier, msgs []liveM
 	if len(missing) == 0 {
 		return nil
 	}
-	rows, err := q.Query(ctx, taskRunOwnersSQL, missing)
+	found, err := store.TaskRunFlowRuns(ctx, store.Pool(), missing)
 	if err != nil {
-		return fmt.Errorf("read task runs' flow runs: %w", err)
+		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var id uuid.UUID
-		var flow string
-		if err := rows.Scan(&id, &flow); err != nil {
-			return fmt.Errorf("read task runs' flow runs: %w", err)
-		}
-		if f, err := uuid.Parse(flow); err == nil {
-			o.learn(id, f)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read task runs' flow runs: %w", err)
+	for id, f := range found {
+		o.learn(id, f)
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
