@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 )
 
@@ -50,6 +51,14 @@ type outcome struct {
 	cancelled bool     // its flow run was cancelled and the attempt was stopped
 	logTail   []string // the last log lines, for a cancelled attempt
 	cacheKey  string
+}
+
+// planOf is the plan of an attempt as its start decided it.
+func planOf(p commands.Plan) execPlan {
+	return execPlan{
+		flowRunID: p.FlowRunID, taskRunID: p.TaskRunID, task: p.Task, attempt: p.Attempt,
+		params: p.Params, inputs: p.Inputs, cacheKey: p.CacheKey, fail: p.Fail,
+	}
 }
 
 func failed(attempt int, format string, args ...any) outcome {
