@@ -269,7 +269,7 @@ WITH held AS (
     ON CONFLICT (task_run_id, attempt) DO UPDATE
     SET state = 'held', job_id = EXCLUDED.job_id, worker_id = EXCLUDED.worker_id, updated_at = now()
     RETURNING 1
-), ` + riverjob.RequeueRunningSQL(`$6::bigint[]`, `$7::interval[]`) + `), waiting AS (
+), ` + riverjob.RequeueRunningSQL(`$6::bigint[]`, `$7::interval[]`) + `, waiting AS (
     INSERT INTO work_queue_slots (task_run_id, attempt, queue, job_id, state)
     SELECT (r.args ->> 'task_run_id')::uuid, (r.args ->> 'attempt')::int, r.queue, r.id, 'waiting'
     FROM requeued r

@@ -68,6 +68,14 @@ var runShapingFields = []string{"schedule", "flow", "parameters", "parameters_sc
 // transaction; a tick with more to check asks for the next one at once.
 const lateChecksPerTick = 1000
 
+// lateChecksSQL takes the lateness checks due by $1, at most $2, each with
+// whether its run's stream still exists.
+var lateChecksSQL = `
+DELETE FROM run_lateness_checks WHERE flow_run_id IN (
+    SELECT flow_run_id FROM run_lateness_checks WHERE scheduled_at <= $1
+    ORDER BY scheduled_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+RETURNING flow_run_id, ` + eventstore.ExistsSQL("flow_run_id")
+
 // MarkLateUnscheduled applies the lateness rule to the runs the scheduler
 // did not create (manual and sub-flow runs, listed in run_lateness_checks
 // when created): each one that has not started LateAfter after its
@@ -88,11 +96,7 @@ func (s *Schedules) MarkLateUnscheduled(ctx context.Context, now time.Time) (tim
 	}
 	var checked int
 	err := retryTx(ctx, s.store, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `
-DELETE FROM run_lateness_checks WHERE flow_run_id IN (
-    SELECT flow_run_id FROM run_lateness_checks WHERE scheduled_at <= $1
-    ORDER BY scheduled_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-RETURNING flow_run_id, `+eventstore.ExistsSQL("flow_run_id"), lateBefore, lateChecksPerTick)
+		rows, err := tx.Query(ctx, lateChecksSQL, lateBefore, lateChecksPerTick)
 		if err != nil {
 			return fmt.Errorf("take due lateness checks: %w", err)
 		}

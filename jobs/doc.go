@@ -61,6 +61,61 @@
 //     concurrency_limit are admitted when due and a slot is free, and the
 //     slots of runs that ended are freed (see commands.DeploymentRuns).
 //
+// # The reaper
+//
+// The Reaper recovers from workers that died (SIGKILL, a lost machine, a
+// network cut): a worker whose heartbeat is older than DeadAfter is declared
+// dead, and every attempt it was running is recorded as crashed
+// (FailTaskRun with Crashed): the task run's retry policy then queues a new
+// attempt, which another worker takes, or the task run ends CRASHED and its
+// flow run with it. The dead worker's River jobs are discarded in the same
+// transaction, so River never works them again, and an attempt it had
+// fetched but not started yet is queued again. If the worker was not dead
+// after all and reports a result later, that result is refused (and
+// recorded as refused).
+//
+// Any number of processes may run a reaper: each pass takes a Postgres
+// advisory lock for its transaction, and passes that do not get it skip.
+// A reaper also deletes expired cache entries, and frees the work queue
+// slots that no running attempt uses. Its verdicts are commands.Reaping's.
+//
+// It cannot stop the processes of a dead worker's tasks on other hosts;
+// on the worker's own host the kernel kills a task whose worker died (see
+// taskProcAttr), though not the processes that task started in turn.
+//
+// # The due timer
+//
+// The DueTimer makes scheduled task run jobs available at their time.
+//
+// River moves scheduled jobs to available only every 5 seconds, so a retry
+// delay of 1 s would become up to 6 s and a run due at 10:05:00 would start
+// up to 10:05:05. The timer sleeps until the earliest scheduled_at among
+// scheduled ordo.task_run jobs, then sets the due ones available and sends
+// River's insert notification for their queues (NOTIFY
+// "<schema>.river_insert" with {"queue": NAME}), which wakes the producers
+// of every worker on those queues at once.
+//
+// A due job is never left to a poll:
+//
+//   - Every transaction that queues a task run job for later notifies the
+//     timers (riverjob.NotifyDueTx, on "<schema>.ordo_due", delivered at its
+//     commit), and each timer listens on a connection of its own and reads
+//     the next due time again when told. So a job inserted by a transaction
+//     that commits after the timer looked, in any process, is seen at its
+//     commit. Wake does the same within a process.
+//   - River's own scheduler makes jobs due in its next 5 s available ahead
+//     of time, without telling anyone. The timer notifies their queues when
+//     their time comes, and reads them in a statement of its own after the
+//     one that moves the jobs it finds scheduled: that first statement waits
+//     for a River transaction that holds one of them locked, so the second
+//     sees what River committed (one statement would read them as still
+//     scheduled, skip them once River's lock is gone, and leave them to the
+//     workers' fetch poll).
+//
+// PollInterval remains as a safety net for when the listening connection
+// is lost. Several timers may run against one database (one per worker and
+// server): making a job available is idempotent.
+//
 // It depends on domain, eventstore, riverjob and commands; it must never
 // import projections or api.
 package jobs

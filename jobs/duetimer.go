@@ -11,36 +11,9 @@ import (
 	"github.com/ordoflow/ordo/riverjob"
 )
 
-// DueTimer makes scheduled task run jobs available at their time.
-//
-// River moves scheduled jobs to available only every 5 seconds, so a retry
-// delay of 1 s would become up to 6 s and a run due at 10:05:00 would start
-// up to 10:05:05. The timer sleeps until the earliest scheduled_at among
-// scheduled ordo.task_run jobs, then sets the due ones available and sends
-// River's insert notification for their queues (NOTIFY
-// "<schema>.river_insert" with {"queue": NAME}), which wakes the producers
-// of every worker on those queues at once.
-//
-// A due job is never left to a poll:
-//
-//   - Every transaction that queues a task run job for later notifies the
-//     timers (riverjob.NotifyDueTx, on "<schema>.ordo_due", delivered at its
-//     commit), and each timer listens on a connection of its own and reads
-//     the next due time again when told. So a job inserted by a transaction
-//     that commits after the timer looked, in any process, is seen at its
-//     commit. Wake does the same within a process.
-//   - River's own scheduler makes jobs due in its next 5 s available ahead
-//     of time, without telling anyone. The timer notifies their queues when
-//     their time comes, and reads them in a statement of its own after the
-//     one that moves the jobs it finds scheduled: that first statement waits
-//     for a River transaction that holds one of them locked, so the second
-//     sees what River committed (one statement would read them as still
-//     scheduled, skip them once River's lock is gone, and leave them to the
-//     workers' fetch poll).
-//
-// PollInterval remains as a safety net for when the listening connection
-// is lost. Several timers may run against one database (one per worker and
-// server): making a job available is idempotent.
+// DueTimer makes scheduled task run jobs available at their time, rather
+// than up to 5 s later at River's own scheduler's next pass; see the
+// package doc.
 type DueTimer struct {
 	pool *pgxpool.Pool
 	opts DueTimerOptions

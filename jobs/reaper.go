@@ -38,25 +38,9 @@ func (o *ReaperOptions) validate() error {
 	return p.Err()
 }
 
-// Reaper recovers from workers that died (SIGKILL, a lost machine, a
-// network cut): a worker whose heartbeat is older than DeadAfter is declared
-// dead, and every attempt it was running is recorded as crashed
-// (FailTaskRun with Crashed): the task run's retry policy then queues a new
-// attempt, which another worker takes, or the task run ends CRASHED and its
-// flow run with it. The dead worker's River jobs are discarded in the same
-// transaction, so River never works them again, and an attempt it had
-// fetched but not started yet is queued again. If the worker was not dead
-// after all and reports a result later, that result is refused (and
-// recorded as refused).
-//
-// Any number of processes may run a reaper: each pass takes a Postgres
-// advisory lock for its transaction, and passes that do not get it skip.
-// A reaper also deletes expired cache entries, and frees the work queue
-// slots that no running attempt uses. Its verdicts are commands.Reaping's.
-//
-// It cannot stop the processes of a dead worker's tasks on other hosts;
-// on the worker's own host the kernel kills a task whose worker died (see
-// taskProcAttr), though not the processes that task started in turn.
+// Reaper recovers from workers that died: every Interval it declares dead
+// the workers whose heartbeat is older than DeadAfter and records their
+// attempts as crashed (commands.Reaping); see the package doc.
 type Reaper struct {
 	reaping *commands.Reaping
 	opts    ReaperOptions

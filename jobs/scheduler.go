@@ -285,6 +285,20 @@ func waitForNotification(ctx context.Context, conn *pgx.Conn, d time.Duration) e
 	return fmt.Errorf("wait for notifications: %w", err)
 }
 
+// deploymentsSQL lists every deployment with its stream's version, when its
+// first waiting run is due and how far its runs ahead reach.
+var deploymentsSQL = `
+WITH ids AS (
+    SELECT deployment_id FROM deployment_names
+    UNION SELECT deployment_id FROM deployment_schedules
+    UNION SELECT deployment_id FROM deployment_run_slots
+)
+SELECT ids.deployment_id,
+       ` + eventstore.VersionSQL("ids.deployment_id") + `,
+       (SELECT min(s.due_at) FROM deployment_run_slots s WHERE s.deployment_id = ids.deployment_id AND s.state = 'waiting'),
+       (SELECT d.scheduled_through FROM deployment_schedules d WHERE d.deployment_id = ids.deployment_id)
+FROM ids`
+
 // Tick does one pass over the deployments that have work (all of them
 // after leadership changed) and returns when the next one has work. It is
 // safe to call while another scheduler ticks, in this process or another.
@@ -292,17 +306,7 @@ func (s *Scheduler) Tick(ctx context.Context) (time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.opts.Now()
-	rows, err := s.pool.Query(ctx, `
-WITH ids AS (
-    SELECT deployment_id FROM deployment_names
-    UNION SELECT deployment_id FROM deployment_schedules
-    UNION SELECT deployment_id FROM deployment_run_slots
-)
-SELECT ids.deployment_id,
-       `+eventstore.VersionSQL("ids.deployment_id")+`,
-       (SELECT min(s.due_at) FROM deployment_run_slots s WHERE s.deployment_id = ids.deployment_id AND s.state = 'waiting'),
-       (SELECT d.scheduled_through FROM deployment_schedules d WHERE d.deployment_id = ids.deployment_id)
-FROM ids`)
+	rows, err := s.pool.Query(ctx, deploymentsSQL)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("list deployments: %w", err)
 	}
