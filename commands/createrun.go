@@ -74,7 +74,7 @@ type RunCreateParams struct {
 	KeepScheduled bool
 	// Hold creates the run SCHEDULED with none of its tasks queued, whatever
 	// ScheduledAt says: it waits for a deployment concurrency slot, and the
-	// slot accounting (deployruns.go) queues its root tasks when it gets one.
+	// slot accounting (concurrencyslots.go) queues its root tasks when it gets one.
 	Hold bool
 	// Actor is who asks: "token:NAME", "scheduler", "cli", ... Defaults to
 	// "system".

@@ -19,7 +19,7 @@ import (
 // transaction; deleting a deployment frees its name. A command that pauses
 // or deletes a deployment, or changes its schedule or what its runs are made
 // of, cancels in the same transaction the runs its schedule created ahead
-// that have not started (see Scheduler).
+// that have not started (see Schedules).
 type DeploymentCommands struct {
 	store *eventstore.Store
 }

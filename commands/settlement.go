@@ -17,10 +17,10 @@ import (
 	"github.com/ordoflow/ordo/riverjob"
 )
 
-// engine is what every writer of task run outcomes shares: the Worker (starts
-// and outcomes), the Service (cancel, retry) and the Reaper (crashed
-// attempts). Each decides in domain, and settles the consequences with a
-// settlement in the same transaction.
+// engine is what every writer of task run outcomes shares: Attempts (a
+// worker's starts and outcomes), the Service (cancel, retry) and Reaping
+// (crashed attempts). Each decides in domain, and settles the consequences
+// with a settlement in the same transaction.
 type engine struct {
 	store *eventstore.Store
 	enq   Enqueuer
@@ -71,7 +71,7 @@ type settlement struct {
 	finishedJobs []int64
 	// deletedJobs are the jobs this transaction deletes as finished or as
 	// handed to a new job: once it commits, River's completions of them
-	// are left out (see workerPilot).
+	// are left out (Committed.Deleted; jobs' worker pilot).
 	deletedJobs []int64
 	// wake are the queues that got jobs to work now.
 	wake map[string]bool
