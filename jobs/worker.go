@@ -178,7 +178,6 @@ type Worker struct {
 	store *eventstore.Store
 	opts  WorkerOptions
 	id    uuid.UUID
-	meta  domain.Metadata
 
 	client     *river.Client[pgx.Tx]
 	attempts   *commands.Attempts
@@ -216,7 +215,6 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 	}
 	w := &Worker{
 		pool: pool, store: store, opts: opts, id: id,
-		meta:    domain.Metadata{Actor: "worker:" + opts.Name},
 		running: newAttempts(), workspaces: map[uuid.UUID]bool{},
 		wake:      newWaker(pool, opts.Logger),
 		logs:      newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
