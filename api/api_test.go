@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ordoflow/ordo/api"
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/internal/apicontract"
@@ -75,7 +76,7 @@ func newBundle(t *testing.T, withRiver bool) bundle {
 	go func() { defer close(done); _ = proj.Run(ctx) }()
 	waitProjectorStarted(t, pool)
 	opts := api.Options{
-		Deployments: jobs.NewDeploymentCommands(store),
+		Deployments: commands.NewDeploymentCommands(store),
 		Reads:       projections.NewReader(store),
 		Projection:  proj,
 		Pool:        pool,

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ordoflow/ordo/api"
 	"github.com/ordoflow/ordo/api/ui"
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/internal/apicontract"
@@ -59,10 +60,10 @@ func fullSetup(t testing.TB, withAuth bool) fullBundle {
 	if withAuth {
 		auth = api.NewAuth(pool, api.AuthOptions{CacheTTL: 100 * time.Millisecond})
 	}
-	svc := jobs.NewService(pool, store, client, jobs.ServiceOptions{})
+	svc := commands.NewService(pool, store, jobs.RiverEnqueuer(client), commands.ServiceOptions{})
 	h, err := api.New(api.Options{
-		Deployments: jobs.NewDeploymentCommands(store),
-		Runs:        testRuns{runs: jobs.NewDeploymentRuns(svc), svc: svc},
+		Deployments: commands.NewDeploymentCommands(store),
+		Runs:        testRuns{runs: commands.NewDeploymentRuns(svc), svc: svc},
 		Reads:       projections.NewReader(store),
 		Projection:  proj,
 		Pool:        pool,
@@ -108,12 +109,12 @@ func routeLikeServer(apiHandler, uiHandler http.Handler) http.Handler {
 // testRuns turns the API's run commands into the jobs service's, as
 // cmd/ordo does.
 type testRuns struct {
-	runs *jobs.DeploymentRuns
-	svc  *jobs.Service
+	runs *commands.DeploymentRuns
+	svc  *commands.Service
 }
 
 func (r testRuns) RunCreate(ctx context.Context, deploymentID uuid.UUID, req api.RunCreateRequest, actor string) (uuid.UUID, error) {
-	rr := jobs.RunRequest{Parameters: req.Parameters, IdempotencyKey: req.IdempotencyKey, Name: req.Name}
+	rr := commands.RunRequest{Parameters: req.Parameters, IdempotencyKey: req.IdempotencyKey, Name: req.Name}
 	if req.ScheduledAt != nil {
 		rr.ScheduledAt = *req.ScheduledAt
 	}

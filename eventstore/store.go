@@ -67,8 +67,19 @@ func (e *ConflictError) Error() string {
 	return fmt.Sprintf("stream version conflict on %v", e.StreamIDs)
 }
 
-// Is makes a conflict match a domain error with CodeConflict.
+// Is makes a conflict match ErrConflict.
 func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// As makes a conflict read as a domain error with CodeConflict, so that
+// domain.ErrorCode reports it as a conflict (an API answers 409) when it
+// escapes the commands that retry it.
+func (e *ConflictError) As(target any) bool {
+	de, ok := target.(**domain.Error)
+	if ok {
+		*de = domain.Errorf(domain.CodeConflict, "%s; try again", e.Error())
+	}
+	return ok
+}
 
 // ErrConflict matches any *ConflictError with errors.Is.
 var ErrConflict = errors.New("stream version conflict")

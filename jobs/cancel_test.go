@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/jobs"
 )
@@ -102,7 +103,7 @@ func TestRunCancel(t *testing.T) {
 		t.Parallel()
 		b := setup(t) // no worker: the jobs stay queued
 		now := b.create(t, domain.FlowSpec{Name: "q", Tasks: []domain.TaskSpec{sh("a", "true"), sh("b", "true", "a")}}, nil)
-		later, err := b.svc.RunCreate(t.Context(), jobs.RunCreateParams{
+		later, err := b.svc.RunCreate(t.Context(), commands.RunCreateParams{
 			Flow: domain.FlowSpec{Name: "later", Tasks: []domain.TaskSpec{sh("a", "true")}}, ScheduledAt: time.Now().Add(time.Hour), Actor: "scheduler",
 		})
 		if err != nil {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/internal/groupcommit"
 )
 
@@ -25,18 +25,8 @@ func newCommitter[T any](maxBatch int, run func(context.Context, []T) error) *gr
 		Run:      run,
 		MaxBatch: maxBatch,
 		Alone:    func(err error) bool { return !transient(err) },
-		Retry:    retryable,
+		Retry:    commands.Retryable,
 	})
-}
-
-// retryable reports whether deciding again may succeed: a stream version
-// conflict, a deadlock or a serialization failure.
-func retryable(err error) bool {
-	if errors.Is(err, eventstore.ErrConflict) {
-		return true
-	}
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
 // transient reports whether err says the database could not be reached or

@@ -8,38 +8,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
-// DueTimer makes scheduled task run jobs available at their time.
-//
-// River moves scheduled jobs to available only every 5 seconds, so a retry
-// delay of 1 s would become up to 6 s and a run due at 10:05:00 would start
-// up to 10:05:05. The timer sleeps until the earliest scheduled_at among
-// scheduled ordo.task_run jobs, then sets the due ones available and sends
-// River's insert notification for their queues (NOTIFY
-// "<schema>.river_insert" with {"queue": NAME}), which wakes the producers
-// of every worker on those queues at once.
-//
-// A due job is never left to a poll:
-//
-//   - Every transaction that queues a task run job for later notifies the
-//     timers (notifyDueTx, on "<schema>.ordo_due", delivered at its
-//     commit), and each timer listens on a connection of its own and reads
-//     the next due time again when told. So a job inserted by a transaction
-//     that commits after the timer looked, in any process, is seen at its
-//     commit. Wake does the same within a process.
-//   - River's own scheduler makes jobs due in its next 5 s available ahead
-//     of time, without telling anyone. The timer notifies their queues when
-//     their time comes, and reads them in a statement of its own after the
-//     one that moves the jobs it finds scheduled: that first statement waits
-//     for a River transaction that holds one of them locked, so the second
-//     sees what River committed (one statement would read them as still
-//     scheduled, skip them once River's lock is gone, and leave them to the
-//     workers' fetch poll).
-//
-// PollInterval remains as a safety net for when the listening connection
-// is lost. Several timers may run against one database (one per worker and
-// server): making a job available is idempotent.
+// DueTimer makes scheduled task run jobs available at their time, rather
+// than up to 5 s later at River's own scheduler's next pass; see the
+// package doc.
 type DueTimer struct {
 	pool *pgxpool.Pool
 	opts DueTimerOptions
@@ -87,50 +61,6 @@ func (d *DueTimer) Wake() {
 	}
 }
 
-// dueChannel is the NOTIFY channel (after "<schema>.") that tells due timers
-// a job was queued for later.
-const dueChannel = "ordo_due"
-
-// notifyDueTx tells the due timers of every process, when tx commits, that
-// it queued task run jobs for later.
-func notifyDueTx(ctx context.Context, tx pgx.Tx) error {
-	if _, err := tx.Exec(ctx, `SELECT pg_notify(current_schema() || '.`+dueChannel+`', '')`); err != nil {
-		return fmt.Errorf("notify due timers: %w", err)
-	}
-	return nil
-}
-
-// promoteDueSQL makes due scheduled jobs available and returns their queues
-// and the database's time.
-const promoteDueSQL = `
-WITH moved AS (
-    UPDATE river_job SET state = 'available'
-    WHERE state = 'scheduled' AND kind = $1 AND scheduled_at <= now()
-    RETURNING queue
-)
-SELECT coalesce(array_agg(DISTINCT queue), '{}'), now() FROM moved`
-
-// becameDueSQL wakes River's producers of the queues that got due jobs: those
-// promoteDueSQL moved ($3), and those River's own scheduler had already made
-// available ahead of time whose time came since the last tick ($2), up to
-// this tick's time ($4). The notifications go out when the transaction
-// commits.
-const becameDueSQL = `
-WITH queues AS (
-    SELECT unnest($3::text[]) AS queue
-    UNION
-    SELECT queue FROM river_job
-    WHERE state = 'available' AND kind = $1 AND scheduled_at > $2 AND scheduled_at <= $4
-)
-SELECT count(pg_notify(current_schema() || '.river_insert', json_build_object('queue', queue)::text))
-FROM queues`
-
-// nextDueSQL returns how long until the next job is due, by the database's
-// clock (NULL when none waits).
-const nextDueSQL = `
-SELECT extract(epoch FROM min(scheduled_at) - clock_timestamp())::float8
-FROM river_job WHERE state IN ('scheduled', 'available') AND kind = $1 AND scheduled_at > now()`
-
 // Run works until ctx ends. Database errors are logged and retried.
 func (d *DueTimer) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -170,14 +100,11 @@ func (d *DueTimer) Run(ctx context.Context) error {
 func (d *DueTimer) tick(ctx context.Context) (time.Duration, error) {
 	var queues int
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
-		var (
-			moved []string
-			now   time.Time
-		)
-		if err := tx.QueryRow(ctx, promoteDueSQL, KindTaskRun).Scan(&moved, &now); err != nil {
+		moved, now, err := riverjob.PromoteDue(ctx, tx)
+		if err != nil {
 			return err
 		}
-		if err := tx.QueryRow(ctx, becameDueSQL, KindTaskRun, d.last, moved, now).Scan(&queues); err != nil {
+		if queues, err = riverjob.NotifyBecameDue(ctx, tx, d.last, moved, now); err != nil {
 			return err
 		}
 		d.last = now
@@ -189,18 +116,17 @@ func (d *DueTimer) tick(ctx context.Context) (time.Duration, error) {
 	if queues > 0 {
 		d.opts.Logger.Debug("due timer made jobs available", "queues", queues)
 	}
-	var secs *float64
-	if err := d.pool.QueryRow(ctx, nextDueSQL, KindTaskRun).Scan(&secs); err != nil {
+	next, ok, err := riverjob.NextDue(ctx, d.pool)
+	if err != nil {
 		return 0, fmt.Errorf("read next due time: %w", err)
 	}
-	if secs == nil {
+	if !ok {
 		return d.opts.PollInterval, nil
 	}
-	next := time.Duration(*secs * float64(time.Second))
 	return max(min(next, d.opts.PollInterval), 0), nil
 }
 
-// listen wakes the timer on every notification of dueChannel until ctx ends,
+// listen wakes the timer on every notification of riverjob.DueChannel until ctx ends,
 // reconnecting after a lost connection.
 func (d *DueTimer) listen(ctx context.Context) {
 	for ctx.Err() == nil {
@@ -231,7 +157,7 @@ func (d *DueTimer) listenOnce(ctx context.Context) error {
 	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
 		return fmt.Errorf("read the schema: %w", err)
 	}
-	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{schema + "." + dueChannel}.Sanitize()); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{schema + "." + riverjob.DueChannel}.Sanitize()); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	// A job queued before LISTEN took effect is read now.

@@ -8,8 +8,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/jobs"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // A due timer whose fallback poll is out of reach (an hour), observed.
@@ -92,7 +94,7 @@ func TestDueTimerWakesJobsRiverMovedWhileItWaited(t *testing.T) {
 	var id int64
 	if err := b.pool.QueryRow(ctx, `
 INSERT INTO river_job (args, kind, max_attempts, queue, priority, scheduled_at, state)
-VALUES ('{}', $1, 1, $2, 1, now() - interval '1 millisecond', 'scheduled') RETURNING id`, jobs.KindTaskRun, queue).Scan(&id); err != nil {
+VALUES ('{}', $1, 1, $2, 1, now() - interval '1 millisecond', 'scheduled') RETURNING id`, riverjob.KindTaskRun, queue).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
 	// River's scheduler, its commit slow: it locked the job when it was not
@@ -140,7 +142,7 @@ func TestDueTimerHearsJobsQueuedLaterElsewhere(t *testing.T) {
 	awaitEvent(t, events, "sleep") // it read the next due time: none
 
 	due := time.Now().Add(time.Second)
-	run, err := b.svc.RunCreate(ctx, jobs.RunCreateParams{
+	run, err := b.svc.RunCreate(ctx, commands.RunCreateParams{
 		Flow:        domain.FlowSpec{Name: "later", Tasks: []domain.TaskSpec{{Name: "t", Command: []string{"true"}}}},
 		ScheduledAt: due,
 	})
@@ -150,7 +152,7 @@ func TestDueTimerHearsJobsQueuedLaterElsewhere(t *testing.T) {
 	waitUntil(t, time.Minute, "the run's job made available", func() bool {
 		var state string
 		err := b.pool.QueryRow(ctx, `
-SELECT state FROM river_job WHERE kind = $1 AND args->>'flow_run_id' = $2`, jobs.KindTaskRun, run.ID.String()).Scan(&state)
+SELECT state FROM river_job WHERE kind = $1 AND args->>'flow_run_id' = $2`, riverjob.KindTaskRun, run.ID.String()).Scan(&state)
 		return err == nil && state == "available"
 	})
 	if time.Now().Before(due) {

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 )
 
@@ -50,6 +52,14 @@ type outcome struct {
 	cancelled bool     // its flow run was cancelled and the attempt was stopped
 	logTail   []string // the last log lines, for a cancelled attempt
 	cacheKey  string
+}
+
+// planOf is the plan of an attempt as its start decided it.
+func planOf(p commands.Plan) execPlan {
+	return execPlan{
+		flowRunID: p.FlowRunID, taskRunID: p.TaskRunID, task: p.Task, attempt: p.Attempt,
+		params: p.Params, inputs: p.Inputs, cacheKey: p.CacheKey, fail: p.Fail,
+	}
 }
 
 func failed(attempt int, format string, args ...any) outcome {
@@ -138,14 +148,31 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 	if err != nil {
 		return failed(p.attempt, "%v", err)
 	}
+	cmd, err := w.commandFor(p, ws, resultPath)
+	if err != nil {
+		return failed(p.attempt, "%v", err)
+	}
+	out, err := startLogged(cmd, log)
+	if err != nil {
+		if out == nil {
+			return failed(p.attempt, "create pipe: %v", err)
+		}
+		log.system("could not start %q: %v", p.task.Command[0], err)
+		return failed(p.attempt, "start command: %v", err)
+	}
+	end := w.waitCommand(ctx, p, cmd, out)
+	return commandOutcome(ctx, p, cmd, end, resultPath, log)
+}
 
+// commandFor is the command of a task attempt, with its environment.
+func (w *Worker) commandFor(p execPlan, ws, resultPath string) (*exec.Cmd, error) {
 	params, err := json.Marshal(p.params)
 	if err != nil {
-		return failed(p.attempt, "encode parameters: %v", err)
+		return nil, fmt.Errorf("encode parameters: %w", err)
 	}
 	inputs, err := json.Marshal(p.inputs)
 	if err != nil {
-		return failed(p.attempt, "encode inputs: %v", err)
+		return nil, fmt.Errorf("encode inputs: %w", err)
 	}
 	cmd := command(w.commandPath(p.task.Command[0]), p.task.Command[1:]...)
 	cmd.Env = commandEnv(w.opts.Env, p.task, map[string]string{
@@ -159,32 +186,55 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		"ORDO_WORKSPACE":   ws,
 	})
 	cmd.SysProcAttr = taskProcAttr()
+	return cmd, nil
+}
 
+// commandOutput is a started command's stdout and stderr, read into its log.
+type commandOutput struct {
+	outR, errR *os.File
+	readers    sync.WaitGroup
+}
+
+// startLogged starts cmd with its stdout and stderr read line by line into
+// log. The output is nil when its pipes could not be made.
+func startLogged(cmd *exec.Cmd, log *taskLog) (*commandOutput, error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return failed(p.attempt, "create pipe: %v", err)
+		return nil, err
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return failed(p.attempt, "create pipe: %v", err)
+		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
 	startErr := cmd.Start()
 	outW.Close()
 	errW.Close()
+	o := &commandOutput{outR: outR, errR: errR}
 	if startErr != nil {
 		outR.Close()
 		errR.Close()
-		log.system("could not start %q: %v", p.task.Command[0], startErr)
-		return failed(p.attempt, "start command: %v", startErr)
+		return o, startErr
 	}
-	pgid := cmd.Process.Pid
-	var readers sync.WaitGroup
-	readers.Go(func() { readLines(outR, func(s string) { log.line(StreamStdout, "", s) }) })
-	readers.Go(func() { readLines(errR, func(s string) { log.line(StreamStderr, "", s) }) })
+	o.readers.Go(func() { readLines(outR, func(s string) { log.line(StreamStdout, "", s) }) })
+	o.readers.Go(func() { readLines(errR, func(s string) { log.line(StreamStderr, "", s) }) })
+	return o, nil
+}
 
+// commandEnd is how a command's process ended.
+type commandEnd struct {
+	err      error // cmd.Wait's
+	timedOut bool  // killed at the task's timeout
+	stopped  bool  // killed because the attempt's context ended
+}
+
+// waitCommand waits for a started command to end, killing its process
+// group at the task's timeout or when ctx ends, then reads the rest of its
+// output.
+func (w *Worker) waitCommand(ctx context.Context, p execPlan, cmd *exec.Cmd, out *commandOutput) commandEnd {
+	pgid := cmd.Process.Pid
 	waitCh := make(chan error, 1)
 	go func() { waitCh <- cmd.Wait() }()
 	var timeoutC <-chan time.Time
@@ -193,31 +243,32 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		defer timer.Stop()
 		timeoutC = timer.C
 	}
-	var (
-		waitErr  error
-		timedOut bool
-		stopped  bool
-	)
+	var end commandEnd
 	select {
-	case waitErr = <-waitCh:
+	case end.err = <-waitCh:
 	case <-timeoutC:
-		timedOut = true
-		waitErr = w.killGroup(pgid, waitCh)
+		end.timedOut = true
+		end.err = w.killGroup(pgid, waitCh)
 	case <-ctx.Done():
-		stopped = true
-		waitErr = w.killGroup(pgid, waitCh)
+		end.stopped = true
+		end.err = w.killGroup(pgid, waitCh)
 	}
 	// Whatever the task left running in its group goes with it.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	if !waitTimeout(&readers, 2*time.Second) {
+	if !waitTimeout(&out.readers, 2*time.Second) {
 		// a process that left the group still holds the pipes
-		outR.Close()
-		errR.Close()
-		readers.Wait()
+		out.outR.Close()
+		out.errR.Close()
+		out.readers.Wait()
 	}
-	outR.Close()
-	errR.Close()
+	out.outR.Close()
+	out.errR.Close()
+	return end
+}
 
+// commandOutcome is the outcome of a command that ended: its result, or
+// why it failed or was stopped.
+func commandOutcome(ctx context.Context, p execPlan, cmd *exec.Cmd, end commandEnd, resultPath string, log *taskLog) outcome {
 	code := -1
 	if cmd.ProcessState != nil {
 		code = cmd.ProcessState.ExitCode()
@@ -226,7 +277,7 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		_ = os.Remove(resultPath) // a result the task wrote before it failed
 		// a worker that stops hands the attempt back: it runs again at once
 		// elsewhere, without using one of the task's retries
-		f := &domain.AttemptFailure{Attempt: p.attempt, Error: msg, TimedOut: timedOut, Interrupted: stopped, LogTail: log.lastLines()}
+		f := &domain.AttemptFailure{Attempt: p.attempt, Error: msg, TimedOut: end.timedOut, Interrupted: end.stopped, LogTail: log.lastLines()}
 		if code >= 0 {
 			f.ExitCode = &code
 		}
@@ -241,20 +292,20 @@ func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *tas
 		return msg
 	}
 	switch {
-	case timedOut:
+	case end.timedOut:
 		msg := fmt.Sprintf("timed out after %s: the process group was killed", p.timeout())
 		log.system("%s", msg)
 		return fail(why(msg))
-	case stopped && errors.Is(context.Cause(ctx), errRunCancelled):
+	case end.stopped && errors.Is(context.Cause(ctx), errRunCancelled):
 		_ = os.Remove(resultPath)
 		log.system("the flow run was cancelled: the process group was killed")
 		return outcome{cancelled: true, logTail: log.lastLines()}
-	case stopped:
+	case end.stopped:
 		msg := "the worker stopped while the task ran: the process group was killed and the attempt handed back"
 		log.system("%s", msg)
 		return fail(msg)
-	case waitErr != nil:
-		msg := describeExit(cmd.ProcessState, waitErr)
+	case end.err != nil:
+		msg := describeExit(cmd.ProcessState, end.err)
 		log.system("%s", msg)
 		return fail(why(msg))
 	}

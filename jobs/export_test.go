@@ -5,8 +5,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // ObserveDueTimer makes d send "listening" to events once it listens for
@@ -22,11 +21,12 @@ func DisableCancelListen(o *WorkerOptions) { o.noCancelListen = true }
 // CommittedEarlier reports which of the jobs, each the job of an outcome
 // whose commit was tried again, a first try already finished.
 func CommittedEarlier(ctx context.Context, tx pgx.Tx, jobIDs []int64) (map[int64]bool, error) {
-	ops := make([]*taskOp, len(jobIDs))
-	for i, id := range jobIDs {
-		ops[i] = &taskOp{retried: true, job: &river.Job[TaskRunArgs]{JobRow: &rivertype.JobRow{ID: id}}}
+	done, err := riverjob.NotRunning(ctx, tx, jobIDs)
+	landed := map[int64]bool{}
+	for _, id := range done {
+		landed[id] = true
 	}
-	return committedEarlier(ctx, tx, ops)
+	return landed, err
 }
 
 // DeletedJobs reports how many jobs the worker's commits deleted whose
@@ -41,6 +41,3 @@ func DeletedJobs(w *Worker) (pending int, leftOut int64) {
 // SetWorkspaceSweep sets how often a worker looks for the workspaces of
 // ended runs to remove.
 func SetWorkspaceSweep(o *WorkerOptions, d time.Duration) { o.workspaceSweep = d }
-
-// AttemptArgs reads args as jsonb prints an attempt's, without a decoder.
-var AttemptArgs = attemptArgs

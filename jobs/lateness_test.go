@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/jobs"
 )
@@ -21,14 +22,14 @@ func TestManualRunsBecomeLate(t *testing.T) {
 		spec := scheduledSpec("manual-late", nil)
 		spec.WorkQueue = "nobody" // no worker takes it
 		d := b.deploy(t, spec)
-		now, err := b.runs.RunFromDeployment(ctx, d.ID, jobs.RunRequest{Name: "now"}, "token:test")
+		now, err := b.runs.RunFromDeployment(ctx, d.ID, commands.RunRequest{Name: "now"}, "token:test")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if now.State.Type != domain.Scheduled {
 			t.Fatalf("a manual run due now is %s, want SCHEDULED until a worker starts it", now.State.Type)
 		}
-		later, err := b.runs.RunFromDeployment(ctx, d.ID, jobs.RunRequest{Name: "later", ScheduledAt: now.ScheduledAt.Add(time.Minute)}, "token:test")
+		later, err := b.runs.RunFromDeployment(ctx, d.ID, commands.RunRequest{Name: "later", ScheduledAt: now.ScheduledAt.Add(time.Minute)}, "token:test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +50,7 @@ func TestManualRunsBecomeLate(t *testing.T) {
 			t.Fatalf("at its threshold the run due now is %+v and the later one %+v, want only the first Late", b.flowRun(t, now.ID).State, b.flowRun(t, later.ID).State)
 		}
 		e, _ := b.lastEvent(t, now.ID, "FlowRunLate")
-		if e.Metadata.Reason != "not started within 5s of its scheduled time" || e.Metadata.Actor != jobs.SchedulerActor {
+		if e.Metadata.Reason != "not started within 5s of its scheduled time" || e.Metadata.Actor != commands.SchedulerActor {
 			t.Errorf("FlowRunLate of the manual run: %+v", e.Metadata)
 		}
 		at(later.ScheduledAt.Add(lateAfter))
@@ -81,11 +82,11 @@ func TestManualRunsBecomeLate(t *testing.T) {
 		onTime := b.deploy(t, scheduledSpec("manual-on-time", nil))
 		runScheduler(t, b.scheduler(t, jobs.SchedulerOptions{LateAfter: time.Second, Interval: 100 * time.Millisecond}))
 
-		stuck, err := b.runs.RunFromDeployment(ctx, d.ID, jobs.RunRequest{}, "token:test")
+		stuck, err := b.runs.RunFromDeployment(ctx, d.ID, commands.RunRequest{}, "token:test")
 		if err != nil {
 			t.Fatal(err)
 		}
-		ran, err := b.runs.RunFromDeployment(ctx, onTime.ID, jobs.RunRequest{}, "token:test")
+		ran, err := b.runs.RunFromDeployment(ctx, onTime.ID, commands.RunRequest{}, "token:test")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/jobs"
 	"github.com/ordoflow/ordo/projections"
@@ -104,7 +105,7 @@ func (b testBundle) setQueueLimit(t *testing.T, queue string, limit int) {
 // createOn creates a run of flow due now on queue.
 func (b testBundle) createOn(t *testing.T, queue string, flow domain.FlowSpec) domain.FlowRun {
 	t.Helper()
-	fr, err := b.svc.RunCreate(t.Context(), jobs.RunCreateParams{DeploymentName: "test", WorkQueue: queue, Flow: flow, Actor: "token:test"})
+	fr, err := b.svc.RunCreate(t.Context(), commands.RunCreateParams{DeploymentName: "test", WorkQueue: queue, Flow: flow, Actor: "token:test"})
 	if err != nil {
 		t.Fatal(err)
 	}

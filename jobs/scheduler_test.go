@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/internal/bench"
@@ -24,14 +25,14 @@ import (
 // schedBundle is a test database with the deployment write side.
 type schedBundle struct {
 	testBundle
-	deployments *jobs.DeploymentCommands
-	runs        *jobs.DeploymentRuns
+	deployments *commands.DeploymentCommands
+	runs        *commands.DeploymentRuns
 }
 
 func schedSetup(t *testing.T) schedBundle {
 	t.Helper()
 	b := setup(t)
-	return schedBundle{testBundle: b, deployments: jobs.NewDeploymentCommands(b.store), runs: jobs.NewDeploymentRuns(b.svc)}
+	return schedBundle{testBundle: b, deployments: commands.NewDeploymentCommands(b.store), runs: commands.NewDeploymentRuns(b.svc)}
 }
 
 var noopHandlers = func() *jobs.Handlers {
@@ -72,7 +73,7 @@ func (b schedBundle) scheduler(t *testing.T, opts jobs.SchedulerOptions) *jobs.S
 	if opts.RunsPerTick == 0 {
 		opts.RunsPerTick = 1_000_000
 	}
-	s, err := jobs.NewScheduler(b.pool, b.store, b.svc, opts)
+	s, err := jobs.NewScheduler(b.pool, b.svc, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,8 +325,8 @@ func TestSchedulerTwoServersNoDuplicateNoGap(t *testing.T) {
 		cancel context.CancelFunc
 		done   chan struct{}
 	}
-	start := func(pool *pgxpool.Pool, store *eventstore.Store, svc *jobs.Service) *server {
-		s, err := jobs.NewScheduler(pool, store, svc, jobs.SchedulerOptions{Interval: 200 * time.Millisecond, Logger: quietLogger})
+	start := func(pool *pgxpool.Pool, store *eventstore.Store, svc *commands.Service) *server {
+		s, err := jobs.NewScheduler(pool, svc, jobs.SchedulerOptions{Interval: 200 * time.Millisecond, Logger: quietLogger})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -352,7 +353,7 @@ func TestSchedulerTwoServersNoDuplicateNoGap(t *testing.T) {
 	}
 	servers := []*server{
 		start(b.pool, b.store, b.svc),
-		start(pool2, store2, jobs.NewService(pool2, store2, client2, jobs.ServiceOptions{})),
+		start(pool2, store2, commands.NewService(pool2, store2, jobs.RiverEnqueuer(client2), commands.ServiceOptions{})),
 	}
 	leader := func() int {
 		var found = -1
@@ -443,7 +444,7 @@ func TestSchedulerPauseResumeDelete(t *testing.T) {
 	}
 	// The pause cancelled them in its own transaction.
 	for _, r := range before {
-		b.assertCancelled(t, r, jobs.ReasonDeploymentPaused)
+		b.assertCancelled(t, r, commands.ReasonDeploymentPaused)
 	}
 	tick(t, s)
 	if n := len(b.runsOf(t, d.ID)); n != len(before) {
@@ -468,7 +469,7 @@ func TestSchedulerPauseResumeDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range fresh {
-		b.assertCancelled(t, r, jobs.ReasonDeploymentDeleted)
+		b.assertCancelled(t, r, commands.ReasonDeploymentDeleted)
 	}
 	tick(t, s)
 	var cursors int
@@ -504,7 +505,7 @@ func TestSchedulerScheduleChange(t *testing.T) {
 	b.deploy(t, spec)
 	for _, r := range old {
 		if r.ScheduledAt.After(time.Now().Add(time.Second)) {
-			b.assertCancelled(t, r, jobs.ReasonScheduleChanged)
+			b.assertCancelled(t, r, commands.ReasonScheduleChanged)
 		}
 	}
 	tick(t, s)
@@ -590,7 +591,7 @@ func TestSchedulerLateRunsAndCatchUpWithoutWorker(t *testing.T) {
 				case fr.State.Type == domain.Cancelled:
 				case fr.State.Type != domain.Scheduled || fr.State.Name != domain.NameLate:
 					t.Errorf("run due at %s with no worker is %s/%s, want SCHEDULED/Late", r.ScheduledAt, fr.State.Type, fr.State.Name)
-				case !ok || e.Metadata.Reason != "not started within 1s of its scheduled time" || e.Metadata.Actor != jobs.SchedulerActor:
+				case !ok || e.Metadata.Reason != "not started within 1s of its scheduled time" || e.Metadata.Actor != commands.SchedulerActor:
 					t.Errorf("FlowRunLate of the run at %s: %+v", r.ScheduledAt, e.Metadata)
 				default:
 					kept = append(kept, fr)
@@ -606,14 +607,14 @@ func TestSchedulerLateRunsAndCatchUpWithoutWorker(t *testing.T) {
 					t.Errorf("catch_up latest kept %d late runs, want at most the newest", len(kept))
 				}
 				for _, r := range late[:len(late)-1] {
-					b.assertCancelled(t, r, jobs.ReasonCatchUpLatest)
+					b.assertCancelled(t, r, commands.ReasonCatchUpLatest)
 				}
 			case domain.CatchUpNone:
 				if len(kept) != 0 {
 					t.Errorf("catch_up none kept %d late runs", len(kept))
 				}
 				for _, r := range late {
-					b.assertCancelled(t, r, jobs.ReasonCatchUpNone)
+					b.assertCancelled(t, r, commands.ReasonCatchUpNone)
 				}
 			}
 
@@ -677,14 +678,14 @@ func TestSchedulerCatchUpAfterDowntime(t *testing.T) {
 					t.Errorf("catch_up latest created runs for %v, want one for %v", missedTimes, lastMissed)
 				}
 				for _, s := range before {
-					b.assertCancelled(t, s.run, jobs.ReasonCatchUpLatest)
+					b.assertCancelled(t, s.run, commands.ReasonCatchUpLatest)
 				}
 			case domain.CatchUpNone:
 				if len(missed) != 0 {
 					t.Errorf("catch_up none created runs for %v", missedTimes)
 				}
 				for _, s := range before {
-					b.assertCancelled(t, s.run, jobs.ReasonCatchUpNone)
+					b.assertCancelled(t, s.run, commands.ReasonCatchUpNone)
 				}
 			}
 			// And the schedule goes on from there.
@@ -749,12 +750,12 @@ func TestDeploymentInvalidInputStoresNothing(t *testing.T) {
 	spec.ParametersSchema, spec.Parameters = schema, map[string]any{"test_size": 0.2}
 	d := b.deploy(t, spec)
 	n := countEvents(t, b)
-	_, err := b.runs.RunFromDeployment(t.Context(), d.ID, jobs.RunRequest{Parameters: map[string]any{"test_size": "big"}}, "token:test")
+	_, err := b.runs.RunFromDeployment(t.Context(), d.ID, commands.RunRequest{Parameters: map[string]any{"test_size": "big"}}, "token:test")
 	var de *domain.Error
 	if !errors.As(err, &de) || de.Code != domain.CodeInvalid || len(de.Details) == 0 || de.Details[0].Field != "parameters.test_size" {
 		t.Fatalf("run with bad parameters: %v, want an invalid error naming parameters.test_size", err)
 	}
-	if _, err := b.runs.RunFromDeployment(t.Context(), uuid.New(), jobs.RunRequest{}, "token:test"); domain.ErrorCode(err) != domain.CodeNotFound {
+	if _, err := b.runs.RunFromDeployment(t.Context(), uuid.New(), commands.RunRequest{}, "token:test"); domain.ErrorCode(err) != domain.CodeNotFound {
 		t.Fatalf("run of an unknown deployment: %v", err)
 	}
 	if m := countEvents(t, b); m != n {
@@ -772,7 +773,7 @@ func TestDeploymentRunFromDeployment(t *testing.T) {
 	d := b.deploy(t, spec)
 
 	at := time.Now().Add(time.Hour).Truncate(time.Second)
-	fr, err := b.runs.RunFromDeployment(ctx, d.ID, jobs.RunRequest{
+	fr, err := b.runs.RunFromDeployment(ctx, d.ID, commands.RunRequest{
 		Parameters: map[string]any{"test_size": 0.3}, Name: "nightly-rerun", ScheduledAt: at,
 	}, "token:alice")
 	if err != nil {
@@ -792,7 +793,7 @@ func TestDeploymentRunFromDeployment(t *testing.T) {
 	errs := make([]error, 5)
 	for i := range ids {
 		wg.Go(func() {
-			r, err := b.runs.RunFromDeployment(ctx, d.ID, jobs.RunRequest{IdempotencyKey: "k1"}, "token:alice")
+			r, err := b.runs.RunFromDeployment(ctx, d.ID, commands.RunRequest{IdempotencyKey: "k1"}, "token:alice")
 			ids[i], errs[i] = r.ID, err
 		})
 	}
@@ -847,7 +848,7 @@ func TestConcurrencyLimitEnqueue(t *testing.T) {
 			ctx := t.Context()
 			var runs []domain.FlowRun
 			for i := range 3 {
-				fr, err := b.runs.RunFromDeployment(ctx, d.ID, jobs.RunRequest{Name: fmt.Sprint("r", i)}, "token:test")
+				fr, err := b.runs.RunFromDeployment(ctx, d.ID, commands.RunRequest{Name: fmt.Sprint("r", i)}, "token:test")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -879,7 +880,7 @@ func TestConcurrencyLimitEnqueue(t *testing.T) {
 					}
 					defer tx.Rollback(ctx) //nolint:errcheck
 					ended := []uuid.UUID{runs[0].ID, runs[1].ID, runs[2].ID}
-					if _, err := jobs.ReleaseDeploymentSlots(ctx, tx, b.store, client, ended, "worker:test"); err != nil {
+					if _, err := commands.ReleaseDeploymentSlots(ctx, tx, b.store, jobs.RiverEnqueuer(client), ended, "worker:test"); err != nil {
 						t.Fatal(err)
 					}
 					if err := tx.Commit(ctx); err != nil {
@@ -910,7 +911,7 @@ func TestConcurrencyLimitEnqueue(t *testing.T) {
 				if cur.StartedAt.Before(*prev.EndedAt) {
 					t.Errorf("run %d started at %v, before run %d ended at %v", i, cur.StartedAt, i-1, prev.EndedAt)
 				}
-				if e, ok := b.lastEvent(t, cur.ID, "FlowRunPending"); !ok || e.Metadata.Reason != jobs.ReasonSlotFree {
+				if e, ok := b.lastEvent(t, cur.ID, "FlowRunPending"); !ok || e.Metadata.Reason != commands.ReasonSlotFree {
 					t.Errorf("run %d was admitted with %+v", i, e.Metadata)
 				}
 			}
@@ -923,25 +924,25 @@ func TestConcurrencyLimitCancelNew(t *testing.T) {
 	t.Parallel()
 	b, d, gate := concurrencySetup(t, domain.ConcurrencyCancelNew)
 	ctx := t.Context()
-	first, err := b.runs.RunFromDeployment(ctx, d.ID, jobs.RunRequest{}, "token:test")
+	first, err := b.runs.RunFromDeployment(ctx, d.ID, commands.RunRequest{}, "token:test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := b.runs.RunFromDeployment(ctx, d.ID, jobs.RunRequest{}, "token:test")
+	second, err := b.runs.RunFromDeployment(ctx, d.ID, commands.RunRequest{}, "token:test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if first.State.Type != domain.Pending || second.State.Type != domain.Cancelled {
 		t.Fatalf("runs are %s and %s, want PENDING and CANCELLED", first.State.Type, second.State.Type)
 	}
-	b.assertCancelled(t, second, jobs.ReasonConcurrencyLimit)
+	b.assertCancelled(t, second, commands.ReasonConcurrencyLimit)
 	gate <- struct{}{}
 	if fr := b.wait(t, first.ID); fr.State.Type != domain.Completed {
 		t.Fatalf("the first run ended %s", fr.State.Type)
 	}
 	// Its slot is free again (here through the scheduler's tick).
 	tick(t, b.scheduler(t, jobs.SchedulerOptions{}))
-	third, err := b.runs.RunFromDeployment(ctx, d.ID, jobs.RunRequest{}, "token:test")
+	third, err := b.runs.RunFromDeployment(ctx, d.ID, commands.RunRequest{}, "token:test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1027,7 +1028,7 @@ func TestSchedulerCreatesTheEarliestRunsFirst(t *testing.T) {
 	}
 
 	// While a task run waits for a worker, nothing beyond the first minute.
-	due, err := b.svc.RunCreate(t.Context(), jobs.RunCreateParams{Flow: domain.FlowSpec{Name: "waiting", Tasks: []domain.TaskSpec{{Name: "t", Command: []string{"true"}}}}})
+	due, err := b.svc.RunCreate(t.Context(), commands.RunCreateParams{Flow: domain.FlowSpec{Name: "waiting", Tasks: []domain.TaskSpec{{Name: "t", Command: []string{"true"}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

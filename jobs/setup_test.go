@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/internal/pgtest"
@@ -24,7 +25,7 @@ import (
 type testBundle struct {
 	pool      *pgxpool.Pool
 	store     *eventstore.Store
-	svc       *jobs.Service
+	svc       *commands.Service
 	workspace string
 }
 
@@ -39,7 +40,7 @@ func setup(t *testing.T) testBundle {
 	}
 	return testBundle{
 		pool: pool, store: store,
-		svc:       jobs.NewService(pool, store, client, jobs.ServiceOptions{}),
+		svc:       commands.NewService(pool, store, jobs.RiverEnqueuer(client), commands.ServiceOptions{}),
 		workspace: t.TempDir(),
 	}
 }
@@ -85,7 +86,7 @@ func (b testBundle) create(t *testing.T, flow domain.FlowSpec, params map[string
 	if err := flow.Validate(); err != nil {
 		t.Fatalf("test flow: %v", err)
 	}
-	fr, err := b.svc.RunCreate(t.Context(), jobs.RunCreateParams{
+	fr, err := b.svc.RunCreate(t.Context(), commands.RunCreateParams{
 		DeploymentName: "test", Flow: flow, Parameters: params, Actor: "token:test",
 	})
 	if err != nil {
@@ -223,7 +224,7 @@ func bundleOn(t *testing.T, pool *pgxpool.Pool) testBundle {
 	}
 	return testBundle{
 		pool: pool, store: store,
-		svc:       jobs.NewService(pool, store, client, jobs.ServiceOptions{}),
+		svc:       commands.NewService(pool, store, jobs.RiverEnqueuer(client), commands.ServiceOptions{}),
 		workspace: t.TempDir(),
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/jobs"
 )
@@ -15,7 +16,7 @@ import (
 // deploy saves a deployment of flow under name.
 func (b testBundle) deploy(t *testing.T, name string, params map[string]any, tasks ...domain.TaskSpec) domain.Deployment {
 	t.Helper()
-	d, _, err := jobs.NewDeploymentCommands(b.store).DeploymentSave(t.Context(), domain.DeploymentSpec{
+	d, _, err := commands.NewDeploymentCommands(b.store).DeploymentSave(t.Context(), domain.DeploymentSpec{
 		Name: name, Parameters: params, Flow: domain.FlowSpec{Name: name + "-flow", Tasks: tasks},
 	}, "token:test")
 	if err != nil {
@@ -149,7 +150,7 @@ func TestSubflowConcurrencyLimit(t *testing.T) {
 	setup := func(t *testing.T, policy string) (schedBundle, domain.Deployment, chan struct{}, domain.FlowRun, domain.FlowRun, domain.FlowRun) {
 		t.Helper()
 		b, d, gate := concurrencySetup(t, policy)
-		holder, err := b.runs.RunFromDeployment(t.Context(), d.ID, jobs.RunRequest{Name: "holder"}, "token:test")
+		holder, err := b.runs.RunFromDeployment(t.Context(), d.ID, commands.RunRequest{Name: "holder"}, "token:test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,7 +193,7 @@ func TestSubflowConcurrencyLimit(t *testing.T) {
 		if child.StartedAt.Before(*holder.EndedAt) {
 			t.Errorf("the child started at %v, before the run holding the slot ended at %v", child.StartedAt, holder.EndedAt)
 		}
-		if e, ok := b.lastEvent(t, child.ID, "FlowRunPending"); !ok || e.Metadata.Reason != jobs.ReasonSlotFree {
+		if e, ok := b.lastEvent(t, child.ID, "FlowRunPending"); !ok || e.Metadata.Reason != commands.ReasonSlotFree {
 			t.Errorf("the child was admitted with %+v", e.Metadata)
 		}
 		b.validate(t)
@@ -218,12 +219,12 @@ func TestSubflowConcurrencyLimit(t *testing.T) {
 				tick(t, b.scheduler(t, jobs.SchedulerOptions{})) // admission: no slot, and now cancel_new
 			}
 			fr := b.wait(t, parent.ID)
-			if fr.State.Type != domain.Failed || !strings.Contains(fr.State.Message, jobs.ReasonConcurrencyLimit) {
+			if fr.State.Type != domain.Failed || !strings.Contains(fr.State.Message, commands.ReasonConcurrencyLimit) {
 				t.Fatalf("the parent ended %s (%q), want FAILED because of the concurrency limit", fr.State.Type, fr.State.Message)
 			}
-			b.assertCancelled(t, child, jobs.ReasonConcurrencyLimit)
+			b.assertCancelled(t, child, commands.ReasonConcurrencyLimit)
 			sub := b.tasks(t, fr)["sub"].run
-			if sub.State.Type != domain.Failed || !strings.Contains(sub.State.Message, "was cancelled: "+jobs.ReasonConcurrencyLimit) {
+			if sub.State.Type != domain.Failed || !strings.Contains(sub.State.Message, "was cancelled: "+commands.ReasonConcurrencyLimit) {
 				t.Errorf("the sub-flow task is %s (%q), want FAILED with the reason", sub.State.Type, sub.State.Message)
 			}
 			gate <- struct{}{}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/jobs"
 )
@@ -70,7 +71,7 @@ func TestWorkersTakeOnlyTheirQueues(t *testing.T) {
 	gpu := b.startWorker(t, jobs.WorkerOptions{Name: "gpu-worker", Queues: []string{"gpu"}})
 	train := sh("train", "true", "prep")
 	train.WorkQueue = "gpu"
-	fr, err := b.svc.RunCreate(t.Context(), jobs.RunCreateParams{
+	fr, err := b.svc.RunCreate(t.Context(), commands.RunCreateParams{
 		WorkQueue: "cpu", Actor: "token:test",
 		Flow: domain.FlowSpec{Name: "routed", Tasks: []domain.TaskSpec{sh("prep", "true"), train, sh("report", "true", "train")}},
 	})
@@ -271,7 +272,7 @@ func TestRunCreate(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		flow := domain.FlowSpec{Name: "once", Tasks: []domain.TaskSpec{sh("t", "true")}}
-		p := jobs.RunCreateParams{Flow: flow, IdempotencyKey: "req-1", Actor: "token:test"}
+		p := commands.RunCreateParams{Flow: flow, IdempotencyKey: "req-1", Actor: "token:test"}
 		first, err := b.svc.RunCreate(t.Context(), p)
 		if err != nil {
 			t.Fatal(err)
@@ -300,7 +301,7 @@ func TestRunCreate(t *testing.T) {
 	t.Run("InvalidFlow", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		_, err := b.svc.RunCreate(t.Context(), jobs.RunCreateParams{Flow: domain.FlowSpec{Name: "x", Tasks: []domain.TaskSpec{sh("a", "true", "zzz")}}})
+		_, err := b.svc.RunCreate(t.Context(), commands.RunCreateParams{Flow: domain.FlowSpec{Name: "x", Tasks: []domain.TaskSpec{sh("a", "true", "zzz")}}})
 		if domain.ErrorCode(err) != domain.CodeInvalid || !strings.Contains(err.Error(), "flow.tasks[0].depends_on") {
 			t.Errorf("got %v, want an invalid error naming the field", err)
 		}
@@ -311,7 +312,7 @@ func TestRunCreate(t *testing.T) {
 		b := setup(t)
 		b.startWorker(t, jobs.WorkerOptions{})
 		due := time.Now().Add(1200 * time.Millisecond)
-		fr, err := b.svc.RunCreate(t.Context(), jobs.RunCreateParams{
+		fr, err := b.svc.RunCreate(t.Context(), commands.RunCreateParams{
 			Flow: domain.FlowSpec{Name: "later", Tasks: []domain.TaskSpec{sh("t", "true")}}, ScheduledAt: due, Actor: "scheduler",
 		})
 		if err != nil {

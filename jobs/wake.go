@@ -9,8 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // waker tells River's producers that queues have new jobs, after the
@@ -67,32 +66,11 @@ func (k *waker) run(ctx context.Context) {
 			continue
 		}
 		nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := notifyQueues(nctx, k.pool, queues)
+		err := riverjob.NotifyInsert(nctx, k.pool, queues)
 		cancel()
 		if err != nil && ctx.Err() == nil {
 			// River's own notification or its poll still finds the jobs.
 			k.logger.Debug("wake queues", "queues", queues, "err", err)
 		}
-	}
-}
-
-// notifyQueues sends River's insert notification for queues.
-func notifyQueues(ctx context.Context, q eventstore.Querier, queues []string) error {
-	if len(queues) == 0 {
-		return nil
-	}
-	_, err := q.Exec(ctx, `
-SELECT pg_notify(current_schema() || '.river_insert', json_build_object('queue', q)::text) FROM unnest($1::text[]) AS q`, queues)
-	return err
-}
-
-// wakeAfterCommit notifies the queues a committed settlement queued jobs in
-// now; a failure only delays the jobs until the workers' next poll.
-func wakeAfterCommit(ctx context.Context, q eventstore.Querier, s *settlement, logger *slog.Logger) {
-	if s == nil || len(s.wake) == 0 {
-		return
-	}
-	if err := notifyQueues(context.WithoutCancel(ctx), q, slices.Sorted(maps.Keys(s.wake))); err != nil {
-		logger.Debug("wake queues", "err", err)
 	}
 }

@@ -13,11 +13,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/internal/groupcommit"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // WorkerOptions configure a Worker. The zero value of each field means its
@@ -177,10 +178,9 @@ type Worker struct {
 	store *eventstore.Store
 	opts  WorkerOptions
 	id    uuid.UUID
-	meta  domain.Metadata
 
 	client     *river.Client[pgx.Tx]
-	eng        *engine
+	attempts   *commands.Attempts
 	wake       *waker
 	running    *attempts
 	wsMu       sync.Mutex
@@ -194,8 +194,8 @@ type Worker struct {
 	recorders sync.WaitGroup
 	stopping  chan struct{} // closed when Stop begins
 	stopOnce  sync.Once
-	starts    *groupcommit.Committer[*taskOp]
-	finishes  *groupcommit.Committer[*taskOp]
+	starts    *groupcommit.Committer[*commands.Op]
+	finishes  *groupcommit.Committer[*commands.Op]
 	deleted   *deletedJobs // jobs the worker's commits deleted, left out of River's completions
 
 	ctx    context.Context // lives until Stop has stopped River
@@ -215,7 +215,6 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 	}
 	w := &Worker{
 		pool: pool, store: store, opts: opts, id: id,
-		meta:    domain.Metadata{Actor: "worker:" + opts.Name},
 		running: newAttempts(), workspaces: map[uuid.UUID]bool{},
 		wake:      newWaker(pool, opts.Logger),
 		logs:      newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
@@ -252,15 +251,10 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 	if err != nil {
 		return nil, fmt.Errorf("river client: %w", err)
 	}
-	w.eng = newEngine(store, w.client)
+	w.attempts = commands.NewAttempts(store, RiverEnqueuer(w.client), commands.AttemptsOptions{
+		Worker: opts.Name, WorkerID: id, Logger: opts.Logger, SlotRecheck: opts.slotRecheck,
+	})
 	return w, nil
-}
-
-// NewInsertClient returns a River client that only inserts jobs, as
-// NewService needs. Its insert notifications are not rate limited beyond
-// 1ms per queue, so workers hear of new runs at once.
-func NewInsertClient(pool *pgxpool.Pool) (*river.Client[pgx.Tx], error) {
-	return river.NewClient(riverpgxv5.New(pool), &river.Config{FetchCooldown: time.Millisecond})
 }
 
 // Name is the worker's name, as recorded in TaskRunStarted events.
@@ -345,7 +339,7 @@ RETURNING before.dead_at`, w.id).Scan(&deadAt)
 
 // taskRunWorker is the River worker of ordo.task_run jobs.
 type taskRunWorker struct {
-	river.WorkerDefaults[TaskRunArgs]
+	river.WorkerDefaults[riverjob.TaskRunArgs]
 	w *Worker
 }
 
@@ -353,11 +347,11 @@ type taskRunWorker struct {
 // so that a crash is visible), runs it, and hands its outcome to be
 // recorded together with the job's completion and what follows from it
 // (recordOutcome), without waiting for that commit.
-func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) error {
+func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[riverjob.TaskRunArgs]) error {
 	w := t.w
 	if job.Args.ChildFlowRunID != uuid.Nil {
 		// A sub-flow run ended: settle the parent attempt.
-		return w.commit(w.finishes, &taskOp{kind: opFinish, ctx: ctx, job: job}, "record the end of sub-flow run")
+		return w.commit(w.finishes, opOf(commands.OpFinish, job), "record the end of sub-flow run")
 	}
 	// Registered before the start commits, so that a cancellation that
 	// commits right after it finds the attempt.
@@ -366,35 +360,35 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) e
 	w.running.add(job.Args.FlowRunID, job.ID, stop)
 	defer w.running.remove(job.Args.FlowRunID, job.ID)
 
-	start := &taskOp{kind: opStart, ctx: ctx, job: job}
+	start := opOf(commands.OpStart, job)
 	if err := w.commit(w.starts, start, "start task run"); err != nil {
 		return err
 	}
 	var out outcome
-	switch start.res.action {
-	case actionSkip:
-		w.opts.Logger.Debug("task run job skipped", "task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "reason", start.res.reason)
+	switch start.Result.Action {
+	case commands.ActionSkip:
+		w.opts.Logger.Debug("task run job skipped", "task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "reason", start.Result.Reason)
 		return nil
-	case actionDone:
-		w.opts.Logger.Debug("task run settled at start", "task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "reason", start.res.reason)
+	case commands.ActionDone:
+		w.opts.Logger.Debug("task run settled at start", "task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "reason", start.Result.Reason)
 		return nil
-	case actionWait:
+	case commands.ActionWait:
 		// The start completed this job and handed the attempt to a new one:
 		// River finds this one no longer running and leaves it so.
-		w.opts.Logger.Debug("task run waits for a slot", "task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "reason", start.res.reason)
+		w.opts.Logger.Debug("task run waits for a slot", "task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "reason", start.Result.Reason)
 		return nil
-	case actionRecover:
+	case commands.ActionRecover:
 		out = failed(job.Args.Attempt, "attempt %d was lost: the worker running it stopped before recording its outcome", job.Args.Attempt)
 		out.failure.Crashed = true
-	case actionRun:
-		p := start.res.plan
+	case commands.ActionRun:
+		p := planOf(start.Result.Plan)
 		log := &taskLog{w: w.logs, base: LogLine{TaskRunID: p.taskRunID, FlowRunID: p.flowRunID, Attempt: p.attempt}}
 		log.head("attempt %d of task %s started on worker %s", p.attempt, p.task.Name, w.opts.Name)
 		out = w.execute(actx, p, log)
 		out.cacheKey = p.cacheKey
 		log.sync(ctx) // the lines the task wrote are stored before its outcome
 	}
-	w.recordOutcome(job, out, start.res.slot)
+	w.recordOutcome(job, out, start.Result.Slot)
 	return nil
 }
 
@@ -407,13 +401,15 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[TaskRunArgs]) e
 // at most Concurrency per queue: past that, Work waits here, its slot held.
 // The committer calls back when the outcome committed; only an outcome that
 // failed takes a goroutine, to try again or give the job back.
-func (w *Worker) recordOutcome(job *river.Job[TaskRunArgs], out outcome, slot bool) {
+func (w *Worker) recordOutcome(job *river.Job[riverjob.TaskRunArgs], out outcome, slot bool) {
 	room := w.recording[job.Queue]
 	if room != nil {
 		room <- struct{}{}
 	}
 	w.deleted.add([]int64{job.ID})
-	op := &taskOp{kind: opFinish, job: job, outcome: out, slot: slot, early: true}
+	op := opOf(commands.OpFinish, job)
+	op.Outcome = commands.Outcome{Result: out.result, Failure: out.failure, Cancelled: out.cancelled, LogTail: out.logTail, CacheKey: out.cacheKey}
+	op.Slot, op.Early = slot, true
 	w.recorders.Add(1)
 	done := func() {
 		if room != nil {
@@ -445,17 +441,11 @@ func (w *Worker) recordOutcome(job *river.Job[TaskRunArgs], out outcome, slot bo
 // A job out of River attempts is discarded instead. It tries until the
 // database takes it or the worker stops; a job still running then is
 // recovered by the reaper, as that of a stopped worker.
-func (w *Worker) giveBack(job *river.Job[TaskRunArgs]) {
-	state := "available"
-	if job.Attempt >= job.MaxAttempts {
-		state = "discarded"
-	}
+func (w *Worker) giveBack(job *river.Job[riverjob.TaskRunArgs]) {
+	discard := job.Attempt >= job.MaxAttempts
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := w.pool.Exec(ctx, `
-UPDATE river_job SET state = $2::river_job_state, scheduled_at = now(),
-    finalized_at = CASE WHEN $2 = 'discarded' THEN now() END
-WHERE id = $1 AND state = 'running'`, job.ID, state)
+		err := riverjob.GiveBack(ctx, w.pool, job.ID, discard)
 		cancel()
 		if err == nil {
 			w.wake.kick(map[string]bool{job.Queue: true})
@@ -474,7 +464,7 @@ WHERE id = $1 AND state = 'running'`, job.ID, state)
 // commit hands op to a committer and, while the database cannot be
 // reached, tries again for up to CommitRetryTimeout. A later try knows that
 // an earlier one may have committed.
-func (w *Worker) commit(c *groupcommit.Committer[*taskOp], op *taskOp, what string) error {
+func (w *Worker) commit(c *groupcommit.Committer[*commands.Op], op *commands.Op, what string) error {
 	began := time.Now()
 	// an outcome is always awaited: it may commit
 	return w.commitAgain(c, op, what, c.Do(context.WithoutCancel(w.ctx), op), began)
@@ -482,7 +472,7 @@ func (w *Worker) commit(c *groupcommit.Committer[*taskOp], op *taskOp, what stri
 
 // commitAgain is commit after a first try, begun at began, that ended in
 // err.
-func (w *Worker) commitAgain(c *groupcommit.Committer[*taskOp], op *taskOp, what string, err error, began time.Time) error {
+func (w *Worker) commitAgain(c *groupcommit.Committer[*commands.Op], op *commands.Op, what string, err error, began time.Time) error {
 	deadline := began.Add(w.opts.CommitRetryTimeout)
 	backoff := 50 * time.Millisecond
 	for {
@@ -490,16 +480,38 @@ func (w *Worker) commitAgain(c *groupcommit.Committer[*taskOp], op *taskOp, what
 			return nil
 		}
 		if !transient(err) || time.Now().After(deadline) || w.ctx.Err() != nil {
-			return fmt.Errorf("%s %s: %w", what, op.job.Args.TaskRunID, err)
+			return fmt.Errorf("%s %s: %w", what, op.Args.TaskRunID, err)
 		}
-		w.opts.Logger.Warn("database unavailable; trying again", "what", what, "task_run_id", op.job.Args.TaskRunID, "err", err, "in", backoff)
-		op.retried = true
+		w.opts.Logger.Warn("database unavailable; trying again", "what", what, "task_run_id", op.Args.TaskRunID, "err", err, "in", backoff)
+		op.Retried = true
 		select {
 		case <-w.ctx.Done():
-			return fmt.Errorf("%s %s: %w", what, op.job.Args.TaskRunID, err)
+			return fmt.Errorf("%s %s: %w", what, op.Args.TaskRunID, err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 2*time.Second)
 		err = c.Do(context.WithoutCancel(w.ctx), op)
 	}
+}
+
+// opOf is the op that records a job's start or finish.
+func opOf(kind commands.OpKind, job *river.Job[riverjob.TaskRunArgs]) *commands.Op {
+	return &commands.Op{Kind: kind, JobID: job.ID, Queue: job.Queue, Args: job.Args, JobAttempt: job.Attempt}
+}
+
+// commitBatch records a batch of starts or outcomes in one transaction and,
+// once it committed, does what follows: River's completions of the jobs it
+// deleted are left out, the queues that got jobs are woken, and the due
+// timer when jobs were queued for later.
+func (w *Worker) commitBatch(ctx context.Context, ops []*commands.Op) error {
+	c, err := w.attempts.CommitBatch(ctx, ops)
+	if err != nil {
+		return err
+	}
+	w.deleted.add(c.Deleted)
+	w.wake.kick(c.Wake)
+	if c.Later && w.due != nil {
+		w.due.Wake()
+	}
+	return nil
 }

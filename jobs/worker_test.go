@@ -11,6 +11,7 @@ import (
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/jobs"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 func TestDiamondFlowCompletes(t *testing.T) {
@@ -232,7 +233,7 @@ func TestFinishedJobsAreDeleted(t *testing.T) {
 	if err := b.pool.QueryRow(t.Context(), `
 INSERT INTO river_job (args, kind, max_attempts, queue, state)
 VALUES (jsonb_build_object('task_run_id', gen_random_uuid(), 'flow_run_id', gen_random_uuid(), 'attempt', 1), $1, 25, $2, 'available')
-RETURNING id`, jobs.KindTaskRun, domain.DefaultWorkQueue).Scan(&stale); err != nil {
+RETURNING id`, riverjob.KindTaskRun, domain.DefaultWorkQueue).Scan(&stale); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.pool.Exec(t.Context(), `SELECT pg_notify('river_insert', json_build_object('queue', $1::text)::text)`, domain.DefaultWorkQueue); err != nil {

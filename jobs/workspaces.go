@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/ordoflow/ordo/commands"
 )
 
 // DefaultWorkspaceRetention is how long a worker keeps a flow run's
@@ -85,7 +86,7 @@ func (w *Worker) removeEndedWorkspaces(ctx context.Context) (int, error) {
 		}
 		for _, id := range batch {
 			ev, ok := last[id]
-			if !ok || !slices.Contains(terminalEventTypes, ev.Type) || time.Since(ev.RecordedAt) < w.opts.WorkspaceRetention {
+			if !ok || !slices.Contains(commands.TerminalEventTypes, ev.Type) || time.Since(ev.RecordedAt) < w.opts.WorkspaceRetention {
 				continue
 			}
 			gone, err := w.removeWorkspace(id)

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // readModelCollector reads gauges from the database when metrics are
@@ -58,11 +59,7 @@ func (c readModelCollector) Collect(ch chan<- prometheus.Metric) {
 
 	rows, err = c.pool.Query(ctx, `
 WITH jobs AS (
-    SELECT queue,
-           count(*) FILTER (WHERE state = 'available' OR state = 'scheduled' AND scheduled_at <= now()) AS depth,
-           count(*) FILTER (WHERE state = 'running') AS running
-    FROM river_job WHERE kind = 'ordo.task_run' AND state IN ('available', 'scheduled', 'running')
-    GROUP BY queue
+    `+riverjob.CountsByQueueSQL+`
 ), workers AS (
     SELECT q AS queue, count(*) AS online FROM worker_status, unnest(queues) q WHERE online GROUP BY q
 )

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // WorkQueue is a work queue as the API shows it.
@@ -47,7 +48,7 @@ type WorkQueueFilter struct {
 // workQueueSQL lists work queues by name after $1, at most $2: every queue
 // that has settings, that River knows, that a deployment sends runs to or
 // that an online worker takes from.
-const workQueueSQL = `
+var workQueueSQL = `
 WITH names AS (
     SELECT name FROM work_queues
     UNION SELECT name FROM river_queue
@@ -56,12 +57,7 @@ WITH names AS (
 ), page AS (
     SELECT name FROM names WHERE name > $1 AND ($3 = '' OR name = $3) ORDER BY name LIMIT $2
 )
-SELECT p.name,
-    (SELECT count(*) FROM river_job j WHERE j.queue = p.name AND j.kind = 'ordo.task_run'
-        AND (j.state = 'available' OR j.state = 'scheduled' AND j.scheduled_at <= now())),
-    (SELECT count(*) FROM river_job j WHERE j.queue = p.name AND j.kind = 'ordo.task_run'
-        AND j.state = 'scheduled' AND j.scheduled_at > now()),
-    (SELECT count(*) FROM river_job j WHERE j.queue = p.name AND j.kind = 'ordo.task_run' AND j.state = 'running'),
+SELECT p.name, c.ready, c.later, c.running,
     q.paused_at, w.concurrency_limit, w.created_at, w.updated_at,
     CASE WHEN w.concurrency_limit IS NOT NULL THEN work_queue_slots_in_use(p.name, w.updated_at, '{}') END,
     (SELECT count(*) FROM work_queue_slots s WHERE s.queue = p.name AND s.state = 'waiting'),
@@ -72,6 +68,7 @@ SELECT p.name,
         ORDER BY s.name, s.started_at)
         FROM worker_status s WHERE s.online AND p.name = ANY (s.queues)), '[]')
 FROM page p
+CROSS JOIN LATERAL (` + riverjob.QueueCountsSQL("p.name") + `) c
 LEFT JOIN work_queues w ON w.name = p.name
 LEFT JOIN river_queue q ON q.name = p.name
 ORDER BY p.name`

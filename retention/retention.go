@@ -33,6 +33,7 @@ import (
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // replayLockKey is projections' replay lock ("ordorply"): a prune that
@@ -127,9 +128,8 @@ SELECT l.id FROM task_run_logs l JOIN flow_runs f ON f.id = l.flow_run_id
 WHERE f.ended_at < $1 AND f.state_type = ANY($2)`, "task_run_logs", "id", opts.Before, terminalStates); err != nil {
 		return res, fmt.Errorf("prune logs: %w", err)
 	}
-	if res.RiverJobs, err = deleteInBatches(ctx, pool, opts.DryRun, `
-SELECT id FROM river_job WHERE state IN ('completed', 'cancelled', 'discarded') AND finalized_at < $1`,
-		"river_job", "id", opts.Before); err != nil {
+	if res.RiverJobs, err = deleteInBatches(ctx, pool, opts.DryRun, riverjob.FinalizedBeforeSQL,
+		riverjob.Table, "id", opts.Before); err != nil {
 		return res, fmt.Errorf("prune river jobs: %w", err)
 	}
 	// a key is per actor: it goes once no actor's use of it is recent

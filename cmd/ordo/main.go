@@ -20,9 +20,8 @@ import (
 // gcPercent is the garbage collector's target when GOGC is not set. A
 // worker or a server allocates briskly but keeps a small heap: letting the
 // heap grow by four times the live data between collections instead of
-// once saves about a sixth of a busy worker's CPU (which on a small machine
-// is CPU that PostgreSQL gets back) for some memory: a worker running 1,000
-// no-op tasks at once peaked at 161 MiB instead of 91 MiB.
+// once trades some memory for CPU, which on a small machine PostgreSQL
+// gets back (docs/BENCHMARKS.md has the figures).
 const gcPercent = 400
 
 func main() {

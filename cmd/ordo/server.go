@@ -17,6 +17,7 @@ import (
 
 	"github.com/ordoflow/ordo/api"
 	"github.com/ordoflow/ordo/api/ui"
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/jobs"
@@ -100,13 +101,13 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		return nil, err
 	}
 	dueTimer := jobs.NewDueTimer(pool, jobs.DueTimerOptions{Logger: logger})
-	svc := jobs.NewService(pool, store, insertClient, jobs.ServiceOptions{DueTimer: dueTimer})
-	deployments := jobs.NewDeploymentCommands(store)
+	svc := commands.NewService(pool, store, jobs.RiverEnqueuer(insertClient), commands.ServiceOptions{DueTimer: dueTimer})
+	deployments := commands.NewDeploymentCommands(store)
 	auth := api.NewAuth(pool, api.AuthOptions{Logger: logger})
 	handler, err := api.New(api.Options{
 		Auth:        auth,
 		Deployments: deployments,
-		Runs:        &runCommands{runs: jobs.NewDeploymentRuns(svc), svc: svc},
+		Runs:        &runCommands{runs: commands.NewDeploymentRuns(svc), svc: svc},
 		Reads:       projections.NewReader(store),
 		Projection:  projector,
 		Pool:        pool,
@@ -117,7 +118,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	if err != nil {
 		return nil, err
 	}
-	scheduler, err := jobs.NewScheduler(pool, store, svc, jobs.SchedulerOptions{Logger: logger})
+	scheduler, err := jobs.NewScheduler(pool, svc, jobs.SchedulerOptions{Logger: logger})
 	if err != nil {
 		return nil, err
 	}
@@ -185,12 +186,12 @@ func ignoreCanceled(err error) error {
 
 // runCommands turns the API's run commands into the jobs service's.
 type runCommands struct {
-	runs *jobs.DeploymentRuns
-	svc  *jobs.Service
+	runs *commands.DeploymentRuns
+	svc  *commands.Service
 }
 
 func (r *runCommands) RunCreate(ctx context.Context, deploymentID uuid.UUID, req api.RunCreateRequest, actor string) (uuid.UUID, error) {
-	rr := jobs.RunRequest{Parameters: req.Parameters, IdempotencyKey: req.IdempotencyKey, Name: req.Name}
+	rr := commands.RunRequest{Parameters: req.Parameters, IdempotencyKey: req.IdempotencyKey, Name: req.Name}
 	if req.ScheduledAt != nil {
 		rr.ScheduledAt = *req.ScheduledAt
 	}

@@ -9,8 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
-	"github.com/ordoflow/ordo/jobs"
 )
 
 // commandChain is a flow of n command tasks, each after the one before.
@@ -62,7 +62,7 @@ func CommandWallTimes(ctx context.Context, env Env, sleepTasks int, sleep time.D
 // wallTime runs the flow and returns the time from its creation to its
 // end, both as recorded in the log.
 func (o *ordoDB) wallTime(ctx context.Context, flow domain.FlowSpec) (time.Duration, error) {
-	run, err := o.svc.RunCreate(ctx, jobs.RunCreateParams{Flow: flow, Actor: "bench"})
+	run, err := o.svc.RunCreate(ctx, commands.RunCreateParams{Flow: flow, Actor: "bench"})
 	if err != nil {
 		return 0, err
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/jobs"
@@ -43,7 +44,7 @@ func scheduleLateness(ctx context.Context, env Env, runs int, load func(ctx cont
 	}
 	due := jobs.NewDueTimer(pool, jobs.DueTimerOptions{Logger: quiet})
 	go func() { _ = due.Run(ctx) }()
-	svc := jobs.NewService(pool, store, client, jobs.ServiceOptions{DueTimer: due})
+	svc := commands.NewService(pool, store, jobs.RiverEnqueuer(client), commands.ServiceOptions{DueTimer: due})
 	w, err := jobs.NewWorker(pool, store, jobs.WorkerOptions{
 		Queues: []string{domain.DefaultWorkQueue}, Handlers: NoopHandlers(), Logger: quiet,
 		WorkspaceDir: filepath.Join(env.TempDir, "workspaces"), DisableDueTimer: true,
@@ -55,12 +56,12 @@ func scheduleLateness(ctx context.Context, env Env, runs int, load func(ctx cont
 		return nil, err
 	}
 	defer w.Stop(context.WithoutCancel(ctx)) //nolint:errcheck // the measures are taken
-	s, err := jobs.NewScheduler(pool, store, svc, jobs.SchedulerOptions{Logger: quiet})
+	s, err := jobs.NewScheduler(pool, svc, jobs.SchedulerOptions{Logger: quiet})
 	if err != nil {
 		return nil, err
 	}
 	go func() { _ = s.Run(ctx) }()
-	d, _, err := jobs.NewDeploymentCommands(store).DeploymentSave(ctx, domain.DeploymentSpec{
+	d, _, err := commands.NewDeploymentCommands(store).DeploymentSave(ctx, domain.DeploymentSpec{
 		Name: "lateness", Schedule: &domain.Schedule{IntervalSeconds: 1}, CatchUp: domain.CatchUpAll,
 		Flow: domain.FlowSpec{Name: "lateness", Tasks: []domain.TaskSpec{{Name: "t", Handler: NoopHandler}}},
 	}, "bench")

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/jobs"
@@ -53,7 +54,7 @@ type ordoDB struct {
 	env   Env
 	pool  *pgxpool.Pool
 	store *eventstore.Store
-	svc   *jobs.Service
+	svc   *commands.Service
 }
 
 // openOrdo connects to a new database.
@@ -77,7 +78,7 @@ func connectOrdo(ctx context.Context, env Env, url string) (*ordoDB, error) {
 		pool.Close()
 		return nil, err
 	}
-	return &ordoDB{env: env, pool: pool, store: store, svc: jobs.NewService(pool, store, client, jobs.ServiceOptions{})}, nil
+	return &ordoDB{env: env, pool: pool, store: store, svc: commands.NewService(pool, store, jobs.RiverEnqueuer(client), commands.ServiceOptions{})}, nil
 }
 
 func (o *ordoDB) Close() {
@@ -138,7 +139,7 @@ func (o *ordoDB) createRuns(ctx context.Context, runs int, flow domain.FlowSpec)
 	g.SetLimit(8)
 	for i := range ids {
 		g.Go(func() error {
-			run, err := o.svc.RunCreate(gctx, jobs.RunCreateParams{Flow: flow, Actor: "bench"})
+			run, err := o.svc.RunCreate(gctx, commands.RunCreateParams{Flow: flow, Actor: "bench"})
 			ids[i] = run.ID
 			return err
 		})

@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/jobs"
@@ -80,7 +81,7 @@ func MeasureSchedulesAtScale(ctx context.Context, env Env, n int, period time.Du
 	}
 	due := jobs.NewDueTimer(pool, jobs.DueTimerOptions{Logger: quiet})
 	go func() { _ = due.Run(ctx) }()
-	svc := jobs.NewService(pool, store, client, jobs.ServiceOptions{DueTimer: due})
+	svc := commands.NewService(pool, store, jobs.RiverEnqueuer(client), commands.ServiceOptions{DueTimer: due})
 	for i := range scaleWorkers {
 		w, err := jobs.NewWorker(pool, store, jobs.WorkerOptions{
 			Name: fmt.Sprintf("worker-%d", i+1), Queues: []string{domain.DefaultWorkQueue}, Concurrency: scaleConcurrency,
@@ -94,7 +95,7 @@ func MeasureSchedulesAtScale(ctx context.Context, env Env, n int, period time.Du
 		}
 		defer w.Stop(context.WithoutCancel(ctx)) //nolint:errcheck // the measures are taken
 	}
-	s, err := jobs.NewScheduler(pool, store, svc, jobs.SchedulerOptions{Logger: quiet})
+	s, err := jobs.NewScheduler(pool, svc, jobs.SchedulerOptions{Logger: quiet})
 	if err != nil {
 		return out, err
 	}
@@ -197,7 +198,7 @@ SELECT count(*) FROM deployment_schedules WHERE scheduled_through < now() + $1::
 // saveCronDeployments saves n deployments, each one `true` task every
 // period, from a few clients at once.
 func saveCronDeployments(ctx context.Context, store *eventstore.Store, n int, period time.Duration) error {
-	cmds := jobs.NewDeploymentCommands(store)
+	cmds := commands.NewDeploymentCommands(store)
 	sched := &domain.Schedule{Cron: "* * * * *"}
 	if period != time.Minute {
 		sched = &domain.Schedule{IntervalSeconds: period.Seconds()}

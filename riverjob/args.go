@@ -1,11 +1,10 @@
-package jobs
+package riverjob
 
 import (
 	"bytes"
 	"encoding/json"
 
 	"github.com/google/uuid"
-	"github.com/riverqueue/river"
 )
 
 // KindTaskRun is the River job kind that works one attempt of a task run.
@@ -30,12 +29,11 @@ type TaskRunArgs struct {
 // Kind is the River job kind.
 func (TaskRunArgs) Kind() string { return KindTaskRun }
 
-// InsertOpts bounds River's own retries of a job. Those happen only when a
-// worker cannot record an outcome (the database is unreachable); task
-// failures are recorded as events and retried as new jobs.
-func (TaskRunArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{MaxAttempts: 10}
-}
+// MaxAttempts bounds River's own retries of a task run job. Those happen
+// only when a worker cannot record an outcome (the database is
+// unreachable); task failures are recorded as events and retried as new
+// jobs.
+const MaxAttempts = 10
 
 // UnmarshalJSON decodes a job's args. River decodes those of every job it
 // works, and a JSON decoder is a good part of a quick task's cost, so the

@@ -1,4 +1,4 @@
-package jobs
+package commands
 
 import (
 	"context"
@@ -7,15 +7,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 )
-
-// deploymentCommandAttempts is how many times a deployment command is
-// decided again after losing a race with another writer.
-const deploymentCommandAttempts = 10
 
 // DeploymentCommands is the write side of deployments: each method is one
 // command in one transaction that loads the deployment's stream, decides in
@@ -24,7 +19,7 @@ const deploymentCommandAttempts = 10
 // transaction; deleting a deployment frees its name. A command that pauses
 // or deletes a deployment, or changes its schedule or what its runs are made
 // of, cancels in the same transaction the runs its schedule created ahead
-// that have not started (see Scheduler).
+// that have not started (see Schedules).
 type DeploymentCommands struct {
 	store *eventstore.Store
 }
@@ -42,7 +37,7 @@ func (c *DeploymentCommands) DeploymentSave(ctx context.Context, spec domain.Dep
 	if err := spec.Validate(); err != nil {
 		return domain.Deployment{}, false, err
 	}
-	err = c.deploymentRetry(ctx, func(tx pgx.Tx) error {
+	err = retryTx(ctx, c.store, func(tx pgx.Tx) error {
 		var id uuid.UUID
 		err := tx.QueryRow(ctx, `SELECT deployment_id FROM deployment_names WHERE name = $1 FOR UPDATE`, spec.Name).Scan(&id)
 		isNew := errors.Is(err, pgx.ErrNoRows)
@@ -121,7 +116,7 @@ func (c *DeploymentCommands) DeploymentGetByName(ctx context.Context, name strin
 
 func (c *DeploymentCommands) deploymentCommand(ctx context.Context, id uuid.UUID, cmd domain.DeploymentCommand, actor, reason string) (domain.Deployment, error) {
 	var d domain.Deployment
-	err := c.deploymentRetry(ctx, func(tx pgx.Tx) error {
+	err := retryTx(ctx, c.store, func(tx pgx.Tx) error {
 		cur, err := c.deploymentLoad(ctx, tx, id)
 		if err != nil {
 			return err
@@ -190,22 +185,4 @@ func (c *DeploymentCommands) deploymentAppend(ctx context.Context, tx pgx.Tx, cu
 		cur.Stream = env.Version
 	}
 	return cur, nil
-}
-
-// deploymentRetry runs fn in a transaction, again when it lost a race: a
-// stream version conflict, or two creators of one name.
-func (c *DeploymentCommands) deploymentRetry(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	var err error
-	for range deploymentCommandAttempts {
-		err = c.store.InTx(ctx, fn)
-		if !errors.Is(err, eventstore.ErrConflict) && !deploymentNameTaken(err) {
-			return err
-		}
-	}
-	return domain.Errorf(domain.CodeConflict, "deployment changed concurrently %d times; try again: %v", deploymentCommandAttempts, err)
-}
-
-func deploymentNameTaken(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "deployment_names"
 }

@@ -1,4 +1,4 @@
-package jobs_test
+package commands_test
 
 import (
 	"context"
@@ -8,18 +8,18 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/internal/pgtest"
-	"github.com/ordoflow/ordo/jobs"
 )
 
-func deploymentSetup(t *testing.T) (*jobs.DeploymentCommands, *eventstore.Store) {
+func deploymentSetup(t *testing.T) (*commands.DeploymentCommands, *eventstore.Store) {
 	t.Helper()
 	pool := pgtest.Pool(t)
 	store := eventstore.New(pool, domain.NewRegistry())
 	t.Cleanup(store.Close)
-	return jobs.NewDeploymentCommands(store), store
+	return commands.NewDeploymentCommands(store), store
 }
 
 func deploymentSpec(name, description string) domain.DeploymentSpec {

@@ -1,4 +1,4 @@
-package jobs
+package commands
 
 import (
 	"context"
@@ -336,4 +336,30 @@ func (u *unitOfWork) flush(ctx context.Context, tx pgx.Tx) error {
 	}
 	u.order, u.chunks = nil, map[uuid.UUID][]chunk{}
 	return nil
+}
+
+// readFlowRuns folds several flow runs in one query.
+func readFlowRuns(ctx context.Context, store *eventstore.Store, q eventstore.Querier, ids []uuid.UUID) (map[uuid.UUID]domain.FlowRun, error) {
+	envs, err := store.ReadStreams(ctx, q, ids)
+	if err != nil {
+		return nil, err
+	}
+	runs := make(map[uuid.UUID]domain.FlowRun, len(ids))
+	for _, id := range ids {
+		runs[id] = domain.FlowRun{ID: id}
+	}
+	for _, e := range envs {
+		if e.StreamType != domain.StreamFlowRun {
+			return nil, fmt.Errorf("stream %s is a %s, not a flow run", e.StreamID, e.StreamType)
+		}
+		r := runs[e.StreamID].Apply(e.Event, e.RecordedAt)
+		r.Version = e.Version
+		runs[e.StreamID] = r
+	}
+	for _, id := range ids {
+		if runs[id].State.IsZero() {
+			return nil, domain.Errorf(domain.CodeNotFound, "flow run %s not found", id)
+		}
+	}
+	return runs, nil
 }

@@ -1,4 +1,4 @@
-package jobs
+package commands
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // A work queue's concurrency limit (work_queues.concurrency_limit) holds
@@ -75,20 +76,20 @@ type slotJob struct {
 	recheck   time.Duration // waiting: when to look again
 }
 
-func jobOf(op *taskOp) slotJob {
-	return slotJob{jobID: op.job.ID, queue: op.job.Queue, taskRunID: op.job.Args.TaskRunID, attempt: op.job.Args.Attempt}
+func jobOf(op *Op) slotJob {
+	return slotJob{jobID: op.JobID, queue: op.Queue, taskRunID: op.Args.TaskRunID, attempt: op.Args.Attempt}
 }
 
 // lockQueueSlots locks the limited queues of a batch's starts and of its
 // outcomes that free a slot, and reads what deciding the starts needs.
-func (w *Worker) lockQueueSlots(ctx context.Context, tx pgx.Tx, ops []*taskOp) (*queueSlots, error) {
+func (r *Attempts) lockQueueSlots(ctx context.Context, tx pgx.Tx, ops []*Op) (*queueSlots, error) {
 	var queues, starting []string
 	for _, op := range ops {
-		if op.kind == opStart {
-			starting = append(starting, op.job.Queue)
+		if op.Kind == OpStart {
+			starting = append(starting, op.Queue)
 		}
-		if op.kind == opStart || op.slot {
-			queues = append(queues, op.job.Queue)
+		if op.Kind == OpStart || op.Slot {
+			queues = append(queues, op.Queue)
 		}
 	}
 	if len(queues) == 0 {
@@ -114,10 +115,10 @@ ORDER BY name FOR NO KEY UPDATE`, queues)
 	if err != nil {
 		return nil, fmt.Errorf("lock work queue limits: %w", err)
 	}
-	qs := &queueSlots{worker: w.id, recheck: [2]time.Duration{slotRecheckMin, slotRecheckMax},
+	qs := &queueSlots{worker: r.opts.WorkerID, recheck: [2]time.Duration{slotRecheckMin, slotRecheckMax},
 		limit: map[string]int64{}, used: map[string]int64{}, rows: map[int64]slotRow{}}
-	if w.opts.slotRecheck > 0 {
-		qs.recheck = [2]time.Duration{w.opts.slotRecheck, w.opts.slotRecheck}
+	if r.opts.SlotRecheck > 0 {
+		qs.recheck = [2]time.Duration{r.opts.SlotRecheck, r.opts.SlotRecheck}
 	}
 	for rows.Next() {
 		var (
@@ -133,7 +134,7 @@ ORDER BY name FOR NO KEY UPDATE`, queues)
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("lock work queue limits: %w", err)
 	}
-	if len(qs.limit) == 0 && !slices.ContainsFunc(ops, func(op *taskOp) bool { return op.slot }) {
+	if len(qs.limit) == 0 && !slices.ContainsFunc(ops, func(op *Op) bool { return op.Slot }) {
 		return nil, nil
 	}
 	return qs, qs.read(ctx, tx, ops)
@@ -142,11 +143,11 @@ ORDER BY name FOR NO KEY UPDATE`, queues)
 // read reads the slot rows of the batch's starts in limited queues and the
 // slots in use of those queues (not counting the batch's own jobs, which
 // run without a slot row while they start).
-func (qs *queueSlots) read(ctx context.Context, tx pgx.Tx, ops []*taskOp) error {
+func (qs *queueSlots) read(ctx context.Context, tx pgx.Tx, ops []*Op) error {
 	var jobs []int64
 	for _, op := range ops {
-		if _, limited := qs.limit[op.job.Queue]; limited && op.kind == opStart {
-			jobs = append(jobs, op.job.ID)
+		if _, limited := qs.limit[op.Queue]; limited && op.Kind == OpStart {
+			jobs = append(jobs, op.JobID)
 		}
 	}
 	if len(jobs) == 0 {
@@ -187,16 +188,16 @@ SELECT NULL, w.name, NULL, work_queue_slots_in_use(w.name, w.updated_at, $1) FRO
 // whether it may run: when its queue has no limit, holds a slot granted to
 // it (or taken by an earlier commit of this start), or has one free.
 // Otherwise the start waits.
-func (qs *queueSlots) acquire(op *taskOp) bool {
+func (qs *queueSlots) acquire(op *Op) bool {
 	if qs == nil {
 		return true
 	}
-	q := op.job.Queue
+	q := op.Queue
 	limit, limited := qs.limit[q]
 	if !limited {
 		return true
 	}
-	row, has := qs.rows[op.job.ID]
+	row, has := qs.rows[op.JobID]
 	switch {
 	case has && row.state != "waiting":
 	case qs.used[q] < limit:
@@ -212,35 +213,35 @@ func (qs *queueSlots) acquire(op *taskOp) bool {
 }
 
 // resume keeps the slot that an earlier commit of a start took, if any.
-func (qs *queueSlots) resume(op *taskOp) {
+func (qs *queueSlots) resume(op *Op) {
 	if qs == nil {
 		return
 	}
-	if row, has := qs.rows[op.job.ID]; has && row.state != "waiting" {
+	if row, has := qs.rows[op.JobID]; has && row.state != "waiting" {
 		qs.hold = append(qs.hold, jobOf(op))
 	}
 }
 
 // holds reports whether a start holds a slot, which its outcome must free.
-func (qs *queueSlots) holds(op *taskOp) bool {
-	return qs != nil && slices.ContainsFunc(qs.hold, func(j slotJob) bool { return j.jobID == op.job.ID })
+func (qs *queueSlots) holds(op *Op) bool {
+	return qs != nil && slices.ContainsFunc(qs.hold, func(j slotJob) bool { return j.jobID == op.JobID })
 }
 
 // started notes how a start was decided: one that will not run frees what
 // it held or waited with.
-func (qs *queueSlots) started(op *taskOp, action startAction) {
-	if qs == nil || action == actionRun || action == actionWait {
+func (qs *queueSlots) started(op *Op, action Action) {
+	if qs == nil || action == ActionRun || action == ActionWait {
 		return
 	}
-	if row, has := qs.rows[op.job.ID]; has {
-		qs.free(op.job.ID, op.job.Queue, row.state != "waiting")
+	if row, has := qs.rows[op.JobID]; has {
+		qs.free(op.JobID, op.Queue, row.state != "waiting")
 	}
 }
 
 // finished notes an outcome: it frees the slot its start took.
-func (qs *queueSlots) finished(op *taskOp) {
-	if qs != nil && op.slot {
-		qs.free(op.job.ID, op.job.Queue, true)
+func (qs *queueSlots) finished(op *Op) {
+	if qs != nil && op.Slot {
+		qs.free(op.JobID, op.Queue, true)
 	}
 }
 
@@ -260,7 +261,7 @@ func (qs *queueSlots) free(jobID int64, queue string, inUse bool) {
 // could be fetched again before River records the end of this work on it,
 // and that record would then complete the new work); and frees released
 // slots.
-const applySlotsSQL = `
+var applySlotsSQL = `
 WITH held AS (
     INSERT INTO work_queue_slots (task_run_id, attempt, queue, job_id, state, worker_id)
     SELECT h.task_run_id, h.attempt, h.queue, h.job_id, 'held', $5
@@ -268,17 +269,7 @@ WITH held AS (
     ON CONFLICT (task_run_id, attempt) DO UPDATE
     SET state = 'held', job_id = EXCLUDED.job_id, worker_id = EXCLUDED.worker_id, updated_at = now()
     RETURNING 1
-), handed AS (
-    DELETE FROM river_job j
-    USING unnest($6::bigint[]) AS w(id)
-    WHERE j.id = w.id AND j.state = 'running'
-    RETURNING j.id, j.args, j.kind, j.max_attempts, j.queue, j.priority
-), requeued AS (
-    INSERT INTO river_job (args, kind, max_attempts, queue, priority, scheduled_at, state)
-    SELECT h.args, h.kind, h.max_attempts, h.queue, h.priority, now() + w.recheck, 'scheduled'
-    FROM handed h JOIN unnest($6::bigint[], $7::interval[]) AS w(id, recheck) ON w.id = h.id
-    RETURNING id, queue, args
-), waiting AS (
+), ` + riverjob.RequeueRunningSQL(`$6::bigint[]`, `$7::interval[]`) + `, waiting AS (
     INSERT INTO work_queue_slots (task_run_id, attempt, queue, job_id, state)
     SELECT (r.args ->> 'task_run_id')::uuid, (r.args ->> 'attempt')::int, r.queue, r.id, 'waiting'
     FROM requeued r
@@ -321,14 +312,14 @@ func (qs *queueSlots) apply(ctx context.Context, tx pgx.Tx, s *settlement) error
 // grantSlotsSQL grants the free slots of limited queues to their oldest
 // waiting attempts and makes their jobs available now, ahead of the jobs
 // queued after the attempt first waited.
-const grantSlotsSQL = `
+var grantSlotsSQL = `
 WITH q AS (
     SELECT w.name, w.concurrency_limit - work_queue_slots_in_use(w.name, w.updated_at, '{}') AS free
     FROM work_queues w WHERE w.name = ANY($1) AND w.concurrency_limit IS NOT NULL
 ), chosen AS (
     SELECT c.job_id FROM q CROSS JOIN LATERAL (
-        SELECT s.job_id FROM work_queue_slots s JOIN river_job j ON j.id = s.job_id
-        WHERE s.queue = q.name AND s.state = 'waiting' AND j.state IN ('scheduled', 'available')
+        SELECT s.job_id FROM work_queue_slots s
+        WHERE s.queue = q.name AND s.state = 'waiting' AND ` + riverjob.QueuedSQL("s.job_id") + `
         ORDER BY s.created_at, s.job_id
         LIMIT greatest(q.free, 0)
     ) c
@@ -337,9 +328,7 @@ WITH q AS (
     FROM chosen c WHERE s.job_id = c.job_id
     RETURNING s.job_id, s.created_at
 )
-UPDATE river_job j SET state = 'available', scheduled_at = least(g.created_at, now())
-FROM granted g WHERE j.id = g.job_id AND j.state IN ('scheduled', 'available')
-RETURNING j.queue`
+` + riverjob.MakeAvailableSQL("granted g", "g.job_id", "g.created_at", "")
 
 // releaseSlots removes the slot rows of jobs that ended before they ran
 // (cancelled while they waited for a slot, or after one was granted to
@@ -386,20 +375,17 @@ func grantSlots(ctx context.Context, tx pgx.Tx, queues []string) ([]string, erro
 // of jobs that ended or are gone, those held by a worker that died or
 // stopped, and every row of a queue that has no limit any more (its waiting
 // jobs are made available).
-const sweepSlotsSQL = `
+var sweepSlotsSQL = `
 WITH gone AS (
     DELETE FROM work_queue_slots s
     WHERE s.queue = ANY($1) AND (
         s.queue <> ALL ($2)
-        OR NOT EXISTS (SELECT 1 FROM river_job j WHERE j.id = s.job_id AND j.state NOT IN ('completed', 'cancelled', 'discarded'))
-        OR s.state = 'held' AND NOT EXISTS (
-            SELECT 1 FROM river_job j JOIN workers w ON w.id = s.worker_id
-            WHERE j.id = s.job_id AND j.state = 'running' AND w.dead_at IS NULL AND w.stopped_at IS NULL))
+        OR NOT ` + riverjob.UnfinishedSQL("s.job_id") + `
+        OR s.state = 'held' AND NOT (` + riverjob.RunningSQL("s.job_id") + ` AND EXISTS (
+            SELECT 1 FROM workers w WHERE w.id = s.worker_id AND w.dead_at IS NULL AND w.stopped_at IS NULL)))
     RETURNING s.job_id, s.queue, s.state, s.created_at
 ), woken AS (
-    UPDATE river_job j SET state = 'available', scheduled_at = least(g.created_at, now())
-    FROM gone g WHERE j.id = g.job_id AND g.state = 'waiting' AND j.state IN ('scheduled', 'available')
-    RETURNING j.queue
+    ` + riverjob.MakeAvailableSQL("gone g", "g.job_id", "g.created_at", "g.state = 'waiting'") + `
 )
 SELECT (SELECT count(*) FROM gone WHERE state <> 'waiting'), array(SELECT DISTINCT queue FROM woken)`
 
@@ -457,7 +443,7 @@ ORDER BY name FOR NO KEY UPDATE`, queues)
 	if freed > 0 {
 		logger.Info("work queue slots freed that no running attempt used (a dead worker's, a job that ended, a queue without a limit now)", "slots", freed)
 	}
-	if err := notifyQueues(context.WithoutCancel(ctx), pool, woken); err != nil {
+	if err := riverjob.NotifyInsert(context.WithoutCancel(ctx), pool, woken); err != nil {
 		logger.Debug("wake queues", "err", err)
 	}
 	return freed, nil

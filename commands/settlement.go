@@ -1,33 +1,35 @@
-package jobs
+package commands
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
-// engine is what every writer of task run outcomes shares: the Worker (starts
-// and outcomes), the Service (cancel, retry) and the Reaper (crashed
-// attempts). Each decides in domain, and settles the consequences with a
-// settlement in the same transaction.
+// engine is what every writer of task run outcomes shares: Attempts (a
+// worker's starts and outcomes), the Service (cancel, retry) and Reaping
+// (crashed attempts). Each decides in domain, and settles the consequences
+// with a settlement in the same transaction.
 type engine struct {
-	store  *eventstore.Store
-	client *river.Client[pgx.Tx] // inserts jobs
-	cache  *flowRunCache
-	tasks  *taskRunCache
+	store *eventstore.Store
+	enq   Enqueuer
+	cache *flowRunCache
+	tasks *taskRunCache
 }
 
-func newEngine(store *eventstore.Store, client *river.Client[pgx.Tx]) *engine {
-	return &engine{store: store, client: client, cache: newFlowRunCache(1000), tasks: newTaskRunCache(20_000)}
+func newEngine(store *eventstore.Store, enq Enqueuer) *engine {
+	return &engine{store: store, enq: enq, cache: newFlowRunCache(1000), tasks: newTaskRunCache(20_000)}
 }
 
 // settlement collects what follows from task run events decided in one
@@ -60,8 +62,8 @@ type settlement struct {
 	// after a lost connection that its first try landed (committedEarlier).
 	// A completed row would cost an entry in each of river_job's indexes,
 	// River's completer would lock it again when Work returns (it now finds
-	// nothing to do), and River's cleaner would delete it a day later:
-	// deleting at once made no-op tasks 9-17% faster. A job that is no
+	// nothing to do), and River's cleaner would delete it a day later;
+	// deleting it at once is cheaper (docs/BENCHMARKS.md). A job that is no
 	// longer running (the reaper took it back) is left as it is. River's
 	// own UI therefore lists the task jobs that are queued, running,
 	// cancelled or discarded, not those that finished; Ordo's views show
@@ -69,7 +71,7 @@ type settlement struct {
 	finishedJobs []int64
 	// deletedJobs are the jobs this transaction deletes as finished or as
 	// handed to a new job: once it commits, River's completions of them
-	// are left out (see workerPilot).
+	// are left out (Committed.Deleted; jobs' worker pilot).
 	deletedJobs []int64
 	// wake are the queues that got jobs to work now.
 	wake map[string]bool
@@ -405,7 +407,7 @@ func (s *settlement) settle(ctx context.Context, tx pgx.Tx) error {
 		return err
 	}
 	// Runs that ended free their deployment's concurrency slots.
-	if _, err := ReleaseDeploymentSlots(ctx, tx, s.e.store, s.e.client, ended, s.meta.Actor); err != nil {
+	if _, err := ReleaseDeploymentSlots(ctx, tx, s.e.store, s.e.enq, ended, s.meta.Actor); err != nil {
 		return err
 	}
 	for _, child := range children {
@@ -426,28 +428,26 @@ type jobRow struct {
 	at    *time.Time // when it is due; nil means now
 }
 
-// rowOf turns River insert parameters (of a TaskRunArgs job) into a row.
-func rowOf(p river.InsertManyParams) (jobRow, error) {
-	args, err := json.Marshal(p.Args)
+// rowOf turns a job into a row.
+func rowOf(j riverjob.Job) (jobRow, error) {
+	args, err := json.Marshal(j.Args)
 	if err != nil {
 		return jobRow{}, fmt.Errorf("encode job args: %w", err)
 	}
-	r := jobRow{args: args, queue: domain.DefaultWorkQueue}
-	if p.InsertOpts != nil {
-		if p.InsertOpts.Queue != "" {
-			r.queue = p.InsertOpts.Queue
-		}
-		if !p.InsertOpts.ScheduledAt.IsZero() {
-			at := p.InsertOpts.ScheduledAt
-			r.at = &at
-		}
+	r := jobRow{args: args, queue: j.Queue}
+	if r.queue == "" {
+		r.queue = domain.DefaultWorkQueue
+	}
+	if !j.ScheduledAt.IsZero() {
+		at := j.ScheduledAt
+		r.at = &at
 	}
 	return r, nil
 }
 
 // addJob queues a job with the settlement's next statement.
-func (s *settlement) addJob(p river.InsertManyParams) error {
-	r, err := rowOf(p)
+func (s *settlement) addJob(j riverjob.Job) error {
+	r, err := rowOf(j)
 	if err != nil {
 		return err
 	}
@@ -457,11 +457,9 @@ func (s *settlement) addJob(p river.InsertManyParams) error {
 
 // applySQL is the one statement of settle; see apply. The fan-in rows, then
 // the progress rows, are locked in id order, so that concurrent
-// transactions cannot deadlock. Jobs are inserted into River's table
-// directly rather than through River's client, which would send its insert
-// notification from inside this transaction (a NOTIFY takes a
-// database-wide lock at commit); the waker notifies after the commit.
-const applySQL = `
+// transactions cannot deadlock. The jobs of task runs that became ready and
+// the other jobs are inserted together (riverjob.InsertSQL).
+var applySQL = `
 WITH d AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::jsonb[], $4::text[]) AS d(id, n, args, queue)
 ), locked_fanin AS (
@@ -474,25 +472,21 @@ WITH d AS (
     WHERE f.task_run_id = d.id AND (SELECT n FROM locked_fanin) >= 0
     RETURNING f.task_run_id, f.flow_run_id, f.remaining = 0 AND NOT f.cancelled AS ready
 ), queued AS (
-    INSERT INTO river_job (args, kind, max_attempts, queue, scheduled_at, state)
-    SELECT args, $8, $9, queue, at, CASE WHEN at > now() THEN 'scheduled'::river_job_state ELSE 'available'::river_job_state END
-    FROM (
+    ` + riverjob.InsertSQL(`
         SELECT d.args, d.queue, now() AS at FROM counted JOIN d ON d.id = counted.task_run_id WHERE counted.ready
         UNION ALL
-        SELECT j.args, j.queue, coalesce(j.at, now()) FROM unnest($5::jsonb[], $6::text[], $7::timestamptz[]) AS j(args, queue, at)
-    ) jobs
+        SELECT j.args, j.queue, coalesce(j.at, now()) FROM unnest($5::jsonb[], $6::text[], $7::timestamptz[]) AS j(args, queue, at)`) + `
     RETURNING 1
 ), finished AS (
-    DELETE FROM river_job
-    WHERE id = ANY($10::bigint[]) AND state = 'running'
+    ` + riverjob.DeleteRunningSQL(`$8::bigint[]`) + `
     RETURNING 1
 ), p AS (
-    SELECT * FROM unnest($11::uuid[], $12::int[], $13::int[], $14::int[], $15::int[], $16::text[])
+    SELECT * FROM unnest($9::uuid[], $10::int[], $11::int[], $12::int[], $13::int[], $14::text[])
         AS p(id, done, failed, crashed, cancelled, failure)
 ), locked_progress AS (
     SELECT count(*) AS n FROM (
         SELECT 1 FROM flow_run_progress
-        WHERE flow_run_id = ANY($11) AND (SELECT count(*) FROM counted) >= 0
+        WHERE flow_run_id = ANY($9) AND (SELECT count(*) FROM counted) >= 0
         ORDER BY flow_run_id FOR UPDATE
     ) l
 ), progressed AS (
@@ -583,7 +577,7 @@ func (s *settlement) apply(ctx context.Context, tx pgx.Tx) ([]finishedRun, error
 	}
 	rows, err := tx.Query(ctx, applySQL,
 		rawIDs(decIDs), decN, decArgs, decQueues,
-		jobArgs, jobQueues, jobAt, KindTaskRun, TaskRunArgs{}.InsertOpts().MaxAttempts,
+		jobArgs, jobQueues, jobAt,
 		s.finishedJobs,
 		rawIDs(progIDs), done, failed, crashed, cancelled, failures)
 	if err != nil {
@@ -614,7 +608,7 @@ func (s *settlement) apply(ctx context.Context, tx pgx.Tx) ([]finishedRun, error
 		return nil, fmt.Errorf("settle task runs: %w", err)
 	}
 	if later {
-		if err := notifyDueTx(ctx, tx); err != nil {
+		if err := riverjob.NotifyDueTx(ctx, tx); err != nil {
 			return nil, err
 		}
 	}
@@ -697,16 +691,14 @@ func (s *settlement) reportToParent(ctx context.Context, tx pgx.Tx, child domain
 	}
 	ix := s.index[parent.ID]
 	job := ix.job(parent, ix.names[tr.ID], tr.Attempt, s.now, s.now)
-	args := job.Args.(TaskRunArgs)
-	args.ChildFlowRunID = child.ID
-	job.Args = args
+	job.Args.ChildFlowRunID = child.ID
 	return s.addJob(job)
 }
 
 // sinkResult is a flow run's result: the result of its only sink task, or
 // an object of sink task name -> result when it has several. The object is
-// written by hand, keys in order: encoding/json sorted and re-checked a run
-// of 10,000 sinks' results in 11 ms, in the transaction that ends the run.
+// written by hand, keys in order: encoding/json would sort and check every
+// sink's result again, in the transaction that ends the run.
 func sinkResult(sinks []string, result func(string) json.RawMessage) (json.RawMessage, error) {
 	if len(sinks) == 1 {
 		return result(sinks[0]), nil
@@ -768,4 +760,15 @@ func rawIDs(ids []uuid.UUID) [][16]byte {
 		out[i] = id
 	}
 	return out
+}
+
+// wakeAfterCommit notifies the queues a committed settlement queued jobs in
+// now; a failure only delays the jobs until the workers' next poll.
+func wakeAfterCommit(ctx context.Context, q eventstore.Querier, s *settlement, logger *slog.Logger) {
+	if s == nil || len(s.wake) == 0 {
+		return
+	}
+	if err := riverjob.NotifyInsert(context.WithoutCancel(ctx), q, slices.Sorted(maps.Keys(s.wake))); err != nil {
+		logger.Debug("wake queues", "err", err)
+	}
 }

@@ -1,4 +1,4 @@
-package jobs
+package commands
 
 import (
 	"context"
@@ -7,9 +7,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
 
 	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // RunRetry runs the failed part of a finished run again: a FAILED, CRASHED
@@ -25,7 +25,7 @@ func (s *Service) RunRetry(ctx context.Context, flowRunID uuid.UUID, actor strin
 		actor = "system"
 	}
 	var run domain.FlowRun
-	err := s.retryConflicts(ctx, func(tx pgx.Tx) error {
+	err := retryTx(ctx, s.store, func(tx pgx.Tx) error {
 		var err error
 		run, err = s.runRetryTx(ctx, tx, flowRunID, actor)
 		return err
@@ -115,11 +115,11 @@ WHERE flow_run_id = $1`, id, len(again))
 	}
 	fr, _ = st.u.flowRun(id)
 	now := time.Now()
-	jobs := make([]river.InsertManyParams, 0, len(ready))
+	jobs := make([]riverjob.Job, 0, len(ready))
 	for _, name := range ready {
 		jobs = append(jobs, st.index[id].job(fr, name, st.u.taskRun(fr.TaskRunIDs[name]).Attempt+1, now, now))
 	}
-	if _, err := s.river.InsertManyFastTx(ctx, tx, jobs); err != nil {
+	if err := s.enq.EnqueueTx(ctx, tx, jobs); err != nil {
 		return domain.FlowRun{}, fmt.Errorf("queue task runs: %w", err)
 	}
 	return fr, nil

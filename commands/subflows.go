@@ -1,4 +1,4 @@
-package jobs
+package commands
 
 import (
 	"context"
@@ -10,10 +10,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/riverqueue/river"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // Sub-flows. A task with `deployment: NAME` starts a run of that
@@ -24,15 +24,15 @@ import (
 // concurrency limit it may wait for a slot (and the parent task with it),
 // or be cancelled by policy cancel_new, which fails the parent attempt with
 // that reason at once. When the child run ends, the transaction that ends it
-// queues a job for the parent task run (TaskRunArgs.ChildFlowRunID set),
+// queues a job for the parent task run (riverjob.TaskRunArgs.ChildFlowRunID set),
 // which settles the parent attempt with the child's result or failure.
 
 // startChild starts a sub-flow task's attempt: it creates the child run.
 // A deployment that does not exist, or parameters it refuses, fail the
 // attempt (and its retries may find the deployment later).
-func (w *Worker) startChild(ctx context.Context, tx pgx.Tx, s *settlement, plan execPlan, markStarted func() error, meta domain.Metadata) (*startResult, error) {
-	dep, err := findDeployment(ctx, tx, w.store, plan.task.Deployment)
-	params := domain.MergeParameters(dep.Spec.Parameters, plan.task.Parameters)
+func (r *Attempts) startChild(ctx context.Context, tx pgx.Tx, s *settlement, plan Plan, markStarted func() error, meta domain.Metadata) (*StartResult, error) {
+	dep, err := findDeployment(ctx, tx, r.store, plan.Task.Deployment)
+	params := domain.MergeParameters(dep.Spec.Parameters, plan.Task.Parameters)
 	if err == nil {
 		err = dep.Spec.CheckParameters(params)
 	}
@@ -44,28 +44,28 @@ func (w *Worker) startChild(ctx context.Context, tx pgx.Tx, s *settlement, plan 
 		}
 		// Start the attempt and fail it: the failure is recorded with the
 		// task's retry policy like any other.
-		if _, err := s.u.decideTaskRun(plan.taskRunID, domain.StartTaskRun{Attempt: plan.attempt, Worker: w.opts.Name}, meta); err != nil {
+		if _, err := s.u.decideTaskRun(plan.TaskRunID, domain.StartTaskRun{Attempt: plan.Attempt, Worker: r.opts.Worker}, meta); err != nil {
 			return nil, err
 		}
 		if err := markStarted(); err != nil {
 			return nil, err
 		}
-		plan.fail = &domain.AttemptFailure{Attempt: plan.attempt, Error: "start sub-flow: " + err.Error()}
-		return &startResult{action: actionRun, plan: plan}, nil
+		plan.Fail = &domain.AttemptFailure{Attempt: plan.Attempt, Error: "start sub-flow: " + err.Error()}
+		return &StartResult{Action: ActionRun, Plan: plan}, nil
 	}
 	childID, err := uuid.NewV7()
 	if err != nil {
 		return nil, fmt.Errorf("new flow run id: %w", err)
 	}
-	start := domain.StartTaskRun{Attempt: plan.attempt, Worker: w.opts.Name, ChildFlowRunID: &childID}
-	if _, err := s.u.decideTaskRun(plan.taskRunID, start, meta); err != nil {
+	start := domain.StartTaskRun{Attempt: plan.Attempt, Worker: r.opts.Worker, ChildFlowRunID: &childID}
+	if _, err := s.u.decideTaskRun(plan.TaskRunID, start, meta); err != nil {
 		return nil, err
 	}
 	if err := markStarted(); err != nil {
 		return nil, err
 	}
-	child, err := startDeploymentRunTx(ctx, tx, w.store, w.client, dep, RunCreateParams{Parameters: params, Actor: meta.Actor},
-		runIdentity{id: childID, parentTaskRunID: &plan.taskRunID, parentFlowRunID: &plan.flowRunID})
+	child, err := startDeploymentRunTx(ctx, tx, r.store, r.enq, dep, RunCreateParams{Parameters: params, Actor: meta.Actor},
+		runIdentity{id: childID, parentTaskRunID: &plan.TaskRunID, parentFlowRunID: &plan.FlowRunID})
 	if err != nil {
 		return nil, fmt.Errorf("start sub-flow run of %s: %w", dep.Spec.Name, err)
 	}
@@ -73,17 +73,17 @@ func (w *Worker) startChild(ctx context.Context, tx pgx.Tx, s *settlement, plan 
 		// Cancelled as it was created, by policy cancel_new. Its end is not
 		// reported to this attempt, which is only being started: fail it
 		// here.
-		plan.fail = &domain.AttemptFailure{Attempt: plan.attempt, Error: cancelledChild(child, ReasonConcurrencyLimit)}
-		return &startResult{action: actionRun, plan: plan}, nil
+		plan.Fail = &domain.AttemptFailure{Attempt: plan.Attempt, Error: cancelledChild(child, ReasonConcurrencyLimit)}
+		return &StartResult{Action: ActionRun, Plan: plan}, nil
 	}
-	return &startResult{action: actionDone, reason: "started sub-flow run " + childID.String()}, nil
+	return &StartResult{Action: ActionDone, Reason: "started sub-flow run " + childID.String()}, nil
 }
 
 // childOutcome is the command that settles a sub-flow task's attempt once
 // its child run ended: complete with the child's result, fail when it
 // failed, crashed or was cancelled (cancelled, when the parent run is being
 // cancelled itself).
-func childOutcome(s *settlement, fr domain.FlowRun, tr domain.TaskRun, a TaskRunArgs, child domain.FlowRun) (domain.TaskRunCommand, error) {
+func childOutcome(s *settlement, fr domain.FlowRun, tr domain.TaskRun, a riverjob.TaskRunArgs, child domain.FlowRun) (domain.TaskRunCommand, error) {
 	attempt := a.Attempt
 	fail := func(format string, args ...any) domain.TaskRunCommand {
 		f := domain.AttemptFailure{Attempt: attempt, Error: fmt.Sprintf(format, args...)}
@@ -123,7 +123,7 @@ func cancelledChild(child domain.FlowRun, reason string) string {
 // waiting for a concurrency slot), the job that settles their parent task's
 // attempt: what a settlement does for runs that end otherwise. A parent
 // attempt that is not running that child any more is left alone.
-func reportCancelledChildrenTx(ctx context.Context, tx pgx.Tx, store *eventstore.Store, client *river.Client[pgx.Tx], ids []uuid.UUID, reason string, now time.Time) error {
+func reportCancelledChildrenTx(ctx context.Context, tx pgx.Tx, store *eventstore.Store, enq Enqueuer, ids []uuid.UUID, reason string, now time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -155,22 +155,20 @@ func reportCancelledChildrenTx(ctx context.Context, tx pgx.Tx, store *eventstore
 	if err := u.loadTaskRuns(ctx, tx, parentTasks); err != nil {
 		return err
 	}
-	var jobs []river.InsertManyParams
+	var jobs []riverjob.Job
 	for _, c := range children {
 		tr := u.taskRun(*c.ParentTaskRunID)
 		if tr.State.Type != domain.Running || tr.ChildFlowRunID == nil || *tr.ChildFlowRunID != c.ID {
 			continue
 		}
 		job := jobFor(parentRuns[*c.ParentFlowRunID], tr.Task, tr.Attempt, now, now)
-		args := job.Args.(TaskRunArgs)
-		args.ChildFlowRunID, args.ChildCancelReason = c.ID, reason
-		job.Args = args
+		job.Args.ChildFlowRunID, job.Args.ChildCancelReason = c.ID, reason
 		jobs = append(jobs, job)
 	}
 	if len(jobs) == 0 {
 		return nil
 	}
-	if _, err := client.InsertManyFastTx(ctx, tx, jobs); err != nil {
+	if err := enq.EnqueueTx(ctx, tx, jobs); err != nil {
 		return fmt.Errorf("report cancelled sub-flow runs to their parents: %w", err)
 	}
 	return nil

@@ -1,4 +1,4 @@
-package jobs_test
+package riverjob_test
 
 import (
 	"encoding/json"
@@ -7,7 +7,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ordoflow/ordo/internal/pgtest"
-	"github.com/ordoflow/ordo/jobs"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // TestTaskRunArgsDecodeAsJSONDoes: args as PostgreSQL prints them decode to
@@ -17,16 +17,16 @@ func TestTaskRunArgsDecodeAsJSONDoes(t *testing.T) {
 	pool := pgtest.Pool(t)
 	id := func() uuid.UUID { return uuid.Must(uuid.NewV7()) }
 	for _, c := range []struct {
-		args   jobs.TaskRunArgs
+		args   riverjob.TaskRunArgs
 		direct bool
 	}{
-		{jobs.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: 1}, true},
-		{jobs.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: 123456789}, true},
-		{jobs.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: 1234567890}, false},
-		{jobs.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: 0}, false},
-		{jobs.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: -2}, false},
-		{jobs.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: 2, ChildFlowRunID: id()}, false},
-		{jobs.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: 3, ChildFlowRunID: id(), ChildCancelReason: "limit"}, false},
+		{riverjob.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: 1}, true},
+		{riverjob.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: 123456789}, true},
+		{riverjob.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: 1234567890}, false},
+		{riverjob.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: 0}, false},
+		{riverjob.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: -2}, false},
+		{riverjob.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: 2, ChildFlowRunID: id()}, false},
+		{riverjob.TaskRunArgs{TaskRunID: id(), FlowRunID: id(), Attempt: 3, ChildFlowRunID: id(), ChildCancelReason: "limit"}, false},
 	} {
 		stored, err := json.Marshal(c.args)
 		if err != nil {
@@ -36,11 +36,11 @@ func TestTaskRunArgsDecodeAsJSONDoes(t *testing.T) {
 		if err := pool.QueryRow(t.Context(), `SELECT $1::jsonb::text`, string(stored)).Scan(&printed); err != nil {
 			t.Fatal(err)
 		}
-		var got jobs.TaskRunArgs
+		var got riverjob.TaskRunArgs
 		if err := json.Unmarshal(printed, &got); err != nil || got != c.args {
 			t.Errorf("%s decoded to %+v (%v), want %+v", printed, got, err, c.args)
 		}
-		if _, direct := jobs.AttemptArgs(printed); direct != c.direct {
+		if _, direct := riverjob.AttemptArgs(printed); direct != c.direct {
 			t.Errorf("%s read directly: %v, want %v", printed, direct, c.direct)
 		}
 	}
@@ -50,10 +50,10 @@ func TestTaskRunArgsDecodeAsJSONDoes(t *testing.T) {
 		`{"attempt": 1x, "flow_run_id": "` + good + `", "task_run_id": "` + good + `"}`:                       true,
 		`{"attempt": 1, "flow_run_id": "` + good + `", "task_run_ix": "` + good + `"}`:                        false,
 	} {
-		if _, direct := jobs.AttemptArgs([]byte(doc)); direct {
+		if _, direct := riverjob.AttemptArgs([]byte(doc)); direct {
 			t.Errorf("%s read directly", doc)
 		}
-		var args jobs.TaskRunArgs
+		var args riverjob.TaskRunArgs
 		err := json.Unmarshal([]byte(doc), &args)
 		if (err != nil) != wantErr || (err == nil && args.TaskRunID != uuid.Nil) {
 			t.Errorf("%s decoded to %+v, %v; want an error: %v", doc, args, err, wantErr)

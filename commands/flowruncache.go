@@ -1,4 +1,4 @@
-package jobs
+package commands
 
 import (
 	"context"
@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/riverqueue/river"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // flowRunCache keeps the last folded state of recently used flow runs, so
@@ -67,7 +67,7 @@ func (ix *flowIndex) task(fr domain.FlowRun, name string) (domain.TaskSpec, bool
 }
 
 // job is the job that works the given attempt of the named task of fr.
-func (ix *flowIndex) job(fr domain.FlowRun, name string, attempt int, at, now time.Time) river.InsertManyParams {
+func (ix *flowIndex) job(fr domain.FlowRun, name string, attempt int, at, now time.Time) riverjob.Job {
 	t, _ := ix.task(fr, name)
 	return jobFor(fr, t, attempt, at, now)
 }

@@ -1,4 +1,4 @@
-package jobs
+package commands
 
 import (
 	"context"
@@ -11,10 +11,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/riverqueue/river"
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // Service is the write side of flow runs: it turns commands into events,
@@ -22,7 +22,7 @@ import (
 type Service struct {
 	pool  *pgxpool.Pool
 	store *eventstore.Store
-	river *river.Client[pgx.Tx]
+	enq   Enqueuer
 	eng   *engine
 	opts  ServiceOptions
 }
@@ -32,14 +32,16 @@ type ServiceOptions struct {
 	// DueTimer, when set, is woken after a run is created for later, so that
 	// it makes the run's jobs available on time even when it sleeps for
 	// longer. Due timers in other processes hear of the run when its
-	// transaction commits (notifyDueTx).
-	DueTimer *DueTimer
+	// transaction commits (riverjob.NotifyDueTx).
+	DueTimer Waker
 }
 
-// NewService returns a Service. client is used only to insert jobs; it
-// needs no queues or workers.
-func NewService(pool *pgxpool.Pool, store *eventstore.Store, client *river.Client[pgx.Tx], opts ServiceOptions) *Service {
-	return &Service{pool: pool, store: store, river: client, eng: newEngine(store, client), opts: opts}
+// Waker is a due timer, told that jobs were queued for later.
+type Waker interface{ Wake() }
+
+// NewService returns a Service that inserts jobs with enq.
+func NewService(pool *pgxpool.Pool, store *eventstore.Store, enq Enqueuer, opts ServiceOptions) *Service {
+	return &Service{pool: pool, store: store, enq: enq, eng: newEngine(store, enq), opts: opts}
 }
 
 // RunCreateParams describe a new flow run.
@@ -72,7 +74,7 @@ type RunCreateParams struct {
 	KeepScheduled bool
 	// Hold creates the run SCHEDULED with none of its tasks queued, whatever
 	// ScheduledAt says: it waits for a deployment concurrency slot, and the
-	// slot accounting (deployruns.go) queues its root tasks when it gets one.
+	// slot accounting (concurrencyslots.go) queues its root tasks when it gets one.
 	Hold bool
 	// Actor is who asks: "token:NAME", "scheduler", "cli", ... Defaults to
 	// "system".
@@ -105,7 +107,7 @@ func (s *Service) RunCreateTx(ctx context.Context, tx pgx.Tx, p RunCreateParams)
 	if err != nil {
 		return domain.FlowRun{}, fmt.Errorf("new flow run id: %w", err)
 	}
-	return createRun(ctx, tx, s.store, s.river, p, runIdentity{id: id})
+	return createRun(ctx, tx, s.store, s.enq, p, runIdentity{id: id})
 }
 
 // runIdentity is the id of a run being created and, for a sub-flow run, its
@@ -117,8 +119,8 @@ type runIdentity struct {
 }
 
 // createRun records a new flow run and its task runs and queues its root
-// tasks, within tx; client inserts the jobs.
-func createRun(ctx context.Context, tx pgx.Tx, store *eventstore.Store, client *river.Client[pgx.Tx], p RunCreateParams, ident runIdentity) (domain.FlowRun, error) {
+// tasks, within tx; enq inserts the jobs.
+func createRun(ctx context.Context, tx pgx.Tx, store *eventstore.Store, enq Enqueuer, p RunCreateParams, ident runIdentity) (domain.FlowRun, error) {
 	if err := p.validate(); err != nil {
 		return domain.FlowRun{}, err
 	}
@@ -208,17 +210,17 @@ INSERT INTO flow_run_progress (flow_run_id, task_runs_total, task_runs_unfinishe
 	if p.Hold {
 		return run, nil
 	}
-	var jobs []river.InsertManyParams
+	var jobs []riverjob.Job
 	for _, t := range p.Flow.Tasks {
 		if len(t.DependsOn) == 0 {
 			jobs = append(jobs, jobFor(run, t, 1, p.ScheduledAt, now))
 		}
 	}
-	if _, err := client.InsertManyFastTx(ctx, tx, jobs); err != nil {
+	if err := enq.EnqueueTx(ctx, tx, jobs); err != nil {
 		return domain.FlowRun{}, fmt.Errorf("queue root tasks: %w", err)
 	}
 	if p.ScheduledAt.After(now) && len(jobs) > 0 {
-		if err := notifyDueTx(ctx, tx); err != nil {
+		if err := riverjob.NotifyDueTx(ctx, tx); err != nil {
 			return domain.FlowRun{}, err
 		}
 	}
@@ -253,27 +255,27 @@ func (p *RunCreateParams) validate() error {
 
 // taskJob is the job that works the given attempt of a task of run, due at
 // `at` (queued at once when that is not after now).
-func taskJob(run domain.FlowRun, task string, attempt int, at, now time.Time) river.InsertManyParams {
+func taskJob(run domain.FlowRun, task string, attempt int, at, now time.Time) riverjob.Job {
 	t, _ := run.Flow.Task(task)
 	return jobFor(run, t, attempt, at, now)
 }
 
 // jobFor is taskJob for a task whose spec the caller has at hand (looking
 // it up by name scans the flow).
-func jobFor(run domain.FlowRun, t domain.TaskSpec, attempt int, at, now time.Time) river.InsertManyParams {
+func jobFor(run domain.FlowRun, t domain.TaskSpec, attempt int, at, now time.Time) riverjob.Job {
 	task := t.Name
 	queue := run.WorkQueue
 	if t.WorkQueue != "" {
 		queue = t.WorkQueue
 	}
-	opts := &river.InsertOpts{Queue: queue}
+	j := riverjob.Job{
+		Args:  riverjob.TaskRunArgs{TaskRunID: run.TaskRunIDs[task], FlowRunID: run.ID, Attempt: attempt},
+		Queue: queue,
+	}
 	if at.After(now) {
-		opts.ScheduledAt = at
+		j.ScheduledAt = at
 	}
-	return river.InsertManyParams{
-		Args:       TaskRunArgs{TaskRunID: run.TaskRunIDs[task], FlowRunID: run.ID, Attempt: attempt},
-		InsertOpts: opts,
-	}
+	return j
 }
 
 // claimIdempotencyKey records the actor's key for a new run, or returns the
