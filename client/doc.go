@@ -6,8 +6,9 @@
 //
 // The generated files are written by go generate and must never be edited;
 // TestGeneratedCodeIsCurrent fails when they differ from what the document
-// gives. It depends on nothing of Ordo's server: code that talks to Ordo
-// imports it without pulling in the database or job queue.
+// gives. It depends on nothing of Ordo's server, so that code that talks to
+// Ordo imports it without pulling in the database or job queue: it must
+// never import domain, eventstore, commands, jobs, projections or api.
 package client
 
 //go:generate go run ./internal/openapidoc -o openapi.json

@@ -5,7 +5,7 @@
 // once (no added latency), at high load many share a commit, which is what
 // lifts a small machine past its commit rate.
 //
-// It knows nothing of Ordo: no domain, event store or River imports.
+// It knows nothing of Ordo: it must never import domain, eventstore or River.
 package groupcommit
 
 import (

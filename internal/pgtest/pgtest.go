@@ -8,8 +8,9 @@
 // gets a clone of it, which takes a few tens of milliseconds instead of a
 // migration run.
 //
-// It is test plumbing below everything else: it imports migrations and must
-// never import domain, eventstore, projections, jobs or api.
+// It is test plumbing: it imports migrations, and eventstore only to
+// configure pools as the server does; it must never import projections,
+// commands, jobs or api.
 package pgtest
 
 import (
