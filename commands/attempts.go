@@ -121,8 +121,9 @@ type Committed struct {
 	Deleted []int64
 	// Wake are the queues that got jobs to work now.
 	Wake map[string]bool
-	// Later says that jobs were queued for later.
-	Later bool
+	// DueAt is when the earliest job queued for later is due; zero when
+	// none was.
+	DueAt time.Time
 }
 
 // CommitBatch records a batch of starts or outcomes in one transaction.
@@ -144,7 +145,7 @@ func (r *Attempts) CommitBatch(ctx context.Context, ops []*Op) (Committed, error
 		r.opts.Logger.Warn("result of an attempt that is no longer current refused",
 			"task_run_id", ref.taskRunID, "attempt", ref.event.Attempt, "current_attempt", ref.event.CurrentAttempt, "outcome", ref.event.Outcome)
 	}
-	return Committed{Deleted: notEarly(s.deletedJobs, ops), Wake: s.wake, Later: s.later}, nil
+	return Committed{Deleted: notEarly(s.deletedJobs, ops), Wake: s.wake, DueAt: s.laterAt}, nil
 }
 
 // notEarly returns the deleted jobs but those of early outcomes, whose

@@ -36,8 +36,9 @@ type ServiceOptions struct {
 	DueTimer Waker
 }
 
-// Waker is a due timer, told that jobs were queued for later.
-type Waker interface{ Wake() }
+// Waker is a due timer, told that jobs were queued for later, the earliest
+// due at at.
+type Waker interface{ WakeAt(at time.Time) }
 
 // NewService returns a Service that inserts jobs with enq.
 func NewService(pool *pgxpool.Pool, store *eventstore.Store, enq Enqueuer, opts ServiceOptions) *Service {
@@ -95,7 +96,7 @@ func (s *Service) RunCreate(ctx context.Context, p RunCreateParams) (domain.Flow
 		return domain.FlowRun{}, err
 	}
 	if s.opts.DueTimer != nil && run.ScheduledAt.After(time.Now()) {
-		s.opts.DueTimer.Wake()
+		s.opts.DueTimer.WakeAt(run.ScheduledAt)
 	}
 	return run, nil
 }
@@ -220,7 +221,7 @@ INSERT INTO flow_run_progress (flow_run_id, task_runs_total, task_runs_unfinishe
 		return domain.FlowRun{}, fmt.Errorf("queue root tasks: %w", err)
 	}
 	if p.ScheduledAt.After(now) && len(jobs) > 0 {
-		if err := riverjob.NotifyDueTx(ctx, tx); err != nil {
+		if err := riverjob.NotifyDueTx(ctx, tx, p.ScheduledAt); err != nil {
 			return domain.FlowRun{}, err
 		}
 	}

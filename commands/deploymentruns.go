@@ -117,7 +117,7 @@ func (r *DeploymentRuns) RunFromDeployment(ctx context.Context, deploymentID uui
 		return domain.FlowRun{}, err
 	}
 	if r.svc.opts.DueTimer != nil && run.ScheduledAt.After(time.Now()) {
-		r.svc.opts.DueTimer.Wake()
+		r.svc.opts.DueTimer.WakeAt(run.ScheduledAt)
 	}
 	return run, nil
 }

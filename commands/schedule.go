@@ -141,9 +141,7 @@ func (s *Schedules) ScheduleDeployment(ctx context.Context, id uuid.UUID, now ti
 		next, created, err = s.scheduleTx(ctx, tx, id, now, limit)
 		return err
 	})
-	if err == nil && created > 0 && s.svc.opts.DueTimer != nil {
-		s.svc.opts.DueTimer.Wake()
-	}
+	// The due timers hear of the runs created from createRun's notification.
 	return next, created, err
 }
 

@@ -45,7 +45,7 @@ type settlement struct {
 
 	index     map[uuid.UUID]*flowIndex
 	jobs      []jobRow
-	later     bool // a job was queued for later
+	laterAt   time.Time // the earliest job queued for later; zero when none
 	progress  map[uuid.UUID]*runProgress
 	decrement map[uuid.UUID]int32     // task run -> upstream tasks that completed
 	decFlow   map[uuid.UUID]uuid.UUID // task run counted down -> its flow run
@@ -549,14 +549,14 @@ func (s *settlement) apply(ctx context.Context, tx pgx.Tx) ([]finishedRun, error
 		jobArgs   = make([][]byte, len(s.jobs))
 		jobQueues = make([]string, len(s.jobs))
 		jobAt     = make([]*time.Time, len(s.jobs))
-		later     bool
+		laterAt   time.Time
 	)
 	for i, j := range s.jobs {
 		jobArgs[i], jobQueues[i], jobAt[i] = j.args, j.queue, j.at
 		if j.at == nil || !j.at.After(s.now) {
 			s.wakeQueue(j.queue)
-		} else {
-			s.later, later = true, true
+		} else if laterAt.IsZero() || j.at.Before(laterAt) {
+			laterAt = *j.at
 		}
 	}
 	var (
@@ -607,8 +607,11 @@ func (s *settlement) apply(ctx context.Context, tx pgx.Tx) ([]finishedRun, error
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("settle task runs: %w", err)
 	}
-	if later {
-		if err := riverjob.NotifyDueTx(ctx, tx); err != nil {
+	if !laterAt.IsZero() {
+		if s.laterAt.IsZero() || laterAt.Before(s.laterAt) {
+			s.laterAt = laterAt
+		}
+		if err := riverjob.NotifyDueTx(ctx, tx, laterAt); err != nil {
 			return nil, err
 		}
 	}

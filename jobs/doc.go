@@ -100,9 +100,11 @@
 //   - Every transaction that queues a task run job for later notifies the
 //     timers (riverjob.NotifyDueTx, on "<schema>.ordo_due", delivered at its
 //     commit), and each timer listens on a connection of its own and reads
-//     the next due time again when told. So a job inserted by a transaction
-//     that commits after the timer looked, in any process, is seen at its
-//     commit. Wake does the same within a process.
+//     the next due time again when told, unless the job is due after the
+//     timer's next look anyway (the notification carries its due time). So
+//     a job inserted by a transaction that commits after the timer looked,
+//     in any process, is seen at its commit. WakeAt does the same within a
+//     process.
 //   - River's own scheduler makes jobs due in its next 5 s available ahead
 //     of time, without telling anyone. The timer notifies their queues when
 //     their time comes, and reads them in a statement of its own after the

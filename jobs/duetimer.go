@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,9 +21,14 @@ type DueTimer struct {
 	opts DueTimerOptions
 	wake chan struct{}
 	last time.Time // database time of the last tick
+	// sleepsUntil is when the timer looks next, in Unix microseconds of this
+	// process's clock; 0 while it ticks. A job due later needs no wake-up:
+	// the timer never sleeps longer than PollInterval.
+	sleepsUntil atomic.Int64
 
 	// observe, when set (by tests), hears "listening" once the timer
-	// listens and "sleep" before each sleep.
+	// listens, "sleep" before each sleep, and "heard: woke" or "heard: not
+	// needed" for each notification of a due time.
 	observe func(event string)
 }
 
@@ -52,8 +59,21 @@ func NewDueTimer(pool *pgxpool.Pool, opts DueTimerOptions) *DueTimer {
 	return &DueTimer{pool: pool, opts: opts, wake: make(chan struct{}, 1)}
 }
 
-// Wake makes the timer read the next due time now: call it after inserting
-// a scheduled job, once the transaction committed.
+// WakeAt tells the timer that a job due at at was queued, once the
+// transaction committed: it reads the next due time now unless it will
+// look again before at anyway.
+func (d *DueTimer) WakeAt(at time.Time) { d.wakeAt(at) }
+
+// wakeAt is WakeAt, reporting whether it woke the timer.
+func (d *DueTimer) wakeAt(at time.Time) bool {
+	if until := d.sleepsUntil.Load(); until != 0 && at.UnixMicro() >= until {
+		return false
+	}
+	d.Wake()
+	return true
+}
+
+// Wake makes the timer read the next due time now.
 func (d *DueTimer) Wake() {
 	select {
 	case d.wake <- struct{}{}:
@@ -71,6 +91,7 @@ func (d *DueTimer) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		d.sleepsUntil.Store(0) // awake: every job queued now wakes it again
 		sleep, err := d.tick(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -80,6 +101,7 @@ func (d *DueTimer) Run(ctx context.Context) error {
 			sleep = d.opts.PollInterval
 		}
 		timer.Reset(sleep)
+		d.sleepsUntil.Store(time.Now().Add(sleep).UnixMicro())
 		d.observed("sleep")
 		select {
 		case <-ctx.Done():
@@ -164,9 +186,18 @@ func (d *DueTimer) listenOnce(ctx context.Context) error {
 	d.observed("listening")
 	d.Wake()
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return fmt.Errorf("wait for notifications: %w", err)
 		}
-		d.Wake()
+		us, err := strconv.ParseInt(n.Payload, 10, 64)
+		switch {
+		case err != nil:
+			d.Wake()
+		case d.wakeAt(time.UnixMicro(us)):
+			d.observed("heard: woke")
+		default:
+			d.observed("heard: not needed")
+		}
 	}
 }

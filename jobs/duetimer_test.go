@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,5 +158,47 @@ SELECT state FROM river_job WHERE kind = $1 AND args->>'flow_run_id' = $2`, rive
 	})
 	if time.Now().Before(due) {
 		t.Errorf("made available before its time %v", due)
+	}
+}
+
+// A job queued for after the timer's next look does not wake it (thousands
+// of runs created an hour ahead would wake every timer thousands of times);
+// one due before does.
+func TestDueTimerWakesOnlyForJobsDueBeforeItLooksAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	events := startDueTimer(t, b) // looks again within the hour at the latest
+	awaitEvent(t, events, "listening")
+	awaitEvent(t, events, "sleep")
+
+	flow := domain.FlowSpec{Name: "ahead", Tasks: []domain.TaskSpec{{Name: "t", Command: []string{"true"}}}}
+	if _, err := b.svc.RunCreate(ctx, commands.RunCreateParams{Flow: flow, ScheduledAt: time.Now().Add(2 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if e := nextHeard(t, events); e != "heard: not needed" {
+		t.Errorf("a run due in two hours: %q, want the timer left asleep", e)
+	}
+	if _, err := b.svc.RunCreate(ctx, commands.RunCreateParams{Flow: flow, ScheduledAt: time.Now().Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if e := nextHeard(t, events); e != "heard: woke" {
+		t.Errorf("a run due in a minute: %q, want the timer woken", e)
+	}
+}
+
+// nextHeard returns the timer's next report of a notification.
+func nextHeard(t *testing.T, events <-chan string) string {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case e := <-events:
+			if strings.HasPrefix(e, "heard: ") {
+				return e
+			}
+		case <-timeout:
+			t.Fatal("the due timer heard no notification")
+		}
 	}
 }

@@ -510,8 +510,8 @@ func (w *Worker) commitBatch(ctx context.Context, ops []*commands.Op) error {
 	}
 	w.deleted.add(c.Deleted)
 	w.wake.kick(c.Wake)
-	if c.Later && w.due != nil {
-		w.due.Wake()
+	if !c.DueAt.IsZero() && w.due != nil {
+		w.due.WakeAt(c.DueAt)
 	}
 	return nil
 }
