@@ -381,11 +381,11 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[riverjob.TaskRu
 		out = failed(job.Args.Attempt, "attempt %d was lost: the worker running it stopped before recording its outcome", job.Args.Attempt)
 		out.failure.Crashed = true
 	case commands.ActionRun:
-		p := planOf(start.Result.Plan)
-		log := &taskLog{w: w.logs, base: LogLine{TaskRunID: p.taskRunID, FlowRunID: p.flowRunID, Attempt: p.attempt}}
-		log.head("attempt %d of task %s started on worker %s", p.attempt, p.task.Name, w.opts.Name)
+		p := start.Result.Plan
+		log := &taskLog{w: w.logs, base: LogLine{TaskRunID: p.TaskRunID, FlowRunID: p.FlowRunID, Attempt: p.Attempt}}
+		log.head("attempt %d of task %s started on worker %s", p.Attempt, p.Task.Name, w.opts.Name)
 		out = w.execute(actx, p, log)
-		out.cacheKey = p.cacheKey
+		out.cacheKey = p.CacheKey
 		log.sync(ctx) // the lines the task wrote are stored before its outcome
 	}
 	w.recordOutcome(job, out, start.Result.Slot)
