@@ -37,7 +37,7 @@ func TestRunCancel(t *testing.T) {
 				sleeper("sleep"), sh("after", "true", "sleep"), sh("quick", "true"),
 			}}, nil)
 			pid := readPid(t, filepath.Join(b.workspace, fr.ID.String(), "sleep.pid"))
-			waitUntil(t, 10*time.Second, "quick completes", func() bool {
+			waitUntil(t, time.Minute, "quick completes", func() bool {
 				return b.taskEvents(t, fr, "quick").run.State.Type == domain.Completed
 			})
 

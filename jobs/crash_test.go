@@ -75,7 +75,7 @@ func TestZombieResultRefused(t *testing.T) {
 	work := sh("work", `sleep 1; echo "\"attempt $ORDO_ATTEMPT\"" > "$ORDO_RESULT_PATH"`)
 	work.Retries = 1
 	fr := b.create(t, domain.FlowSpec{Name: "zombie", Tasks: []domain.TaskSpec{work}}, nil)
-	waitUntil(t, 10*time.Second, "attempt 1 starts", func() bool {
+	waitUntil(t, time.Minute, "attempt 1 starts", func() bool {
 		return len(b.taskEvents(t, fr, "work").of("TaskRunStarted")) == 1
 	})
 	zombie.signal(t, syscall.SIGSTOP)
@@ -89,7 +89,7 @@ func TestZombieResultRefused(t *testing.T) {
 
 	zombie.signal(t, syscall.SIGCONT)
 	var refused domain.TaskRunResultRefused
-	waitUntil(t, 10*time.Second, "the zombie's result is refused", func() bool {
+	waitUntil(t, time.Minute, "the zombie's result is refused", func() bool {
 		r := b.taskEvents(t, fr, "work").of("TaskRunResultRefused")
 		if len(r) == 0 {
 			return false
@@ -105,7 +105,7 @@ func TestZombieResultRefused(t *testing.T) {
 		t.Errorf("%d completions, result %s: the zombie's result was applied", len(h.of("TaskRunCompleted")), h.run.Result)
 	}
 	// Back from the dead, it heartbeats again and says so.
-	waitUntil(t, 5*time.Second, "the zombie is alive again", func() bool {
+	waitUntil(t, time.Minute, "the zombie is alive again", func() bool {
 		var online bool
 		b.pool.QueryRow(t.Context(), `SELECT online FROM worker_status WHERE name = 'zombie'`).Scan(&online)
 		return online

@@ -93,14 +93,14 @@ func TestManualRunsBecomeLate(t *testing.T) {
 		if fr := b.wait(t, ran.ID); fr.State.Type != domain.Completed {
 			t.Fatalf("the run with a worker ended %s", fr.State.Type)
 		}
-		eventually(t, 10*time.Second, "the run with no worker did not become Late", func() bool {
+		eventually(t, time.Minute, "the run with no worker did not become Late", func() bool {
 			return b.flowRun(t, stuck.ID).State.Name == domain.NameLate
 		})
 		e, _ := b.lastEvent(t, stuck.ID, "FlowRunLate")
 		if e.RecordedAt.Before(stuck.ScheduledAt.Add(time.Second)) {
 			t.Errorf("marked Late at %v, before its threshold %v", e.RecordedAt, stuck.ScheduledAt.Add(time.Second))
 		}
-		eventually(t, 10*time.Second, "the lateness check of the run that started was not removed", func() bool {
+		eventually(t, time.Minute, "the lateness check of the run that started was not removed", func() bool {
 			var left int
 			err := b.pool.QueryRow(context.Background(), `SELECT count(*) FROM run_lateness_checks`).Scan(&left)
 			return err == nil && left == 0

@@ -243,12 +243,12 @@ func TestQueueConcurrencyLimitSetOnBusyQueue(t *testing.T) {
 	handlers.Handle("gated", p.handle(gate(g)))
 	b.startWorker(t, jobs.WorkerOptions{Queues: []string{"busy"}, Concurrency: 4, Handlers: handlers})
 	fr := b.createOn(t, "busy", handlerFlow("gated", 7))
-	waitUntil(t, 10*time.Second, "4 tasks run", func() bool { n, _ := p.now(); return n == 4 })
+	waitUntil(t, time.Minute, "4 tasks run", func() bool { n, _ := p.now(); return n == 4 })
 
 	b.setQueueLimit(t, "busy", 2)
 	p.mark()
 	g <- struct{}{} // one ends: three run, more than the limit allows
-	waitUntil(t, 10*time.Second, "the three tasks left wait", func() bool {
+	waitUntil(t, time.Minute, "the three tasks left wait", func() bool {
 		return b.waitingFor(t, "busy") == 3 || len(p.since()) > 0
 	})
 	if seen := p.since(); len(seen) > 0 {
@@ -284,10 +284,10 @@ func TestQueueConcurrencyLimitChanged(t *testing.T) {
 	handlers.Handle("gated", p.handle(gate(g)))
 	b.startWorker(t, jobs.WorkerOptions{Queues: []string{"grow"}, Concurrency: 8, Handlers: handlers})
 	fr := b.createOn(t, "grow", handlerFlow("gated", 8))
-	waitUntil(t, 10*time.Second, "one task runs, seven wait", func() bool { n, _ := p.now(); return n == 1 && b.waitingFor(t, "grow") == 7 })
+	waitUntil(t, time.Minute, "one task runs, seven wait", func() bool { n, _ := p.now(); return n == 1 && b.waitingFor(t, "grow") == 7 })
 
 	b.setQueueLimit(t, "grow", 3)
-	waitUntil(t, 10*time.Second, "three tasks run", func() bool { n, _ := p.now(); return n == 3 })
+	waitUntil(t, time.Minute, "three tasks run", func() bool { n, _ := p.now(); return n == 3 })
 	q, err := projections.NewReader(b.store).WorkQueueGet(t.Context(), "grow")
 	if err != nil {
 		t.Fatal(err)
@@ -369,13 +369,13 @@ func TestQueueSlotPassesOn(t *testing.T) {
 	}}}
 	quickFlow := domain.FlowSpec{Name: "quick", Tasks: []domain.TaskSpec{{Name: "q", Handler: "quick"}}}
 	first := b.createOn(t, "one", cachedFlow)
-	waitUntil(t, 10*time.Second, "the first run's task starts", func() bool {
+	waitUntil(t, time.Minute, "the first run's task starts", func() bool {
 		return len(b.taskEvents(t, first, "c").of("TaskRunStarted")) == 1
 	})
 	var runs []domain.FlowRun
 	for _, f := range []domain.FlowSpec{cachedFlow, quickFlow, quickFlow} {
 		runs = append(runs, b.createOn(t, "one", f))
-		waitUntil(t, 10*time.Second, "the new run waits", func() bool { return b.waitingFor(t, "one") == len(runs) })
+		waitUntil(t, time.Minute, "the new run waits", func() bool { return b.waitingFor(t, "one") == len(runs) })
 	}
 	second, cancelled, last := runs[0], runs[1], runs[2]
 	if _, err := b.svc.RunCancel(t.Context(), cancelled.ID, "test"); err != nil {
@@ -427,14 +427,14 @@ func TestQueueSlotOfCancelledRunPassesOn(t *testing.T) {
 	}
 
 	blocked := b.createOn(t, "one", domain.FlowSpec{Name: "blocked", Tasks: []domain.TaskSpec{{Name: "b", Handler: "blocked"}}})
-	waitUntil(t, 10*time.Second, "the blocked task starts", func() bool {
+	waitUntil(t, time.Minute, "the blocked task starts", func() bool {
 		return len(b.taskEvents(t, blocked, "b").of("TaskRunStarted")) == 1
 	})
 	quick := domain.FlowSpec{Name: "quick", Tasks: []domain.TaskSpec{{Name: "q", Handler: "quick"}}}
 	doomed := b.createOn(t, "one", quick)
-	waitUntil(t, 10*time.Second, "the second run waits", func() bool { return b.waitingFor(t, "one") == 1 })
+	waitUntil(t, time.Minute, "the second run waits", func() bool { return b.waitingFor(t, "one") == 1 })
 	last := b.createOn(t, "one", quick)
-	waitUntil(t, 10*time.Second, "the third run waits", func() bool { return b.waitingFor(t, "one") == 2 })
+	waitUntil(t, time.Minute, "the third run waits", func() bool { return b.waitingFor(t, "one") == 2 })
 
 	// The worker stops: it takes no more jobs, then its stop deadline
 	// passes and the blocked task is stopped. That attempt's end grants its
@@ -470,7 +470,7 @@ WHERE s.state = 'granted' AND j.state = 'available' AND j.args ->> 'flow_run_id'
 	}
 	// A worker may have fetched the requeued attempt's job as the run was
 	// cancelled; its start then finds the task cancelled and frees the slot.
-	waitUntil(t, 10*time.Second, "every slot is freed", func() bool {
+	waitUntil(t, time.Minute, "every slot is freed", func() bool {
 		return b.count(t, `SELECT count(*) FROM work_queue_slots`) == 0
 	})
 	b.noSlotsLeft(t)
@@ -489,7 +489,7 @@ func TestQueueConcurrencyLimitRemoved(t *testing.T) {
 	jobs.SetSlotRecheck(&opts, 10*time.Minute)
 	b.startWorker(t, opts)
 	fr := b.createOn(t, "lifted", handlerFlow("gated", 3))
-	waitUntil(t, 10*time.Second, "one task runs, two wait", func() bool { n, _ := p.now(); return n == 1 && b.waitingFor(t, "lifted") == 2 })
+	waitUntil(t, time.Minute, "one task runs, two wait", func() bool { n, _ := p.now(); return n == 1 && b.waitingFor(t, "lifted") == 2 })
 
 	b.setQueueLimit(t, "lifted", 0)
 	r, err := jobs.NewReaper(b.pool, b.store, jobs.ReaperOptions{Logger: quietLogger})
@@ -499,7 +499,7 @@ func TestQueueConcurrencyLimitRemoved(t *testing.T) {
 	if _, err := r.Reap(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "three tasks run", func() bool { n, _ := p.now(); return n == 3 })
+	waitUntil(t, time.Minute, "three tasks run", func() bool { n, _ := p.now(); return n == 3 })
 	feed(t, g, 3)
 	if fr = b.wait(t, fr.ID); fr.State.Type != domain.Completed {
 		t.Fatalf("run ended %s (%s), want COMPLETED", fr.State.Type, fr.State.Message)
@@ -530,14 +530,14 @@ func TestQueueLimitSaveAndStartsExclude(t *testing.T) {
 		t.Fatal(err)
 	}
 	fr := b.createOn(t, "q", handlerFlow("gated", 1))
-	waitUntil(t, 10*time.Second, "the worker's start waits for the save's lock", b.waitsForAdvisoryLock(t))
+	waitUntil(t, time.Minute, "the worker's start waits for the save's lock", b.waitsForAdvisoryLock(t))
 	if n, _ := p.now(); n != 0 {
 		t.Fatal("a task started while a save of its queue's settings was in progress")
 	}
 	if err := save.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "the task starts once the save committed", func() bool { n, _ := p.now(); return n == 1 })
+	waitUntil(t, time.Minute, "the task starts once the save committed", func() bool { n, _ := p.now(); return n == 1 })
 
 	// ... and a transaction recording starts holds back a save.
 	starts, err := b.pool.Begin(ctx)
@@ -553,7 +553,7 @@ func TestQueueLimitSaveAndStartsExclude(t *testing.T) {
 		defer close(saved)
 		b.setQueueLimit(t, "q", 1)
 	}()
-	waitUntil(t, 10*time.Second, "the save waits for the starts' lock", b.waitsForAdvisoryLock(t))
+	waitUntil(t, time.Minute, "the save waits for the starts' lock", b.waitsForAdvisoryLock(t))
 	select {
 	case <-saved:
 		t.Fatal("a limit was saved while starts on its queue were being recorded")

@@ -53,7 +53,7 @@ func TestPostgresRestartMidFlow(t *testing.T) {
 		sh("b", `echo before; sleep 1; echo after; printf '%s' "$ORDO_INPUTS" > "$ORDO_RESULT_PATH"`, "a"),
 		sh("c", `printf '%s' "$ORDO_INPUTS" > "$ORDO_RESULT_PATH"`, "b"),
 	}}, nil)
-	waitUntil(t, 10*time.Second, "b starts", func() bool {
+	waitUntil(t, time.Minute, "b starts", func() bool {
 		return b.taskEvents(t, fr, "b").run.State.Type == domain.Running
 	})
 	if err := srv.Stop(ctx); err != nil {

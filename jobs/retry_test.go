@@ -129,7 +129,7 @@ func TestRunRetry(t *testing.T) {
 			sh("last", "true", "wait"),
 		}}
 		fr := b.create(t, flow, nil)
-		waitUntil(t, 10*time.Second, "wait starts", func() bool {
+		waitUntil(t, time.Minute, "wait starts", func() bool {
 			return b.taskEvents(t, fr, "wait").run.State.Type == domain.Running
 		})
 		if _, err := b.svc.RunCancel(t.Context(), fr.ID, "token:test"); err != nil {

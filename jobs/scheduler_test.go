@@ -357,7 +357,7 @@ func TestSchedulerTwoServersNoDuplicateNoGap(t *testing.T) {
 	}
 	leader := func() int {
 		var found = -1
-		eventually(t, 5*time.Second, "no scheduler became the leader", func() bool {
+		eventually(t, time.Minute, "no scheduler became the leader", func() bool {
 			for i, s := range servers {
 				if s.sched.IsLeader() {
 					found = i
@@ -544,13 +544,16 @@ func TestSchedulerScheduleChange(t *testing.T) {
 func TestSchedulerWakesOnDeploymentChange(t *testing.T) {
 	t.Parallel()
 	b := schedSetup(t)
-	s := b.scheduler(t, jobs.SchedulerOptions{Interval: time.Minute})
+	// Without the wake-up, its next tick would come an Interval later: the
+	// bound is a tenth of that, so that a loaded machine cannot fail it.
+	const interval = 10 * time.Minute
+	s := b.scheduler(t, jobs.SchedulerOptions{Interval: interval})
 	runScheduler(t, s)
-	eventually(t, 5*time.Second, "the scheduler did not lead", s.IsLeader)
+	eventually(t, time.Minute, "the scheduler did not lead", s.IsLeader)
 	time.Sleep(200 * time.Millisecond) // its first tick is over
 	deployed := time.Now()
 	d := b.deploy(t, scheduledSpec("heard", every(5)))
-	eventually(t, 3*time.Second, "no run was created for a new deployment", func() bool { return len(b.runsOf(t, d.ID)) > 0 })
+	eventually(t, interval/10, "no run was created for a new deployment", func() bool { return len(b.runsOf(t, d.ID)) > 0 })
 	t.Logf("first runs %v after the deployment", time.Since(deployed))
 }
 
@@ -862,7 +865,7 @@ func TestConcurrencyLimitEnqueue(t *testing.T) {
 					t.Fatalf("run %s over the limit is %s, want SCHEDULED, waiting", r.Name, r.State.Type)
 				}
 			}
-			eventually(t, 10*time.Second, "the first run did not start", func() bool { return b.started(t, runs[0].ID) })
+			eventually(t, time.Minute, "the first run did not start", func() bool { return b.started(t, runs[0].ID) })
 
 			free := func() {
 				t.Helper()
@@ -899,7 +902,7 @@ func TestConcurrencyLimitEnqueue(t *testing.T) {
 					t.Fatalf("run %d ended %s", i, fr.State.Type)
 				}
 				free()
-				eventually(t, 10*time.Second, "the next waiting run did not start", func() bool { return b.started(t, runs[i+1].ID) })
+				eventually(t, time.Minute, "the next waiting run did not start", func() bool { return b.started(t, runs[i+1].ID) })
 				if b.started(t, runs[2].ID) && i == 0 {
 					t.Fatal("two waiting runs started for one free slot")
 				}

@@ -281,7 +281,7 @@ func (b testBundle) taskEvents(t *testing.T, fr domain.FlowRun, task string) tas
 func readPid(t *testing.T, path string) int {
 	t.Helper()
 	var pid int
-	waitUntil(t, 10*time.Second, "pid file "+path, func() bool {
+	waitUntil(t, time.Minute, "pid file "+path, func() bool {
 		raw, err := os.ReadFile(path)
 		if err != nil {
 			return false

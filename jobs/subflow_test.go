@@ -113,7 +113,7 @@ func TestSubflows(t *testing.T) {
 		b.deploy(t, "slow", nil, sleeper("sleep"), sh("then", "true", "sleep"))
 		fr := b.create(t, domain.FlowSpec{Name: "parent", Tasks: []domain.TaskSpec{subflowTask("sub", "slow", nil)}}, nil)
 		var childID uuid.UUID
-		waitUntil(t, 10*time.Second, "the child run starts", func() bool {
+		waitUntil(t, time.Minute, "the child run starts", func() bool {
 			h := b.taskEvents(t, fr, "sub")
 			if len(h.of("TaskRunStarted")) == 0 {
 				return false
@@ -154,11 +154,11 @@ func TestSubflowConcurrencyLimit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, "the run holding the slot did not start", func() bool { return b.started(t, holder.ID) })
+		eventually(t, time.Minute, "the run holding the slot did not start", func() bool { return b.started(t, holder.ID) })
 		parent := b.create(t, domain.FlowSpec{Name: "parent", Tasks: []domain.TaskSpec{
 			subflowTask("sub", d.Spec.Name, nil), sh("after", "true", "sub"),
 		}}, nil)
-		eventually(t, 10*time.Second, "the sub-flow task did not start", func() bool {
+		eventually(t, time.Minute, "the sub-flow task did not start", func() bool {
 			return len(b.taskEvents(t, parent, "sub").of("TaskRunStarted")) > 0
 		})
 		return b, d, gate, holder, parent, b.child(t, b.taskEvents(t, parent, "sub"))
@@ -183,7 +183,7 @@ func TestSubflowConcurrencyLimit(t *testing.T) {
 			t.Fatalf("the sub-flow task is %s while its child waits, want RUNNING", s)
 		}
 		gate <- struct{}{} // the holder ends: the child gets the slot
-		eventually(t, 10*time.Second, "the child did not start after the slot was freed", func() bool { return b.started(t, child.ID) })
+		eventually(t, time.Minute, "the child did not start after the slot was freed", func() bool { return b.started(t, child.ID) })
 		gate <- struct{}{}
 		fr := b.wait(t, parent.ID)
 		if fr.State.Type != domain.Completed {

@@ -52,12 +52,12 @@ func TestWorkspacesOfEndedRunsAreRemoved(t *testing.T) {
 	flaky.Retries, flaky.RetryDelaySeconds = 1, domain.RetryDelays{600}
 	waiting := b.create(t, domain.FlowSpec{Name: "waits", Tasks: []domain.TaskSpec{flaky}}, nil)
 	waitingDir := filepath.Join(b.workspace, waiting.ID.String())
-	waitUntil(t, 10*time.Second, "the flaky task waits for its retry", func() bool {
+	waitUntil(t, time.Minute, "the flaky task waits for its retry", func() bool {
 		return b.taskEvents(t, waiting, "flaky").run.State.Name == domain.NameAwaitingRetry
 	})
 	started := time.Now() // the running and waiting runs' last events are older than this
 
-	waitUntil(t, 10*time.Second, "the ended run's workspace is removed", gone(filepath.Join(b.workspace, done.ID.String())))
+	waitUntil(t, time.Minute, "the ended run's workspace is removed", gone(filepath.Join(b.workspace, done.ID.String())))
 	if kept := time.Since(ended); kept < 500*time.Millisecond {
 		t.Errorf("the workspace was removed %v after its run ended, before the retention of 500ms", kept)
 	}
@@ -68,12 +68,12 @@ func TestWorkspacesOfEndedRunsAreRemoved(t *testing.T) {
 	// Once the other runs' last events are older than the retention, a
 	// run that ends then has its workspace removed by a sweep that saw
 	// theirs too.
-	waitUntil(t, 10*time.Second, "the retention passes", func() bool { return time.Since(started) > 500*time.Millisecond })
+	waitUntil(t, time.Minute, "the retention passes", func() bool { return time.Since(started) > 500*time.Millisecond })
 	later := b.create(t, domain.FlowSpec{Name: "quick", Tasks: []domain.TaskSpec{sh("q", "true")}}, nil)
 	if fr := b.wait(t, later.ID); fr.State.Type != domain.Completed {
 		t.Fatalf("run ended %s (%s)", fr.State.Type, fr.State.Message)
 	}
-	waitUntil(t, 10*time.Second, "the later run's workspace is removed", gone(filepath.Join(b.workspace, later.ID.String())))
+	waitUntil(t, time.Minute, "the later run's workspace is removed", gone(filepath.Join(b.workspace, later.ID.String())))
 	for _, dir := range []string{runningDir, waitingDir, stranger, other} {
 		if _, err := os.Stat(dir); err != nil {
 			t.Errorf("%s: %v, want it kept", dir, err)
@@ -86,5 +86,5 @@ func TestWorkspacesOfEndedRunsAreRemoved(t *testing.T) {
 	if fr := b.wait(t, running.ID); fr.State.Type != domain.Cancelled {
 		t.Fatalf("run ended %s, want CANCELLED", fr.State.Type)
 	}
-	waitUntil(t, 10*time.Second, "the cancelled run's workspace is removed", gone(runningDir))
+	waitUntil(t, time.Minute, "the cancelled run's workspace is removed", gone(runningDir))
 }

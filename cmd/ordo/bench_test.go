@@ -24,7 +24,6 @@ import (
 // the Markdown, JSON and SVG files are written and well-formed. It never
 // judges a speed.
 func TestBenchQuick(t *testing.T) {
-	t.Parallel()
 	bin := ordoBinary(t)
 	dir := t.TempDir()
 	md, js, svg := filepath.Join(dir, "bench.md"), filepath.Join(dir, "bench.json"), filepath.Join(dir, "bench.svg")

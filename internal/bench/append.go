@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -139,7 +140,10 @@ func pgbenchRate(ctx context.Context, env Env, bin, url string, clients int, d t
 		return 0, fmt.Errorf("pgbench: %v\n%s", err, out)
 	}
 	m := tpsLine.FindSubmatch(out)
-	if m == nil {
+	switch {
+	case m == nil && bytes.Contains(out, []byte("actually processed: 0")):
+		return 0, fmt.Errorf("pgbench committed no transaction in %s: the machine was too busy to measure", d)
+	case m == nil:
 		return 0, fmt.Errorf("no tps in pgbench output:\n%s", out)
 	}
 	return strconv.ParseFloat(string(m[1]), 64)

@@ -62,7 +62,11 @@ func (r Row) cells() []string {
 	} else if has {
 		met = "missed"
 	}
-	return []string{r.What, r.Ordo, r.Baseline, ratioCell, r.Target, met}
+	cells := []string{r.What, r.Ordo, r.Baseline, ratioCell, r.Target, met}
+	for i, c := range cells {
+		cells[i] = strings.Join(strings.Fields(c), " ") // a cell is one line, whatever an error said
+	}
+	return cells
 }
 
 var header = []string{"what", "Ordo", "baseline (same run)", "ratio", "target", "met?"}

@@ -47,6 +47,7 @@ func sampleReport() *Report {
 				Checks: []Check{atMost("p50 ms", 6, 5)}, Metrics: map[string]float64{"p50_ms": 6}, Note: "over 999 steps"},
 			{Scenario: "memory", What: "memory", Ordo: "50 MiB", Metrics: map[string]float64{"peak_rss_mib": 50}},
 			{Scenario: "replay", What: "replay", Error: "connect: refused"},
+			{Scenario: "append", What: "append", Baseline: "not measured: pgbench said\ntwo lines"},
 		}}
 }
 
@@ -64,6 +65,7 @@ func TestWriteMarkdown(t *testing.T) {
 		"| step latency | p50 6 ms |  |  | p50 ≤ 5 ms | missed |",
 		"| memory | 50 MiB |  |  |  |  |",
 		"| replay |  |  |  |  | failed: connect: refused |",
+		"| append |  | not measured: pgbench said two lines |  |  |  |", // one row, one line
 	} {
 		if lines[i] != want {
 			t.Errorf("line %d:\n got %s\nwant %s", i+1, lines[i], want)
