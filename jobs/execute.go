@@ -33,41 +33,14 @@ const MaxResultBytes = 1 << 20
 // worker has them: what programs need to run at all, and nothing secret.
 var basicEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"}
 
-// execPlan is one attempt to run, as decided when it started.
-type execPlan struct {
-	flowRunID uuid.UUID
-	taskRunID uuid.UUID
-	task      domain.TaskSpec
-	attempt   int
-	params    map[string]any
-	inputs    map[string]json.RawMessage
-	cacheKey  string                 // the key its result is cached under, if the task is cached
-	fail      *domain.AttemptFailure // set when the attempt fails before anything runs
+// failed is the outcome of a failed attempt, with its error.
+func failed(attempt int, format string, args ...any) commands.Outcome {
+	return commands.Outcome{Failure: &domain.AttemptFailure{Attempt: attempt, Error: fmt.Sprintf(format, args...)}}
 }
 
-// outcome is how an attempt ended: a result, a failure, or cancelled.
-type outcome struct {
-	result    json.RawMessage
-	failure   *domain.AttemptFailure
-	cancelled bool     // its flow run was cancelled and the attempt was stopped
-	logTail   []string // the last log lines, for a cancelled attempt
-	cacheKey  string
-}
-
-// planOf is the plan of an attempt as its start decided it.
-func planOf(p commands.Plan) execPlan {
-	return execPlan{
-		flowRunID: p.FlowRunID, taskRunID: p.TaskRunID, task: p.Task, attempt: p.Attempt,
-		params: p.Params, inputs: p.Inputs, cacheKey: p.CacheKey, fail: p.Fail,
-	}
-}
-
-func failed(attempt int, format string, args ...any) outcome {
-	return outcome{failure: &domain.AttemptFailure{Attempt: attempt, Error: fmt.Sprintf(format, args...)}}
-}
-
-func (p execPlan) timeout() time.Duration {
-	return time.Duration(p.task.TimeoutSeconds * float64(time.Second))
+// planTimeout is the task's timeout; 0 means none.
+func planTimeout(p commands.Plan) time.Duration {
+	return time.Duration(p.Task.TimeoutSeconds * float64(time.Second))
 }
 
 // workspace returns (and creates) the flow run's directory on this worker.
@@ -96,24 +69,24 @@ func (w *Worker) workspace(flowRunID uuid.UUID) (string, error) {
 }
 
 // execute runs one attempt and reports how it ended.
-func (w *Worker) execute(ctx context.Context, p execPlan, log *taskLog) outcome {
-	if p.fail != nil {
-		log.system("%s", p.fail.Error)
-		return outcome{failure: p.fail}
+func (w *Worker) execute(ctx context.Context, p commands.Plan, log *taskLog) commands.Outcome {
+	if p.Fail != nil {
+		log.system("%s", p.Fail.Error)
+		return commands.Outcome{Failure: p.Fail}
 	}
-	switch p.task.Kind() {
+	switch p.Task.Kind() {
 	case domain.TaskKindCommand:
-		ws, err := w.workspace(p.flowRunID)
+		ws, err := w.workspace(p.FlowRunID)
 		if err != nil {
-			return failed(p.attempt, "%v", err)
+			return failed(p.Attempt, "%v", err)
 		}
 		return w.runCommand(ctx, p, ws, log)
 	case domain.TaskKindHandler:
 		// made when the handler asks for it: most never do, and a
 		// directory is a good part of a quick handler's cost
-		return w.runHandler(ctx, p, sync.OnceValues(func() (string, error) { return w.workspace(p.flowRunID) }), log)
+		return w.runHandler(ctx, p, sync.OnceValues(func() (string, error) { return w.workspace(p.FlowRunID) }), log)
 	}
-	return failed(p.attempt, "task %s is a %q task, which this worker cannot run", p.task.Name, p.task.Kind())
+	return failed(p.Attempt, "task %s is a %q task, which this worker cannot run", p.Task.Name, p.Task.Kind())
 }
 
 // commandEnv builds a command task's environment: the worker's basic
@@ -143,43 +116,43 @@ func commandEnv(workerEnv []string, t domain.TaskSpec, contract map[string]strin
 	return out
 }
 
-func (w *Worker) runCommand(ctx context.Context, p execPlan, ws string, log *taskLog) outcome {
+func (w *Worker) runCommand(ctx context.Context, p commands.Plan, ws string, log *taskLog) commands.Outcome {
 	resultPath, err := w.resultPath(p)
 	if err != nil {
-		return failed(p.attempt, "%v", err)
+		return failed(p.Attempt, "%v", err)
 	}
 	cmd, err := w.commandFor(p, ws, resultPath)
 	if err != nil {
-		return failed(p.attempt, "%v", err)
+		return failed(p.Attempt, "%v", err)
 	}
 	out, err := startLogged(cmd, log)
 	if err != nil {
 		if out == nil {
-			return failed(p.attempt, "create pipe: %v", err)
+			return failed(p.Attempt, "create pipe: %v", err)
 		}
-		log.system("could not start %q: %v", p.task.Command[0], err)
-		return failed(p.attempt, "start command: %v", err)
+		log.system("could not start %q: %v", p.Task.Command[0], err)
+		return failed(p.Attempt, "start command: %v", err)
 	}
 	end := w.waitCommand(ctx, p, cmd, out)
 	return commandOutcome(ctx, p, cmd, end, resultPath, log)
 }
 
 // commandFor is the command of a task attempt, with its environment.
-func (w *Worker) commandFor(p execPlan, ws, resultPath string) (*exec.Cmd, error) {
-	params, err := json.Marshal(p.params)
+func (w *Worker) commandFor(p commands.Plan, ws, resultPath string) (*exec.Cmd, error) {
+	params, err := json.Marshal(p.Params)
 	if err != nil {
 		return nil, fmt.Errorf("encode parameters: %w", err)
 	}
-	inputs, err := json.Marshal(p.inputs)
+	inputs, err := json.Marshal(p.Inputs)
 	if err != nil {
 		return nil, fmt.Errorf("encode inputs: %w", err)
 	}
-	cmd := command(w.commandPath(p.task.Command[0]), p.task.Command[1:]...)
-	cmd.Env = commandEnv(w.opts.Env, p.task, map[string]string{
-		"ORDO_RUN_ID":      p.flowRunID.String(),
-		"ORDO_TASK_RUN_ID": p.taskRunID.String(),
-		"ORDO_TASK_NAME":   p.task.Name,
-		"ORDO_ATTEMPT":     strconv.Itoa(p.attempt),
+	cmd := command(w.commandPath(p.Task.Command[0]), p.Task.Command[1:]...)
+	cmd.Env = commandEnv(w.opts.Env, p.Task, map[string]string{
+		"ORDO_RUN_ID":      p.FlowRunID.String(),
+		"ORDO_TASK_RUN_ID": p.TaskRunID.String(),
+		"ORDO_TASK_NAME":   p.Task.Name,
+		"ORDO_ATTEMPT":     strconv.Itoa(p.Attempt),
 		"ORDO_PARAMETERS":  string(params),
 		"ORDO_INPUTS":      string(inputs),
 		"ORDO_RESULT_PATH": resultPath,
@@ -233,12 +206,12 @@ type commandEnd struct {
 // waitCommand waits for a started command to end, killing its process
 // group at the task's timeout or when ctx ends, then reads the rest of its
 // output.
-func (w *Worker) waitCommand(ctx context.Context, p execPlan, cmd *exec.Cmd, out *commandOutput) commandEnd {
+func (w *Worker) waitCommand(ctx context.Context, p commands.Plan, cmd *exec.Cmd, out *commandOutput) commandEnd {
 	pgid := cmd.Process.Pid
 	waitCh := make(chan error, 1)
 	go func() { waitCh <- cmd.Wait() }()
 	var timeoutC <-chan time.Time
-	if d := p.timeout(); d > 0 {
+	if d := planTimeout(p); d > 0 {
 		timer := time.NewTimer(d)
 		defer timer.Stop()
 		timeoutC = timer.C
@@ -268,20 +241,20 @@ func (w *Worker) waitCommand(ctx context.Context, p execPlan, cmd *exec.Cmd, out
 
 // commandOutcome is the outcome of a command that ended: its result, or
 // why it failed or was stopped.
-func commandOutcome(ctx context.Context, p execPlan, cmd *exec.Cmd, end commandEnd, resultPath string, log *taskLog) outcome {
+func commandOutcome(ctx context.Context, p commands.Plan, cmd *exec.Cmd, end commandEnd, resultPath string, log *taskLog) commands.Outcome {
 	code := -1
 	if cmd.ProcessState != nil {
 		code = cmd.ProcessState.ExitCode()
 	}
-	fail := func(msg string) outcome {
+	fail := func(msg string) commands.Outcome {
 		_ = os.Remove(resultPath) // a result the task wrote before it failed
 		// a worker that stops hands the attempt back: it runs again at once
 		// elsewhere, without using one of the task's retries
-		f := &domain.AttemptFailure{Attempt: p.attempt, Error: msg, TimedOut: end.timedOut, Interrupted: end.stopped, LogTail: log.lastLines()}
+		f := &domain.AttemptFailure{Attempt: p.Attempt, Error: msg, TimedOut: end.timedOut, Interrupted: end.stopped, LogTail: log.lastLines()}
 		if code >= 0 {
 			f.ExitCode = &code
 		}
-		return outcome{failure: f}
+		return commands.Outcome{Failure: f}
 	}
 	// what the task said last on stderr, for a failure's message: most
 	// often the reason (a Python traceback's last line, say)
@@ -293,13 +266,13 @@ func commandOutcome(ctx context.Context, p execPlan, cmd *exec.Cmd, end commandE
 	}
 	switch {
 	case end.timedOut:
-		msg := fmt.Sprintf("timed out after %s: the process group was killed", p.timeout())
+		msg := fmt.Sprintf("timed out after %s: the process group was killed", planTimeout(p))
 		log.system("%s", msg)
 		return fail(why(msg))
 	case end.stopped && errors.Is(context.Cause(ctx), errRunCancelled):
 		_ = os.Remove(resultPath)
 		log.system("the flow run was cancelled: the process group was killed")
-		return outcome{cancelled: true, logTail: log.lastLines()}
+		return commands.Outcome{Cancelled: true, LogTail: log.lastLines()}
 	case end.stopped:
 		msg := "the worker stopped while the task ran: the process group was killed and the attempt handed back"
 		log.system("%s", msg)
@@ -320,7 +293,7 @@ func commandOutcome(ctx context.Context, p execPlan, cmd *exec.Cmd, end commandE
 	if !log.silent() {
 		log.system("exited with code 0")
 	}
-	return outcome{result: result}
+	return commands.Outcome{Result: result}
 }
 
 // killGroup stops the process group: SIGTERM, then SIGKILL after the grace
@@ -414,21 +387,21 @@ func checkResult(b []byte, what string) (json.RawMessage, error) {
 	return out.Bytes(), nil
 }
 
-func (w *Worker) runHandler(ctx context.Context, p execPlan, ws func() (string, error), log *taskLog) outcome {
-	fn := w.opts.Handlers.lookup(p.task.Handler)
+func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (string, error), log *taskLog) commands.Outcome {
+	fn := w.opts.Handlers.lookup(p.Task.Handler)
 	if fn == nil {
-		msg := fmt.Sprintf("no handler %s registered on this worker", p.task.Handler)
+		msg := fmt.Sprintf("no handler %s registered on this worker", p.Task.Handler)
 		log.system("%s", msg)
-		return failed(p.attempt, "%s", msg)
+		return failed(p.Attempt, "%s", msg)
 	}
 	hctx, cancel := context.WithCancel(ctx)
-	if d := p.timeout(); d > 0 {
+	if d := planTimeout(p); d > 0 {
 		hctx, cancel = context.WithTimeout(ctx, d)
 	}
 	defer cancel()
 	tc := TaskContext{
-		FlowRunID: p.flowRunID, TaskRunID: p.taskRunID, TaskName: p.task.Name, Attempt: p.attempt,
-		Parameters: cloneParameters(p.params), Inputs: cloneInputs(p.inputs), Logger: slogLogger(log), workspace: ws,
+		FlowRunID: p.FlowRunID, TaskRunID: p.TaskRunID, TaskName: p.Task.Name, Attempt: p.Attempt,
+		Parameters: cloneParameters(p.Params), Inputs: cloneInputs(p.Inputs), Logger: slogLogger(log), workspace: ws,
 	}
 	type ret struct {
 		v   any
@@ -458,21 +431,21 @@ func (w *Worker) runHandler(ctx context.Context, p execPlan, ws func() (string, 
 	timedOut := errors.Is(hctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	if ctx.Err() != nil && errors.Is(context.Cause(ctx), errRunCancelled) {
 		log.system("the flow run was cancelled: the handler's context was cancelled")
-		return outcome{cancelled: true, logTail: log.lastLines()}
+		return commands.Outcome{Cancelled: true, LogTail: log.lastLines()}
 	}
 	if r.err != nil || timedOut {
 		msg := fmt.Sprint(r.err)
 		if timedOut {
-			msg = fmt.Sprintf("timed out after %s", p.timeout())
+			msg = fmt.Sprintf("timed out after %s", planTimeout(p))
 		}
 		log.system("%s", msg)
-		f := &domain.AttemptFailure{Attempt: p.attempt, Error: msg, TimedOut: timedOut, Interrupted: ctx.Err() != nil, LogTail: log.lastLines()}
-		return outcome{failure: f}
+		f := &domain.AttemptFailure{Attempt: p.Attempt, Error: msg, TimedOut: timedOut, Interrupted: ctx.Err() != nil, LogTail: log.lastLines()}
+		return commands.Outcome{Failure: f}
 	}
 	res, err := encodeResult(r.v)
 	if err != nil {
 		log.system("%v", err)
-		return failed(p.attempt, "%v", err)
+		return failed(p.Attempt, "%v", err)
 	}
-	return outcome{result: res}
+	return commands.Outcome{Result: res}
 }

@@ -140,7 +140,7 @@ var madeResultDirs sync.Map
 // resultPath returns the file where an attempt may write its result, in a
 // directory a worker makes once: a directory made and removed for each
 // attempt was a good part of the cost of a quick command.
-func (w *Worker) resultPath(p execPlan) (string, error) {
+func (w *Worker) resultPath(p commands.Plan) (string, error) {
 	dir := filepath.Join(w.opts.WorkspaceDir, resultsDirName)
 	if _, made := madeResultDirs.Load(w.id); !made {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -150,5 +150,5 @@ func (w *Worker) resultPath(p execPlan) (string, error) {
 	}
 	// the random part keeps apart two workers that share the directory and
 	// were both handed the attempt (one of them declared dead)
-	return filepath.Join(dir, fmt.Sprintf("%s-%d-%016x.json", p.taskRunID, p.attempt, rand.Uint64())), nil
+	return filepath.Join(dir, fmt.Sprintf("%s-%d-%016x.json", p.TaskRunID, p.Attempt, rand.Uint64())), nil
 }
