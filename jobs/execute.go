@@ -33,23 +33,13 @@ const MaxResultBytes = 1 << 20
 // worker has them: what programs need to run at all, and nothing secret.
 var basicEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"}
 
-
-// outcome is how an attempt ended: a result, a failure, or cancelled.
-type outcome struct {
-	result    json.RawMessage
-	failure   *domain.AttemptFailure
-	cancelled bool     // its flow run was cancelled and the attempt was stopped
-	logTail   []string // the last log lines, for a cancelled attempt
-	cacheKey  string
+// failed is the outcome of a failed attempt, with its error.
+func failed(attempt int, format string, args ...any) commands.Outcome {
+	return commands.Outcome{Failure: &domain.AttemptFailure{Attempt: attempt, Error: fmt.Sprintf(format, args...)}}
 }
 
-
-func failed(attempt int, format string, args ...any) outcome {
-	return outcome{failure: &domain.AttemptFailure{Attempt: attempt, Error: fmt.Sprintf(format, args...)}}
-}
-
-// timeout is the task's time limit; zero for none.
-func timeout(p commands.Plan) time.Duration {
+// planTimeout is the task's timeout; 0 means none.
+func planTimeout(p commands.Plan) time.Duration {
 	return time.Duration(p.Task.TimeoutSeconds * float64(time.Second))
 }
 
@@ -79,10 +69,10 @@ func (w *Worker) workspace(flowRunID uuid.UUID) (string, error) {
 }
 
 // execute runs one attempt and reports how it ended.
-func (w *Worker) execute(ctx context.Context, p commands.Plan, log *taskLog) outcome {
+func (w *Worker) execute(ctx context.Context, p commands.Plan, log *taskLog) commands.Outcome {
 	if p.Fail != nil {
 		log.system("%s", p.Fail.Error)
-		return outcome{failure: p.Fail}
+		return commands.Outcome{Failure: p.Fail}
 	}
 	switch p.Task.Kind() {
 	case domain.TaskKindCommand:
@@ -126,7 +116,7 @@ func commandEnv(workerEnv []string, t domain.TaskSpec, contract map[string]strin
 	return out
 }
 
-func (w *Worker) runCommand(ctx context.Context, p commands.Plan, ws string, log *taskLog) outcome {
+func (w *Worker) runCommand(ctx context.Context, p commands.Plan, ws string, log *taskLog) commands.Outcome {
 	resultPath, err := w.resultPath(p)
 	if err != nil {
 		return failed(p.Attempt, "%v", err)
@@ -221,7 +211,7 @@ func (w *Worker) waitCommand(ctx context.Context, p commands.Plan, cmd *exec.Cmd
 	waitCh := make(chan error, 1)
 	go func() { waitCh <- cmd.Wait() }()
 	var timeoutC <-chan time.Time
-	if d := timeout(p); d > 0 {
+	if d := planTimeout(p); d > 0 {
 		timer := time.NewTimer(d)
 		defer timer.Stop()
 		timeoutC = timer.C
@@ -251,12 +241,12 @@ func (w *Worker) waitCommand(ctx context.Context, p commands.Plan, cmd *exec.Cmd
 
 // commandOutcome is the outcome of a command that ended: its result, or
 // why it failed or was stopped.
-func commandOutcome(ctx context.Context, p commands.Plan, cmd *exec.Cmd, end commandEnd, resultPath string, log *taskLog) outcome {
+func commandOutcome(ctx context.Context, p commands.Plan, cmd *exec.Cmd, end commandEnd, resultPath string, log *taskLog) commands.Outcome {
 	code := -1
 	if cmd.ProcessState != nil {
 		code = cmd.ProcessState.ExitCode()
 	}
-	fail := func(msg string) outcome {
+	fail := func(msg string) commands.Outcome {
 		_ = os.Remove(resultPath) // a result the task wrote before it failed
 		// a worker that stops hands the attempt back: it runs again at once
 		// elsewhere, without using one of the task's retries
@@ -264,7 +254,7 @@ func commandOutcome(ctx context.Context, p commands.Plan, cmd *exec.Cmd, end com
 		if code >= 0 {
 			f.ExitCode = &code
 		}
-		return outcome{failure: f}
+		return commands.Outcome{Failure: f}
 	}
 	// what the task said last on stderr, for a failure's message: most
 	// often the reason (a Python traceback's last line, say)
@@ -276,13 +266,13 @@ func commandOutcome(ctx context.Context, p commands.Plan, cmd *exec.Cmd, end com
 	}
 	switch {
 	case end.timedOut:
-		msg := fmt.Sprintf("timed out after %s: the process group was killed", timeout(p))
+		msg := fmt.Sprintf("timed out after %s: the process group was killed", planTimeout(p))
 		log.system("%s", msg)
 		return fail(why(msg))
 	case end.stopped && errors.Is(context.Cause(ctx), errRunCancelled):
 		_ = os.Remove(resultPath)
 		log.system("the flow run was cancelled: the process group was killed")
-		return outcome{cancelled: true, logTail: log.lastLines()}
+		return commands.Outcome{Cancelled: true, LogTail: log.lastLines()}
 	case end.stopped:
 		msg := "the worker stopped while the task ran: the process group was killed and the attempt handed back"
 		log.system("%s", msg)
@@ -303,7 +293,7 @@ func commandOutcome(ctx context.Context, p commands.Plan, cmd *exec.Cmd, end com
 	if !log.silent() {
 		log.system("exited with code 0")
 	}
-	return outcome{result: result}
+	return commands.Outcome{Result: result}
 }
 
 // killGroup stops the process group: SIGTERM, then SIGKILL after the grace
@@ -397,7 +387,7 @@ func checkResult(b []byte, what string) (json.RawMessage, error) {
 	return out.Bytes(), nil
 }
 
-func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (string, error), log *taskLog) outcome {
+func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (string, error), log *taskLog) commands.Outcome {
 	fn := w.opts.Handlers.lookup(p.Task.Handler)
 	if fn == nil {
 		msg := fmt.Sprintf("no handler %s registered on this worker", p.Task.Handler)
@@ -405,7 +395,7 @@ func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (str
 		return failed(p.Attempt, "%s", msg)
 	}
 	hctx, cancel := context.WithCancel(ctx)
-	if d := timeout(p); d > 0 {
+	if d := planTimeout(p); d > 0 {
 		hctx, cancel = context.WithTimeout(ctx, d)
 	}
 	defer cancel()
@@ -441,21 +431,21 @@ func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (str
 	timedOut := errors.Is(hctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	if ctx.Err() != nil && errors.Is(context.Cause(ctx), errRunCancelled) {
 		log.system("the flow run was cancelled: the handler's context was cancelled")
-		return outcome{cancelled: true, logTail: log.lastLines()}
+		return commands.Outcome{Cancelled: true, LogTail: log.lastLines()}
 	}
 	if r.err != nil || timedOut {
 		msg := fmt.Sprint(r.err)
 		if timedOut {
-			msg = fmt.Sprintf("timed out after %s", timeout(p))
+			msg = fmt.Sprintf("timed out after %s", planTimeout(p))
 		}
 		log.system("%s", msg)
 		f := &domain.AttemptFailure{Attempt: p.Attempt, Error: msg, TimedOut: timedOut, Interrupted: ctx.Err() != nil, LogTail: log.lastLines()}
-		return outcome{failure: f}
+		return commands.Outcome{Failure: f}
 	}
 	res, err := encodeResult(r.v)
 	if err != nil {
 		log.system("%v", err)
 		return failed(p.Attempt, "%v", err)
 	}
-	return outcome{result: res}
+	return commands.Outcome{Result: res}
 }

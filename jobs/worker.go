@@ -364,7 +364,7 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[riverjob.TaskRu
 	if err := w.commit(w.starts, start, "start task run"); err != nil {
 		return err
 	}
-	var out outcome
+	var out commands.Outcome
 	switch start.Result.Action {
 	case commands.ActionSkip:
 		w.opts.Logger.Debug("task run job skipped", "task_run_id", job.Args.TaskRunID, "attempt", job.Args.Attempt, "reason", start.Result.Reason)
@@ -379,13 +379,13 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[riverjob.TaskRu
 		return nil
 	case commands.ActionRecover:
 		out = failed(job.Args.Attempt, "attempt %d was lost: the worker running it stopped before recording its outcome", job.Args.Attempt)
-		out.failure.Crashed = true
+		out.Failure.Crashed = true
 	case commands.ActionRun:
 		p := start.Result.Plan
 		log := &taskLog{w: w.logs, base: LogLine{TaskRunID: p.TaskRunID, FlowRunID: p.FlowRunID, Attempt: p.Attempt}}
 		log.head("attempt %d of task %s started on worker %s", p.Attempt, p.Task.Name, w.opts.Name)
 		out = w.execute(actx, p, log)
-		out.cacheKey = p.CacheKey
+		out.CacheKey = p.CacheKey
 		log.sync(ctx) // the lines the task wrote are stored before its outcome
 	}
 	w.recordOutcome(job, out, start.Result.Slot)
@@ -401,14 +401,14 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[riverjob.TaskRu
 // at most Concurrency per queue: past that, Work waits here, its slot held.
 // The committer calls back when the outcome committed; only an outcome that
 // failed takes a goroutine, to try again or give the job back.
-func (w *Worker) recordOutcome(job *river.Job[riverjob.TaskRunArgs], out outcome, slot bool) {
+func (w *Worker) recordOutcome(job *river.Job[riverjob.TaskRunArgs], out commands.Outcome, slot bool) {
 	room := w.recording[job.Queue]
 	if room != nil {
 		room <- struct{}{}
 	}
 	w.deleted.add([]int64{job.ID})
 	op := opOf(commands.OpFinish, job)
-	op.Outcome = commands.Outcome{Result: out.result, Failure: out.failure, Cancelled: out.cancelled, LogTail: out.logTail, CacheKey: out.cacheKey}
+	op.Outcome = out
 	op.Slot, op.Early = slot, true
 	w.recorders.Add(1)
 	done := func() {
