@@ -127,15 +127,19 @@ type (
 	}
 	// TaskRunCompleted: the current attempt succeeded with Result.
 	TaskRunCompleted struct {
-		Attempt  int             `json:"attempt"`
-		Result   json.RawMessage `json:"result,omitempty"`
-		CacheKey string          `json:"cache_key,omitempty"`
+		Attempt  int                `json:"attempt"`
+		Result   json.RawMessage    `json:"result,omitempty"`
+		CacheKey string             `json:"cache_key,omitempty"`
+		Outputs  []Output           `json:"outputs,omitempty"` // files stored in the blob store
+		Metrics  map[string]float64 `json:"metrics,omitempty"`
 	}
 	// TaskRunCached: a cached result was used; nothing ran.
 	TaskRunCached struct {
-		Result          json.RawMessage `json:"result,omitempty"`
-		CacheKey        string          `json:"cache_key"`
-		SourceTaskRunID uuid.UUID       `json:"source_task_run_id"`
+		Result          json.RawMessage    `json:"result,omitempty"`
+		CacheKey        string             `json:"cache_key"`
+		SourceTaskRunID uuid.UUID          `json:"source_task_run_id"`
+		Outputs         []Output           `json:"outputs,omitempty"` // the source's, by digest: nothing is copied
+		Metrics         map[string]float64 `json:"metrics,omitempty"`
 	}
 	// TaskRunRetryScheduled: the current attempt failed and another one
 	// will start at RetryAt.

@@ -19,6 +19,8 @@ type TaskRun struct {
 	Version        int64
 	Result         json.RawMessage
 	CacheKey       string
+	Outputs        []Output           // of the attempt that completed it, or of its cache source
+	Metrics        map[string]float64 // likewise
 	LastFailure    *AttemptFailure
 	RetryAt        time.Time
 	ChildFlowRunID *uuid.UUID
@@ -40,6 +42,8 @@ type (
 		Attempt  int
 		Result   json.RawMessage
 		CacheKey string
+		Outputs  []Output
+		Metrics  map[string]float64
 	}
 	// FailTaskRun reports that an attempt failed, timed out or crashed. Now
 	// and Random (in [0,1), for jitter) make the retry decision pure.
@@ -53,6 +57,8 @@ type (
 		Result          json.RawMessage
 		CacheKey        string
 		SourceTaskRunID uuid.UUID
+		Outputs         []Output
+		Metrics         map[string]float64
 	}
 	// CancelTaskRun stops a task run; NotRun says it never ran because an
 	// upstream task did not complete.
@@ -93,7 +99,13 @@ func DecideTaskRun(t TaskRun, cmd TaskRunCommand) ([]Event, error) {
 		if refused := t.refuseStale(c.Attempt, "completed"); refused != nil {
 			return refused, nil
 		}
-		return []Event{TaskRunCompleted{Attempt: c.Attempt, Result: c.Result, CacheKey: c.CacheKey}}, nil
+		if err := ValidateOutputs(c.Outputs); err != nil {
+			return nil, Errorf(CodeInvalid, "task run %s: %v", t.ID, err)
+		}
+		if err := ValidateMetrics(c.Metrics); err != nil {
+			return nil, Errorf(CodeInvalid, "task run %s: %v", t.ID, err)
+		}
+		return []Event{TaskRunCompleted{Attempt: c.Attempt, Result: c.Result, CacheKey: c.CacheKey, Outputs: c.Outputs, Metrics: c.Metrics}}, nil
 	case FailTaskRun:
 		outcome := "failed"
 		if c.Crashed {
@@ -114,7 +126,7 @@ func DecideTaskRun(t TaskRun, cmd TaskRunCommand) ([]Event, error) {
 		if t.State.Type != Pending {
 			return nil, Errorf(CodeConflict, "task run %s is %s: a cached result applies only to a pending task run", t.ID, t.State.Type)
 		}
-		return []Event{TaskRunCached{Result: c.Result, CacheKey: c.CacheKey, SourceTaskRunID: c.SourceTaskRunID}}, nil
+		return []Event{TaskRunCached{Result: c.Result, CacheKey: c.CacheKey, SourceTaskRunID: c.SourceTaskRunID, Outputs: c.Outputs, Metrics: c.Metrics}}, nil
 	case CancelTaskRun:
 		if t.State.Type.Terminal() {
 			return nil, nil
@@ -164,10 +176,12 @@ func (t TaskRun) Apply(e Event, at time.Time) TaskRun {
 		}
 	case TaskRunCompleted:
 		t.Result, t.CacheKey, t.LastFailure = e.Result, e.CacheKey, nil
+		t.Outputs, t.Metrics = e.Outputs, e.Metrics
 		t.EndedAt = &at
 		set(Completed, NameCompleted, "")
 	case TaskRunCached:
 		t.Result, t.CacheKey = e.Result, e.CacheKey
+		t.Outputs, t.Metrics = e.Outputs, e.Metrics
 		t.EndedAt = &at
 		set(Completed, NameCached, "result from task run "+e.SourceTaskRunID.String())
 	case TaskRunRetryScheduled:
@@ -198,6 +212,7 @@ func (t TaskRun) Apply(e Event, at time.Time) TaskRun {
 		}
 	case TaskRunReset:
 		t.EndedAt, t.LastFailure, t.Result = nil, nil, nil
+		t.Outputs, t.Metrics = nil, nil
 		set(Pending, NamePending, "the flow run was retried")
 	case TaskRunResultRefused:
 		// recorded for the audit trail; changes nothing
