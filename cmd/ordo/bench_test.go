@@ -22,8 +22,10 @@ import (
 // TestBenchQuick runs `ordo bench --quick` as a user would, so that the
 // benchmark harness cannot rot: every scenario runs and gives figures, and
 // the Markdown, JSON and SVG files are written and well-formed. It never
-// judges a speed.
+// judges a speed, so it runs beside the other tests: most of its time is
+// spent waiting for schedules.
 func TestBenchQuick(t *testing.T) {
+	t.Parallel()
 	bin := ordoBinary(t)
 	dir := t.TempDir()
 	md, js, svg := filepath.Join(dir, "bench.md"), filepath.Join(dir, "bench.json"), filepath.Join(dir, "bench.svg")

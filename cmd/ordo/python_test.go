@@ -11,28 +11,28 @@ import (
 	"testing"
 )
 
-// fakePythonFirst puts a python3 that lacks every library (as a bare
-// pyenv or venv interpreter does) first on PATH and returns its path.
-// Tests that use it are not parallel: they change the process's PATH.
-func fakePythonFirst(t *testing.T) string {
+// fakePython writes a python3 that lacks every library (as a bare pyenv or
+// venv interpreter does) and returns its path, and a PATH that finds it
+// first, for the environment of the commands a test runs.
+func fakePython(t *testing.T) (fake, path string) {
 	t.Helper()
 	debianPython(t) // the real interpreter with the libraries must exist
 	dir := t.TempDir()
-	fake := filepath.Join(dir, "python3")
+	fake = filepath.Join(dir, "python3")
 	script := "#!/bin/sh\necho \"ModuleNotFoundError: No module named 'sklearn'\" >&2\nexit 1\n"
 	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	return fake
+	return fake, dir + string(os.PathListSeparator) + os.Getenv("PATH")
 }
 
 func TestDevPython(t *testing.T) {
-	fake := fakePythonFirst(t)
+	t.Parallel()
+	fake, _ := fakePython(t)
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 
-	got, err := devPython(t.Context(), "", logger)
+	got, err := devPython(t.Context(), "", fake, logger)
 	if err != nil || got != fallbackPython {
 		t.Fatalf("devPython = %q, %v; want %s, which has the libraries", got, err, fallbackPython)
 	}
@@ -42,7 +42,7 @@ func TestDevPython(t *testing.T) {
 
 	// ORDO_PYTHON wins, even one that lacks the libraries, with a warning
 	logs.Reset()
-	got, err = devPython(t.Context(), fake, logger)
+	got, err = devPython(t.Context(), fake, fake, logger)
 	if err != nil || got != fake {
 		t.Fatalf("devPython(%s) = %q, %v; want it", fake, got, err)
 	}
@@ -50,14 +50,13 @@ func TestDevPython(t *testing.T) {
 		t.Errorf("no warning that ORDO_PYTHON lacks the libraries:\n%s", logs.String())
 	}
 
-	if _, err := devPython(t.Context(), "/nonexistent/python3", logger); err == nil || !strings.Contains(err.Error(), "/nonexistent/python3") {
+	if _, err := devPython(t.Context(), "/nonexistent/python3", fake, logger); err == nil || !strings.Contains(err.Error(), "/nonexistent/python3") {
 		t.Errorf("a missing ORDO_PYTHON: %v; want an error naming it", err)
 	}
 
 	// PATH's python3 with the libraries: chosen, no warning
-	t.Setenv("PATH", filepath.Dir(fallbackPython)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	logs.Reset()
-	if got, _ := devPython(t.Context(), "", logger); got != fallbackPython || strings.Contains(logs.String(), "WARN") {
+	if got, _ := devPython(t.Context(), "", fallbackPython, logger); got != fallbackPython || strings.Contains(logs.String(), "WARN") {
 		t.Errorf("PATH's python3 has the libraries: got %q, logs:\n%s", got, logs.String())
 	}
 }
@@ -65,10 +64,11 @@ func TestDevPython(t *testing.T) {
 // scripts/ml-python and scripts/install-deps ml choose the interpreter as
 // ordo dev does, say which, and warn about PATH's python3.
 func TestMLPythonScripts(t *testing.T) {
-	fake := fakePythonFirst(t)
+	t.Parallel()
+	fake, path := fakePython(t)
 	run := func(env []string, name string, args ...string) (string, string, error) {
 		cmd := exec.Command(filepath.Join("../../scripts", name), args...)
-		cmd.Env = append(os.Environ(), env...)
+		cmd.Env = append(append(os.Environ(), "PATH="+path), env...)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,9 +223,12 @@ func TestUI(t *testing.T) {
 
 	t.Run("LogsAppearWhileTheTaskRuns", func(t *testing.T) {
 		t.Parallel()
+		// the task goes on only once the test has seen its first line on
+		// the page, however slow the machine (at most two minutes)
+		gate := filepath.Join(t.TempDir(), "go-on")
 		d := e.deploy(t, map[string]any{"name": "ui-logs", "work_queue": "uitest",
 			"flow": map[string]any{"name": "logsflow", "tasks": []any{
-				shellTask("talk", "echo hello-from-the-task; sleep 5; echo goodbye-from-the-task"),
+				shellTask("talk", "echo hello-from-the-task; i=0; while [ ! -e "+gate+" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; echo goodbye-from-the-task"),
 			}}})
 		run := e.startRun(t, d.ID, nil)
 		ctx := e.tab(t)
@@ -241,6 +245,9 @@ func TestUI(t *testing.T) {
 			t.Fatalf("the log line showed only once the run was %s (page: %s)", now.State.Type, state)
 		}
 		e.screenshot(t, ctx, "run-logs-live")
+		if err := os.WriteFile(gate, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		e.waitJS(t, ctx, "the last log line", `[...document.querySelectorAll('#logs .line')].some(l => l.innerText.includes('goodbye-from-the-task'))`, 30*time.Second)
 		e.waitJS(t, ctx, "the graph node, COMPLETED without reload", `document.querySelector('svg.graph g.node[data-task="talk"]').dataset.state === 'COMPLETED'`, 20*time.Second)
 		e.run(t, ctx, "filter by task", fill(`#log-task`, "talk"), js(`document.querySelector('#log-task').dispatchEvent(new Event('change'))`))

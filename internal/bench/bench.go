@@ -86,12 +86,12 @@ func FullSizes() Sizes {
 // half a minute: enough to show that each works, not to judge a target.
 func QuickSizes() Sizes {
 	return Sizes{
-		Rounds: 1, ThroughputRounds: 1, OneRunTasks: 1_000, Runs: 100, RunTasks: 10, RiverJobs: 1_000, ChainTasks: 100,
+		Rounds: 1, ThroughputRounds: 1, OneRunTasks: 500, Runs: 50, RunTasks: 10, RiverJobs: 500, ChainTasks: 100,
 		SleepTasks: 2, Sleep: 500 * time.Millisecond, LightTasks: 10, LightTarget: 100 * time.Millisecond,
 		AppendClients: 8, AppendTime: time.Second,
 		ReplayEvents: 20_000, APIRuns: 10_000, APIClients: 32, APIRequests: 500,
-		LatenessRuns: 2, GrowthEvents: []int{0, 50_000},
-		ScheduledDeployments: 20, SchedulePeriod: 5 * time.Second,
+		LatenessRuns: 2, GrowthEvents: []int{0, 20_000},
+		ScheduledDeployments: 10, SchedulePeriod: 2 * time.Second,
 	}
 }
 

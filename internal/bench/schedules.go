@@ -125,11 +125,12 @@ func MeasureSchedulesAtScale(ctx context.Context, env Env, n int, period time.Du
 
 	want := n * scaleMinutes
 	deadline := until.Add(5 * time.Minute)
+	poll := min(2*time.Second, period/2)
 	for {
 		select {
 		case <-ctx.Done():
 			return out, ctx.Err()
-		case <-time.After(2 * time.Second):
+		case <-time.After(poll):
 		}
 		// A run's first task start and its FlowRunStarted are one
 		// transaction, so the latter's time is the start; read by the
@@ -190,7 +191,7 @@ SELECT count(*) FROM deployment_schedules WHERE scheduled_through < now() + $1::
 		select {
 		case <-ctx.Done():
 			return out, ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(poll):
 		}
 	}
 }
