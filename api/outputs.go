@@ -57,6 +57,9 @@ func (s *server) deploymentMetrics(c echo.Context) error {
 	if q.err != nil {
 		return q.err
 	}
+	if limit == 0 && q.str("limit") != "" {
+		return domain.Invalid("limit", "must be between 1 and %d, got 0", projections.MaxMetricPoints)
+	}
 	page, err := s.opts.Reads.DeploymentMetrics(c.Request().Context(), id, limit)
 	if err != nil {
 		return err
