@@ -312,10 +312,25 @@ created ahead (SCHEDULED for a time still to come) are not among them:
 			if len(run.Result) > 0 && string(run.Result) != "null" {
 				fmt.Fprintf(out, "result: %s\n", run.Result)
 			}
+			if len(run.Metrics) > 0 {
+				fmt.Fprintf(out, "metrics: %s\n", formatMetrics(run.Metrics))
+			}
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "TASK\tSTATE\tATTEMPTS\tDEPENDS ON\tMESSAGE")
+			fmt.Fprintln(w, "TASK\tSTATE\tATTEMPTS\tDEPENDS ON\tMETRICS\tMESSAGE")
+			var outputs int
 			for _, t := range run.TaskRuns {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", t.TaskName, stateLabel(t.State), t.RunCount, strings.Join(t.DependsOn, ","), t.State.Message)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", t.TaskName, stateLabel(t.State), t.RunCount, strings.Join(t.DependsOn, ","), formatMetrics(t.Metrics), t.State.Message)
+				outputs += len(t.Outputs)
+			}
+			if err := w.Flush(); err != nil || outputs == 0 {
+				return err
+			}
+			fmt.Fprintln(out, "outputs:")
+			w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			for _, t := range run.TaskRuns {
+				for _, o := range t.Outputs {
+					fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", t.TaskName, o.Name, byteSize(o.Size), o.MediaType)
+				}
 			}
 			return w.Flush()
 		},
@@ -354,6 +369,8 @@ created ahead (SCHEDULED for a time still to come) are not among them:
 
 	logs := newLogsCommand(c)
 	c.register(logs)
-	cmd.AddCommand(ls, show, cancel, retry, logs)
+	outputs := newRunOutputsCommand(c)
+	c.register(outputs)
+	cmd.AddCommand(ls, show, cancel, retry, logs, outputs)
 	return cmd
 }
