@@ -275,7 +275,7 @@ var openAPIDocument = obj{
 			"started_at": nullable(dateTime), "ended_at": nullable(dateTime), "retry_at": nullable(dateTime), "result": anyJSON,
 			"outputs": obj{"type": "array", "items": ref("TaskOutput"), "description": "the files of the attempt that completed it, or of its cache source"},
 			"metrics": metricsSchema,
-			"error": nullable(str), "exit_code": nullable(obj{"type": "integer"}), "cache_key": nullable(str), "depends_on": strList, "tags": strList,
+			"error":   nullable(str), "exit_code": nullable(obj{"type": "integer"}), "cache_key": nullable(str), "depends_on": strList, "tags": strList,
 			"child_flow_run_id": nullable(str), "created_at": dateTime, "updated_at": dateTime,
 		}),
 		"Graph": object([]string{"flow_run_id", "nodes", "edges"}, obj{

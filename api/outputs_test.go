@@ -2,11 +2,11 @@ package api_test
 
 import (
 	"bytes"
-	"encoding/json"
-	"fmt"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"

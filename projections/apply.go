@@ -396,62 +396,62 @@ type (
 		StreamVersion int64                 `json:"stream_version"`
 	}
 	flowRunOut struct {
-		ID                uuid.UUID       `json:"id"`
-		Name              string          `json:"name"`
-		FlowName          string          `json:"flow_name"`
-		DeploymentID      uuid.UUID       `json:"deployment_id"`
-		DeploymentName    string          `json:"deployment_name"`
-		DeploymentVersion int             `json:"deployment_version"`
-		WorkQueue         string          `json:"work_queue"`
-		Tags              []string        `json:"tags"`
-		Parameters        map[string]any  `json:"parameters"`
-		StateType         string          `json:"state_type"`
-		StateName         string          `json:"state_name"`
-		StateTimestamp    time.Time       `json:"state_timestamp"`
-		StateMessage      string          `json:"state_message"`
-		ScheduledAt       time.Time       `json:"scheduled_at"`
-		StartedAt         *time.Time      `json:"started_at"`
-		EndedAt           *time.Time      `json:"ended_at"`
-		RunCount          int             `json:"run_count"`
-		ParentTaskRunID   *uuid.UUID      `json:"parent_task_run_id"`
-		ParentFlowRunID   *uuid.UUID      `json:"parent_flow_run_id"`
-		AutoScheduled     bool            `json:"auto_scheduled"`
+		ID                uuid.UUID          `json:"id"`
+		Name              string             `json:"name"`
+		FlowName          string             `json:"flow_name"`
+		DeploymentID      uuid.UUID          `json:"deployment_id"`
+		DeploymentName    string             `json:"deployment_name"`
+		DeploymentVersion int                `json:"deployment_version"`
+		WorkQueue         string             `json:"work_queue"`
+		Tags              []string           `json:"tags"`
+		Parameters        map[string]any     `json:"parameters"`
+		StateType         string             `json:"state_type"`
+		StateName         string             `json:"state_name"`
+		StateTimestamp    time.Time          `json:"state_timestamp"`
+		StateMessage      string             `json:"state_message"`
+		ScheduledAt       time.Time          `json:"scheduled_at"`
+		StartedAt         *time.Time         `json:"started_at"`
+		EndedAt           *time.Time         `json:"ended_at"`
+		RunCount          int                `json:"run_count"`
+		ParentTaskRunID   *uuid.UUID         `json:"parent_task_run_id"`
+		ParentFlowRunID   *uuid.UUID         `json:"parent_flow_run_id"`
+		AutoScheduled     bool               `json:"auto_scheduled"`
 		ResultSet         bool               `json:"result_set"`
 		Result            json.RawMessage    `json:"result"`
 		Metrics           map[string]float64 `json:"metrics"`
 		TaskCount         int                `json:"task_count"`
-		CreatedAt         time.Time       `json:"created_at"`
-		UpdatedAt         time.Time       `json:"updated_at"`
-		StreamVersion     int64           `json:"stream_version"`
+		CreatedAt         time.Time          `json:"created_at"`
+		UpdatedAt         time.Time          `json:"updated_at"`
+		StreamVersion     int64              `json:"stream_version"`
 	}
 	taskRunOut struct {
-		ID             uuid.UUID        `json:"id"`
-		FlowRunID      uuid.UUID        `json:"flow_run_id"`
-		TaskName       string           `json:"task_name"`
-		Kind           string           `json:"kind"`
-		DependsOn      []string         `json:"depends_on"`
-		Tags           []string         `json:"tags"`
-		Task           *domain.TaskSpec `json:"task"`
-		StateType      string           `json:"state_type"`
-		StateName      string           `json:"state_name"`
-		StateTimestamp time.Time        `json:"state_timestamp"`
-		StateMessage   string           `json:"state_message"`
-		RunCount       int              `json:"run_count"`
-		StartedAt      *time.Time       `json:"started_at"`
-		EndedAt        *time.Time       `json:"ended_at"`
-		RetryAt        *time.Time       `json:"retry_at"`
+		ID             uuid.UUID          `json:"id"`
+		FlowRunID      uuid.UUID          `json:"flow_run_id"`
+		TaskName       string             `json:"task_name"`
+		Kind           string             `json:"kind"`
+		DependsOn      []string           `json:"depends_on"`
+		Tags           []string           `json:"tags"`
+		Task           *domain.TaskSpec   `json:"task"`
+		StateType      string             `json:"state_type"`
+		StateName      string             `json:"state_name"`
+		StateTimestamp time.Time          `json:"state_timestamp"`
+		StateMessage   string             `json:"state_message"`
+		RunCount       int                `json:"run_count"`
+		StartedAt      *time.Time         `json:"started_at"`
+		EndedAt        *time.Time         `json:"ended_at"`
+		RetryAt        *time.Time         `json:"retry_at"`
 		ResultSet      bool               `json:"result_set"`
 		Result         json.RawMessage    `json:"result"`
 		Outputs        []domain.Output    `json:"outputs"`
 		Metrics        map[string]float64 `json:"metrics"`
 		Error          *string            `json:"error"`
-		ExitCode       *int             `json:"exit_code"`
-		CacheKey       *string          `json:"cache_key"`
-		ChildFlowRunID *uuid.UUID       `json:"child_flow_run_id"`
-		CreatedPos     int64            `json:"created_position"`
-		CreatedAt      time.Time        `json:"created_at"`
-		UpdatedAt      time.Time        `json:"updated_at"`
-		StreamVersion  int64            `json:"stream_version"`
+		ExitCode       *int               `json:"exit_code"`
+		CacheKey       *string            `json:"cache_key"`
+		ChildFlowRunID *uuid.UUID         `json:"child_flow_run_id"`
+		CreatedPos     int64              `json:"created_position"`
+		CreatedAt      time.Time          `json:"created_at"`
+		UpdatedAt      time.Time          `json:"updated_at"`
+		StreamVersion  int64              `json:"stream_version"`
 	}
 )
 
