@@ -238,6 +238,18 @@ func TestTaskRunOutputScopes(t *testing.T) {
 			t.Errorf("%s without a token: %d", path, r.status)
 		}
 	}
+	// the UI's images and links send the token as a cookie: only here, and
+	// only from the same site
+	cookie := []string{"Cookie", "ordo_api_token=" + read}
+	if r := b.do(t, "GET", p, nil, cookie...); r.status != 200 {
+		t.Errorf("with the cookie: %d %s", r.status, r.body)
+	}
+	if r := b.do(t, "GET", p, nil, append(cookie, "Sec-Fetch-Site", "cross-site")...); r.status != http.StatusUnauthorized {
+		t.Errorf("with the cookie from another site: %d", r.status)
+	}
+	if r := b.do(t, "GET", "/api/v1/runs/"+run.ID.String()+"/outputs", nil, cookie...); r.status != http.StatusUnauthorized {
+		t.Errorf("the list with only the cookie: %d", r.status)
+	}
 }
 
 func TestDeploymentMetricSeries(t *testing.T) {
