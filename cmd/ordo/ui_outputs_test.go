@@ -118,7 +118,7 @@ func TestUIOutputsMetricsAndCharts(t *testing.T) {
 			resp.Body.Close()
 		}
 
-		e.run(t, ctx, "preview the report", chromedp.Click(chromedp.CSS(`tr[data-output="report.md"] button.preview-output`)))
+		e.run(t, ctx, "preview the report", click(`tr[data-output="report.md"] button.preview-output`))
 		e.waitJS(t, ctx, "the markdown rendered", `!!document.querySelector('#output-preview .markdown h1')`, 10*time.Second)
 		checks := map[string]string{
 			"heading":             `document.querySelector('#output-preview .markdown h1').textContent === 'Model report'`,
@@ -134,19 +134,19 @@ func TestUIOutputsMetricsAndCharts(t *testing.T) {
 				t.Errorf("markdown %s: %s", what, expr)
 			}
 		}
-		e.run(t, ctx, "click the javascript: text", chromedp.Click(chromedp.CSS(`#output-preview .unsafe-link`)))
+		e.run(t, ctx, "click the javascript: text", click(`#output-preview .unsafe-link`))
 		time.Sleep(200 * time.Millisecond)
 		if evalJS[bool](t, ctx, `window.pwned === true`) {
 			t.Fatal("the markdown ran script")
 		}
 
-		e.run(t, ctx, "preview the CSV", chromedp.Click(chromedp.CSS(`tr[data-output="data/predictions.csv"] button.preview-output`)))
+		e.run(t, ctx, "preview the CSV", click(`tr[data-output="data/predictions.csv"] button.preview-output`))
 		e.waitJS(t, ctx, "the CSV as a table", `document.querySelectorAll('#output-preview table.csv tbody tr').length === 2`, 10*time.Second)
 		if got := evalJS[string](t, ctx, `document.querySelector('#output-preview table.csv tbody td:nth-child(2)').textContent`); got != "100,000" {
 			t.Errorf("a quoted CSV field: %q", got)
 		}
 
-		e.run(t, ctx, "preview the PNG", chromedp.Click(chromedp.CSS(`tr[data-output="plots/residuals.png"] button.preview-output`)))
+		e.run(t, ctx, "preview the PNG", click(`tr[data-output="plots/residuals.png"] button.preview-output`))
 		e.waitJS(t, ctx, "the PNG shown", `(() => { const i = document.querySelector('#output-preview img.output-image'); return !!i && i.complete && i.naturalWidth === 40; })()`, 10*time.Second)
 		if evalJS[bool](t, ctx, `!!document.querySelector('tr[data-output="model.pkl"] button.preview-output')`) {
 			t.Error("a pickle has a preview")
@@ -180,4 +180,10 @@ func TestUIOutputsMetricsAndCharts(t *testing.T) {
 			t.Errorf("r2 of the last run in the list: %q", got)
 		}
 	})
+}
+
+// click clicks an element found when the click happens (a live refresh may
+// have replaced the one found before).
+func click(selector string) chromedp.Action[chromedp.Void] {
+	return js(fmt.Sprintf(`document.querySelector(%s).click()`, jsString(selector)))
 }

@@ -182,9 +182,16 @@ export async function render(main) {
     for (const n of names) if (!have.includes(n)) logFilter.append(h('option', { value: n }, n));
   }
 
+  // rebuilt only when they change: a live refresh keeps a button the user
+  // is about to click
+  let shownOutputs = null;
   function renderOutputs() {
+    const outputs = runOutputs(run);
+    const key = JSON.stringify([run.metrics, outputs, (run.task_runs || []).map((t) => t.metrics)]);
+    if (key === shownOutputs) return;
+    shownOutputs = key;
     clear(metricsBox, metricsTable(run));
-    clear(outputsBox, outputsTable(runOutputs(run), previewBox));
+    clear(outputsBox, outputsTable(outputs, previewBox));
   }
 
   function renderTimelinePart() {
