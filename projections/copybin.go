@@ -212,12 +212,18 @@ func sliceSource[T any](rows []T, encode func(*copyBuf, *T) error) copySource {
 
 // jsonOr encodes v, or is empty when n is 0: most rows have no outputs
 // and no metrics, and Replay writes millions of rows.
-func jsonOr(v any, n int, empty string) ([]byte, error) {
+func jsonOr(v any, n int, empty []byte) ([]byte, error) {
 	if n == 0 {
-		return []byte(empty), nil
+		return empty, nil
 	}
 	return json.Marshal(v)
 }
+
+// Empty documents, shared: the encoders only copy them.
+var (
+	emptyObject = []byte("{}")
+	emptyList   = []byte("[]")
+)
 
 // Binary row encoders: each writes the columns of its table descriptor
 // (tables.go), in that order.
@@ -274,7 +280,7 @@ func (h *historyRow) encode(c *copyBuf) error {
 
 func (r *flowRunOut) encode(c *copyBuf) error {
 	params, err1 := json.Marshal(nonNilMap(r.Parameters))
-	metrics, err2 := jsonOr(r.Metrics, len(r.Metrics), "{}")
+	metrics, err2 := jsonOr(r.Metrics, len(r.Metrics), emptyObject)
 	if err := errors.Join(err1, err2); err != nil {
 		return fmt.Errorf("flow run %s: encode: %w", r.ID, err)
 	}
@@ -309,8 +315,8 @@ func (r *flowRunOut) encode(c *copyBuf) error {
 }
 
 func (t *taskRunOut) encode(c *copyBuf, task []byte) error {
-	outputs, err1 := jsonOr(t.Outputs, len(t.Outputs), "[]")
-	metrics, err2 := jsonOr(t.Metrics, len(t.Metrics), "{}")
+	outputs, err1 := jsonOr(t.Outputs, len(t.Outputs), emptyList)
+	metrics, err2 := jsonOr(t.Metrics, len(t.Metrics), emptyObject)
 	if err := errors.Join(err1, err2); err != nil {
 		return fmt.Errorf("task run %s: encode: %w", t.ID, err)
 	}
