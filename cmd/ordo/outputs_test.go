@@ -18,6 +18,17 @@ import (
 	"github.com/ordoflow/ordo/projections/projtest"
 )
 
+// putOutput stores content in a blob store and describes it as an output.
+func putOutput(t *testing.T, blobs blobstore.Store, name, mediaType string, content []byte) domain.Output {
+	t.Helper()
+	sum := sha256.Sum256(content)
+	d := hex.EncodeToString(sum[:])
+	if err := blobs.Put(context.Background(), d, int64(len(content)), bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	return domain.Output{Name: name, SHA256: d, Size: int64(len(content)), MediaType: mediaType}
+}
+
 // outputsCluster starts a server on a directory blob store and writes a
 // run whose two tasks completed with outputs (blobs stored) and metrics.
 func outputsCluster(t *testing.T) (c *cluster, runName, blobDir string, outs []domain.Output) {
@@ -36,17 +47,9 @@ func outputsCluster(t *testing.T) (c *cluster, runName, blobDir string, outs []d
 	t.Cleanup(pool.Close)
 	store := eventstore.New(pool, domain.NewRegistry())
 	t.Cleanup(store.Close)
-	put := func(name, mediaType, content string) domain.Output {
-		sum := sha256.Sum256([]byte(content))
-		d := hex.EncodeToString(sum[:])
-		if err := blobs.Put(ctx, d, int64(len(content)), strings.NewReader(content)); err != nil {
-			t.Fatal(err)
-		}
-		return domain.Output{Name: name, SHA256: d, Size: int64(len(content)), MediaType: mediaType}
-	}
 	outs = []domain.Output{
-		put("model.pkl", "application/octet-stream", strings.Repeat("weights ", 1000)),
-		put("reports/évaluation.md", "text/markdown", "# R² 0.96\n"),
+		putOutput(t, blobs, "model.pkl", "application/octet-stream", []byte(strings.Repeat("weights ", 1000))),
+		putOutput(t, blobs, "reports/évaluation.md", "text/markdown", []byte("# R² 0.96\n")),
 	}
 	runName = "outputs-run"
 	run := projtest.NewLog(t, store).CreateRun(projtest.RunSpec{Name: runName, Flow: domain.FlowSpec{Name: "ml", Tasks: []domain.TaskSpec{

@@ -2,9 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"image"
 	"image/color"
@@ -48,12 +45,7 @@ func TestUIOutputsMetricsAndCharts(t *testing.T) {
 		t.Fatal(err)
 	}
 	put := func(name, mediaType string, content []byte) domain.Output {
-		sum := sha256.Sum256(content)
-		dg := hex.EncodeToString(sum[:])
-		if err := blobs.Put(context.Background(), dg, int64(len(content)), bytes.NewReader(content)); err != nil {
-			t.Fatal(err)
-		}
-		return domain.Output{Name: name, SHA256: dg, Size: int64(len(content)), MediaType: mediaType}
+		return putOutput(t, blobs, name, mediaType, content)
 	}
 	img := image.NewRGBA(image.Rect(0, 0, 40, 30))
 	for x := range 40 {
@@ -121,12 +113,12 @@ func TestUIOutputsMetricsAndCharts(t *testing.T) {
 		e.run(t, ctx, "preview the report", click(`tr[data-output="report.md"] button.preview-output`))
 		e.waitJS(t, ctx, "the markdown rendered", `!!document.querySelector('#output-preview .markdown h1')`, 10*time.Second)
 		checks := map[string]string{
-			"heading":             `document.querySelector('#output-preview .markdown h1').textContent === 'Model report'`,
-			"strong":              `document.querySelector('#output-preview .markdown strong').textContent === 'good'`,
-			"list":                `document.querySelectorAll('#output-preview .markdown ul li').length === 2`,
-			"table":               `document.querySelector('#output-preview .markdown table td').textContent === 'r2'`,
-			"https link":          `document.querySelector('#output-preview .markdown a').href === 'https://example.com/docs'`,
-			"no javascript: link": `[...document.querySelectorAll('#output-preview a')].every((a) => a.protocol === 'https:') && !!document.querySelector('#output-preview .unsafe-link')`,
+			"heading":              `document.querySelector('#output-preview .markdown h1').textContent === 'Model report'`,
+			"strong":               `document.querySelector('#output-preview .markdown strong').textContent === 'good'`,
+			"list":                 `document.querySelectorAll('#output-preview .markdown ul li').length === 2`,
+			"table":                `document.querySelector('#output-preview .markdown table td').textContent === 'r2'`,
+			"https link":           `document.querySelector('#output-preview .markdown a').href === 'https://example.com/docs'`,
+			"no javascript: link":  `[...document.querySelectorAll('#output-preview a')].every((a) => a.protocol === 'https:') && !!document.querySelector('#output-preview .unsafe-link')`,
 			"script shown as text": `document.querySelectorAll('#output-preview script, #output-preview img').length === 0 && document.querySelector('#output-preview').textContent.includes('<script>')`,
 		}
 		for what, expr := range checks {
