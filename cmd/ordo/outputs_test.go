@@ -76,6 +76,9 @@ func TestRunOutputsCommand(t *testing.T) {
 	if !strings.Contains(show, "metrics: r2=0.96 rmse=12.5") || !strings.Contains(show, "evaluate  reports/évaluation.md") {
 		t.Errorf("ordo runs show:\n%s", show)
 	}
+	if ls := c.ordo("runs", "ls", "--metric", "r2"); !strings.Contains(ls, "R2") || !strings.Contains(ls, "0.96") {
+		t.Errorf("ordo runs ls --metric r2:\n%s", ls)
+	}
 	list := c.ordo("runs", "outputs", run)
 	if !strings.Contains(list, "train     model.pkl") || !strings.Contains(list, outs[1].SHA256) || !strings.Contains(list, "7.8 KiB") {
 		t.Errorf("ordo runs outputs:\n%s", list)
