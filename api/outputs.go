@@ -143,8 +143,11 @@ func (s *server) taskRunOutput(c echo.Context) error {
 	}
 	c.Response().WriteHeader(status)
 	if _, err := io.CopyN(c.Response(), body, n); err != nil {
-		// The status is sent: all that is left is to cut the response short.
-		s.log.Warn("serve output", "task_run", id, "output", name, "err", err)
+		// The status is sent: all that is left is to cut the response
+		// short. A client that went away (a preview closed) is no news.
+		if ctx.Err() == nil {
+			s.log.Warn("serve output", "task_run", id, "output", name, "err", err)
+		}
 		panic(http.ErrAbortHandler)
 	}
 	return nil
