@@ -6,7 +6,10 @@
 // into fresh tables while the live ones keep serving, and swaps them in
 // atomically; Verify compares a rebuild with the live tables and checks the
 // whole log with the domain's validator. Reader answers the API's queries
-// from those tables (runs, deployments, work queues, task logs), and rebuilds
+// from those tables (runs, deployments, work queues, task logs, the outputs
+// of task runs and a deployment's metric series: a flow run's metrics are
+// the union of its task runs', derived in SQL by the projector and in Go by
+// Replay, alike), and rebuilds
 // the audit trail and past states of a run from the log itself. The
 // projector also feeds the read side's Prometheus metrics.
 //
