@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/riverqueue/river"
 
+	"github.com/ordoflow/ordo/blobstore"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/projections"
 )
@@ -67,6 +68,9 @@ type ReadModel interface {
 	RunEvents(ctx context.Context, id uuid.UUID) ([]projections.Event, error)
 	RunHistory(ctx context.Context, id uuid.UUID, at projections.HistoryPoint) (projections.History, error)
 	EventList(ctx context.Context, f projections.EventFilter) (projections.Page[projections.Event], error)
+	RunOutputs(ctx context.Context, runID uuid.UUID) ([]projections.RunOutput, error)
+	TaskRunOutput(ctx context.Context, taskRunID uuid.UUID, name string) (domain.Output, error)
+	DeploymentMetrics(ctx context.Context, deploymentID uuid.UUID, limit int) (projections.Page[projections.MetricPoint], error)
 }
 
 // Logs is the read side of task logs the API needs.
@@ -142,6 +146,9 @@ type Options struct {
 	// LogPollInterval bounds how long a follower of a run's logs waits for
 	// new lines when no notification comes. Defaults to 1s.
 	LogPollInterval time.Duration
+	// Blobs holds the bytes of task outputs, served by GET
+	// /task-runs/{id}/outputs/{name}. Nil: that endpoint answers 501.
+	Blobs blobstore.Store
 	// Pool is the database, for /readyz and idempotency keys. Required.
 	Pool *pgxpool.Pool
 	// Registry serves /metrics and receives the API's metrics. Defaults to
@@ -285,6 +292,9 @@ func newEcho(opts Options) (*echo.Echo, error) {
 	g.POST("/runs/:id/cancel", s.runCancel)
 	g.POST("/runs/:id/retry", s.runRetry)
 	g.GET("/runs/:id/logs", s.runLogs)
+	g.GET("/runs/:id/outputs", s.runOutputs)
+	g.GET("/task-runs/:id/outputs/*", s.taskRunOutput)
+	g.GET("/deployments/:id/metrics", s.deploymentMetrics)
 	g.GET("/events", s.eventList)
 	g.GET("/work-queues", s.workQueueList)
 	g.POST("/work-queues", s.workQueueSave)

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ordoflow/ordo/api"
+	"github.com/ordoflow/ordo/blobstore"
 	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
@@ -35,6 +36,17 @@ type bundle struct {
 	store *eventstore.Store
 	proj  *projections.Projector
 	log   *projtest.Log
+	blobs *blobstore.Dir // where the API reads outputs from
+}
+
+// newBlobs is a blob store of the test's own.
+func newBlobs(t testing.TB) *blobstore.Dir {
+	t.Helper()
+	d, err := blobstore.OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 func setup(t *testing.T) bundle { return newBundle(t, false) }
@@ -75,10 +87,12 @@ func newBundle(t *testing.T, withRiver bool) bundle {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = proj.Run(ctx) }()
 	waitProjectorStarted(t, pool)
+	blobs := newBlobs(t)
 	opts := api.Options{
 		Deployments: commands.NewDeploymentCommands(store),
 		Reads:       projections.NewReader(store),
 		Projection:  proj,
+		Blobs:       blobs,
 		Pool:        pool,
 		Registry:    reg,
 	}
@@ -99,7 +113,7 @@ func newBundle(t *testing.T, withRiver bool) bundle {
 		<-done
 		store.Close()
 	})
-	return bundle{url: srv.URL, pool: pool, store: store, proj: proj, log: projtest.NewLog(t, store)}
+	return bundle{url: srv.URL, pool: pool, store: store, proj: proj, log: projtest.NewLog(t, store), blobs: blobs}
 }
 
 type response struct {

@@ -315,9 +315,21 @@ func (a *Auth) unavailable(err error) error {
 }
 
 // riverUICookie carries the token to River UI, whose pages call its own
-// API without an Authorization header. The Ordo UI sets it, SameSite=Strict,
-// when the user gives a token.
+// API without an Authorization header, and to the downloads of outputs,
+// which the UI shows as images and links. The Ordo UI sets it,
+// SameSite=Strict, for those paths only, when the user gives a token.
 const riverUICookie = "ordo_api_token"
+
+// cookieAllowed reports whether a request may send its token as the
+// cookie: River UI, and reading an output.
+func cookieAllowed(r *http.Request) bool {
+	p := r.URL.Path
+	if strings.HasPrefix(p, riverUIPrefix+"/") || p == riverUIPrefix {
+		return true
+	}
+	rest, ok := strings.CutPrefix(p, "/api/v1/task-runs/")
+	return ok && (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.Contains(rest, "/outputs/")
+}
 
 // credential returns the token a request sends: the Authorization: Bearer
 // header, or for River UI, the cookie. A request that sends an
@@ -331,7 +343,7 @@ func credential(r *http.Request) (string, bool) {
 		}
 		return tok, true
 	}
-	if strings.HasPrefix(r.URL.Path, riverUIPrefix+"/") || r.URL.Path == riverUIPrefix {
+	if cookieAllowed(r) {
 		// a cookie travels with cross-site requests too: only same-origin
 		// ones (or those of clients that are not browsers) may use it
 		if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {

@@ -8,7 +8,10 @@
 // Errors go through one handler and one table from domain.Code to status.
 //
 // Task logs are served as pages or, with follow=true, as Server-Sent
-// Events until the run ends. With a River client in its options it also
+// Events until the run ends. The outputs of task runs are listed from the
+// read models and their bytes served from the blob store (outputs.go),
+// with ETag, ranges and headers that keep a task's file from running
+// script in the UI's origin. With a River client in its options it also
 // serves River's own UI under /riverui/ and pauses and resumes work queues
 // through River.
 //

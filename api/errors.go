@@ -16,6 +16,8 @@ import (
 const (
 	codeNotImplemented   domain.Code = "not_implemented"
 	codeMethodNotAllowed domain.Code = "method_not_allowed"
+	// codeRangeNotSatisfiable: a Range outside an output's bytes.
+	codeRangeNotSatisfiable domain.Code = "range_not_satisfiable"
 )
 
 // statusByCode is the one table from error code to HTTP status.
@@ -30,6 +32,7 @@ var statusByCode = map[domain.Code]int{
 	domain.CodeInternal:     http.StatusInternalServerError,
 	codeNotImplemented:      http.StatusNotImplemented,
 	codeMethodNotAllowed:    http.StatusMethodNotAllowed,
+	codeRangeNotSatisfiable: http.StatusRequestedRangeNotSatisfiable,
 }
 
 // codeByStatus maps Echo's own errors (routing, binding) back to codes.

@@ -61,11 +61,13 @@ func fullSetup(t testing.TB, withAuth bool) fullBundle {
 		auth = api.NewAuth(pool, api.AuthOptions{CacheTTL: 100 * time.Millisecond})
 	}
 	svc := commands.NewService(pool, store, jobs.RiverEnqueuer(client), commands.ServiceOptions{})
+	blobs := newBlobs(t)
 	h, err := api.New(api.Options{
 		Deployments: commands.NewDeploymentCommands(store),
 		Runs:        testRuns{runs: commands.NewDeploymentRuns(svc), svc: svc},
 		Reads:       projections.NewReader(store),
 		Projection:  proj,
+		Blobs:       blobs,
 		Pool:        pool,
 		Registry:    prometheus.NewRegistry(),
 		River:       client,
@@ -89,7 +91,7 @@ func fullSetup(t testing.TB, withAuth bool) fullBundle {
 		store.Close()
 	})
 	return fullBundle{
-		bundle:  bundle{url: srv.URL, pool: pool, store: store, proj: proj, log: projtest.NewLog(t, store)},
+		bundle:  bundle{url: srv.URL, pool: pool, store: store, proj: proj, log: projtest.NewLog(t, store), blobs: blobs},
 		handler: handler, auth: auth, routes: h.(*echo.Echo).Routes(),
 	}
 }

@@ -118,6 +118,9 @@ func omitted(s obj) obj {
 	return c
 }
 
+// metricsSchema is a run's or task run's metrics: name -> number, {} when none.
+var metricsSchema = obj{"type": "object", "additionalProperties": obj{"type": "number", "format": "double"}, "description": "name -> number; {} when none"}
+
 // anyJSON is any JSON value: a result.
 var anyJSON = goRaw(obj{"nullable": true})
 
@@ -197,6 +200,20 @@ var openAPIDocument = obj{
 			obj{"name": "at", "in": "query", "required": true, "description": "an RFC 3339 time, an event position, or an event cursor TXID-POSITION", "schema": str})},
 		"/api/v1/runs/{id}/cancel": obj{"post": op("runCancel", "cancel a run (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, runRef, idemHeader)},
 		"/api/v1/runs/{id}/retry":  obj{"post": op("runRetry", "run the failed part of a run again (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, runRef, idemHeader)},
+		"/api/v1/runs/{id}/outputs": obj{"get": op("runOutputs", "the files the run's task runs left in ORDO_OUTPUT_DIR, by task and name, each with its download URL",
+			obj{"200": response("all outputs", listOf("Output"))}, runRef)},
+		"/api/v1/task-runs/{id}/outputs/{name}": obj{"get": op("taskRunOutput", "the bytes of one output: Content-Type from its media type (X-Content-Type-Options: nosniff, and Content-Security-Policy: sandbox so that an HTML or SVG file runs no script in the UI's origin), ETag the quoted sha256 (If-None-Match: 304), one byte Range (206 with Content-Range; 416 range_not_satisfiable past the end); 501 without a blob store",
+			obj{
+				"200": obj{"description": "the output's bytes", "content": obj{"*/*": obj{"schema": obj{"type": "string", "format": "binary"}}}},
+				"206": obj{"description": "the bytes of the range asked for", "content": obj{"*/*": obj{"schema": obj{"type": "string", "format": "binary"}}}},
+				"304": obj{"description": "the output is the one named by If-None-Match"},
+			},
+			obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string", "format": "uuid"}, "description": "the task run's id"},
+			obj{"name": "name", "in": "path", "required": true, "schema": str, "description": "the output's name, relative to ORDO_OUTPUT_DIR; a name with slashes is sent as it is (each element percent-escaped) or with its slashes escaped"},
+			qparam("download", "true: Content-Disposition: attachment, with the file name", obj{"type": "boolean"}))},
+		"/api/v1/deployments/{id}/metrics": obj{"get": op("deploymentMetrics", "the metric series of a deployment: its last runs that have metrics, oldest first, each with the union of its task runs' metrics",
+			obj{"200": response("the series", listOf("MetricPoint"))}, deploymentRef,
+			qparam("limit", "how many runs, 1 to 1000 (default 100)", obj{"type": "integer", "minimum": 1, "maximum": 1000}))},
 		"/api/v1/events": obj{"get": op("eventList", "the global event log, in log order (read gap-free: an event shows once no earlier one can still commit)", obj{"200": response("a page", listOf("Event"))},
 			qparam("after", "an event's cursor (or position): events after it", str),
 			qparam("type", "event types, comma-separated or repeated", strList),
@@ -227,7 +244,7 @@ var openAPIDocument = obj{
 	},
 	"components": obj{"securitySchemes": bearerScheme, "schemas": obj{
 		"Error": object([]string{"error"}, obj{"error": object([]string{"code", "message", "details"}, obj{
-			"code":    obj{"type": "string", "enum": []string{"invalid", "not_found", "conflict", "unauthorized", "forbidden", "too_large", "unavailable", "internal", "not_implemented", "method_not_allowed"}},
+			"code":    obj{"type": "string", "enum": []string{"invalid", "not_found", "conflict", "unauthorized", "forbidden", "too_large", "unavailable", "internal", "not_implemented", "method_not_allowed", "range_not_satisfiable"}},
 			"message": obj{"type": "string", "description": "the whole error as a person reads it, every detail included"},
 			"details": obj{"type": "array", "description": "the same problems field by field, for programs", "items": object([]string{"field", "message"}, obj{"field": str, "message": str})},
 		})}),
@@ -245,18 +262,20 @@ var openAPIDocument = obj{
 			"next_runs":  obj{"type": "array", "items": object([]string{"id", "scheduled_at"}, obj{"id": str, "scheduled_at": dateTime})},
 			"created_at": dateTime, "updated_at": dateTime,
 		}),
-		"FlowRun": object([]string{"id", "name", "deployment_id", "deployment_name", "work_queue", "tags", "parameters", "state", "scheduled_at", "started_at", "ended_at", "run_count", "parent_task_run_id", "result"}, obj{
+		"FlowRun": object([]string{"id", "name", "deployment_id", "deployment_name", "work_queue", "tags", "parameters", "state", "scheduled_at", "started_at", "ended_at", "run_count", "parent_task_run_id", "result", "metrics"}, obj{
 			"id": str, "name": str, "flow_name": str, "deployment_id": str, "deployment_name": str, "deployment_version": obj{"type": "integer"},
 			"work_queue": str, "tags": strList, "parameters": obj{"type": "object"}, "state": ref("State"),
 			"scheduled_at": dateTime, "started_at": nullable(dateTime), "ended_at": nullable(dateTime), "run_count": obj{"type": "integer"},
 			"parent_task_run_id": nullable(str), "parent_flow_run_id": nullable(str), "auto_scheduled": obj{"type": "boolean"},
-			"result": anyJSON, "task_count": obj{"type": "integer"}, "created_at": dateTime, "updated_at": dateTime,
+			"result": anyJSON, "metrics": metricsSchema, "task_count": obj{"type": "integer"}, "created_at": dateTime, "updated_at": dateTime,
 			"task_runs": omitted(obj{"type": "array", "items": ref("TaskRun"), "description": "only in GET /runs/{id}"}),
 		}),
-		"TaskRun": object([]string{"id", "flow_run_id", "task_name", "state", "run_count", "started_at", "ended_at", "result", "error", "cache_key", "depends_on"}, obj{
+		"TaskRun": object([]string{"id", "flow_run_id", "task_name", "state", "run_count", "started_at", "ended_at", "result", "outputs", "metrics", "error", "cache_key", "depends_on"}, obj{
 			"id": str, "flow_run_id": str, "task_name": str, "kind": str, "state": ref("State"), "run_count": obj{"type": "integer"},
 			"started_at": nullable(dateTime), "ended_at": nullable(dateTime), "retry_at": nullable(dateTime), "result": anyJSON,
-			"error": nullable(str), "exit_code": nullable(obj{"type": "integer"}), "cache_key": nullable(str), "depends_on": strList, "tags": strList,
+			"outputs": obj{"type": "array", "items": ref("TaskOutput"), "description": "the files of the attempt that completed it, or of its cache source"},
+			"metrics": metricsSchema,
+			"error":   nullable(str), "exit_code": nullable(obj{"type": "integer"}), "cache_key": nullable(str), "depends_on": strList, "tags": strList,
 			"child_flow_run_id": nullable(str), "created_at": dateTime, "updated_at": dateTime,
 		}),
 		"Graph": object([]string{"flow_run_id", "nodes", "edges"}, obj{
@@ -297,6 +316,20 @@ var openAPIDocument = obj{
 				"name": str, "hostname": str, "queues": strList, "started_at": dateTime, "last_heartbeat_at": dateTime, "running": obj{"type": "integer"},
 			})},
 			"created_at": nullable(dateTime), "updated_at": nullable(dateTime),
+		}),
+		"TaskOutput": object([]string{"name", "sha256", "size", "media_type"}, obj{
+			"name": obj{"type": "string", "description": "relative to ORDO_OUTPUT_DIR, with slashes"}, "sha256": obj{"type": "string", "description": "the blob's address: SHA-256 of the content, lower-case hex"},
+			"size": obj{"type": "integer", "format": "int64"}, "media_type": str,
+		}),
+		"Output": object([]string{"task_name", "task_run_id", "name", "sha256", "size", "media_type", "download_url"}, obj{
+			"task_name": str, "task_run_id": str,
+			"name": obj{"type": "string", "description": "relative to ORDO_OUTPUT_DIR, with slashes"}, "sha256": str,
+			"size": obj{"type": "integer", "format": "int64"}, "media_type": str,
+			"download_url": obj{"type": "string", "description": "the path of GET /task-runs/{id}/outputs/{name} for it, from the server's root"},
+		}),
+		"MetricPoint": object([]string{"run_id", "run_name", "time", "state", "metrics"}, obj{
+			"run_id": str, "run_name": str, "time": obj{"type": "string", "format": "date-time", "description": "when the run was scheduled"},
+			"state": ref("State"), "metrics": metricsSchema,
 		}),
 		"History": object([]string{"at", "position", "cursor", "event_count", "run"}, obj{
 			"at": dateTime, "position": obj{"type": "integer"}, "cursor": str, "event_count": obj{"type": "integer"}, "run": ref("FlowRun"),

@@ -20,16 +20,17 @@ import (
 
 // Defines values for ErrorErrorCode.
 const (
-	ErrorErrorCodeConflict         ErrorErrorCode = "conflict"
-	ErrorErrorCodeForbidden        ErrorErrorCode = "forbidden"
-	ErrorErrorCodeInternal         ErrorErrorCode = "internal"
-	ErrorErrorCodeInvalid          ErrorErrorCode = "invalid"
-	ErrorErrorCodeMethodNotAllowed ErrorErrorCode = "method_not_allowed"
-	ErrorErrorCodeNotFound         ErrorErrorCode = "not_found"
-	ErrorErrorCodeNotImplemented   ErrorErrorCode = "not_implemented"
-	ErrorErrorCodeTooLarge         ErrorErrorCode = "too_large"
-	ErrorErrorCodeUnauthorized     ErrorErrorCode = "unauthorized"
-	ErrorErrorCodeUnavailable      ErrorErrorCode = "unavailable"
+	ErrorErrorCodeConflict            ErrorErrorCode = "conflict"
+	ErrorErrorCodeForbidden           ErrorErrorCode = "forbidden"
+	ErrorErrorCodeInternal            ErrorErrorCode = "internal"
+	ErrorErrorCodeInvalid             ErrorErrorCode = "invalid"
+	ErrorErrorCodeMethodNotAllowed    ErrorErrorCode = "method_not_allowed"
+	ErrorErrorCodeNotFound            ErrorErrorCode = "not_found"
+	ErrorErrorCodeNotImplemented      ErrorErrorCode = "not_implemented"
+	ErrorErrorCodeRangeNotSatisfiable ErrorErrorCode = "range_not_satisfiable"
+	ErrorErrorCodeTooLarge            ErrorErrorCode = "too_large"
+	ErrorErrorCodeUnauthorized        ErrorErrorCode = "unauthorized"
+	ErrorErrorCodeUnavailable         ErrorErrorCode = "unavailable"
 )
 
 // Valid indicates whether the value is a known member of the ErrorErrorCode enum.
@@ -48,6 +49,8 @@ func (e ErrorErrorCode) Valid() bool {
 	case ErrorErrorCodeNotFound:
 		return true
 	case ErrorErrorCodeNotImplemented:
+		return true
+	case ErrorErrorCodeRangeNotSatisfiable:
 		return true
 	case ErrorErrorCodeTooLarge:
 		return true
@@ -255,25 +258,28 @@ type EventStreamType string
 
 // FlowRun defines model for FlowRun.
 type FlowRun struct {
-	AutoScheduled     *bool                  `json:"auto_scheduled,omitempty"`
-	CreatedAt         *time.Time             `json:"created_at,omitempty"`
-	DeploymentID      string                 `json:"deployment_id"`
-	DeploymentName    string                 `json:"deployment_name"`
-	DeploymentVersion *int                   `json:"deployment_version,omitempty"`
-	EndedAt           *time.Time             `json:"ended_at"`
-	FlowName          *string                `json:"flow_name,omitempty"`
-	ID                string                 `json:"id"`
-	Name              string                 `json:"name"`
-	Parameters        map[string]interface{} `json:"parameters"`
-	ParentFlowRunID   *string                `json:"parent_flow_run_id,omitempty"`
-	ParentTaskRunID   *string                `json:"parent_task_run_id"`
-	Result            json.RawMessage        `json:"result"`
-	RunCount          int                    `json:"run_count"`
-	ScheduledAt       time.Time              `json:"scheduled_at"`
-	StartedAt         *time.Time             `json:"started_at"`
-	State             State                  `json:"state"`
-	Tags              []string               `json:"tags"`
-	TaskCount         *int                   `json:"task_count,omitempty"`
+	AutoScheduled     *bool      `json:"auto_scheduled,omitempty"`
+	CreatedAt         *time.Time `json:"created_at,omitempty"`
+	DeploymentID      string     `json:"deployment_id"`
+	DeploymentName    string     `json:"deployment_name"`
+	DeploymentVersion *int       `json:"deployment_version,omitempty"`
+	EndedAt           *time.Time `json:"ended_at"`
+	FlowName          *string    `json:"flow_name,omitempty"`
+	ID                string     `json:"id"`
+
+	// Metrics name -> number; {} when none
+	Metrics         map[string]float64     `json:"metrics"`
+	Name            string                 `json:"name"`
+	Parameters      map[string]interface{} `json:"parameters"`
+	ParentFlowRunID *string                `json:"parent_flow_run_id,omitempty"`
+	ParentTaskRunID *string                `json:"parent_task_run_id"`
+	Result          json.RawMessage        `json:"result"`
+	RunCount        int                    `json:"run_count"`
+	ScheduledAt     time.Time              `json:"scheduled_at"`
+	StartedAt       *time.Time             `json:"started_at"`
+	State           State                  `json:"state"`
+	Tags            []string               `json:"tags"`
+	TaskCount       *int                   `json:"task_count,omitempty"`
 
 	// TaskRuns only in GET /runs/{id}
 	TaskRuns  []TaskRun  `json:"task_runs,omitempty"`
@@ -326,6 +332,32 @@ type LogLine struct {
 // LogLineStream defines model for LogLine.Stream.
 type LogLineStream string
 
+// MetricPoint defines model for MetricPoint.
+type MetricPoint struct {
+	// Metrics name -> number; {} when none
+	Metrics map[string]float64 `json:"metrics"`
+	RunID   string             `json:"run_id"`
+	RunName string             `json:"run_name"`
+	State   State              `json:"state"`
+
+	// Time when the run was scheduled
+	Time time.Time `json:"time"`
+}
+
+// Output defines model for Output.
+type Output struct {
+	// DownloadURL the path of GET /task-runs/{id}/outputs/{name} for it, from the server's root
+	DownloadURL string `json:"download_url"`
+	MediaType   string `json:"media_type"`
+
+	// Name relative to ORDO_OUTPUT_DIR, with slashes
+	Name      string `json:"name"`
+	Sha256    string `json:"sha256"`
+	Size      int64  `json:"size"`
+	TaskName  string `json:"task_name"`
+	TaskRunID string `json:"task_run_id"`
+}
+
 // State defines model for State.
 type State struct {
 	Message   string    `json:"message"`
@@ -337,26 +369,44 @@ type State struct {
 // StateType defines model for State.Type.
 type StateType string
 
+// TaskOutput defines model for TaskOutput.
+type TaskOutput struct {
+	MediaType string `json:"media_type"`
+
+	// Name relative to ORDO_OUTPUT_DIR, with slashes
+	Name string `json:"name"`
+
+	// Sha256 the blob's address: SHA-256 of the content, lower-case hex
+	Sha256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
 // TaskRun defines model for TaskRun.
 type TaskRun struct {
-	CacheKey       *string         `json:"cache_key"`
-	ChildFlowRunID *string         `json:"child_flow_run_id,omitempty"`
-	CreatedAt      *time.Time      `json:"created_at,omitempty"`
-	DependsOn      []string        `json:"depends_on"`
-	EndedAt        *time.Time      `json:"ended_at"`
-	Error          *string         `json:"error"`
-	ExitCode       *int            `json:"exit_code,omitempty"`
-	FlowRunID      string          `json:"flow_run_id"`
-	ID             string          `json:"id"`
-	Kind           *string         `json:"kind,omitempty"`
-	Result         json.RawMessage `json:"result"`
-	RetryAt        *time.Time      `json:"retry_at,omitempty"`
-	RunCount       int             `json:"run_count"`
-	StartedAt      *time.Time      `json:"started_at"`
-	State          State           `json:"state"`
-	Tags           *[]string       `json:"tags,omitempty"`
-	TaskName       string          `json:"task_name"`
-	UpdatedAt      *time.Time      `json:"updated_at,omitempty"`
+	CacheKey       *string    `json:"cache_key"`
+	ChildFlowRunID *string    `json:"child_flow_run_id,omitempty"`
+	CreatedAt      *time.Time `json:"created_at,omitempty"`
+	DependsOn      []string   `json:"depends_on"`
+	EndedAt        *time.Time `json:"ended_at"`
+	Error          *string    `json:"error"`
+	ExitCode       *int       `json:"exit_code,omitempty"`
+	FlowRunID      string     `json:"flow_run_id"`
+	ID             string     `json:"id"`
+	Kind           *string    `json:"kind,omitempty"`
+
+	// Metrics name -> number; {} when none
+	Metrics map[string]float64 `json:"metrics"`
+
+	// Outputs the files of the attempt that completed it, or of its cache source
+	Outputs   []TaskOutput    `json:"outputs"`
+	Result    json.RawMessage `json:"result"`
+	RetryAt   *time.Time      `json:"retry_at,omitempty"`
+	RunCount  int             `json:"run_count"`
+	StartedAt *time.Time      `json:"started_at"`
+	State     State           `json:"state"`
+	Tags      *[]string       `json:"tags,omitempty"`
+	TaskName  string          `json:"task_name"`
+	UpdatedAt *time.Time      `json:"updated_at,omitempty"`
 }
 
 // WorkQueue defines model for WorkQueue.
@@ -413,6 +463,12 @@ type DeploymentListParams struct {
 type DeploymentSaveParams struct {
 	// IdempotencyKey a retried POST with the same key gets the first response again; keys are per API token, so two tokens never share an answer
 	IdempotencyKey *string `json:"Idempotency-Key,omitempty"`
+}
+
+// DeploymentMetricsParams defines parameters for DeploymentMetrics.
+type DeploymentMetricsParams struct {
+	// Limit how many runs, 1 to 1000 (default 100)
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
 }
 
 // DeploymentPauseParams defines parameters for DeploymentPause.
@@ -517,6 +573,12 @@ type RunLogsParams struct {
 type RunRetryParams struct {
 	// IdempotencyKey a retried POST with the same key gets the first response again; keys are per API token, so two tokens never share an answer
 	IdempotencyKey *string `json:"Idempotency-Key,omitempty"`
+}
+
+// TaskRunOutputParams defines parameters for TaskRunOutput.
+type TaskRunOutputParams struct {
+	// Download true: Content-Disposition: attachment, with the file name
+	Download *bool `form:"download,omitempty" json:"download,omitempty"`
 }
 
 // WorkQueueListParams defines parameters for WorkQueueList.
@@ -670,6 +732,11 @@ type ClientInterface interface {
 	// Corresponds with GET /api/v1/deployments/{id} (the `DeploymentGet` operationId).
 	DeploymentGet(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// DeploymentMetrics the metric series of a deployment: its last runs that have metrics, oldest first, each with the union of its task runs' metrics
+	//
+	// Corresponds with GET /api/v1/deployments/{id}/metrics (the `DeploymentMetrics` operationId).
+	DeploymentMetrics(ctx context.Context, id string, params *DeploymentMetricsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// DeploymentPause turn the schedule off
 	//
 	// Corresponds with POST /api/v1/deployments/{id}/pause (the `DeploymentPause` operationId).
@@ -739,10 +806,20 @@ type ClientInterface interface {
 	// Corresponds with GET /api/v1/runs/{id}/logs (the `RunLogs` operationId).
 	RunLogs(ctx context.Context, id string, params *RunLogsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// RunOutputs the files the run's task runs left in ORDO_OUTPUT_DIR, by task and name, each with its download URL
+	//
+	// Corresponds with GET /api/v1/runs/{id}/outputs (the `RunOutputs` operationId).
+	RunOutputs(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// RunRetry run the failed part of a run again (501 until the server runs flows)
 	//
 	// Corresponds with POST /api/v1/runs/{id}/retry (the `RunRetry` operationId).
 	RunRetry(ctx context.Context, id string, params *RunRetryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TaskRunOutput the bytes of one output: Content-Type from its media type (X-Content-Type-Options: nosniff, and Content-Security-Policy: sandbox so that an HTML or SVG file runs no script in the UI's origin), ETag the quoted sha256 (If-None-Match: 304), one byte Range (206 with Content-Range; 416 range_not_satisfiable past the end); 501 without a blob store
+	//
+	// Corresponds with GET /api/v1/task-runs/{id}/outputs/{name} (the `TaskRunOutput` operationId).
+	TaskRunOutput(ctx context.Context, id openapi_types.UUID, name string, params *TaskRunOutputParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// WorkQueueList list work queues by name: depth, running, paused, concurrency limit and slots in use, online workers
 	//
@@ -858,6 +935,21 @@ func (c *Client) DeploymentDelete(ctx context.Context, id string, reqEditors ...
 // Corresponds with GET /api/v1/deployments/{id} (the `DeploymentGet` operationId).
 func (c *Client) DeploymentGet(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewDeploymentGetRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeploymentMetrics the metric series of a deployment: its last runs that have metrics, oldest first, each with the union of its task runs' metrics
+//
+// Corresponds with GET /api/v1/deployments/{id}/metrics (the `DeploymentMetrics` operationId).
+func (c *Client) DeploymentMetrics(ctx context.Context, id string, params *DeploymentMetricsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeploymentMetricsRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1067,11 +1159,41 @@ func (c *Client) RunLogs(ctx context.Context, id string, params *RunLogsParams, 
 	return c.Client.Do(req)
 }
 
+// RunOutputs the files the run's task runs left in ORDO_OUTPUT_DIR, by task and name, each with its download URL
+//
+// Corresponds with GET /api/v1/runs/{id}/outputs (the `RunOutputs` operationId).
+func (c *Client) RunOutputs(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRunOutputsRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // RunRetry run the failed part of a run again (501 until the server runs flows)
 //
 // Corresponds with POST /api/v1/runs/{id}/retry (the `RunRetry` operationId).
 func (c *Client) RunRetry(ctx context.Context, id string, params *RunRetryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRunRetryRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TaskRunOutput the bytes of one output: Content-Type from its media type (X-Content-Type-Options: nosniff, and Content-Security-Policy: sandbox so that an HTML or SVG file runs no script in the UI's origin), ETag the quoted sha256 (If-None-Match: 304), one byte Range (206 with Content-Range; 416 range_not_satisfiable past the end); 501 without a blob store
+//
+// Corresponds with GET /api/v1/task-runs/{id}/outputs/{name} (the `TaskRunOutput` operationId).
+func (c *Client) TaskRunOutput(ctx context.Context, id openapi_types.UUID, name string, params *TaskRunOutputParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTaskRunOutputRequest(c.Server, id, name, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1421,6 +1543,67 @@ func NewDeploymentGetRequest(server string, id string) (*http.Request, error) {
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewDeploymentMetricsRequest constructs an http.Request for the DeploymentMetrics method
+func NewDeploymentMetricsRequest(server string, id string, params *DeploymentMetricsParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/deployments/%s/metrics", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -2163,6 +2346,40 @@ func NewRunLogsRequest(server string, id string, params *RunLogsParams) (*http.R
 	return req, nil
 }
 
+// NewRunOutputsRequest constructs an http.Request for the RunOutputs method
+func NewRunOutputsRequest(server string, id string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/runs/%s/outputs", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewRunRetryRequest constructs an http.Request for the RunRetry method
 func NewRunRetryRequest(server string, id string, params *RunRetryParams) (*http.Request, error) {
 	var err error
@@ -2207,6 +2424,74 @@ func NewRunRetryRequest(server string, id string, params *RunRetryParams) (*http
 			req.Header.Set("Idempotency-Key", headerParam0)
 		}
 
+	}
+
+	return req, nil
+}
+
+// NewTaskRunOutputRequest constructs an http.Request for the TaskRunOutput method
+func NewTaskRunOutputRequest(server string, id openapi_types.UUID, name string, params *TaskRunOutputParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/task-runs/%s/outputs/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Download != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "download", *params.Download, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
 	}
 
 	return req, nil
@@ -2591,6 +2876,13 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /api/v1/deployments/{id} (the `DeploymentGet` operationId).
 	DeploymentGetWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*DeploymentGetResponse, error)
 
+	// DeploymentMetricsWithResponse the metric series of a deployment: its last runs that have metrics, oldest first, each with the union of its task runs' metrics
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/v1/deployments/{id}/metrics (the `DeploymentMetrics` operationId).
+	DeploymentMetricsWithResponse(ctx context.Context, id string, params *DeploymentMetricsParams, reqEditors ...RequestEditorFn) (*DeploymentMetricsResponse, error)
+
 	// DeploymentPauseWithResponse turn the schedule off
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -2682,12 +2974,26 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /api/v1/runs/{id}/logs (the `RunLogs` operationId).
 	RunLogsWithResponse(ctx context.Context, id string, params *RunLogsParams, reqEditors ...RequestEditorFn) (*RunLogsResponse, error)
 
+	// RunOutputsWithResponse the files the run's task runs left in ORDO_OUTPUT_DIR, by task and name, each with its download URL
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/v1/runs/{id}/outputs (the `RunOutputs` operationId).
+	RunOutputsWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*RunOutputsResponse, error)
+
 	// RunRetryWithResponse run the failed part of a run again (501 until the server runs flows)
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /api/v1/runs/{id}/retry (the `RunRetry` operationId).
 	RunRetryWithResponse(ctx context.Context, id string, params *RunRetryParams, reqEditors ...RequestEditorFn) (*RunRetryResponse, error)
+
+	// TaskRunOutputWithResponse the bytes of one output: Content-Type from its media type (X-Content-Type-Options: nosniff, and Content-Security-Policy: sandbox so that an HTML or SVG file runs no script in the UI's origin), ETag the quoted sha256 (If-None-Match: 304), one byte Range (206 with Content-Range; 416 range_not_satisfiable past the end); 501 without a blob store
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/v1/task-runs/{id}/outputs/{name} (the `TaskRunOutput` operationId).
+	TaskRunOutputWithResponse(ctx context.Context, id openapi_types.UUID, name string, params *TaskRunOutputParams, reqEditors ...RequestEditorFn) (*TaskRunOutputResponse, error)
 
 	// WorkQueueListWithResponse list work queues by name: depth, running, paused, concurrency limit and slots in use, online workers
 	//
@@ -2942,6 +3248,64 @@ func (r DeploymentGetResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r DeploymentGetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeploymentMetricsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Items []MetricPoint `json:"items"`
+
+		// NextCursor pass as cursor (or after) for the next page; null on the last page
+		NextCursor *string `json:"next_cursor"`
+	}
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r DeploymentMetricsResponse) GetJSON200() *struct {
+	Items []MetricPoint `json:"items"`
+
+	// NextCursor pass as cursor (or after) for the next page; null on the last page
+	NextCursor *string `json:"next_cursor"`
+} {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r DeploymentMetricsResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeploymentMetricsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeploymentMetricsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeploymentMetricsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeploymentMetricsResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -3564,6 +3928,64 @@ func (r RunLogsResponse) ContentType() string {
 	return ""
 }
 
+type RunOutputsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Items []Output `json:"items"`
+
+		// NextCursor pass as cursor (or after) for the next page; null on the last page
+		NextCursor *string `json:"next_cursor"`
+	}
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RunOutputsResponse) GetJSON200() *struct {
+	Items []Output `json:"items"`
+
+	// NextCursor pass as cursor (or after) for the next page; null on the last page
+	NextCursor *string `json:"next_cursor"`
+} {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r RunOutputsResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RunOutputsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RunOutputsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RunOutputsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RunOutputsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type RunRetryResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3606,6 +4028,47 @@ func (r RunRetryResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r RunRetryResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type TaskRunOutputResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TaskRunOutputResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TaskRunOutputResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TaskRunOutputResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TaskRunOutputResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TaskRunOutputResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -4035,6 +4498,19 @@ func (c *ClientWithResponses) DeploymentGetWithResponse(ctx context.Context, id 
 	return ParseDeploymentGetResponse(rsp)
 }
 
+// DeploymentMetricsWithResponse the metric series of a deployment: its last runs that have metrics, oldest first, each with the union of its task runs' metrics
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/v1/deployments/{id}/metrics (the `DeploymentMetrics` operationId).
+func (c *ClientWithResponses) DeploymentMetricsWithResponse(ctx context.Context, id string, params *DeploymentMetricsParams, reqEditors ...RequestEditorFn) (*DeploymentMetricsResponse, error) {
+	rsp, err := c.DeploymentMetrics(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeploymentMetricsResponse(rsp)
+}
+
 // DeploymentPauseWithResponse turn the schedule off
 //
 // Returns a wrapper object for the known response body format(s).
@@ -4204,6 +4680,19 @@ func (c *ClientWithResponses) RunLogsWithResponse(ctx context.Context, id string
 	return ParseRunLogsResponse(rsp)
 }
 
+// RunOutputsWithResponse the files the run's task runs left in ORDO_OUTPUT_DIR, by task and name, each with its download URL
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/v1/runs/{id}/outputs (the `RunOutputs` operationId).
+func (c *ClientWithResponses) RunOutputsWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*RunOutputsResponse, error) {
+	rsp, err := c.RunOutputs(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRunOutputsResponse(rsp)
+}
+
 // RunRetryWithResponse run the failed part of a run again (501 until the server runs flows)
 //
 // Returns a wrapper object for the known response body format(s).
@@ -4215,6 +4704,19 @@ func (c *ClientWithResponses) RunRetryWithResponse(ctx context.Context, id strin
 		return nil, err
 	}
 	return ParseRunRetryResponse(rsp)
+}
+
+// TaskRunOutputWithResponse the bytes of one output: Content-Type from its media type (X-Content-Type-Options: nosniff, and Content-Security-Policy: sandbox so that an HTML or SVG file runs no script in the UI's origin), ETag the quoted sha256 (If-None-Match: 304), one byte Range (206 with Content-Range; 416 range_not_satisfiable past the end); 501 without a blob store
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/v1/task-runs/{id}/outputs/{name} (the `TaskRunOutput` operationId).
+func (c *ClientWithResponses) TaskRunOutputWithResponse(ctx context.Context, id openapi_types.UUID, name string, params *TaskRunOutputParams, reqEditors ...RequestEditorFn) (*TaskRunOutputResponse, error) {
+	rsp, err := c.TaskRunOutput(ctx, id, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTaskRunOutputResponse(rsp)
 }
 
 // WorkQueueListWithResponse list work queues by name: depth, running, paused, concurrency limit and slots in use, online workers
@@ -4444,6 +4946,44 @@ func ParseDeploymentGetResponse(rsp *http.Response) (*DeploymentGetResponse, err
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest Deployment
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeploymentMetricsResponse parses an HTTP response from a DeploymentMetricsWithResponse call
+func ParseDeploymentMetricsResponse(rsp *http.Response) (*DeploymentMetricsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeploymentMetricsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Items []MetricPoint `json:"items"`
+
+			// NextCursor pass as cursor (or after) for the next page; null on the last page
+			NextCursor *string `json:"next_cursor"`
+		}
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -4880,6 +5420,44 @@ func ParseRunLogsResponse(rsp *http.Response) (*RunLogsResponse, error) {
 	return response, nil
 }
 
+// ParseRunOutputsResponse parses an HTTP response from a RunOutputsWithResponse call
+func ParseRunOutputsResponse(rsp *http.Response) (*RunOutputsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RunOutputsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Items []Output `json:"items"`
+
+			// NextCursor pass as cursor (or after) for the next page; null on the last page
+			NextCursor *string `json:"next_cursor"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseRunRetryResponse parses an HTTP response from a RunRetryWithResponse call
 func ParseRunRetryResponse(rsp *http.Response) (*RunRetryResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -4900,6 +5478,35 @@ func ParseRunRetryResponse(rsp *http.Response) (*RunRetryResponse, error) {
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTaskRunOutputResponse parses an HTTP response from a TaskRunOutputWithResponse call
+func ParseTaskRunOutputResponse(rsp *http.Response) (*TaskRunOutputResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TaskRunOutputResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 304:
+		break // No content-type
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error

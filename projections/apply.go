@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,6 +29,9 @@ type batch struct {
 	attemptKeys []attemptKey
 	history     []historyRow
 	ended       []taskEnd // task runs that reached a terminal state
+	// metricFlows are the flow runs whose metrics (the union of their task
+	// runs') an event of the batch may have changed.
+	metricFlows map[uuid.UUID]bool
 }
 
 // taskEnd is a task run that ended, for the duration metric.
@@ -46,6 +51,7 @@ type flowRunRow struct {
 	isNew     bool
 	resultSet bool // an event of the batch set or cleared the result
 	taskCount int
+	metrics   map[string]float64 // set by Replay; the projector derives them in SQL
 	createdAt time.Time
 	updatedAt time.Time
 }
@@ -100,6 +106,8 @@ func newBatch() *batch {
 		flows:    map[uuid.UUID]*flowRunRow{},
 		tasks:    map[uuid.UUID]*taskRunRow{},
 		attempts: map[attemptKey]*attemptRow{},
+
+		metricFlows: map[uuid.UUID]bool{},
 	}
 }
 
@@ -275,9 +283,20 @@ func (b *batch) fold(envs []domain.Envelope) error {
 			before := row.t
 			row.t = row.t.Apply(env.Event, at)
 			row.t.Version, row.updatedAt = env.Version, at
-			switch env.Event.(type) {
-			case domain.TaskRunCompleted, domain.TaskRunCached, domain.TaskRunReset:
+			switch e := env.Event.(type) {
+			case domain.TaskRunCompleted:
 				row.resultSet = true
+				if len(e.Metrics) > 0 {
+					b.metricFlows[row.t.FlowRunID] = true
+				}
+			case domain.TaskRunCached:
+				row.resultSet = true
+				if len(e.Metrics) > 0 {
+					b.metricFlows[row.t.FlowRunID] = true
+				}
+			case domain.TaskRunReset:
+				row.resultSet = true
+				b.metricFlows[row.t.FlowRunID] = true
 			}
 			b.foldAttempt(env, before, row.t)
 			if after := row.t.State.Type; after.Terminal() && !before.State.Type.Terminal() {
@@ -377,59 +396,62 @@ type (
 		StreamVersion int64                 `json:"stream_version"`
 	}
 	flowRunOut struct {
-		ID                uuid.UUID       `json:"id"`
-		Name              string          `json:"name"`
-		FlowName          string          `json:"flow_name"`
-		DeploymentID      uuid.UUID       `json:"deployment_id"`
-		DeploymentName    string          `json:"deployment_name"`
-		DeploymentVersion int             `json:"deployment_version"`
-		WorkQueue         string          `json:"work_queue"`
-		Tags              []string        `json:"tags"`
-		Parameters        map[string]any  `json:"parameters"`
-		StateType         string          `json:"state_type"`
-		StateName         string          `json:"state_name"`
-		StateTimestamp    time.Time       `json:"state_timestamp"`
-		StateMessage      string          `json:"state_message"`
-		ScheduledAt       time.Time       `json:"scheduled_at"`
-		StartedAt         *time.Time      `json:"started_at"`
-		EndedAt           *time.Time      `json:"ended_at"`
-		RunCount          int             `json:"run_count"`
-		ParentTaskRunID   *uuid.UUID      `json:"parent_task_run_id"`
-		ParentFlowRunID   *uuid.UUID      `json:"parent_flow_run_id"`
-		AutoScheduled     bool            `json:"auto_scheduled"`
-		ResultSet         bool            `json:"result_set"`
-		Result            json.RawMessage `json:"result"`
-		TaskCount         int             `json:"task_count"`
-		CreatedAt         time.Time       `json:"created_at"`
-		UpdatedAt         time.Time       `json:"updated_at"`
-		StreamVersion     int64           `json:"stream_version"`
+		ID                uuid.UUID          `json:"id"`
+		Name              string             `json:"name"`
+		FlowName          string             `json:"flow_name"`
+		DeploymentID      uuid.UUID          `json:"deployment_id"`
+		DeploymentName    string             `json:"deployment_name"`
+		DeploymentVersion int                `json:"deployment_version"`
+		WorkQueue         string             `json:"work_queue"`
+		Tags              []string           `json:"tags"`
+		Parameters        map[string]any     `json:"parameters"`
+		StateType         string             `json:"state_type"`
+		StateName         string             `json:"state_name"`
+		StateTimestamp    time.Time          `json:"state_timestamp"`
+		StateMessage      string             `json:"state_message"`
+		ScheduledAt       time.Time          `json:"scheduled_at"`
+		StartedAt         *time.Time         `json:"started_at"`
+		EndedAt           *time.Time         `json:"ended_at"`
+		RunCount          int                `json:"run_count"`
+		ParentTaskRunID   *uuid.UUID         `json:"parent_task_run_id"`
+		ParentFlowRunID   *uuid.UUID         `json:"parent_flow_run_id"`
+		AutoScheduled     bool               `json:"auto_scheduled"`
+		ResultSet         bool               `json:"result_set"`
+		Result            json.RawMessage    `json:"result"`
+		Metrics           map[string]float64 `json:"metrics"`
+		TaskCount         int                `json:"task_count"`
+		CreatedAt         time.Time          `json:"created_at"`
+		UpdatedAt         time.Time          `json:"updated_at"`
+		StreamVersion     int64              `json:"stream_version"`
 	}
 	taskRunOut struct {
-		ID             uuid.UUID        `json:"id"`
-		FlowRunID      uuid.UUID        `json:"flow_run_id"`
-		TaskName       string           `json:"task_name"`
-		Kind           string           `json:"kind"`
-		DependsOn      []string         `json:"depends_on"`
-		Tags           []string         `json:"tags"`
-		Task           *domain.TaskSpec `json:"task"`
-		StateType      string           `json:"state_type"`
-		StateName      string           `json:"state_name"`
-		StateTimestamp time.Time        `json:"state_timestamp"`
-		StateMessage   string           `json:"state_message"`
-		RunCount       int              `json:"run_count"`
-		StartedAt      *time.Time       `json:"started_at"`
-		EndedAt        *time.Time       `json:"ended_at"`
-		RetryAt        *time.Time       `json:"retry_at"`
-		ResultSet      bool             `json:"result_set"`
-		Result         json.RawMessage  `json:"result"`
-		Error          *string          `json:"error"`
-		ExitCode       *int             `json:"exit_code"`
-		CacheKey       *string          `json:"cache_key"`
-		ChildFlowRunID *uuid.UUID       `json:"child_flow_run_id"`
-		CreatedPos     int64            `json:"created_position"`
-		CreatedAt      time.Time        `json:"created_at"`
-		UpdatedAt      time.Time        `json:"updated_at"`
-		StreamVersion  int64            `json:"stream_version"`
+		ID             uuid.UUID          `json:"id"`
+		FlowRunID      uuid.UUID          `json:"flow_run_id"`
+		TaskName       string             `json:"task_name"`
+		Kind           string             `json:"kind"`
+		DependsOn      []string           `json:"depends_on"`
+		Tags           []string           `json:"tags"`
+		Task           *domain.TaskSpec   `json:"task"`
+		StateType      string             `json:"state_type"`
+		StateName      string             `json:"state_name"`
+		StateTimestamp time.Time          `json:"state_timestamp"`
+		StateMessage   string             `json:"state_message"`
+		RunCount       int                `json:"run_count"`
+		StartedAt      *time.Time         `json:"started_at"`
+		EndedAt        *time.Time         `json:"ended_at"`
+		RetryAt        *time.Time         `json:"retry_at"`
+		ResultSet      bool               `json:"result_set"`
+		Result         json.RawMessage    `json:"result"`
+		Outputs        []domain.Output    `json:"outputs"`
+		Metrics        map[string]float64 `json:"metrics"`
+		Error          *string            `json:"error"`
+		ExitCode       *int               `json:"exit_code"`
+		CacheKey       *string            `json:"cache_key"`
+		ChildFlowRunID *uuid.UUID         `json:"child_flow_run_id"`
+		CreatedPos     int64              `json:"created_position"`
+		CreatedAt      time.Time          `json:"created_at"`
+		UpdatedAt      time.Time          `json:"updated_at"`
+		StreamVersion  int64              `json:"stream_version"`
 	}
 )
 
@@ -461,7 +483,7 @@ func flowRunOutOf(row *flowRunRow) flowRunOut {
 		StateType: string(r.State.Type), StateName: r.State.Name, StateTimestamp: r.State.Timestamp, StateMessage: r.State.Message,
 		ScheduledAt: micro(r.ScheduledAt), StartedAt: r.StartedAt, EndedAt: r.EndedAt, RunCount: r.RunCount,
 		ParentTaskRunID: r.ParentTaskRunID, ParentFlowRunID: r.ParentFlowRunID, AutoScheduled: r.AutoScheduled,
-		ResultSet: row.resultSet, Result: rawOrNil(r.Result), TaskCount: row.taskCount,
+		ResultSet: row.resultSet, Result: rawOrNil(r.Result), Metrics: row.metrics, TaskCount: row.taskCount,
 		CreatedAt: row.createdAt, UpdatedAt: row.updatedAt, StreamVersion: r.Version,
 	}
 }
@@ -472,7 +494,7 @@ func taskRunOutOf(row *taskRunRow) taskRunOut {
 		ID: t.ID, FlowRunID: t.FlowRunID, TaskName: t.Task.Name, Kind: t.Task.Kind(), DependsOn: t.Task.DependsOn, Tags: t.Task.Tags,
 		StateType: string(t.State.Type), StateName: t.State.Name, StateTimestamp: t.State.Timestamp, StateMessage: t.State.Message,
 		RunCount: t.Attempt, StartedAt: t.StartedAt, EndedAt: t.EndedAt,
-		ResultSet: row.resultSet, Result: rawOrNil(t.Result), ChildFlowRunID: t.ChildFlowRunID, CreatedPos: row.position,
+		ResultSet: row.resultSet, Result: rawOrNil(t.Result), Outputs: t.Outputs, Metrics: t.Metrics, ChildFlowRunID: t.ChildFlowRunID, CreatedPos: row.position,
 		CreatedAt: row.createdAt, UpdatedAt: row.updatedAt, StreamVersion: t.Version,
 	}
 	if row.isNew {
@@ -523,10 +545,24 @@ UPDATE task_runs t SET
     state_type = u.state_type, state_name = u.state_name, state_timestamp = u.state_timestamp, state_message = coalesce(u.state_message, ''),
     run_count = u.run_count, started_at = u.started_at, ended_at = u.ended_at, retry_at = u.retry_at,
     result = CASE WHEN u.result_set THEN u.result ELSE t.result END,
+    outputs = CASE WHEN u.result_set THEN coalesce(u.outputs, '[]') ELSE t.outputs END,
+    metrics = CASE WHEN u.result_set THEN coalesce(u.metrics, '{}') ELSE t.metrics END,
     error = u.error, exit_code = u.exit_code, cache_key = u.cache_key, child_flow_run_id = u.child_flow_run_id,
     updated_at = u.updated_at, stream_version = u.stream_version
 FROM jsonb_to_recordset($1::jsonb) AS u(` + taskRunsTable.recordset(resultSet) + `)
 WHERE t.id = u.id AND t.stream_version < u.stream_version`
+
+	// flowMetricsSQL derives the metrics of the flow runs given from their
+	// task runs' (flowMetrics does the same in Go, for Replay).
+	flowMetricsSQL = `
+UPDATE flow_runs f SET metrics = coalesce(m.metrics, '{}')
+FROM unnest($1::uuid[]) AS a(id)
+LEFT JOIN LATERAL (
+    SELECT jsonb_object_agg(e.key, e.value ORDER BY t.ended_at, t.created_position) AS metrics
+    FROM task_runs t, jsonb_each(t.metrics) e
+    WHERE t.flow_run_id = a.id AND t.metrics <> '{}'
+) m ON true
+WHERE f.id = a.id AND f.metrics IS DISTINCT FROM coalesce(m.metrics, '{}')`
 
 	upsertAttemptsSQL = `
 INSERT INTO task_run_attempts AS a (` + attemptsTable.list() + `)
@@ -592,14 +628,18 @@ func (b *batch) write(ctx context.Context, tx pgx.Tx) error {
 		if err != nil {
 			return fmt.Errorf("task run %s: encode task: %w", t.ID, err)
 		}
-		t.encode(c, task)
-		return nil
+		return t.encode(c, task)
 	}
 	if err := copyRows(ctx, tx, taskRunsTable, newTasks, encodeTask); err != nil {
 		return err
 	}
 	if err := execRows(ctx, tx, "update task runs", updateTaskRunsSQL, oldTasks, len(oldTasks)); err != nil {
 		return err
+	}
+	if len(b.metricFlows) > 0 {
+		if _, err := tx.Exec(ctx, flowMetricsSQL, slices.Collect(maps.Keys(b.metricFlows))); err != nil {
+			return fmt.Errorf("derive flow run metrics: %w", err)
+		}
 	}
 
 	attempts := make([]*attemptRow, len(b.attemptKeys))

@@ -210,6 +210,21 @@ func sliceSource[T any](rows []T, encode func(*copyBuf, *T) error) copySource {
 	}
 }
 
+// jsonOr encodes v, or is empty when n is 0: most rows have no outputs
+// and no metrics, and Replay writes millions of rows.
+func jsonOr(v any, n int, empty []byte) ([]byte, error) {
+	if n == 0 {
+		return empty, nil
+	}
+	return json.Marshal(v)
+}
+
+// Empty documents, shared: the encoders only copy them.
+var (
+	emptyObject = []byte("{}")
+	emptyList   = []byte("[]")
+)
+
 // Binary row encoders: each writes the columns of its table descriptor
 // (tables.go), in that order.
 
@@ -264,9 +279,10 @@ func (h *historyRow) encode(c *copyBuf) error {
 }
 
 func (r *flowRunOut) encode(c *copyBuf) error {
-	params, err := json.Marshal(nonNilMap(r.Parameters))
-	if err != nil {
-		return fmt.Errorf("flow run %s: encode parameters: %w", r.ID, err)
+	params, err1 := json.Marshal(nonNilMap(r.Parameters))
+	metrics, err2 := jsonOr(r.Metrics, len(r.Metrics), emptyObject)
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("flow run %s: encode: %w", r.ID, err)
 	}
 	c.row(len(flowRunsTable.columns))
 	c.uuid(r.ID)
@@ -290,6 +306,7 @@ func (r *flowRunOut) encode(c *copyBuf) error {
 	c.nullUUID(r.ParentFlowRunID)
 	c.bool(r.AutoScheduled)
 	c.jsonb(r.Result)
+	c.jsonb(metrics)
 	c.int4(r.TaskCount)
 	c.timestamptz(r.CreatedAt)
 	c.timestamptz(r.UpdatedAt)
@@ -297,7 +314,12 @@ func (r *flowRunOut) encode(c *copyBuf) error {
 	return nil
 }
 
-func (t *taskRunOut) encode(c *copyBuf, task []byte) {
+func (t *taskRunOut) encode(c *copyBuf, task []byte) error {
+	outputs, err1 := jsonOr(t.Outputs, len(t.Outputs), emptyList)
+	metrics, err2 := jsonOr(t.Metrics, len(t.Metrics), emptyObject)
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("task run %s: encode: %w", t.ID, err)
+	}
 	c.row(len(taskRunsTable.columns))
 	c.uuid(t.ID)
 	c.uuid(t.FlowRunID)
@@ -315,6 +337,8 @@ func (t *taskRunOut) encode(c *copyBuf, task []byte) {
 	c.nullTimestamptz(t.EndedAt)
 	c.nullTimestamptz(t.RetryAt)
 	c.jsonb(t.Result)
+	c.jsonb(outputs)
+	c.jsonb(metrics)
 	c.nullText(t.Error)
 	c.nullInt4(t.ExitCode)
 	c.nullText(t.CacheKey)
@@ -323,6 +347,7 @@ func (t *taskRunOut) encode(c *copyBuf, task []byte) {
 	c.timestamptz(t.CreatedAt)
 	c.timestamptz(t.UpdatedAt)
 	c.int8(t.StreamVersion)
+	return nil
 }
 
 func (a *attemptRow) encode(c *copyBuf) error {

@@ -165,11 +165,16 @@ func (f *runFold) flowRun() FlowRun {
 		Result: rawOrNil(r.Result), TaskCount: len(r.TaskRunIDs), CreatedAt: f.created[r.ID], UpdatedAt: f.updated[r.ID],
 		TaskRuns: make([]TaskRun, 0, len(f.order)),
 	}
-	for _, id := range f.order {
+	var metrics []metricSource
+	for i, id := range f.order {
 		t := f.tasks[id]
+		if len(t.Metrics) > 0 && t.EndedAt != nil {
+			metrics = append(metrics, metricSource{endedAt: *t.EndedAt, created: int64(i), metrics: t.Metrics})
+		}
 		tr := TaskRun{
 			ID: t.ID, FlowRunID: t.FlowRunID, TaskName: t.Task.Name, Kind: t.Task.Kind(), State: stateOf(t.State),
 			RunCount: t.Attempt, StartedAt: t.StartedAt, EndedAt: t.EndedAt, Result: rawOrNil(t.Result),
+			Outputs: nonNil(t.Outputs), Metrics: nonNilMetrics(t.Metrics),
 			DependsOn: nonNil(t.Task.DependsOn), Tags: nonNil(t.Task.Tags), ChildFlowRunID: t.ChildFlowRunID,
 			CreatedAt: f.created[id], UpdatedAt: f.updated[id],
 		}
@@ -186,6 +191,7 @@ func (f *runFold) flowRun() FlowRun {
 		}
 		out.TaskRuns = append(out.TaskRuns, tr)
 	}
+	out.Metrics, _ = json.Marshal(unionMetrics(metrics))
 	return out
 }
 

@@ -77,6 +77,7 @@ type FlowRun struct {
 	ParentFlowRunID   *uuid.UUID      `json:"parent_flow_run_id"`
 	AutoScheduled     bool            `json:"auto_scheduled"`
 	Result            json.RawMessage `json:"result"`
+	Metrics           json.RawMessage `json:"metrics"` // the union of its task runs' metrics
 	TaskCount         int             `json:"task_count"`
 	CreatedAt         time.Time       `json:"created_at"`
 	UpdatedAt         time.Time       `json:"updated_at"`
@@ -85,24 +86,26 @@ type FlowRun struct {
 
 // TaskRun is a task run as the API shows it.
 type TaskRun struct {
-	ID             uuid.UUID       `json:"id"`
-	FlowRunID      uuid.UUID       `json:"flow_run_id"`
-	TaskName       string          `json:"task_name"`
-	Kind           string          `json:"kind"`
-	State          State           `json:"state"`
-	RunCount       int             `json:"run_count"`
-	StartedAt      *time.Time      `json:"started_at"`
-	EndedAt        *time.Time      `json:"ended_at"`
-	RetryAt        *time.Time      `json:"retry_at"`
-	Result         json.RawMessage `json:"result"`
-	Error          *string         `json:"error"`
-	ExitCode       *int            `json:"exit_code"`
-	CacheKey       *string         `json:"cache_key"`
-	DependsOn      []string        `json:"depends_on"`
-	Tags           []string        `json:"tags"`
-	ChildFlowRunID *uuid.UUID      `json:"child_flow_run_id"`
-	CreatedAt      time.Time       `json:"created_at"`
-	UpdatedAt      time.Time       `json:"updated_at"`
+	ID             uuid.UUID          `json:"id"`
+	FlowRunID      uuid.UUID          `json:"flow_run_id"`
+	TaskName       string             `json:"task_name"`
+	Kind           string             `json:"kind"`
+	State          State              `json:"state"`
+	RunCount       int                `json:"run_count"`
+	StartedAt      *time.Time         `json:"started_at"`
+	EndedAt        *time.Time         `json:"ended_at"`
+	RetryAt        *time.Time         `json:"retry_at"`
+	Result         json.RawMessage    `json:"result"`
+	Outputs        []domain.Output    `json:"outputs"`
+	Metrics        map[string]float64 `json:"metrics"`
+	Error          *string            `json:"error"`
+	ExitCode       *int               `json:"exit_code"`
+	CacheKey       *string            `json:"cache_key"`
+	DependsOn      []string           `json:"depends_on"`
+	Tags           []string           `json:"tags"`
+	ChildFlowRunID *uuid.UUID         `json:"child_flow_run_id"`
+	CreatedAt      time.Time          `json:"created_at"`
+	UpdatedAt      time.Time          `json:"updated_at"`
 }
 
 // Graph is a flow run's tasks and their dependencies.
@@ -182,6 +185,13 @@ func nonNil[T any](s []T) []T {
 		return []T{}
 	}
 	return s
+}
+
+func nonNilMetrics(m map[string]float64) map[string]float64 {
+	if m == nil {
+		return map[string]float64{}
+	}
+	return m
 }
 
 func nonNilMap(m map[string]any) map[string]any {

@@ -512,19 +512,19 @@ func scanFlowRuns(rows pgx.Rows) ([]FlowRun, error) {
 	for rows.Next() {
 		var f FlowRun
 		var stateType string
-		var params, result []byte
+		var params, result, metrics []byte
 		var parentTask, parentFlow pgtype.UUID
 		// UUIDs scan as plain arrays: through uuid.UUID's sql.Scanner they
 		// would be formatted as text and parsed again, a fifth of a page's cost.
 		if err := rows.Scan((*[16]byte)(&f.ID), &f.Name, &f.FlowName, (*[16]byte)(&f.DeploymentID), &f.DeploymentName,
 			&f.DeploymentVersion, &f.WorkQueue, &f.Tags, &params, &stateType, &f.State.Name, &f.State.Timestamp, &f.State.Message,
 			&f.ScheduledAt, &f.StartedAt, &f.EndedAt, &f.RunCount, &parentTask, &parentFlow, &f.AutoScheduled, &result,
-			&f.TaskCount, &f.CreatedAt, &f.UpdatedAt); err != nil {
+			&metrics, &f.TaskCount, &f.CreatedAt, &f.UpdatedAt); err != nil {
 			return nil, fmt.Errorf("scan flow run: %w", err)
 		}
 		f.ParentTaskRunID, f.ParentFlowRunID = uuidOrNil(parentTask), uuidOrNil(parentFlow)
 		f.State.Type = domain.StateType(stateType)
-		f.Parameters, f.Result = params, rawOrNil(result)
+		f.Parameters, f.Result, f.Metrics = params, rawOrNil(result), metrics
 		f.Tags = nonNil(f.Tags)
 		items = append(items, f)
 	}
@@ -570,7 +570,7 @@ func (r *Reader) taskRuns(ctx context.Context, flowRunID uuid.UUID) ([]TaskRun, 
 		var stateType string
 		var result []byte
 		if err := rows.Scan(&t.ID, &t.FlowRunID, &t.TaskName, &t.Kind, &t.DependsOn, &t.Tags, &stateType, &t.State.Name, &t.State.Timestamp,
-			&t.State.Message, &t.RunCount, &t.StartedAt, &t.EndedAt, &t.RetryAt, &result, &t.Error, &t.ExitCode, &t.CacheKey,
+			&t.State.Message, &t.RunCount, &t.StartedAt, &t.EndedAt, &t.RetryAt, &result, &t.Outputs, &t.Metrics, &t.Error, &t.ExitCode, &t.CacheKey,
 			&t.ChildFlowRunID, &t.CreatedAt, &t.UpdatedAt); err != nil {
 			return nil, fmt.Errorf("scan task run: %w", err)
 		}

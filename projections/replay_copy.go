@@ -56,6 +56,7 @@ func (r *replayer) writeFinal(ctx context.Context, b *batch) error {
 		})
 	}
 
+	b.deriveFlowMetrics()
 	flows := make([]*flowRunRow, 0, len(b.flowOrder))
 	for _, id := range b.flowOrder {
 		flows = append(flows, b.flows[id])
@@ -94,8 +95,7 @@ func (r *replayer) writeFinal(ctx context.Context, b *batch) error {
 						encoded[key] = task
 					}
 				}
-				out.encode(c, task)
-				return nil
+				return out.encode(c, task)
 			}))
 		})
 	}

@@ -112,9 +112,10 @@ func (r *binaryRunRow) appendJSON(b []byte, v [][]byte) ([]byte, error) {
 	e.key(`,"parent_flow_run_id":`).uuid(v[18])
 	e.key(`,"auto_scheduled":`).bool(v[19])
 	e.key(`,"result":`).jsonb(v[20])
-	e.key(`,"task_count":`).int4(v[21])
-	e.key(`,"created_at":`).time(v[22])
-	e.key(`,"updated_at":`).time(v[23])
+	e.key(`,"metrics":`).jsonb(v[21])
+	e.key(`,"task_count":`).int4(v[22])
+	e.key(`,"created_at":`).time(v[23])
+	e.key(`,"updated_at":`).time(v[24])
 	e.key(`}`)
 	if e.err != nil {
 		return b, e.err

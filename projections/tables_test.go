@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"reflect"
@@ -80,8 +81,7 @@ func TestEncodersWriteEveryFieldIntoItsColumn(t *testing.T) {
 		{flowRunsTable, &flow, func(c *copyBuf) error { return flow.encode(c) }},
 		{taskRunsTable, &task, func(c *copyBuf) error {
 			spec, err := json.Marshal(task.Task)
-			task.encode(c, spec)
-			return err
+			return errors.Join(err, task.encode(c, spec))
 		}},
 		{attemptsTable, &attempt, func(c *copyBuf) error { return attempt.encode(c) }},
 		{historyTable, &history, func(c *copyBuf) error { return history.encode(c) }},

@@ -77,14 +77,14 @@ func freeAddr(t *testing.T) string {
 // startCluster migrates a fresh database and starts `ordo server` on it.
 // The CLI and the test reach the server through a proxy that checks every
 // request and answer against the API's OpenAPI document.
-func startCluster(t *testing.T) *cluster {
+func startCluster(t *testing.T, serverArgs ...string) *cluster {
 	t.Helper()
 	c := &cluster{t: t, bin: ordoBinary(t), dbURL: pgtest.URL(t), dir: t.TempDir()}
 	c.ordo("migrate", "up")
 	addr := freeAddr(t)
 	server := "http://" + addr
 	c.apiURL = server
-	c.start("server", "--addr", addr)
+	c.start(append([]string{"server", "--addr", addr}, serverArgs...)...)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		resp, err := http.Get(server + "/readyz")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -252,7 +253,7 @@ func newRunsCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "runs", Short: "List, inspect and cancel flow runs",
 		Long: "List, inspect, cancel and retry flow runs. RUN is a run's id or its name, as `ordo run` and `ordo runs ls` print them."}
 
-	var state, tag, deployment, name, queue string
+	var state, tag, deployment, name, queue, metric string
 	var limit int
 	var upcoming bool
 	ls := &cobra.Command{
@@ -279,10 +280,20 @@ created ahead (SCHEDULED for a time still to come) are not among them:
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tNAME\tDEPLOYMENT\tQUEUE\tSTATE\tSCHEDULED\tTAGS")
+			head := "ID\tNAME\tDEPLOYMENT\tQUEUE\tSTATE\tSCHEDULED\tTAGS"
+			if metric != "" {
+				head += "\t" + strings.ToUpper(metric)
+			}
+			fmt.Fprintln(w, head)
 			for _, r := range page.Items {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, r.DeploymentName, r.WorkQueue, stateLabel(r.State),
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s", r.ID, r.Name, r.DeploymentName, r.WorkQueue, stateLabel(r.State),
 					r.ScheduledAt.Local().Format(time.DateTime), strings.Join(r.Tags, ","))
+				if v, ok := r.Metrics[metric]; ok && metric != "" {
+					fmt.Fprintf(w, "\t%s", strconv.FormatFloat(v, 'g', -1, 64))
+				} else if metric != "" {
+					fmt.Fprint(w, "\t-")
+				}
+				fmt.Fprintln(w)
 			}
 			return w.Flush()
 		},
@@ -294,6 +305,7 @@ created ahead (SCHEDULED for a time still to come) are not among them:
 	ls.Flags().StringVar(&queue, "work-queue", "", "only runs on this work queue")
 	ls.Flags().IntVar(&limit, "limit", 50, "how many runs")
 	ls.Flags().BoolVar(&upcoming, "upcoming", false, "list the runs scheduled for later instead, soonest first")
+	ls.Flags().StringVar(&metric, "metric", "", "show this metric of each run as a column")
 	c.register(ls)
 
 	show := &cobra.Command{
@@ -312,10 +324,25 @@ created ahead (SCHEDULED for a time still to come) are not among them:
 			if len(run.Result) > 0 && string(run.Result) != "null" {
 				fmt.Fprintf(out, "result: %s\n", run.Result)
 			}
+			if len(run.Metrics) > 0 {
+				fmt.Fprintf(out, "metrics: %s\n", formatMetrics(run.Metrics))
+			}
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "TASK\tSTATE\tATTEMPTS\tDEPENDS ON\tMESSAGE")
+			fmt.Fprintln(w, "TASK\tSTATE\tATTEMPTS\tDEPENDS ON\tMETRICS\tMESSAGE")
+			var outputs int
 			for _, t := range run.TaskRuns {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", t.TaskName, stateLabel(t.State), t.RunCount, strings.Join(t.DependsOn, ","), t.State.Message)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", t.TaskName, stateLabel(t.State), t.RunCount, strings.Join(t.DependsOn, ","), formatMetrics(t.Metrics), t.State.Message)
+				outputs += len(t.Outputs)
+			}
+			if err := w.Flush(); err != nil || outputs == 0 {
+				return err
+			}
+			fmt.Fprintln(out, "outputs:")
+			w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			for _, t := range run.TaskRuns {
+				for _, o := range t.Outputs {
+					fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", t.TaskName, o.Name, byteSize(o.Size), o.MediaType)
+				}
 			}
 			return w.Flush()
 		},
@@ -354,6 +381,8 @@ created ahead (SCHEDULED for a time still to come) are not among them:
 
 	logs := newLogsCommand(c)
 	c.register(logs)
-	cmd.AddCommand(ls, show, cancel, retry, logs)
+	outputs := newRunOutputsCommand(c)
+	c.register(outputs)
+	cmd.AddCommand(ls, show, cancel, retry, logs, outputs)
 	return cmd
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ordoflow/ordo/api"
 	"github.com/ordoflow/ordo/api/ui"
+	"github.com/ordoflow/ordo/blobstore"
 	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
@@ -30,12 +31,14 @@ type serverOptions struct {
 	databaseURL string
 	addr        string
 	migrate     bool
+	blobStore   string
 }
 
 func (o *serverOptions) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.databaseURL, "database-url", "", flagHelp("database-url", "PostgreSQL connection URL; also read from DATABASE_URL"))
 	cmd.Flags().StringVar(&o.addr, "addr", "127.0.0.1:4200", flagHelp("addr", "address the API and UI listen on"))
 	cmd.Flags().BoolVar(&o.migrate, "migrate", false, flagHelp("migrate", "apply pending database migrations before starting"))
+	cmd.Flags().StringVar(&o.blobStore, "blob-store", "", flagHelp("blob-store", "where task outputs are stored, as the workers have it: postgres (the default), file:///path or s3://bucket/prefix"))
 }
 
 func newServerCommand() *cobra.Command {
@@ -77,6 +80,7 @@ type server struct {
 	scheduler *jobs.Scheduler
 	reaper    *jobs.Reaper
 	handler   http.Handler
+	blobs     blobstore.Store // nil when it cannot be opened
 	logger    *slog.Logger
 }
 
@@ -103,6 +107,10 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	dueTimer := jobs.NewDueTimer(pool, jobs.DueTimerOptions{Logger: logger})
 	svc := commands.NewService(pool, store, jobs.RiverEnqueuer(insertClient), commands.ServiceOptions{DueTimer: dueTimer})
 	deployments := commands.NewDeploymentCommands(store)
+	blobs, err := openBlobStore(ctx, o.blobStore, pool, logger)
+	if err != nil {
+		return nil, err
+	}
 	auth := api.NewAuth(pool, api.AuthOptions{Logger: logger})
 	handler, err := api.New(api.Options{
 		Auth:        auth,
@@ -110,6 +118,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		Runs:        &runCommands{runs: commands.NewDeploymentRuns(svc), svc: svc},
 		Reads:       projections.NewReader(store),
 		Projection:  projector,
+		Blobs:       blobs,
 		Pool:        pool,
 		River:       insertClient,
 		Context:     ctx,
@@ -126,7 +135,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	if err != nil {
 		return nil, err
 	}
-	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, scheduler: scheduler, reaper: reaper,
+	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, scheduler: scheduler, reaper: reaper, blobs: blobs,
 		handler: withUI(handler, auth.ProtectUI(ui.Handler(ui.Options{Store: store, Projection: projector, Logger: logger}))), logger: logger}, nil
 }
 
@@ -161,7 +170,25 @@ func (s *server) run(ctx context.Context, ready func(addr string)) error {
 	}
 	err = g.Wait()
 	s.store.Close()
+	if s.blobs != nil {
+		_ = s.blobs.Close()
+	}
 	return err
+}
+
+// openBlobStore opens the store outputs are downloaded from. A store named
+// explicitly must open; the default one may be missing from this build,
+// and then only downloads are unavailable (501).
+func openBlobStore(ctx context.Context, url string, pool *pgxpool.Pool, logger *slog.Logger) (blobstore.Store, error) {
+	s, err := blobstore.Open(ctx, url, pool)
+	switch {
+	case err == nil:
+		return s, nil
+	case url != "":
+		return nil, fmt.Errorf("open the blob store: %w", err)
+	}
+	logger.Warn("no blob store: outputs cannot be downloaded", "err", err)
+	return nil, nil
 }
 
 // withUI serves the web UI at / and everything else (the API under /api/, River UI,

@@ -34,6 +34,7 @@ type uiEnv struct {
 	url     string
 	pool    *pgxpool.Pool
 	browser context.Context
+	blobDir string // the server's blob store, a directory
 }
 
 // syncBuffer collects the server's log for a failing test.
@@ -66,7 +67,8 @@ func startUI(t *testing.T, queues ...string) *uiEnv {
 	var logs syncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := newServer(ctx, pool, serverOptions{addr: "127.0.0.1:0"}, logger)
+	blobDir := t.TempDir()
+	srv, err := newServer(ctx, pool, serverOptions{addr: "127.0.0.1:0", blobStore: "file://" + blobDir}, logger)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -112,7 +114,7 @@ func startUI(t *testing.T, queues ...string) *uiEnv {
 			t.Logf("--- server log:\n%s", tail(logs.String(), 6000))
 		}
 	})
-	e := &uiEnv{t: t, url: "http://" + addr, pool: pool}
+	e := &uiEnv{t: t, url: "http://" + addr, pool: pool, blobDir: blobDir}
 	e.browser = newBrowser(t)
 	return e
 }

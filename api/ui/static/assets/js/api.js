@@ -33,6 +33,17 @@ export function authHeaders() {
   return t ? { Authorization: 'Bearer ' + t } : {};
 }
 
+// tokenCookies hands the token to what a browser loads without this code's
+// requests: River UI's pages, and outputs shown as images or downloaded
+// from a link. Only those paths receive it (SameSite=Strict).
+export function tokenCookies(t = token()) {
+  if (!t) return;
+  const secure = location.protocol === 'https:' ? '; Secure' : '';
+  for (const path of ['/riverui', '/api/v1/task-runs']) {
+    document.cookie = `ordo_api_token=${t}; path=${path}; SameSite=Strict${secure}`;
+  }
+}
+
 let asking = null;
 
 // askToken shows the token dialog once, however many requests wait for it.
@@ -49,7 +60,7 @@ export function askToken(reason) {
       const t = input.value.trim();
       if (!t) return;
       try { localStorage.setItem(TOKEN_KEY, t); } catch { /* private mode: kept for this page only */ }
-      document.cookie = 'ordo_api_token=' + t + '; path=/riverui; SameSite=Strict' + (location.protocol === 'https:' ? '; Secure' : '');
+      tokenCookies(t);
       form.removeEventListener('submit', done);
       dialog.close();
       asking = null;
@@ -80,11 +91,12 @@ export async function errorOf(res) {
 }
 
 // api sends a request to /api/v1 and returns the decoded JSON body (null for
-// 204). Errors are APIError; status 0 means the server was not reached.
-export async function api(path, { method = 'GET', body, signal } = {}) {
+// 204), or with raw the response itself. Errors are APIError; status 0 means
+// the server was not reached.
+export async function api(path, { method = 'GET', body, signal, headers: extra, raw } = {}) {
   for (let attempt = 0; ; attempt++) {
     const sent = token();
-    const headers = { Accept: 'application/json', ...authHeaders() };
+    const headers = { Accept: 'application/json', ...extra, ...authHeaders() };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let res;
     try {
@@ -101,6 +113,7 @@ export async function api(path, { method = 'GET', body, signal } = {}) {
       continue;
     }
     if (!res.ok) throw await errorOf(res);
+    if (raw) return res;
     if (res.status === 204) return null;
     const text = await res.text();
     return text ? JSON.parse(text) : null;

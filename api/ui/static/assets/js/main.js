@@ -2,6 +2,9 @@
 // module (its name is in <body data-page>).
 
 import { errorPanel, h, clear } from './dom.js';
+import { tokenCookies } from './api.js';
+
+tokenCookies(); // a token given before this page, for links and images
 
 const page = document.body.dataset.page;
 for (const a of document.querySelectorAll('nav a[data-nav]')) {

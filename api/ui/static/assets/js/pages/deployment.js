@@ -1,6 +1,7 @@
 // One deployment: its schedule in words, next runs, queue, tags, the
 // paused toggle, its flow, a Run form (built from parameters_schema when
-// it has one) and its recent runs, live.
+// it has one), a chart of each metric across its last runs and its recent
+// runs, live.
 
 import { api, APIError } from '../api.js';
 import { h, clear, tags, timeEl, relTime, json, errorPanel, notice, setTitle, fromLocalInput } from '../dom.js';
@@ -8,6 +9,7 @@ import { describeSchedule } from '../schedule.js';
 import { onLive, debounce } from '../live.js';
 import { pausedBadge } from './deployments.js';
 import { runsTable, liveRows } from './runs.js';
+import { metricCharts } from '../chart.js';
 
 function deploymentID() {
   const m = location.pathname.match(/^\/deployments\/([^/]+)/);
@@ -109,6 +111,7 @@ export async function render(main) {
   const runForm = h('form', { id: 'run-form', 'aria-labelledby': 'h-run' });
   const runMsg = h('div', { class: 'notice', id: 'run-message' });
   const recent = h('div', { id: 'recent-runs' });
+  const charts = h('div', { id: 'metric-charts' });
 
   clear(main,
     h('p', { class: 'small' }, h('a', { href: '/deployments' }, '← Deployments')),
@@ -118,6 +121,10 @@ export async function render(main) {
       h('section', { class: 'panel', 'aria-labelledby': 'h-next' }, h('h2', { id: 'h-next' }, 'Next runs'), nextRuns)),
     h('section', { class: 'panel', 'aria-labelledby': 'h-run' }, h('h2', { id: 'h-run' }, 'Run now'), runForm, runMsg),
     h('section', { class: 'panel', 'aria-labelledby': 'h-flow' }, h('h2', { id: 'h-flow' }, 'Flow'), flow),
+    h('section', { class: 'panel', 'aria-labelledby': 'h-metrics' },
+      h('div', { class: 'panel-head' }, h('h2', { id: 'h-metrics' }, 'Metrics'),
+        h('span', { class: 'muted small' }, 'Each metric across the last 100 runs that reported any; click a point to open its run.')),
+      charts),
     h('section', { class: 'panel', 'aria-labelledby': 'h-recent' },
       h('div', { class: 'panel-head' }, h('h2', { id: 'h-recent' }, 'Recent runs'), h('span', { class: 'spacer' }),
         h('a', { href: `/runs?deployment=${encodeURIComponent(d.id)}`, id: 'all-runs' }, 'All runs of this deployment →')),
@@ -210,6 +217,16 @@ export async function render(main) {
     }
   }
 
+  async function loadCharts() {
+    try {
+      const page = await api(`/deployments/${d.id}/metrics?limit=100`);
+      clear(charts, metricCharts(page.items));
+    } catch (e) {
+      clear(charts, errorPanel(e));
+    }
+  }
+  const reloadCharts = debounce(loadCharts, 500, 3000);
+
   const reloadDeployment = debounce(async () => {
     try {
       d = await api(`/deployments/${d.id}`);
@@ -220,9 +237,10 @@ export async function render(main) {
   liveRows(recent, { showDeployment: false, onNew: reloadRecent });
   onLive((m) => {
     if (m.type === 'reset' || m.stream_id === d.id || m.type === 'FlowRunCreated' || m.type === 'FlowRunPending') reloadDeployment();
+    if (m.type === 'reset' || (m.stream_type === 'task_run' && (m.type === 'TaskRunCompleted' || m.type === 'TaskRunCached'))) reloadCharts();
   });
 
   renderInfo();
   renderForm();
-  await loadRecent();
+  await Promise.all([loadRecent(), loadCharts()]);
 }

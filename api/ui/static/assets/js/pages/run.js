@@ -1,5 +1,6 @@
-// One flow run: state, timings, parameters, result, the task graph, the
-// timeline of attempts, live logs, the audit trail, parent and child runs,
+// One flow run: state, timings, parameters, result, the task graph, its
+// metrics and outputs (with previews), the timeline of attempts, live
+// logs, the audit trail, parent and child runs,
 // Cancel and Retry, and a history slider that shows the run as it was at
 // any of its events.
 
@@ -11,6 +12,7 @@ import {
 import { onLive, debounce } from '../live.js';
 import { renderGraph, graphFromTaskRuns } from '../graph.js';
 import { renderTimeline } from '../timeline.js';
+import { metricsTable, outputsTable, runOutputs } from '../outputs.js';
 
 const RETRYABLE = new Set(['FAILED', 'CRASHED', 'CANCELLED']);
 const MAX_LOG_LINES = 5000;
@@ -51,6 +53,9 @@ export async function render(main) {
   const where = h('span', { class: 'where', id: 'history-where', 'aria-live': 'polite' });
   const liveBtn = h('button', { type: 'button', id: 'history-live', disabled: true }, 'Back to now');
   const tasksBox = h('div', { id: 'task-runs' });
+  const metricsBox = h('div', { id: 'run-metrics' });
+  const outputsBox = h('div', { id: 'run-outputs' });
+  const previewBox = h('div', { id: 'output-preview', class: 'preview', 'aria-live': 'polite' });
   const timelineBox = h('div', { id: 'timeline' });
   const logFilter = h('select', { id: 'log-task', 'aria-label': 'Show the logs of' }, h('option', { value: '' }, 'All tasks'));
   const logFollow = h('input', { type: 'checkbox', id: 'log-follow', checked: true });
@@ -74,6 +79,8 @@ export async function render(main) {
       banner, graphBox,
       h('div', { class: 'history' }, h('label', { for: 'history-slider' }, 'History'), slider, where, liveBtn)),
     h('section', { class: 'panel', 'aria-labelledby': 'h-tasks' }, h('h2', { id: 'h-tasks' }, 'Task runs'), tasksBox),
+    h('section', { class: 'panel', 'aria-labelledby': 'h-metrics' }, h('h2', { id: 'h-metrics' }, 'Metrics'), metricsBox),
+    h('section', { class: 'panel', 'aria-labelledby': 'h-outputs' }, h('h2', { id: 'h-outputs' }, 'Outputs'), outputsBox, previewBox),
     h('section', { class: 'panel', 'aria-labelledby': 'h-timeline' }, h('h2', { id: 'h-timeline' }, 'Timeline'), timelineBox),
     h('section', { class: 'panel', 'aria-labelledby': 'h-logs' },
       h('div', { class: 'panel-head' }, h('h2', { id: 'h-logs' }, 'Logs'), logStatus, h('span', { class: 'spacer' }),
@@ -175,6 +182,18 @@ export async function render(main) {
     for (const n of names) if (!have.includes(n)) logFilter.append(h('option', { value: n }, n));
   }
 
+  // rebuilt only when they change: a live refresh keeps a button the user
+  // is about to click
+  let shownOutputs = null;
+  function renderOutputs() {
+    const outputs = runOutputs(run);
+    const key = JSON.stringify([run.metrics, outputs, (run.task_runs || []).map((t) => t.metrics)]);
+    if (key === shownOutputs) return;
+    shownOutputs = key;
+    clear(metricsBox, metricsTable(run));
+    clear(outputsBox, outputsTable(outputs, previewBox));
+  }
+
   function renderTimelinePart() {
     if (at !== null) {
       const shown = events.slice(0, at);
@@ -228,6 +247,7 @@ export async function render(main) {
     renderRelations();
     renderGraphPart();
     renderTasks();
+    renderOutputs();
     renderTimelinePart();
     renderAudit();
     renderHistoryControls();

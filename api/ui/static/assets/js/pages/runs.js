@@ -3,17 +3,19 @@
 // reloaded and shared. Two tabs: the runs that started or are due, newest
 // first, and the upcoming ones (?upcoming=true: SCHEDULED for later,
 // soonest first), which a schedule creates ahead and which would otherwise
-// bury the runs that happened.
+// bury the runs that happened. A metric the runs report can be shown as a
+// column (?metric=NAME; every run of the list carries its metrics).
 
 import { api, query } from '../api.js';
 import { h, clear, badge, tags, timeEl, fmtDuration, runDuration, errorPanel, STATE_TYPES, toLocalInput, fromLocalInput } from '../dom.js';
 import { onLive, debounce } from '../live.js';
+import { fmtMetric } from '../outputs.js';
 
 const FILTERS = ['name', 'state', 'deployment', 'tag', 'work_queue', 'since', 'until'];
 const PAGE_SIZE = 50;
 
 // runRow is one row of a runs table (also used by other pages).
-export function runRow(r, { showDeployment = true } = {}) {
+export function runRow(r, { showDeployment = true, metric = '' } = {}) {
   return h('tr', { dataset: { runId: r.id, state: r.state.type } },
     h('td', {}, h('a', { href: `/runs/${r.id}`, class: 'run-name' }, r.name || r.id),
       r.parent_flow_run_id ? h('span', { class: 'muted small' }, ' (sub-flow)') : null),
@@ -22,10 +24,11 @@ export function runRow(r, { showDeployment = true } = {}) {
     h('td', {}, tags(r.tags)),
     h('td', { class: 'state-cell' }, badge(r.state)),
     h('td', { class: 'nowrap' }, timeEl(r.scheduled_at)),
-    h('td', { class: 'num nowrap' }, fmtDuration(runDuration(r))));
+    h('td', { class: 'num nowrap' }, fmtDuration(runDuration(r))),
+    metric ? h('td', { class: 'num mono metric-cell' }, fmtMetric((r.metrics || {})[metric])) : null);
 }
 
-export function runsTable(runs, { showDeployment = true, caption } = {}) {
+export function runsTable(runs, { showDeployment = true, caption, metric = '' } = {}) {
   return h('div', { class: 'table-wrap' }, h('table', { class: 'runs' },
     caption ? h('caption', { class: 'sr-only' }, caption) : null,
     h('thead', {}, h('tr', {},
@@ -35,13 +38,15 @@ export function runsTable(runs, { showDeployment = true, caption } = {}) {
       h('th', { scope: 'col' }, 'Tags'),
       h('th', { scope: 'col' }, 'State'),
       h('th', { scope: 'col' }, 'Scheduled'),
-      h('th', { scope: 'col', class: 'num' }, 'Duration'))),
-    h('tbody', {}, runs.map((r) => runRow(r, { showDeployment })))));
+      h('th', { scope: 'col', class: 'num' }, 'Duration'),
+      metric ? h('th', { scope: 'col', class: 'num', id: 'metric-column' }, metric) : null)),
+    h('tbody', {}, runs.map((r) => runRow(r, { showDeployment, metric })))));
 }
 
 // liveRows keeps the rows of a runs table up to date: rows of runs that
-// change are read again; onNew is called when a run is created.
-export function liveRows(container, { onNew, showDeployment = true } = {}) {
+// change are read again; onNew is called when a run is created. metric
+// returns the metric shown as a column, if any.
+export function liveRows(container, { onNew, showDeployment = true, metric = () => '' } = {}) {
   const pending = new Set();
   const refresh = debounce(async () => {
     const ids = [...pending];
@@ -51,7 +56,7 @@ export function liveRows(container, { onNew, showDeployment = true } = {}) {
       if (!row) return;
       try {
         const r = await api(`/runs/${id}`);
-        const fresh = runRow(r, { showDeployment });
+        const fresh = runRow(r, { showDeployment, metric: metric() });
         if (row.dataset.state !== r.state.type) fresh.classList.add('flash');
         row.replaceWith(fresh);
       } catch { /* deleted or unreachable: keep the row */ }
@@ -77,7 +82,7 @@ export function liveRows(container, { onNew, showDeployment = true } = {}) {
 function filtersFromURL() {
   const q = new URLSearchParams(location.search);
   const f = {};
-  for (const k of [...FILTERS, 'cursor']) f[k] = q.get(k) || '';
+  for (const k of [...FILTERS, 'cursor', 'metric']) f[k] = q.get(k) || '';
   f.upcoming = q.get('upcoming') === 'true' ? 'true' : '';
   return f;
 }
@@ -124,7 +129,7 @@ export async function render(main) {
     field('until', 'Scheduled before', until),
     h('div', { class: 'buttons' },
       h('button', { type: 'submit', class: 'primary' }, 'Apply filters'),
-      h('button', { type: 'button', id: 'clear-filters', onclick: () => navigate({ upcoming: f.upcoming }) }, 'Clear')),
+      h('button', { type: 'button', id: 'clear-filters', onclick: () => navigate({ upcoming: f.upcoming, metric: f.metric }) }, 'Clear')),
     deployments);
 
   form.addEventListener('submit', (ev) => {
@@ -133,6 +138,7 @@ export async function render(main) {
     const next = {};
     for (const k of FILTERS) next[k] = String(data.get(k) || '').trim();
     next.upcoming = f.upcoming;
+    next.metric = f.metric;
     next.since = fromLocalInput(next.since);
     next.until = fromLocalInput(next.until);
     navigate(next);
@@ -144,6 +150,17 @@ export async function render(main) {
     syncForm();
     syncTabs();
     load();
+  }
+
+  // the metric column: the names the runs shown report, and the one chosen
+  const metricSelect = h('select', { id: 'f-metric', 'aria-label': 'Show a metric as a column' });
+  metricSelect.addEventListener('change', () => navigate({ ...f, metric: metricSelect.value }));
+  const metricNames = new Set();
+  function syncMetrics(items) {
+    for (const r of items) for (const k of Object.keys(r.metrics || {})) metricNames.add(k);
+    if (f.metric) metricNames.add(f.metric);
+    clear(metricSelect, h('option', { value: '' }, 'No metric column'), [...metricNames].sort().map((k) => h('option', { value: k }, k)));
+    metricSelect.value = f.metric;
   }
 
   function syncForm() {
@@ -180,7 +197,9 @@ export async function render(main) {
     h('div', { class: 'page-head' }, h('div', { class: 'titles' }, h('h1', {}, 'Flow runs'), intro)),
     h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Which runs' }, runsTab, upcomingTab),
     h('section', { class: 'panel', 'aria-label': 'Filters' }, form),
-    h('section', { class: 'panel', 'aria-label': 'Runs' }, status, tableBox, pager));
+    h('section', { class: 'panel', 'aria-label': 'Runs' },
+      h('div', { class: 'panel-head' }, status, h('span', { class: 'spacer' }), h('label', { for: 'f-metric', class: 'sr-only' }, 'Metric column'), metricSelect),
+      tableBox, pager));
 
   api('/deployments?limit=200').then((page) => {
     for (const d of page.items) deployments.append(h('option', { value: d.name }));
@@ -208,7 +227,8 @@ export async function render(main) {
       (f.upcoming ? ' scheduled for later' : '') + (f.cursor ? (f.upcoming ? ' (later page)' : ' (older page)') : '');
     const none = active.length ? 'No run matches these filters.'
       : f.upcoming ? 'No runs scheduled for later.' : 'No runs yet. Start one from a deployment.';
-    clear(tableBox, page.items.length ? runsTable(page.items) : h('p', { class: 'empty' }, none));
+    syncMetrics(page.items);
+    clear(tableBox, page.items.length ? runsTable(page.items, { metric: f.metric }) : h('p', { class: 'empty' }, none));
     clear(pager,
       f.cursor ? h('button', { type: 'button', onclick: () => navigate({ ...f, cursor: '' }) }, f.upcoming ? '« Soonest' : '« Newest') : null,
       f.cursor ? h('button', { type: 'button', onclick: () => history.back() }, '‹ Previous') : null,
@@ -220,6 +240,6 @@ export async function render(main) {
 
   // new runs appear on the first page; changed rows are read again
   const reloadFirst = debounce(() => { if (!f.cursor) load(); }, 300, 1500);
-  liveRows(tableBox, { onNew: reloadFirst });
+  liveRows(tableBox, { onNew: reloadFirst, metric: () => f.metric });
   await load();
 }
