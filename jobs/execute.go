@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,7 +122,13 @@ func (w *Worker) runCommand(ctx context.Context, p commands.Plan, ws string, log
 	if err != nil {
 		return failed(p.Attempt, "%v", err)
 	}
-	cmd, err := w.commandFor(p, ws, resultPath)
+	files, err := w.commandFiles(ctx, p, resultPath)
+	defer files.remove()
+	if err != nil {
+		log.system("%v", err)
+		return failed(p.Attempt, "%v", err)
+	}
+	cmd, err := w.commandFor(p, ws, resultPath, files)
 	if err != nil {
 		return failed(p.Attempt, "%v", err)
 	}
@@ -134,11 +141,46 @@ func (w *Worker) runCommand(ctx context.Context, p commands.Plan, ws string, log
 		return failed(p.Attempt, "start command: %v", err)
 	}
 	end := w.waitCommand(ctx, p, cmd, out)
-	return commandOutcome(ctx, p, cmd, end, resultPath, log)
+	o := commandOutcome(ctx, p, cmd, end, resultPath, log)
+	if o.Failure != nil || o.Cancelled {
+		return o
+	}
+	m, err := readMetrics(files.metricsPath)
+	return w.withFiles(ctx, p, o, files.outputDir, m, err, log)
+}
+
+// withFiles adds a successful attempt's metrics (m, or the error reading
+// them) and outputs (stored in the blob store first) to its outcome, or
+// fails it when they are bad or the store failed: a normal failure, which
+// the task's retries may retry.
+func (w *Worker) withFiles(ctx context.Context, p commands.Plan, o commands.Outcome, outputDir string, m map[string]float64, mErr error, log *taskLog) commands.Outcome {
+	fail := func(err error) commands.Outcome {
+		if errors.Is(context.Cause(ctx), errRunCancelled) {
+			log.system("the flow run was cancelled while the outputs were stored")
+			return commands.Outcome{Cancelled: true, LogTail: log.lastLines()}
+		}
+		log.system("%v", err)
+		return commands.Outcome{Failure: &domain.AttemptFailure{Attempt: p.Attempt, Error: err.Error(), LogTail: log.lastLines()}}
+	}
+	if mErr != nil {
+		return fail(mErr)
+	}
+	if outputDir != "" {
+		outs, err := w.storeOutputs(ctx, outputDir)
+		if err != nil {
+			return fail(err)
+		}
+		if len(outs) > 0 {
+			log.system("stored %d outputs", len(outs))
+		}
+		o.Outputs = outs
+	}
+	o.Metrics = m
+	return o
 }
 
 // commandFor is the command of a task attempt, with its environment.
-func (w *Worker) commandFor(p commands.Plan, ws, resultPath string) (*exec.Cmd, error) {
+func (w *Worker) commandFor(p commands.Plan, ws, resultPath string, files attemptFiles) (*exec.Cmd, error) {
 	params, err := json.Marshal(p.Params)
 	if err != nil {
 		return nil, fmt.Errorf("encode parameters: %w", err)
@@ -157,6 +199,10 @@ func (w *Worker) commandFor(p commands.Plan, ws, resultPath string) (*exec.Cmd, 
 		"ORDO_INPUTS":      string(inputs),
 		"ORDO_RESULT_PATH": resultPath,
 		"ORDO_WORKSPACE":   ws,
+		// the data plane
+		"ORDO_OUTPUT_DIR":   files.outputDir,
+		"ORDO_INPUT_DIR":    files.inputDir,
+		"ORDO_METRICS_PATH": files.metricsPath,
 	})
 	cmd.SysProcAttr = taskProcAttr()
 	return cmd, nil
@@ -399,9 +445,12 @@ func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (str
 		hctx, cancel = context.WithTimeout(ctx, d)
 	}
 	defer cancel()
+	files := w.handlerFiles(hctx, p)
+	defer files.release()
 	tc := TaskContext{
 		FlowRunID: p.FlowRunID, TaskRunID: p.TaskRunID, TaskName: p.Task.Name, Attempt: p.Attempt,
-		Parameters: cloneParameters(p.Params), Inputs: cloneInputs(p.Inputs), Logger: slogLogger(log), workspace: ws,
+		Parameters: cloneParameters(p.Params), Inputs: cloneInputs(p.Inputs), InputFiles: cloneInputFiles(p.InputFiles),
+		Logger: slogLogger(log), workspace: ws, files: files,
 	}
 	type ret struct {
 		v   any
@@ -447,5 +496,41 @@ func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (str
 		log.system("%v", err)
 		return failed(p.Attempt, "%v", err)
 	}
-	return commands.Outcome{Result: res}
+	m, outputDir, err := files.recorded()
+	if outputDir != "" {
+		defer removeTree(outputDir)
+	}
+	return w.withFiles(ctx, p, commands.Outcome{Result: res}, outputDir, m, err, log)
+}
+
+// handlerFiles are the outputs, inputs and metrics of a handler attempt.
+func (w *Worker) handlerFiles(ctx context.Context, p commands.Plan) *handlerFiles {
+	return &handlerFiles{
+		ctx: ctx,
+		outputDir: sync.OnceValues(func() (string, error) {
+			if err := w.dataDirs(); err != nil {
+				return "", err
+			}
+			dir := filepath.Join(w.opts.WorkspaceDir, outputsDirName, fmt.Sprintf("%s-%d-%016x", p.TaskRunID, p.Attempt, rand.Uint64()))
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				return "", fmt.Errorf("create the output directory: %w", err)
+			}
+			return dir, nil
+		}),
+		openInput: func(ctx context.Context, o domain.Output) (*os.File, func(), error) {
+			if w.opts.BlobStore == nil {
+				return nil, nil, errNoBlobStore
+			}
+			path, release, err := w.cache.acquire(ctx, o.SHA256, o.Size)
+			if err != nil {
+				return nil, nil, err
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				release()
+				return nil, nil, err
+			}
+			return f, release, nil
+		},
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	"github.com/ordoflow/ordo/blobstore"
 	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
@@ -97,6 +99,27 @@ type WorkerOptions struct {
 	// Logger receives the worker's own logs. Defaults to slog.Default().
 	Logger *slog.Logger
 
+	// BlobStore is where the outputs of task attempts are stored and their
+	// input files fetched from (the store of ORDO_BLOB_STORE; the worker
+	// does not close it). Nil: an attempt that leaves outputs or has input
+	// files fails, saying the worker has no blob store.
+	BlobStore blobstore.Store
+	// BlobCacheDir is where the worker keeps the input blobs it fetched,
+	// each once, to hard link into attempts' ORDO_INPUT_DIR: on the file
+	// system of WorkspaceDir, or inputs are copied. Defaults to
+	// WorkspaceDir/.blobs.
+	BlobCacheDir string
+	// BlobCacheBytes is how much BlobCacheDir keeps before the least
+	// recently used blobs that no attempt uses are removed. Defaults to
+	// DefaultBlobCacheBytes (10 GiB).
+	BlobCacheBytes int64
+	// MaxOutputBytes caps one output, and MaxAttemptOutputBytes all the
+	// outputs of one attempt: past either the attempt fails. Default to
+	// DefaultMaxOutputBytes (5 GiB) and DefaultMaxAttemptOutputBytes
+	// (20 GiB).
+	MaxOutputBytes        int64
+	MaxAttemptOutputBytes int64
+
 	noCancelListen bool          // tests: rely on CancelCheckInterval alone
 	slotRecheck    time.Duration // tests: how long an attempt waits for a slot before looking again
 	workspaceSweep time.Duration // tests: how often ended runs' workspaces are looked for
@@ -120,6 +143,12 @@ func (o *WorkerOptions) validate() error {
 	}
 	if o.FetchCooldown > 0 && o.FetchPollInterval > 0 && o.FetchPollInterval < o.FetchCooldown {
 		p.Add("FetchPollInterval", "must not be shorter than FetchCooldown")
+	}
+	if o.BlobCacheBytes < 0 {
+		p.Add("BlobCacheBytes", "must not be negative")
+	}
+	if o.MaxOutputBytes < 0 || o.MaxAttemptOutputBytes < 0 {
+		p.Add("MaxOutputBytes", "output caps must not be negative")
 	}
 	return p.Err()
 }
@@ -168,6 +197,18 @@ func (o *WorkerOptions) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.BlobCacheDir == "" {
+		o.BlobCacheDir = filepath.Join(o.WorkspaceDir, ".blobs")
+	}
+	if o.BlobCacheBytes == 0 {
+		o.BlobCacheBytes = DefaultBlobCacheBytes
+	}
+	if o.MaxOutputBytes == 0 {
+		o.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	if o.MaxAttemptOutputBytes == 0 {
+		o.MaxAttemptOutputBytes = DefaultMaxAttemptOutputBytes
+	}
 }
 
 // Worker works task runs from its queues: a River client on those queues,
@@ -197,6 +238,9 @@ type Worker struct {
 	starts    *groupcommit.Committer[*commands.Op]
 	finishes  *groupcommit.Committer[*commands.Op]
 	deleted   *deletedJobs // jobs the worker's commits deleted, left out of River's completions
+	cache     *blobCache   // input blobs on this worker's disk
+	dataMu    sync.Mutex   // dataMade
+	dataMade  atomic.Bool  // the directories of attempts' data directories exist
 
 	ctx    context.Context // lives until Stop has stopped River
 	cancel context.CancelFunc
@@ -219,6 +263,7 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		wake:      newWaker(pool, opts.Logger),
 		logs:      newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
 		deleted:   &deletedJobs{},
+		cache:     newBlobCache(opts.BlobCacheDir, opts.BlobCacheBytes, opts.BlobStore),
 		recording: map[string]chan struct{}{},
 		stopping:  make(chan struct{}),
 	}
