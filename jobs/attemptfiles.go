@@ -4,101 +4,176 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
+	"time"
 
-	"github.com/ordoflow/ordo/commands"
+	"github.com/ordoflow/ordo/domain"
 )
 
 // Directories in WorkspaceDir beside the runs' workspaces (not run ids: the
-// sweep leaves them alone): each attempt's ORDO_OUTPUT_DIR, and its
-// ORDO_INPUT_DIR when it has input files.
+// sweep leaves them alone), where attempts get their ORDO_OUTPUT_DIR and
+// ORDO_INPUT_DIR.
 const (
 	outputsDirName = ".outputs"
 	inputsDirName  = ".inputs"
-	// emptyInputsName is the ORDO_INPUT_DIR of attempts without input
-	// files: one empty read-only directory they share, so that the variable
-	// always names a directory and such an attempt makes none.
-	emptyInputsName = "empty"
 )
 
-// attemptFiles are the data plane's paths of one attempt. Each has a name
-// of its own, made from the attempt's result path, so that two workers
-// sharing the directories never meet.
+// attemptFiles are the data plane's paths of one attempt.
 type attemptFiles struct {
-	outputDir   string
-	inputDir    string
+	out, in     pooledDir
 	metricsPath string
-	ownInputs   bool   // inputDir was made for this attempt
+	metricsGone bool   // read and removed, or never written
 	release     func() // releases the input blobs it holds in the cache
 }
 
-// dataDirs makes, once per worker, the directories attempts' directories
-// go in.
-func (w *Worker) dataDirs() error {
-	if w.dataMade.Load() {
-		return nil
+// dirPool hands out empty directories and takes them back when nothing
+// was made or removed in them: making and removing a directory for each
+// attempt was a good part of a quick command's cost (as the result files'
+// directory was), while a look at a directory's change time is one stat.
+type dirPool struct {
+	parent string
+	prefix string // the worker's: workers may share WorkspaceDir
+	mode   os.FileMode
+	mu     sync.Mutex
+	free   []pooledDir
+}
+
+// pooledDir is a directory from a pool, with its change time when handed
+// out: any entry made or removed in it, a chmod or a touch changes it.
+type pooledDir struct {
+	path  string
+	mode  os.FileMode
+	ctime syscall.Timespec
+}
+
+const maxPooledDirs = 256
+
+func newDirPool(parent, prefix string, mode os.FileMode) *dirPool {
+	return &dirPool{parent: parent, prefix: prefix, mode: mode}
+}
+
+// get returns an empty directory, made when the pool has none.
+func (p *dirPool) get() (pooledDir, error) {
+	p.mu.Lock()
+	if n := len(p.free); n > 0 {
+		d := p.free[n-1]
+		p.free = p.free[:n-1]
+		p.mu.Unlock()
+		return d, nil
 	}
-	w.dataMu.Lock()
-	defer w.dataMu.Unlock()
-	if w.dataMade.Load() {
-		return nil
-	}
-	for _, d := range []string{outputsDirName, inputsDirName} {
-		if err := os.MkdirAll(filepath.Join(w.opts.WorkspaceDir, d), 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", d, err)
+	p.mu.Unlock()
+	d := pooledDir{path: filepath.Join(p.parent, fmt.Sprintf("%s-%016x", p.prefix, rand.Uint64())), mode: p.mode}
+	err := os.Mkdir(d.path, p.mode)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(p.parent, 0o700); err == nil {
+			err = os.Mkdir(d.path, p.mode)
 		}
 	}
-	empty := filepath.Join(w.opts.WorkspaceDir, inputsDirName, emptyInputsName)
-	if err := os.Mkdir(empty, 0o555); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("create the empty ORDO_INPUT_DIR: %w", err)
+	if err != nil {
+		return pooledDir{}, err
 	}
-	w.dataMade.Store(true)
-	return nil
+	var st syscall.Stat_t
+	if err := syscall.Stat(d.path, &st); err != nil {
+		return pooledDir{}, err
+	}
+	d.ctime = st.Ctim
+	return d, nil
+}
+
+// unchanged reports whether nothing was made or removed in d since it was
+// handed out, and its mode is the same, so it is still empty as it was.
+func (d pooledDir) unchanged() bool {
+	var st syscall.Stat_t
+	if syscall.Stat(d.path, &st) != nil || st.Ctim != d.ctime || os.FileMode(st.Mode)&fs.ModePerm != d.mode {
+		return false
+	}
+	// Timestamps advance by kernel ticks: a change within the tick the
+	// directory was made in leaves its change time as it was.
+	if time.Since(time.Unix(st.Ctim.Unix())) > time.Second {
+		return true
+	}
+	empty, err := isEmptyDir(d.path)
+	return err == nil && empty
+}
+
+// isEmptyDir reports whether dir has no entries.
+func isEmptyDir(dir string) (bool, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	_, err = f.Readdirnames(1)
+	if err == io.EOF {
+		return true, nil
+	}
+	return false, err
+}
+
+// put takes a directory back: into the pool when it is unchanged, else it
+// is removed with what it holds.
+func (p *dirPool) put(d pooledDir) {
+	if d.path == "" {
+		return
+	}
+	if d.unchanged() {
+		p.mu.Lock()
+		if len(p.free) < maxPooledDirs {
+			p.free = append(p.free, d)
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+	}
+	_ = removeTree(d.path)
 }
 
 // commandFiles prepares a command attempt's files: an empty output
-// directory (one mkdir), its inputs materialized when it has any, and the
-// metrics path beside its result path (nothing made).
-func (w *Worker) commandFiles(ctx context.Context, p commands.Plan, resultPath string) (attemptFiles, error) {
+// directory, an input directory (read-only, empty when the attempt has no
+// input files), both from the worker's pools, and the metrics path beside
+// its result path (nothing made).
+func (w *Worker) commandFiles(ctx context.Context, files map[string][]domain.Output, resultPath string) (attemptFiles, error) {
 	f := attemptFiles{release: func() {}}
-	if err := w.dataDirs(); err != nil {
-		return f, err
-	}
-	base := strings.TrimSuffix(filepath.Base(resultPath), ".json")
 	f.metricsPath = strings.TrimSuffix(resultPath, ".json") + ".metrics.json"
-	f.outputDir = filepath.Join(w.opts.WorkspaceDir, outputsDirName, base)
-	if err := os.Mkdir(f.outputDir, 0o700); err != nil {
+	var err error
+	if f.out, err = w.outDirs.get(); err != nil {
 		return f, fmt.Errorf("create ORDO_OUTPUT_DIR: %w", err)
 	}
-	f.inputDir = filepath.Join(w.opts.WorkspaceDir, inputsDirName, emptyInputsName)
-	if len(p.InputFiles) == 0 {
-		return f, nil
-	}
-	f.inputDir, f.ownInputs = filepath.Join(w.opts.WorkspaceDir, inputsDirName, base), true
-	if err := os.Mkdir(f.inputDir, 0o700); err != nil {
+	if f.in, err = w.inDirs.get(); err != nil {
 		return f, fmt.Errorf("create ORDO_INPUT_DIR: %w", err)
 	}
-	var err error
-	f.release, err = w.materializeInputs(ctx, p.InputFiles, f.inputDir)
+	if len(files) == 0 {
+		return f, nil
+	}
+	if err := os.Chmod(f.in.path, 0o700); err != nil {
+		return f, fmt.Errorf("create ORDO_INPUT_DIR: %w", err)
+	}
+	f.release, err = w.materializeInputs(ctx, files, f.in.path)
 	return f, err
 }
 
-// remove removes what the attempt left: its output directory (one rmdir
-// when empty), its input directory and metrics file, and releases its
-// input blobs.
-func (f attemptFiles) remove() {
-	if f.outputDir != "" {
-		if err := os.Remove(f.outputDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			_ = removeTree(f.outputDir)
-		}
+// outputDir is the output directory to look for outputs in: none when the
+// task made nothing in it.
+func (f attemptFiles) outputDir() string {
+	if f.out.path == "" || f.out.unchanged() {
+		return ""
 	}
-	if f.ownInputs {
-		_ = removeTree(f.inputDir)
-	}
-	if f.metricsPath != "" {
+	return f.out.path
+}
+
+// removeFiles gives back the attempt's directories (emptied), removes its
+// metrics file, and releases its input blobs.
+func (w *Worker) removeFiles(f *attemptFiles) {
+	w.outDirs.put(f.out)
+	w.inDirs.put(f.in)
+	if !f.metricsGone && f.metricsPath != "" {
 		_ = os.Remove(f.metricsPath)
 	}
 	if f.release != nil {

@@ -140,9 +140,36 @@ echo "$ORDO_OUTPUT_DIR" > "$ORDO_RESULT_PATH.dir"; printf '"%s"' "$ORDO_OUTPUT_D
 		if c.Outputs != nil || c.Metrics != nil {
 			t.Errorf("a task that wrote nothing has outputs %v and metrics %v", c.Outputs, c.Metrics)
 		}
-		left, _ := os.ReadDir(filepath.Join(b.workspace, ".outputs"))
-		if len(left) != 0 {
-			t.Errorf("%d output directories left after the attempt", len(left))
+		// the attempt's directories are kept for the next, empty
+		for _, d := range []string{".outputs", ".inputs"} {
+			left, _ := os.ReadDir(filepath.Join(b.workspace, d))
+			for _, e := range left {
+				if in, _ := os.ReadDir(filepath.Join(b.workspace, d, e.Name())); len(in) != 0 {
+					t.Errorf("%s/%s holds %d files after the attempt", d, e.Name(), len(in))
+				}
+			}
+		}
+	})
+
+	t.Run("FailedAttemptLeavesNothing", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		store := dirStore(t)
+		b.startWorker(t, jobs.WorkerOptions{BlobStore: store, Concurrency: 1})
+		task := sh("t", `
+if [ "$ORDO_ATTEMPT" = 1 ]; then printf junk > "$ORDO_OUTPUT_DIR/junk"; echo '{"a": 1}' > "$ORDO_METRICS_PATH"; exit 1; fi
+test -z "$(ls -A "$ORDO_OUTPUT_DIR")" && test -z "$(ls -A "$ORDO_INPUT_DIR")"`)
+		task.Retries = 1
+		fr := b.wait(t, b.create(t, domain.FlowSpec{Name: "retried", Tasks: []domain.TaskSpec{task}}, nil).ID)
+		c := completion(t, b.tasks(t, fr)["t"])
+		if c.Outputs != nil || c.Metrics != nil {
+			t.Errorf("the retry completed with outputs %v and metrics %v of the failed attempt", c.Outputs, c.Metrics)
+		}
+		if _, err := store.Stat(t.Context(), sha([]byte("junk"))); !errors.Is(err, blobstore.ErrNotFound) {
+			t.Errorf("a failed attempt's output was stored (%v)", err)
+		}
+		if left, _ := os.ReadDir(filepath.Join(b.workspace, ".results")); len(left) != 0 {
+			t.Errorf("files left in .results: %v", left)
 		}
 	})
 

@@ -10,7 +10,6 @@ import (
 	"io"
 	"io/fs"
 	"maps"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,8 +121,8 @@ func (w *Worker) runCommand(ctx context.Context, p commands.Plan, ws string, log
 	if err != nil {
 		return failed(p.Attempt, "%v", err)
 	}
-	files, err := w.commandFiles(ctx, p, resultPath)
-	defer files.remove()
+	files, err := w.commandFiles(ctx, p.InputFiles, resultPath)
+	defer w.removeFiles(&files)
 	if err != nil {
 		log.system("%v", err)
 		return failed(p.Attempt, "%v", err)
@@ -146,7 +145,8 @@ func (w *Worker) runCommand(ctx context.Context, p commands.Plan, ws string, log
 		return o
 	}
 	m, err := readMetrics(files.metricsPath)
-	return w.withFiles(ctx, p, o, files.outputDir, m, err, log)
+	files.metricsGone = true
+	return w.withFiles(ctx, p, o, files.outputDir(), m, err, log)
 }
 
 // withFiles adds a successful attempt's metrics (m, or the error reading
@@ -200,8 +200,8 @@ func (w *Worker) commandFor(p commands.Plan, ws, resultPath string, files attemp
 		"ORDO_RESULT_PATH": resultPath,
 		"ORDO_WORKSPACE":   ws,
 		// the data plane
-		"ORDO_OUTPUT_DIR":   files.outputDir,
-		"ORDO_INPUT_DIR":    files.inputDir,
+		"ORDO_OUTPUT_DIR":   files.out.path,
+		"ORDO_INPUT_DIR":    files.in.path,
 		"ORDO_METRICS_PATH": files.metricsPath,
 	})
 	cmd.SysProcAttr = taskProcAttr()
@@ -445,7 +445,7 @@ func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (str
 		hctx, cancel = context.WithTimeout(ctx, d)
 	}
 	defer cancel()
-	files := w.handlerFiles(hctx, p)
+	files := w.handlerFiles(hctx)
 	defer files.release()
 	tc := TaskContext{
 		FlowRunID: p.FlowRunID, TaskRunID: p.TaskRunID, TaskName: p.Task.Name, Attempt: p.Attempt,
@@ -504,18 +504,15 @@ func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (str
 }
 
 // handlerFiles are the outputs, inputs and metrics of a handler attempt.
-func (w *Worker) handlerFiles(ctx context.Context, p commands.Plan) *handlerFiles {
+func (w *Worker) handlerFiles(ctx context.Context) *handlerFiles {
 	return &handlerFiles{
 		ctx: ctx,
 		outputDir: sync.OnceValues(func() (string, error) {
-			if err := w.dataDirs(); err != nil {
-				return "", err
-			}
-			dir := filepath.Join(w.opts.WorkspaceDir, outputsDirName, fmt.Sprintf("%s-%d-%016x", p.TaskRunID, p.Attempt, rand.Uint64()))
-			if err := os.Mkdir(dir, 0o700); err != nil {
+			d, err := w.outDirs.get()
+			if err != nil {
 				return "", fmt.Errorf("create the output directory: %w", err)
 			}
-			return dir, nil
+			return d.path, nil
 		}),
 		openInput: func(ctx context.Context, o domain.Output) (*os.File, func(), error) {
 			if w.opts.BlobStore == nil {

@@ -44,21 +44,6 @@ func badOutput(format string, args ...any) error {
 	return &outputError{msg: fmt.Sprintf(format, args...)}
 }
 
-// isEmptyDir reports whether dir has no entries: one read of the
-// directory, which is all a task that writes no outputs costs.
-func isEmptyDir(dir string) (bool, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	_, err = f.Readdirnames(1)
-	if err == io.EOF {
-		return true, nil
-	}
-	return false, err
-}
-
 // storeOutputs stores every regular file under dir in the blob store and
 // returns them as outputs, sorted by name. A symlink, device, fifo or
 // socket, a name that is not a valid output name, or a file past a size
@@ -66,12 +51,6 @@ func isEmptyDir(dir string) (bool, error) {
 // is returned then, so no event names a blob. Each blob is wholly stored
 // when storeOutputs returns.
 func (w *Worker) storeOutputs(ctx context.Context, dir string) ([]domain.Output, error) {
-	if empty, err := isEmptyDir(dir); err != nil || empty {
-		if err != nil {
-			return nil, fmt.Errorf("read ORDO_OUTPUT_DIR: %w", err)
-		}
-		return nil, nil
-	}
 	var files []string
 	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
@@ -227,7 +206,7 @@ func mediaType(name string, head []byte) string {
 
 // readMetrics reads the metrics a task wrote at ORDO_METRICS_PATH: none
 // when it wrote no file (or an empty one), else a JSON object of name ->
-// finite number.
+// finite number. It removes the file.
 func readMetrics(p string) (map[string]float64, error) {
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -236,6 +215,7 @@ func readMetrics(p string) (map[string]float64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read metrics: %w", err)
 	}
+	defer os.Remove(p)
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, MaxMetricsBytes+1))
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -239,8 +238,8 @@ type Worker struct {
 	finishes  *groupcommit.Committer[*commands.Op]
 	deleted   *deletedJobs // jobs the worker's commits deleted, left out of River's completions
 	cache     *blobCache   // input blobs on this worker's disk
-	dataMu    sync.Mutex   // dataMade
-	dataMade  atomic.Bool  // the directories of attempts' data directories exist
+	outDirs   *dirPool     // attempts' ORDO_OUTPUT_DIR
+	inDirs    *dirPool     // attempts' ORDO_INPUT_DIR
 
 	ctx    context.Context // lives until Stop has stopped River
 	cancel context.CancelFunc
@@ -267,6 +266,8 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		recording: map[string]chan struct{}{},
 		stopping:  make(chan struct{}),
 	}
+	w.outDirs = newDirPool(filepath.Join(opts.WorkspaceDir, outputsDirName), id.String(), 0o700)
+	w.inDirs = newDirPool(filepath.Join(opts.WorkspaceDir, inputsDirName), id.String(), 0o555)
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.starts = newCommitter(opts.MaxBatch, w.commitBatch)
 	w.finishes = newCommitter(opts.MaxBatch, w.commitBatch)
