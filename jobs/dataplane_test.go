@@ -80,6 +80,19 @@ func mustHaveBlobs(t *testing.T, b testBundle, fr domain.FlowRun, store blobstor
 	}
 }
 
+// mustBeGone fails the test when the directory a task returned as its
+// result is still there.
+func mustBeGone(t *testing.T, c domain.TaskRunCompleted, what string) {
+	t.Helper()
+	var dir string
+	if err := json.Unmarshal(c.Result, &dir); err != nil || dir == "" {
+		t.Fatalf("the task returned %s, not its %s", c.Result, what)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the attempt's %s %s is left after it (%v)", what, dir, err)
+	}
+}
+
 func TestOutputsAndMetrics(t *testing.T) {
 	t.Parallel()
 
@@ -123,11 +136,7 @@ echo "$ORDO_OUTPUT_DIR" > "$ORDO_RESULT_PATH.dir"; printf '"%s"' "$ORDO_OUTPUT_D
 				t.Errorf("output %s stored as %d bytes: %v", o.Name, len(got), err)
 			}
 		}
-		var dir string
-		_ = json.Unmarshal(c.Result, &dir)
-		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("the attempt's ORDO_OUTPUT_DIR %q is left after the attempt (%v)", dir, err)
-		}
+		mustBeGone(t, c, "ORDO_OUTPUT_DIR")
 		b.validate(t)
 	})
 
@@ -408,11 +417,7 @@ printf '"%s"' "$in" > "$ORDO_RESULT_PATH"`, "train", "prep")
 		if len(cached) != 3 {
 			t.Errorf("worker A's cache holds %d files, want 3", len(cached))
 		}
-		var in string
-		_ = json.Unmarshal(completion(t, tasks["evaluate"]).Result, &in)
-		if _, err := os.Stat(in); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("the attempt's ORDO_INPUT_DIR %s is left after it (%v)", in, err)
-		}
+		mustBeGone(t, completion(t, tasks["evaluate"]), "ORDO_INPUT_DIR")
 		b.validate(t)
 	})
 

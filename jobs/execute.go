@@ -124,8 +124,7 @@ func (w *Worker) runCommand(ctx context.Context, p commands.Plan, ws string, log
 	files, err := w.commandFiles(ctx, p.InputFiles, resultPath)
 	defer w.removeFiles(&files)
 	if err != nil {
-		log.system("%v", err)
-		return failed(p.Attempt, "%v", err)
+		return filesFailure(ctx, p, err, log)
 	}
 	cmd, err := w.commandFor(p, ws, resultPath, files)
 	if err != nil {
@@ -149,26 +148,29 @@ func (w *Worker) runCommand(ctx context.Context, p commands.Plan, ws string, log
 	return w.withFiles(ctx, p, o, files.outputDir(), m, err, log)
 }
 
+// filesFailure is the outcome of an attempt whose files failed; one the
+// worker's stop interrupted is handed back, as a stopped process is.
+func filesFailure(ctx context.Context, p commands.Plan, err error, log *taskLog) commands.Outcome {
+	if errors.Is(context.Cause(ctx), errRunCancelled) {
+		log.system("the flow run was cancelled while its files were moved")
+		return commands.Outcome{Cancelled: true, LogTail: log.lastLines()}
+	}
+	log.system("%v", err)
+	return commands.Outcome{Failure: &domain.AttemptFailure{Attempt: p.Attempt, Error: err.Error(), Interrupted: ctx.Err() != nil, LogTail: log.lastLines()}}
+}
+
 // withFiles adds a successful attempt's metrics (m, or the error reading
 // them) and outputs (stored in the blob store first) to its outcome, or
 // fails it when they are bad or the store failed: a normal failure, which
 // the task's retries may retry.
 func (w *Worker) withFiles(ctx context.Context, p commands.Plan, o commands.Outcome, outputDir string, m map[string]float64, mErr error, log *taskLog) commands.Outcome {
-	fail := func(err error) commands.Outcome {
-		if errors.Is(context.Cause(ctx), errRunCancelled) {
-			log.system("the flow run was cancelled while the outputs were stored")
-			return commands.Outcome{Cancelled: true, LogTail: log.lastLines()}
-		}
-		log.system("%v", err)
-		return commands.Outcome{Failure: &domain.AttemptFailure{Attempt: p.Attempt, Error: err.Error(), LogTail: log.lastLines()}}
-	}
 	if mErr != nil {
-		return fail(mErr)
+		return filesFailure(ctx, p, mErr, log)
 	}
 	if outputDir != "" {
 		outs, err := w.storeOutputs(ctx, outputDir)
 		if err != nil {
-			return fail(err)
+			return filesFailure(ctx, p, err, log)
 		}
 		if len(outs) > 0 {
 			log.system("stored %d outputs", len(outs))
@@ -397,23 +399,32 @@ func readLines(r io.Reader, fn func(string)) {
 
 // readResult reads the result a command task wrote at ORDO_RESULT_PATH: nil
 // when it wrote none (or an empty file), else JSON of at most 1 MiB.
-//
-// It removes the file: each attempt has its own.
 func readResult(path string) (json.RawMessage, error) {
+	b, err := readTaskFile(path, MaxResultBytes, "result")
+	if err != nil || b == nil {
+		return nil, err
+	}
+	return checkResult(b, "the result written to ORDO_RESULT_PATH")
+}
+
+// readTaskFile reads up to max+1 bytes of a file a task wrote for the
+// worker (nil when there is none), and removes it: each attempt has its
+// own.
+func readTaskFile(path string, max int64, what string) ([]byte, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read result: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	defer os.Remove(path)
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxResultBytes+1))
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("read result: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
-	return checkResult(b, "the result written to ORDO_RESULT_PATH")
+	return b, nil
 }
 
 // checkResult validates and compacts a result.

@@ -34,16 +34,6 @@ const MaxMetricsBytes = 1 << 20
 // started without a blob store.
 var errNoBlobStore = errors.New("this worker has no blob store (set ORDO_BLOB_STORE or --blob-store)")
 
-// outputError is a fault of the task's own making (a bad file in its
-// output directory, a cap exceeded), as opposed to the store failing.
-type outputError struct{ msg string }
-
-func (e *outputError) Error() string { return e.msg }
-
-func badOutput(format string, args ...any) error {
-	return &outputError{msg: fmt.Sprintf(format, args...)}
-}
-
 // storeOutputs stores every regular file under dir in the blob store and
 // returns them as outputs, sorted by name. A symlink, device, fifo or
 // socket, a name that is not a valid output name, or a file past a size
@@ -68,15 +58,15 @@ func (w *Worker) storeOutputs(ctx context.Context, dir string) ([]domain.Output,
 		case t.IsDir():
 			return nil
 		case t&fs.ModeSymlink != 0:
-			return badOutput("output %q is a symbolic link: outputs must be regular files (copy the file into ORDO_OUTPUT_DIR)", name)
+			return fmt.Errorf("output %q is a symbolic link: outputs must be regular files (copy the file into ORDO_OUTPUT_DIR)", name)
 		case !t.IsRegular():
-			return badOutput("output %q is not a regular file (%s): outputs must be regular files", name, fileKind(t))
+			return fmt.Errorf("output %q is not a regular file (%s): outputs must be regular files", name, fileKind(t))
 		}
 		if err := domain.ValidateOutputName(name); err != nil {
-			return badOutput("%v", err)
+			return fmt.Errorf("%v", err)
 		}
 		if len(files) == domain.MaxOutputsPerAttempt {
-			return badOutput("more than %d files in ORDO_OUTPUT_DIR: at most %d outputs per attempt", domain.MaxOutputsPerAttempt, domain.MaxOutputsPerAttempt)
+			return fmt.Errorf("more than %d files in ORDO_OUTPUT_DIR: at most %d outputs per attempt", domain.MaxOutputsPerAttempt, domain.MaxOutputsPerAttempt)
 		}
 		files = append(files, name)
 		return nil
@@ -121,7 +111,7 @@ func (w *Worker) storeOutput(ctx context.Context, dir, name string, left int64) 
 	// O_NOFOLLOW: the file may have been swapped for a link since the walk
 	f, err := os.OpenFile(filepath.Join(dir, filepath.FromSlash(name)), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return domain.Output{}, badOutput("output %q: %v", name, err)
+		return domain.Output{}, fmt.Errorf("output %q: %v", name, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
@@ -129,7 +119,7 @@ func (w *Worker) storeOutput(ctx context.Context, dir, name string, left int64) 
 		return domain.Output{}, fmt.Errorf("output %q: %w", name, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return domain.Output{}, badOutput("output %q is not a regular file (%s): outputs must be regular files", name, fileKind(fi.Mode()))
+		return domain.Output{}, fmt.Errorf("output %q is not a regular file (%s): outputs must be regular files", name, fileKind(fi.Mode()))
 	}
 	limit := min(w.opts.MaxOutputBytes, left)
 	if err := checkCap(name, fi.Size(), w.opts.MaxOutputBytes, left); err != nil {
@@ -159,9 +149,9 @@ func (w *Worker) storeOutput(ctx context.Context, dir, name string, left int64) 
 func checkCap(name string, size, perOutput, left int64) error {
 	switch {
 	case size > perOutput:
-		return badOutput("output %q is larger than the %d bytes one output may have", name, perOutput)
+		return fmt.Errorf("output %q is larger than the %d bytes one output may have", name, perOutput)
 	case size > left:
-		return badOutput("output %q takes the attempt's outputs past the %d bytes they may have in all", name, left)
+		return fmt.Errorf("output %q takes the attempt's outputs past the %d bytes they may have in all", name, left)
 	}
 	return nil
 }
@@ -208,18 +198,9 @@ func mediaType(name string, head []byte) string {
 // when it wrote no file (or an empty one), else a JSON object of name ->
 // finite number. It removes the file.
 func readMetrics(p string) (map[string]float64, error) {
-	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read metrics: %w", err)
-	}
-	defer os.Remove(p)
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxMetricsBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read metrics: %w", err)
+	b, err := readTaskFile(p, MaxMetricsBytes, "metrics")
+	if err != nil || b == nil {
+		return nil, err
 	}
 	return parseMetrics(b)
 }
