@@ -6,13 +6,18 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ordoflow/ordo/domain"
 )
@@ -135,6 +140,17 @@ func (p *dirPool) put(d pooledDir) {
 	_ = removeTree(d.path)
 }
 
+// drain removes the pooled directories, when the worker stops.
+func (p *dirPool) drain() {
+	p.mu.Lock()
+	free := p.free
+	p.free = nil
+	p.mu.Unlock()
+	for _, d := range free {
+		_ = removeTree(d.path)
+	}
+}
+
 // commandFiles prepares a command attempt's files: an empty output
 // directory, an input directory (read-only, empty when the attempt has no
 // input files), both from the worker's pools, and the metrics path beside
@@ -179,4 +195,46 @@ func (w *Worker) removeFiles(f *attemptFiles) {
 	if f.release != nil {
 		f.release()
 	}
+}
+
+// removeLeftDirs removes the attempt directories that workers which
+// stopped or died left in WorkspaceDir (a worker killed midway leaves its
+// attempts' outputs there). Directories of workers that still run, or that
+// the workers table does not know, are left alone.
+func (w *Worker) removeLeftDirs(ctx context.Context) (int, error) {
+	byWorker := map[uuid.UUID][]string{}
+	for _, parent := range []string{w.outDirs.parent, w.inDirs.parent} {
+		entries, err := os.ReadDir(parent)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return 0, err
+		}
+		for _, e := range entries {
+			id, err := uuid.Parse(e.Name()[:min(len(e.Name()), 36)])
+			if err == nil && id != w.id {
+				byWorker[id] = append(byWorker[id], filepath.Join(parent, e.Name()))
+			}
+		}
+	}
+	if len(byWorker) == 0 {
+		return 0, nil
+	}
+	rows, err := w.pool.Query(ctx, `
+SELECT id FROM workers WHERE id = ANY($1) AND (stopped_at IS NOT NULL OR dead_at IS NOT NULL)`, slices.Collect(maps.Keys(byWorker)))
+	if err != nil {
+		return 0, fmt.Errorf("find stopped workers: %w", err)
+	}
+	gone, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return 0, fmt.Errorf("find stopped workers: %w", err)
+	}
+	n := 0
+	for _, id := range gone {
+		for _, d := range byWorker[id] {
+			if err := removeTree(d); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
 }

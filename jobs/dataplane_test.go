@@ -16,6 +16,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/ordoflow/ordo/blobstore"
 	"github.com/ordoflow/ordo/domain"
@@ -536,5 +539,40 @@ func TestHandlerFiles(t *testing.T) {
 	bad := b.wait(t, b.create(t, domain.FlowSpec{Name: "bad", Tasks: []domain.TaskSpec{{Name: "bad", Handler: "bad"}}}, nil).ID)
 	if msg := failure(t, b.tasks(t, bad)["bad"]); !strings.Contains(msg, `metric "nan" is NaN`) {
 		t.Errorf("bad metrics failed with %q", msg)
+	}
+}
+
+// TestLeftAttemptDirsRemoved: a worker that starts removes the attempt
+// directories that stopped or dead workers left beside the workspaces
+// (their outputs can be large), and leaves those of running workers.
+func TestLeftAttemptDirsRemoved(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	stopped, running := uuid.New(), uuid.New()
+	if _, err := b.pool.Exec(t.Context(), `
+INSERT INTO workers (id, name, queues, hostname, pid, stopped_at) VALUES ($1, 'old', '{default}', 'h', 1, now()), ($2, 'busy', '{default}', 'h', 2, NULL)`,
+		stopped, running); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(dir string) string {
+		p := filepath.Join(b.workspace, dir)
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(p, "model.bin"), []byte("big"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	left := []string{mk(".outputs/" + stopped.String() + "-0001"), mk(".inputs/" + stopped.String() + "-0002/train")}
+	busy := mk(".outputs/" + running.String() + "-0003")
+	b.startWorker(t, jobs.WorkerOptions{})
+	waitUntil(t, 10*time.Second, "left directories removed", func() bool {
+		_, err1 := os.Stat(left[0])
+		_, err2 := os.Stat(filepath.Dir(left[1]))
+		return errors.Is(err1, os.ErrNotExist) && errors.Is(err2, os.ErrNotExist)
+	})
+	if _, err := os.Stat(busy); err != nil {
+		t.Errorf("the directory of a running worker was removed: %v", err)
 	}
 }

@@ -318,6 +318,13 @@ INSERT INTO workers (id, name, queues, hostname, pid) VALUES ($1, $2, $3, $4, $5
 	w.bg.Go(w.heartbeat)
 	w.bg.Go(w.watchCancellations)
 	w.bg.Go(w.sweepWorkspaces)
+	w.bg.Go(func() {
+		if n, err := w.removeLeftDirs(w.ctx); err != nil && w.ctx.Err() == nil {
+			w.opts.Logger.Warn("could not remove the attempt directories of stopped workers", "dir", w.opts.WorkspaceDir, "err", err)
+		} else if n > 0 {
+			w.opts.Logger.Info("removed the attempt directories of stopped workers", "dir", w.opts.WorkspaceDir, "removed", n)
+		}
+	})
 	w.bg.Go(func() { w.wake.run(w.ctx) })
 	if w.due != nil {
 		w.bg.Go(func() { _ = w.due.Run(w.ctx) })
@@ -343,6 +350,8 @@ func (w *Worker) Stop(ctx context.Context) error {
 		_ = w.client.StopAndCancel(cctx)
 	}
 	w.recorders.Wait()
+	w.outDirs.drain()
+	w.inDirs.drain()
 	w.starts.Wait()
 	w.finishes.Wait()
 	w.cancel()
