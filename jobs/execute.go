@@ -456,7 +456,7 @@ func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (str
 		hctx, cancel = context.WithTimeout(ctx, d)
 	}
 	defer cancel()
-	files := w.handlerFiles(hctx)
+	files := &handlerFiles{ctx: hctx, w: w}
 	defer files.release()
 	tc := TaskContext{
 		FlowRunID: p.FlowRunID, TaskRunID: p.TaskRunID, TaskName: p.Task.Name, Attempt: p.Attempt,
@@ -508,37 +508,5 @@ func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (str
 		return failed(p.Attempt, "%v", err)
 	}
 	m, outputDir, err := files.recorded()
-	if outputDir != "" {
-		defer removeTree(outputDir)
-	}
 	return w.withFiles(ctx, p, commands.Outcome{Result: res}, outputDir, m, err, log)
-}
-
-// handlerFiles are the outputs, inputs and metrics of a handler attempt.
-func (w *Worker) handlerFiles(ctx context.Context) *handlerFiles {
-	return &handlerFiles{
-		ctx: ctx,
-		outputDir: sync.OnceValues(func() (string, error) {
-			d, err := w.outDirs.get()
-			if err != nil {
-				return "", fmt.Errorf("create the output directory: %w", err)
-			}
-			return d.path, nil
-		}),
-		openInput: func(ctx context.Context, o domain.Output) (*os.File, func(), error) {
-			if w.opts.BlobStore == nil {
-				return nil, nil, errNoBlobStore
-			}
-			path, release, err := w.cache.acquire(ctx, o.SHA256, o.Size)
-			if err != nil {
-				return nil, nil, err
-			}
-			f, err := os.Open(path)
-			if err != nil {
-				release()
-				return nil, nil, err
-			}
-			return f, release, nil
-		},
-	}
 }

@@ -74,14 +74,53 @@ type TaskContext struct {
 // Its output directory is made when the handler first creates an output:
 // a handler that never does costs no directory.
 type handlerFiles struct {
-	ctx       context.Context // the attempt's
-	outputDir func() (string, error)
-	openInput func(ctx context.Context, o domain.Output) (*os.File, func(), error)
+	ctx context.Context // the attempt's
+	w   *Worker         // nil under Handlers.Call: outputs go to a temporary directory
 
 	mu       sync.Mutex
-	made     bool // outputDir was called
+	dir      string // the output directory, once made
 	metrics  map[string]float64
 	releases []func()
+}
+
+// outputDir returns the attempt's output directory, made on first use.
+func (f *handlerFiles) outputDir() (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dir != "" {
+		return f.dir, nil
+	}
+	if f.w == nil {
+		dir, err := os.MkdirTemp("", "ordo-outputs-")
+		f.dir = dir
+		return dir, err
+	}
+	d, err := f.w.outDirs.get()
+	if err != nil {
+		return "", fmt.Errorf("create the output directory: %w", err)
+	}
+	f.dir = d.path
+	return f.dir, nil
+}
+
+// openInput opens a blob, fetched into the worker's cache first.
+func (f *handlerFiles) openInput(o domain.Output) (*os.File, error) {
+	if f.w.opts.BlobStore == nil {
+		return nil, errNoBlobStore
+	}
+	path, release, err := f.w.cache.acquire(f.ctx, o.SHA256, o.Size)
+	if err != nil {
+		return nil, err
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	f.mu.Lock()
+	f.releases = append(f.releases, release)
+	f.mu.Unlock()
+	return file, nil
 }
 
 var errNoFiles = errors.New("no outputs, inputs or metrics: this TaskContext was not made by a worker or by Handlers.Call")
@@ -98,9 +137,6 @@ func (tc TaskContext) CreateOutput(name string) (*os.File, error) {
 	if err := domain.ValidateOutputName(name); err != nil {
 		return nil, err
 	}
-	tc.files.mu.Lock()
-	tc.files.made = true
-	tc.files.mu.Unlock()
 	dir, err := tc.files.outputDir()
 	if err != nil {
 		return nil, err
@@ -116,20 +152,17 @@ func (tc TaskContext) CreateOutput(name string) (*os.File, error) {
 // (see InputFiles), fetched into the worker's blob cache first when it is
 // not there yet.
 func (tc TaskContext) OpenInput(task, name string) (*os.File, error) {
-	if tc.files == nil || tc.files.openInput == nil {
+	if tc.files == nil || tc.files.w == nil {
 		return nil, errNoFiles
 	}
 	for _, o := range tc.InputFiles[task] {
 		if o.Name != name {
 			continue
 		}
-		f, release, err := tc.files.openInput(tc.files.ctx, o)
+		f, err := tc.files.openInput(o)
 		if err != nil {
 			return nil, inputError(task, o, err)
 		}
-		tc.files.mu.Lock()
-		tc.files.releases = append(tc.files.releases, release)
-		tc.files.mu.Unlock()
 		return f, nil
 	}
 	return nil, fmt.Errorf("task %s left no output %q for this task", task, name)
@@ -159,19 +192,16 @@ func (tc TaskContext) RecordMetrics(m map[string]float64) {
 // if the handler made one.
 func (f *handlerFiles) recorded() (map[string]float64, string, error) {
 	f.mu.Lock()
-	m, made := maps.Clone(f.metrics), f.made
-	f.mu.Unlock()
+	defer f.mu.Unlock()
+	m := maps.Clone(f.metrics)
 	if err := domain.ValidateMetrics(m); err != nil {
-		return nil, "", fmt.Errorf("the handler's metrics: %w", err)
+		return nil, f.dir, fmt.Errorf("the handler's metrics: %w", err)
 	}
-	if !made {
-		return m, "", nil
-	}
-	dir, err := f.outputDir()
-	return m, dir, err
+	return m, f.dir, nil
 }
 
-// release releases the input blobs the handler opened.
+// release releases the input blobs the handler opened, and removes its
+// output directory.
 func (f *handlerFiles) release() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -179,6 +209,10 @@ func (f *handlerFiles) release() {
 		r()
 	}
 	f.releases = nil
+	if f.dir != "" {
+		_ = removeTree(f.dir)
+		f.dir = ""
+	}
 }
 
 // Workspace returns the flow run's workspace on this worker: a directory
@@ -211,24 +245,18 @@ func (h *Handlers) Call(ctx context.Context, name string, tc TaskContext) (json.
 	if tc.TaskName == "" {
 		tc.TaskName = name
 	}
-	var tmp, outs string
+	var tmp string
 	tc.workspace = sync.OnceValues(func() (string, error) {
 		dir, err := os.MkdirTemp("", "ordo-workspace-")
 		tmp = dir
 		return dir, err
 	})
 	// outputs go to a temporary directory too, and metrics nowhere
-	tc.files = &handlerFiles{outputDir: sync.OnceValues(func() (string, error) {
-		dir, err := os.MkdirTemp("", "ordo-outputs-")
-		outs = dir
-		return dir, err
-	})}
+	tc.files = &handlerFiles{ctx: ctx}
+	defer tc.files.release()
 	defer func() {
 		if tmp != "" {
 			os.RemoveAll(tmp)
-		}
-		if outs != "" {
-			os.RemoveAll(outs)
 		}
 	}()
 	v, err := fn(ctx, tc)
