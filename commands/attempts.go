@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -53,6 +54,10 @@ type Outcome struct {
 	Cancelled bool     // its flow run was cancelled and the attempt was stopped
 	LogTail   []string // the last log lines, for a cancelled attempt
 	CacheKey  string
+	// Outputs are the files a successful attempt stored in the blob store
+	// (wholly stored before the outcome is recorded); Metrics its metrics.
+	Outputs []domain.Output
+	Metrics map[string]float64
 }
 
 // Action is what a worker does with a job once its start is decided.
@@ -82,8 +87,11 @@ type Plan struct {
 	Attempt   int
 	Params    map[string]any
 	Inputs    map[string]json.RawMessage
-	CacheKey  string                 // the key its result is cached under, if the task is cached
-	Fail      *domain.AttemptFailure // set when the attempt fails before anything runs
+	// InputFiles are the outputs of the tasks it depends on, by task name
+	// (those that left none are absent).
+	InputFiles map[string][]domain.Output
+	CacheKey   string                 // the key its result is cached under, if the task is cached
+	Fail       *domain.AttemptFailure // set when the attempt fails before anything runs
 }
 
 // Attempts records the starts and outcomes of one worker's task run jobs,
@@ -368,7 +376,7 @@ func (r *Attempts) outcomeCommand(s *settlement, op *Op, fr domain.FlowRun, tr d
 		f.Attempt = a.Attempt
 		return domain.FailTaskRun{AttemptFailure: f, Now: s.now, Random: rand.Float64()}, nil
 	}
-	return domain.CompleteTaskRun{Attempt: a.Attempt, Result: out.Result, CacheKey: out.CacheKey}, nil
+	return domain.CompleteTaskRun{Attempt: a.Attempt, Result: out.Result, CacheKey: out.CacheKey, Outputs: out.Outputs, Metrics: out.Metrics}, nil
 }
 
 // decideStart decides the start of a job's attempt.
@@ -390,10 +398,10 @@ func (r *Attempts) decideStart(ctx context.Context, tx pgx.Tx, s *settlement, op
 	case fr.State.Type.Terminal() || fr.State.Type == domain.Cancelling:
 		return &StartResult{Action: ActionSkip, Reason: "flow run is " + string(fr.State.Type)}, nil
 	}
-	inputs := inputsOf(u, fr, tr)
+	inputs, files := inputsOf(u, fr, tr)
 	plan := Plan{
 		FlowRunID: fr.ID, TaskRunID: tr.ID, Task: tr.Task, Attempt: a.Attempt,
-		Params: domain.MergeParameters(fr.Parameters, tr.Task.Parameters), Inputs: inputs,
+		Params: domain.MergeParameters(fr.Parameters, tr.Task.Parameters), Inputs: inputs, InputFiles: files,
 	}
 	if resumed {
 		if tr.ChildFlowRunID != nil {
@@ -401,7 +409,7 @@ func (r *Attempts) decideStart(ctx context.Context, tx pgx.Tx, s *settlement, op
 			// finished with it
 			return &StartResult{Action: ActionDone, Reason: "sub-flow run already started"}, nil
 		}
-		plan.CacheKey, _ = domain.CacheKey(tr.Task, plan.Params, inputs)
+		plan.CacheKey, _ = domain.CacheKey(tr.Task, plan.Params, keyInputs(inputs, files))
 		slots.resume(op)
 		return &StartResult{Action: ActionRun, Plan: plan}, nil
 	}
@@ -415,7 +423,7 @@ func (r *Attempts) decideStart(ctx context.Context, tx pgx.Tx, s *settlement, op
 		return err
 	}
 
-	if key, ok := domain.CacheKey(tr.Task, plan.Params, inputs); ok {
+	if key, ok := domain.CacheKey(tr.Task, plan.Params, keyInputs(inputs, files)); ok {
 		plan.CacheKey = key
 		if !tr.Task.Cache.Refresh && tr.State.Type == domain.Pending {
 			hit, found, err := lookupCache(ctx, tx, key)
@@ -426,7 +434,7 @@ func (r *Attempts) decideStart(ctx context.Context, tx pgx.Tx, s *settlement, op
 				if err := markStarted(); err != nil {
 					return nil, err
 				}
-				cmd := domain.UseCachedResult{Result: hit.result, CacheKey: key, SourceTaskRunID: hit.taskRunID}
+				cmd := domain.UseCachedResult{Result: hit.result, CacheKey: key, SourceTaskRunID: hit.taskRunID, Outputs: hit.outputs, Metrics: hit.metrics}
 				if _, err := s.decide(tr.ID, cmd, meta); err != nil {
 					return nil, err
 				}
@@ -451,15 +459,44 @@ func (r *Attempts) decideStart(ctx context.Context, tx pgx.Tx, s *settlement, op
 }
 
 // inputsOf returns the results of the tasks tr depends on (loaded in u), by
-// task name; a task that returned nothing gives null.
-func inputsOf(u *unitOfWork, fr domain.FlowRun, tr domain.TaskRun) map[string]json.RawMessage {
+// task name (a task that returned nothing gives null), and the outputs of
+// those that left some.
+func inputsOf(u *unitOfWork, fr domain.FlowRun, tr domain.TaskRun) (map[string]json.RawMessage, map[string][]domain.Output) {
 	inputs := make(map[string]json.RawMessage, len(tr.Task.DependsOn))
+	var files map[string][]domain.Output
 	for _, dep := range tr.Task.DependsOn {
-		res := u.taskRun(fr.TaskRunIDs[dep]).Result
+		up := u.taskRun(fr.TaskRunIDs[dep])
+		res := up.Result
 		if len(res) == 0 {
 			res = json.RawMessage("null")
 		}
 		inputs[dep] = res
+		if len(up.Outputs) > 0 {
+			if files == nil {
+				files = map[string][]domain.Output{}
+			}
+			files[dep] = up.Outputs
+		}
 	}
-	return inputs
+	return inputs, files
+}
+
+// keyInputs are the inputs a cache key is made of: the upstream results
+// and, for upstream tasks that left outputs, their names and digests under
+// "<task>/outputs" (not a task name), so that other files make another key
+// while the keys of tasks without input files stay what they were.
+func keyInputs(inputs map[string]json.RawMessage, files map[string][]domain.Output) map[string]json.RawMessage {
+	if len(files) == 0 {
+		return inputs
+	}
+	out := maps.Clone(inputs)
+	for task, outs := range files {
+		digests := make(map[string]string, len(outs))
+		for _, o := range outs {
+			digests[o.Name] = o.SHA256
+		}
+		b, _ := json.Marshal(digests) // a map of strings always encodes
+		out[task+"/outputs"] = b
+	}
+	return out
 }

@@ -266,7 +266,7 @@ func (s *settlement) decide(taskRunID uuid.UUID, cmd domain.TaskRunCommand, meta
 			s.prog(fr.ID).done++
 			s.countDown(fr, ix, name)
 			if e.CacheKey != "" && tr.Task.Cache != nil {
-				s.cached = append(s.cached, newCacheEntry(e.CacheKey, taskRunID, e.Result, tr.Task.Cache, s.now))
+				s.cached = append(s.cached, newCacheEntry(e.CacheKey, taskRunID, e, tr.Task.Cache, s.now))
 			}
 		case domain.TaskRunCached:
 			s.prog(fr.ID).done++

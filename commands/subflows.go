@@ -93,7 +93,8 @@ func childOutcome(s *settlement, fr domain.FlowRun, tr domain.TaskRun, a riverjo
 	case domain.Completed:
 		cmd := domain.CompleteTaskRun{Attempt: attempt, Result: child.Result}
 		if tr.Task.Cache != nil {
-			cmd.CacheKey, _ = domain.CacheKey(tr.Task, domain.MergeParameters(fr.Parameters, tr.Task.Parameters), inputsOf(s.u, fr, tr))
+			inputs, files := inputsOf(s.u, fr, tr)
+			cmd.CacheKey, _ = domain.CacheKey(tr.Task, domain.MergeParameters(fr.Parameters, tr.Task.Parameters), keyInputs(inputs, files))
 		}
 		return cmd, nil
 	case domain.Failed, domain.Crashed:

@@ -6,7 +6,10 @@
 // jobs with. What a start or an outcome changes is decided in commands.
 //
 // Files: worker.go (the River worker, its group commits and heartbeat),
-// execute.go and gohandlers.go (command tasks and Go handlers), logs.go,
+// execute.go and gohandlers.go (command tasks and Go handlers),
+// attemptfiles.go, outputs.go and inputs.go (an attempt's output and input
+// directories and metrics: outputs stored in the blob store, inputs fetched
+// once per worker into a digest cache and hard linked), logs.go,
 // cancellations.go (the LISTEN loop that stops cancelled runs' attempts),
 // scheduler.go, reaper.go, duetimer.go, wake.go (River's insert
 // notification after a commit), riverpilot.go (River's completions of the
@@ -118,6 +121,6 @@
 // is lost. Several timers may run against one database (one per worker and
 // server): making a job available is idempotent.
 //
-// It depends on domain, eventstore, riverjob and commands; it must never
-// import projections or api.
+// It depends on domain, eventstore, riverjob, commands and blobstore; it
+// must never import projections or api.
 package jobs

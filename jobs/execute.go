@@ -121,7 +121,12 @@ func (w *Worker) runCommand(ctx context.Context, p commands.Plan, ws string, log
 	if err != nil {
 		return failed(p.Attempt, "%v", err)
 	}
-	cmd, err := w.commandFor(p, ws, resultPath)
+	files, err := w.commandFiles(ctx, p.InputFiles, resultPath)
+	defer w.removeFiles(&files)
+	if err != nil {
+		return filesFailure(ctx, p, err, log)
+	}
+	cmd, err := w.commandFor(p, ws, resultPath, files)
 	if err != nil {
 		return failed(p.Attempt, "%v", err)
 	}
@@ -134,11 +139,50 @@ func (w *Worker) runCommand(ctx context.Context, p commands.Plan, ws string, log
 		return failed(p.Attempt, "start command: %v", err)
 	}
 	end := w.waitCommand(ctx, p, cmd, out)
-	return commandOutcome(ctx, p, cmd, end, resultPath, log)
+	o := commandOutcome(ctx, p, cmd, end, resultPath, log)
+	if o.Failure != nil || o.Cancelled {
+		return o
+	}
+	m, err := readMetrics(files.metricsPath)
+	files.metricsGone = true
+	return w.withFiles(ctx, p, o, files.outputDir(), m, err, log)
+}
+
+// filesFailure is the outcome of an attempt whose files failed; one the
+// worker's stop interrupted is handed back, as a stopped process is.
+func filesFailure(ctx context.Context, p commands.Plan, err error, log *taskLog) commands.Outcome {
+	if errors.Is(context.Cause(ctx), errRunCancelled) {
+		log.system("the flow run was cancelled while its files were moved")
+		return commands.Outcome{Cancelled: true, LogTail: log.lastLines()}
+	}
+	log.system("%v", err)
+	return commands.Outcome{Failure: &domain.AttemptFailure{Attempt: p.Attempt, Error: err.Error(), Interrupted: ctx.Err() != nil, LogTail: log.lastLines()}}
+}
+
+// withFiles adds a successful attempt's metrics (m, or the error reading
+// them) and outputs (stored in the blob store first) to its outcome, or
+// fails it when they are bad or the store failed: a normal failure, which
+// the task's retries may retry.
+func (w *Worker) withFiles(ctx context.Context, p commands.Plan, o commands.Outcome, outputDir string, m map[string]float64, mErr error, log *taskLog) commands.Outcome {
+	if mErr != nil {
+		return filesFailure(ctx, p, mErr, log)
+	}
+	if outputDir != "" {
+		outs, err := w.storeOutputs(ctx, outputDir)
+		if err != nil {
+			return filesFailure(ctx, p, err, log)
+		}
+		if len(outs) > 0 {
+			log.system("stored %d outputs", len(outs))
+		}
+		o.Outputs = outs
+	}
+	o.Metrics = m
+	return o
 }
 
 // commandFor is the command of a task attempt, with its environment.
-func (w *Worker) commandFor(p commands.Plan, ws, resultPath string) (*exec.Cmd, error) {
+func (w *Worker) commandFor(p commands.Plan, ws, resultPath string, files attemptFiles) (*exec.Cmd, error) {
 	params, err := json.Marshal(p.Params)
 	if err != nil {
 		return nil, fmt.Errorf("encode parameters: %w", err)
@@ -157,6 +201,10 @@ func (w *Worker) commandFor(p commands.Plan, ws, resultPath string) (*exec.Cmd, 
 		"ORDO_INPUTS":      string(inputs),
 		"ORDO_RESULT_PATH": resultPath,
 		"ORDO_WORKSPACE":   ws,
+		// the data plane
+		"ORDO_OUTPUT_DIR":   files.out.path,
+		"ORDO_INPUT_DIR":    files.in.path,
+		"ORDO_METRICS_PATH": files.metricsPath,
 	})
 	cmd.SysProcAttr = taskProcAttr()
 	return cmd, nil
@@ -351,23 +399,32 @@ func readLines(r io.Reader, fn func(string)) {
 
 // readResult reads the result a command task wrote at ORDO_RESULT_PATH: nil
 // when it wrote none (or an empty file), else JSON of at most 1 MiB.
-//
-// It removes the file: each attempt has its own.
 func readResult(path string) (json.RawMessage, error) {
+	b, err := readTaskFile(path, MaxResultBytes, "result")
+	if err != nil || b == nil {
+		return nil, err
+	}
+	return checkResult(b, "the result written to ORDO_RESULT_PATH")
+}
+
+// readTaskFile reads up to max+1 bytes of a file a task wrote for the
+// worker (nil when there is none), and removes it: each attempt has its
+// own.
+func readTaskFile(path string, max int64, what string) ([]byte, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read result: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	defer os.Remove(path)
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxResultBytes+1))
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
-		return nil, fmt.Errorf("read result: %w", err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
-	return checkResult(b, "the result written to ORDO_RESULT_PATH")
+	return b, nil
 }
 
 // checkResult validates and compacts a result.
@@ -399,9 +456,12 @@ func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (str
 		hctx, cancel = context.WithTimeout(ctx, d)
 	}
 	defer cancel()
+	files := &handlerFiles{ctx: hctx, w: w}
+	defer files.release()
 	tc := TaskContext{
 		FlowRunID: p.FlowRunID, TaskRunID: p.TaskRunID, TaskName: p.Task.Name, Attempt: p.Attempt,
-		Parameters: cloneParameters(p.Params), Inputs: cloneInputs(p.Inputs), Logger: slogLogger(log), workspace: ws,
+		Parameters: cloneParameters(p.Params), Inputs: cloneInputs(p.Inputs), InputFiles: cloneInputFiles(p.InputFiles),
+		Logger: slogLogger(log), workspace: ws, files: files,
 	}
 	type ret struct {
 		v   any
@@ -447,5 +507,6 @@ func (w *Worker) runHandler(ctx context.Context, p commands.Plan, ws func() (str
 		log.system("%v", err)
 		return failed(p.Attempt, "%v", err)
 	}
-	return commands.Outcome{Result: res}
+	m, outputDir, err := files.recorded()
+	return w.withFiles(ctx, p, commands.Outcome{Result: res}, outputDir, m, err, log)
 }

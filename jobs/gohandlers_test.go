@@ -42,3 +42,35 @@ func TestCallWorkspace(t *testing.T) {
 		t.Error("a TaskContext made by hand gave a workspace")
 	}
 }
+
+// TestCallOutputs: under Handlers.Call a handler can create outputs and
+// record metrics (kept nowhere); its output directory is gone once Call
+// returns, and OpenInput says there are no inputs.
+func TestCallOutputs(t *testing.T) {
+	var handlers jobs.Handlers
+	var made string
+	handlers.Handle("train", func(ctx context.Context, tc jobs.TaskContext) (any, error) {
+		f, err := tc.CreateOutput("model/weights.bin")
+		if err != nil {
+			return nil, err
+		}
+		made = f.Name()
+		tc.SetMetric("r2", 0.9)
+		if _, err := tc.OpenInput("load", "data.csv"); err == nil {
+			return nil, errors.New("an input opened under Call")
+		}
+		return nil, f.Close()
+	})
+	if _, err := handlers.Call(t.Context(), "train", jobs.TaskContext{}); err != nil {
+		t.Fatal(err)
+	}
+	if made == "" {
+		t.Fatal("no output made")
+	}
+	if _, err := os.Stat(made); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the output %s is still there after Call (%v)", made, err)
+	}
+	if _, err := (jobs.TaskContext{}).CreateOutput("x"); err == nil {
+		t.Error("a TaskContext made by hand created an output")
+	}
+}

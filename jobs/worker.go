@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	"github.com/ordoflow/ordo/blobstore"
 	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
@@ -97,6 +98,27 @@ type WorkerOptions struct {
 	// Logger receives the worker's own logs. Defaults to slog.Default().
 	Logger *slog.Logger
 
+	// BlobStore is where the outputs of task attempts are stored and their
+	// input files fetched from (the store of ORDO_BLOB_STORE; the worker
+	// does not close it). Nil: an attempt that leaves outputs or has input
+	// files fails, saying the worker has no blob store.
+	BlobStore blobstore.Store
+	// BlobCacheDir is where the worker keeps the input blobs it fetched,
+	// each once, to hard link into attempts' ORDO_INPUT_DIR: on the file
+	// system of WorkspaceDir, or inputs are copied. Defaults to
+	// WorkspaceDir/.blobs.
+	BlobCacheDir string
+	// BlobCacheBytes is how much BlobCacheDir keeps before the least
+	// recently used blobs that no attempt uses are removed. Defaults to
+	// DefaultBlobCacheBytes (10 GiB).
+	BlobCacheBytes int64
+	// MaxOutputBytes caps one output, and MaxAttemptOutputBytes all the
+	// outputs of one attempt: past either the attempt fails. Default to
+	// DefaultMaxOutputBytes (5 GiB) and DefaultMaxAttemptOutputBytes
+	// (20 GiB).
+	MaxOutputBytes        int64
+	MaxAttemptOutputBytes int64
+
 	noCancelListen bool          // tests: rely on CancelCheckInterval alone
 	slotRecheck    time.Duration // tests: how long an attempt waits for a slot before looking again
 	workspaceSweep time.Duration // tests: how often ended runs' workspaces are looked for
@@ -120,6 +142,12 @@ func (o *WorkerOptions) validate() error {
 	}
 	if o.FetchCooldown > 0 && o.FetchPollInterval > 0 && o.FetchPollInterval < o.FetchCooldown {
 		p.Add("FetchPollInterval", "must not be shorter than FetchCooldown")
+	}
+	if o.BlobCacheBytes < 0 {
+		p.Add("BlobCacheBytes", "must not be negative")
+	}
+	if o.MaxOutputBytes < 0 || o.MaxAttemptOutputBytes < 0 {
+		p.Add("MaxOutputBytes", "output caps must not be negative")
 	}
 	return p.Err()
 }
@@ -168,6 +196,18 @@ func (o *WorkerOptions) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.BlobCacheDir == "" {
+		o.BlobCacheDir = filepath.Join(o.WorkspaceDir, ".blobs")
+	}
+	if o.BlobCacheBytes == 0 {
+		o.BlobCacheBytes = DefaultBlobCacheBytes
+	}
+	if o.MaxOutputBytes == 0 {
+		o.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	if o.MaxAttemptOutputBytes == 0 {
+		o.MaxAttemptOutputBytes = DefaultMaxAttemptOutputBytes
+	}
 }
 
 // Worker works task runs from its queues: a River client on those queues,
@@ -197,6 +237,9 @@ type Worker struct {
 	starts    *groupcommit.Committer[*commands.Op]
 	finishes  *groupcommit.Committer[*commands.Op]
 	deleted   *deletedJobs // jobs the worker's commits deleted, left out of River's completions
+	cache     *blobCache   // input blobs on this worker's disk
+	outDirs   *dirPool     // attempts' ORDO_OUTPUT_DIR
+	inDirs    *dirPool     // attempts' ORDO_INPUT_DIR
 
 	ctx    context.Context // lives until Stop has stopped River
 	cancel context.CancelFunc
@@ -219,9 +262,12 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		wake:      newWaker(pool, opts.Logger),
 		logs:      newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
 		deleted:   &deletedJobs{},
+		cache:     newBlobCache(opts.BlobCacheDir, opts.BlobCacheBytes, opts.BlobStore),
 		recording: map[string]chan struct{}{},
 		stopping:  make(chan struct{}),
 	}
+	w.outDirs = newDirPool(filepath.Join(opts.WorkspaceDir, outputsDirName), id.String(), 0o700)
+	w.inDirs = newDirPool(filepath.Join(opts.WorkspaceDir, inputsDirName), id.String(), 0o555)
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.starts = newCommitter(opts.MaxBatch, w.commitBatch)
 	w.finishes = newCommitter(opts.MaxBatch, w.commitBatch)
@@ -272,6 +318,13 @@ INSERT INTO workers (id, name, queues, hostname, pid) VALUES ($1, $2, $3, $4, $5
 	w.bg.Go(w.heartbeat)
 	w.bg.Go(w.watchCancellations)
 	w.bg.Go(w.sweepWorkspaces)
+	w.bg.Go(func() {
+		if n, err := w.removeLeftDirs(w.ctx); err != nil && w.ctx.Err() == nil {
+			w.opts.Logger.Warn("could not remove the attempt directories of stopped workers", "dir", w.opts.WorkspaceDir, "err", err)
+		} else if n > 0 {
+			w.opts.Logger.Info("removed the attempt directories of stopped workers", "dir", w.opts.WorkspaceDir, "removed", n)
+		}
+	})
 	w.bg.Go(func() { w.wake.run(w.ctx) })
 	if w.due != nil {
 		w.bg.Go(func() { _ = w.due.Run(w.ctx) })
@@ -297,6 +350,8 @@ func (w *Worker) Stop(ctx context.Context) error {
 		_ = w.client.StopAndCancel(cctx)
 	}
 	w.recorders.Wait()
+	w.outDirs.drain()
+	w.inDirs.drain()
 	w.starts.Wait()
 	w.finishes.Wait()
 	w.cancel()

@@ -47,6 +47,7 @@ otherwise.`,
 			if err := wo.validate(); err != nil {
 				return err
 			}
+			wo.blobStore = cmd.Flags().Lookup("blob-store").Value.String() // shared with the server
 			logger := newLogger(cmd.ErrOrStderr())
 			var err error
 			if wo.pythonPath, err = devPython(ctx, wo.python, pathPython(), logger); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
+	"github.com/ordoflow/ordo/blobstore"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/jobs"
@@ -28,6 +29,11 @@ type workerOptions struct {
 	env               []string // the environment tasks may inherit from; nil: the process's
 	python            string   // --python as given
 	pythonPath        string   // the interpreter resolved from it; "" for PATH
+	blobStore         string
+	blobCacheDir      string
+	blobCacheBytes    int64
+	maxOutputBytes    int64
+	maxAttemptOutputs int64
 }
 
 func (o *workerOptions) register(cmd *cobra.Command, withDatabase bool) {
@@ -44,6 +50,14 @@ func (o *workerOptions) register(cmd *cobra.Command, withDatabase bool) {
 	cmd.Flags().Int64Var(&o.maxLogBytes, "max-log-bytes", jobs.DefaultMaxLogBytes, flagHelp("max-log-bytes", "output stored per task attempt; past it the task runs on and the rest is dropped (-1: no cap)"))
 	cmd.Flags().StringVar(&o.python, "python", "", flagHelp("python", "interpreter for command tasks whose command starts with python3 or python (default: python3 on PATH)"))
 	cmd.Flags().DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, flagHelp("shutdown-grace", "on SIGTERM, how long running tasks may take to finish before they are handed back"))
+	// ordo dev's server may have registered it: one flag serves both
+	if cmd.Flags().Lookup("blob-store") == nil {
+		cmd.Flags().StringVar(&o.blobStore, "blob-store", "", flagHelp("blob-store", "where task outputs are stored: postgres (the default), file:///path or s3://bucket/prefix"))
+	}
+	cmd.Flags().StringVar(&o.blobCacheDir, "blob-cache-dir", "", flagHelp("blob-cache-dir", "where the worker keeps the input files it fetched, on the file system of --workspace-dir (default <workspace-dir>/.blobs)"))
+	cmd.Flags().Int64Var(&o.blobCacheBytes, "blob-cache-bytes", jobs.DefaultBlobCacheBytes, flagHelp("blob-cache-bytes", "bytes of input files kept in --blob-cache-dir; past it the least recently used are removed"))
+	cmd.Flags().Int64Var(&o.maxOutputBytes, "max-output-bytes", jobs.DefaultMaxOutputBytes, flagHelp("max-output-bytes", "largest output file a task attempt may store"))
+	cmd.Flags().Int64Var(&o.maxAttemptOutputs, "max-attempt-output-bytes", jobs.DefaultMaxAttemptOutputBytes, flagHelp("max-attempt-output-bytes", "bytes of output files one task attempt may store in all"))
 }
 
 // envName of the -q flag is ORDO_QUEUES, as documented.
@@ -97,6 +111,11 @@ func (o workerOptions) validate() error {
 	if o.workspaceKeep < 0 {
 		return domain.Invalid("workspace-retention", "must not be negative (0 keeps workspaces for ever)")
 	}
+	for name, v := range map[string]int64{"blob-cache-bytes": o.blobCacheBytes, "max-output-bytes": o.maxOutputBytes, "max-attempt-output-bytes": o.maxAttemptOutputs} {
+		if v <= 0 {
+			return domain.Invalid(name, "must be positive")
+		}
+	}
 	return nil
 }
 
@@ -112,19 +131,31 @@ func workspaceRetention(d time.Duration) time.Duration {
 // runWorker works until ctx ends, then shuts down gracefully; o has been
 // validated.
 func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store, o workerOptions, handlers *jobs.Handlers, logger *slog.Logger) error {
+	blobs, err := openWorkerBlobStore(ctx, o.blobStore, pool, logger)
+	if err != nil {
+		return err
+	}
+	if blobs != nil {
+		defer blobs.Close()
+	}
 	w, err := jobs.NewWorker(pool, store, jobs.WorkerOptions{
-		Queues:             o.queues,
-		Concurrency:        o.concurrency,
-		Handlers:           handlers,
-		Name:               o.name,
-		WorkspaceDir:       o.workspaceDir,
-		WorkspaceRetention: workspaceRetention(o.workspaceKeep),
-		FetchCooldown:      o.fetchCooldown,
-		FetchPollInterval:  o.fetchPollInterval,
-		MaxLogBytes:        o.maxLogBytes,
-		Env:                o.env,
-		Python:             o.pythonPath,
-		Logger:             logger,
+		Queues:                o.queues,
+		Concurrency:           o.concurrency,
+		Handlers:              handlers,
+		Name:                  o.name,
+		WorkspaceDir:          o.workspaceDir,
+		WorkspaceRetention:    workspaceRetention(o.workspaceKeep),
+		FetchCooldown:         o.fetchCooldown,
+		FetchPollInterval:     o.fetchPollInterval,
+		MaxLogBytes:           o.maxLogBytes,
+		Env:                   o.env,
+		Python:                o.pythonPath,
+		Logger:                logger,
+		BlobStore:             blobs,
+		BlobCacheDir:          o.blobCacheDir,
+		BlobCacheBytes:        o.blobCacheBytes,
+		MaxOutputBytes:        o.maxOutputBytes,
+		MaxAttemptOutputBytes: o.maxAttemptOutputs,
 	})
 	if err != nil {
 		return err
@@ -138,4 +169,20 @@ func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store,
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownGrace)
 	defer cancel()
 	return w.Stop(stopCtx)
+}
+
+// openWorkerBlobStore opens the blob store the worker's tasks store their
+// outputs in. A store named explicitly must open, or the worker does not
+// start; when the default cannot be opened the worker still runs the tasks
+// that exchange no files, and the others fail saying why.
+func openWorkerBlobStore(ctx context.Context, url string, pool *pgxpool.Pool, logger *slog.Logger) (blobstore.Store, error) {
+	s, err := blobstore.Open(ctx, url, pool)
+	switch {
+	case err == nil:
+		return s, nil
+	case url != "":
+		return nil, domain.Invalid("blob-store", "%v", err)
+	}
+	logger.Warn("no blob store: tasks that write outputs or read input files will fail", "err", err)
+	return nil, nil
 }

@@ -18,6 +18,8 @@ func TestWorkerRefusesBadFlags(t *testing.T) {
 		{[]string{"worker"}, "name at least one work queue"},
 		{[]string{"worker", "-q", "default", "--workspace-retention", "-5m"}, "workspace-retention: must not be negative"},
 		{[]string{"dev", "--workspace-retention", "-5m"}, "workspace-retention: must not be negative"}, // before it starts PostgreSQL
+		{[]string{"worker", "-q", "default", "--max-output-bytes", "0"}, "max-output-bytes: must be positive"},
+		{[]string{"worker", "-q", "default", "--blob-cache-bytes", "-1"}, "blob-cache-bytes: must be positive"},
 	} {
 		cmd := exec.Command(ordoBinary(t), c.args...)
 		cmd.Env = []string{"PATH=/usr/bin:/bin", "ORDO_DATABASE_URL=postgres://nobody@127.0.0.1:1/none"}

@@ -1,0 +1,1 @@
+ALTER TABLE task_cache DROP COLUMN IF EXISTS outputs, DROP COLUMN IF EXISTS metrics;
