@@ -57,6 +57,7 @@ type DeletedBlob struct {
 // refreshes its time, and the delete itself checks that time again.
 func (p *blobPruner) run(ctx context.Context, dryRemoved []uuid.UUID) error {
 	cutoff := time.Now().Add(-p.opts.BlobGrace)
+	p.res.BlobsBefore = cutoff
 	refs, err := p.referenced(ctx, dryRemoved)
 	if err != nil {
 		return err

@@ -117,18 +117,19 @@ func (o *Options) validate() error {
 
 // Result says what a prune removed, or with DryRun would remove.
 type Result struct {
-	LogLines        int64    // task log lines of finished runs
-	RiverJobs       int64    // completed, cancelled and discarded River jobs
-	IdempotencyKeys int64    // stored first responses of the HTTP API
-	Runs            int      // flow runs archived and removed (sub-flows included)
-	Events          int      // events archived and removed
-	Files           []string // archive files written
-	Blobs           int      // blobs deleted from the blob store
-	BlobBytes       int64    // their total size
-	BlobsKept       int      // blobs older than the grace period that the log or the result cache names
-	BlobFiles       []string // lists of the blobs deleted
-	Skipped         int      // finished runs left for a later prune (see Skips)
-	Skips           []string // why, for the first few
+	LogLines        int64     // task log lines of finished runs
+	RiverJobs       int64     // completed, cancelled and discarded River jobs
+	IdempotencyKeys int64     // stored first responses of the HTTP API
+	Runs            int       // flow runs archived and removed (sub-flows included)
+	Events          int       // events archived and removed
+	Files           []string  // archive files written
+	Blobs           int       // blobs deleted from the blob store
+	BlobBytes       int64     // their total size
+	BlobsKept       int       // blobs older than the grace period that the log or the result cache names
+	BlobFiles       []string  // lists of the blobs deleted
+	BlobsBefore     time.Time // the grace period's start; zero when blobs were not pruned
+	Skipped         int       // finished runs left for a later prune (see Skips)
+	Skips           []string  // why, for the first few
 }
 
 const maxSkips = 20
