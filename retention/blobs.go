@@ -97,46 +97,40 @@ func (s digestSet) names(digest string) bool {
 	return ok
 }
 
-// referencedSQL lists every digest that the outputs of a completion or a
-// cache hit in the log name, and those of the result cache's entries (a
-// later hit reuses them even when the run that made them is archived).
-// One statement, so one snapshot: a cache hit that commits after it read
-// an entry is seen either in the log or through the entry. The cache's
-// outputs are read through to_jsonb so that a database without that
-// column (before migration 0019) reads as naming none.
-const referencedSQL = `
-SELECT jsonb_path_query(data, '$.outputs[*].sha256') #>> '{}' FROM events
-WHERE type = ANY($1) AND NOT (stream_id = ANY($2))
-UNION
-SELECT jsonb_path_query(to_jsonb(c), '$.outputs[*].sha256') #>> '{}' FROM task_cache c`
-
-// referenced reads the digests named in the log (but for the streams in
-// exclude) and in the result cache. It only reads, in one statement
-// outside any transaction that writes, so it holds back no reader of the
+// referenced reads the digests that the outputs of a completion or a cache
+// hit in the log name (but for the streams in exclude), and those of the
+// result cache's entries (a later hit reuses them even when the run that
+// made them is archived). Both in one snapshot, so that a cache hit that
+// commits after it read an entry is seen either in the log or through the
+// entry. The transaction only reads, so it holds back no reader of the
 // log.
 func (p *blobPruner) referenced(ctx context.Context, exclude []uuid.UUID) (digestSet, error) {
-	if exclude == nil {
-		exclude = []uuid.UUID{} // NULL would make every comparison unknown
-	}
-	types := []string{domain.TaskRunCompleted{}.EventType(), domain.TaskRunCached{}.EventType()}
-	rows, err := p.pool.Query(ctx, referencedSQL, types, exclude)
-	if err != nil {
-		return nil, fmt.Errorf("read the digests the log names: %w", err)
-	}
-	defer rows.Close()
 	refs := digestSet{}
-	var d string
-	var k [32]byte
-	_, err = pgx.ForEachRow(rows, []any{&d}, func() error {
+	add := func(d string) error {
+		var k [32]byte
 		if n, err := hex.Decode(k[:], []byte(d)); err == nil && n == 32 {
 			refs[k] = struct{}{}
 		}
 		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read the digests the log names: %w", err)
 	}
-	return refs, nil
+	types := []string{domain.TaskRunCompleted{}.EventType(), domain.TaskRunCached{}.EventType()}
+	err := pgx.BeginTxFunc(ctx, p.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if err := p.store.OutputDigests(ctx, tx, types, exclude, add); err != nil {
+			return err
+		}
+		// through to_jsonb: before migration 0019 the table has no
+		// outputs column, and names none
+		rows, err := tx.Query(ctx, `SELECT DISTINCT jsonb_path_query(to_jsonb(c), '$.outputs[*].sha256') #>> '{}' FROM task_cache c`)
+		if err != nil {
+			return fmt.Errorf("read the digests the result cache names: %w", err)
+		}
+		var d string
+		if _, err := pgx.ForEachRow(rows, []any{&d}, func() error { return add(d) }); err != nil {
+			return fmt.Errorf("read the digests the result cache names: %w", err)
+		}
+		return nil
+	})
+	return refs, err
 }
 
 // batch deletes (or with DryRun counts) blobs, then lists the ones deleted
