@@ -51,23 +51,22 @@ def input_path(task, name):
     return path
 
 
-def metrics(values):
-    """Record the task run's metrics: a dict of name -> number."""
-    values = {k: float(v) for k, v in values.items()}
-    path = os.environ.get("ORDO_METRICS_PATH")
+def _record(variable, label, value):
+    path = os.environ.get(variable)
     if path:
         with open(path, "w") as f:
-            json.dump(values, f)
-    print("metrics:", json.dumps(values), flush=True)
+            json.dump(value, f)
+    print(f"{label}:", json.dumps(value), flush=True)
+
+
+def metrics(values):
+    """Record the task run's metrics: a dict of name -> number."""
+    _record("ORDO_METRICS_PATH", "metrics", {k: float(v) for k, v in values.items()})
 
 
 def result(value):
     """Record the task run's result (JSON, at most 1 MiB)."""
-    path = os.environ.get("ORDO_RESULT_PATH")
-    if path:
-        with open(path, "w") as f:
-            json.dump(value, f)
-    print("result:", json.dumps(value), flush=True)
+    _record("ORDO_RESULT_PATH", "result", value)
 
 
 def log(*args):
