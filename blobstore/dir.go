@@ -147,17 +147,17 @@ func (d *Dir) DeleteIfBefore(ctx context.Context, digest string, before time.Tim
 	} else if err != nil {
 		return false, fmt.Errorf("delete blob %s: %w", digest, err)
 	}
-	fi, err := os.Stat(aside.Name())
-	if err != nil {
-		return false, fmt.Errorf("delete blob %s: %w", digest, err)
-	}
-	if fi.ModTime().Before(before) {
+	fi, statErr := os.Stat(aside.Name())
+	if statErr == nil && fi.ModTime().Before(before) {
 		return true, nil
 	}
-	// a Put stored it again before the move: put it back (a Put after the
-	// move has written it anew, which is the same content)
+	// a Put stored it again before the move (or its time is unknown): put
+	// it back; a Put after the move has written it anew, the same content
 	if err := os.Link(aside.Name(), d.path(digest)); err != nil && !errors.Is(err, fs.ErrExist) {
 		return false, fmt.Errorf("delete blob %s: put back a blob stored again: %w", digest, err)
+	}
+	if statErr != nil {
+		return false, fmt.Errorf("delete blob %s: %w", digest, statErr)
 	}
 	return false, nil
 }
