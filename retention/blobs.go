@@ -52,8 +52,8 @@ type DeletedBlob struct {
 //
 // The cutoff is taken before the references are read. A blob stored after
 // it is never a candidate; one stored before it, whose event commits after
-// the read, is protected as long as its task took less than the grace
-// period from storing it to completing. A Put of a blob already stored
+// the read, is protected as long as its attempt took less than the grace
+// period from storing it to recording its completion. A Put of a blob already stored
 // refreshes its time, and the delete itself checks that time again.
 func (p *blobPruner) run(ctx context.Context, dryRemoved []uuid.UUID) error {
 	cutoff := time.Now().Add(-p.opts.BlobGrace)

@@ -42,7 +42,8 @@ func newPruneCommand() *cobra.Command {
     listed in DIR/ordo-blobs-TIME-N.ndjson (sha256, size, stored_at per
     line) and recorded as a BlobsDeleted event with the file's SHA-256.
     The grace period protects uploads in flight, whose completion is not
-    in the log yet: keep it longer than any task runs. A store that cannot
+    in the log yet: keep it longer than the longest upload of one
+    attempt's outputs (stored after the task exits). A store that cannot
     be opened fails the command before anything is pruned.
 
 The events table refuses every other change. While a batch is removed,
@@ -60,7 +61,7 @@ exclude each other. Read models stay equal to a replay (ordo replay
 				return err
 			}
 			if blobGrace < time.Minute {
-				return domain.Invalid("blob-grace", "must be at least 1m: it protects the outputs of tasks still running, got %s", blobGrace)
+				return domain.Invalid("blob-grace", "must be at least 1m: it protects outputs whose completion is not recorded yet, got %s", blobGrace)
 			}
 			pool, err := openPool(cmd.Context(), url)
 			if err != nil {
@@ -124,7 +125,7 @@ exclude each other. Read models stay equal to a replay (ordo replay
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, flagHelp("dry-run", "count what would be pruned; change nothing"))
 	cmd.Flags().IntVar(&batchRuns, "batch-runs", 500, flagHelp("batch-runs", "flow runs per archive file and transaction"))
 	cmd.Flags().StringVar(&blobStore, "blob-store", "", flagHelp("blob-store", "the blob store to prune, as the workers have it: postgres (the default), file:///path or s3://bucket/prefix"))
-	cmd.Flags().DurationVar(&blobGrace, "blob-grace", time.Hour, flagHelp("blob-grace", "delete only blobs stored longer ago than this (at least 1m): longer than any task runs"))
+	cmd.Flags().DurationVar(&blobGrace, "blob-grace", time.Hour, flagHelp("blob-grace", "delete only blobs stored longer ago than this (at least 1m): longer than the longest upload of one attempt's outputs"))
 	return cmd
 }
 
