@@ -1,5 +1,5 @@
 # Ordo's images. `server` holds only the ordo binary; `worker-python` adds
-# Python with scikit-learn, pandas and psycopg2 for the example ML pipeline.
+# Python with scikit-learn, pandas, psycopg2 and matplotlib for the example ML pipeline.
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -22,7 +22,7 @@ CMD ["server", "--migrate"]
 FROM server AS worker-python
 USER root
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-sklearn python3-pandas python3-psycopg2 \
+ && apt-get install -y --no-install-recommends python3 python3-sklearn python3-pandas python3-psycopg2 python3-matplotlib \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /var/lib/ordo/workspace && chown ordo /var/lib/ordo/workspace
 COPY --chown=ordo examples /app/examples

@@ -29,7 +29,7 @@ import (
 type Blob struct {
 	Digest    string    // SHA-256 of the content, lower-case hex
 	Size      int64     // bytes
-	CreatedAt time.Time // when it was first stored (prune's grace period counts from it)
+	CreatedAt time.Time // when it was stored, or last stored again (prune's grace period counts from it)
 }
 
 // Store is a content-addressed blob store.
@@ -39,7 +39,8 @@ type Store interface {
 	// not match it stores nothing and returns an error wrapping
 	// ErrDigestMismatch. A blob already stored is not written again (its
 	// bytes are still read from r and checked, unless the backend can tell
-	// it has them without).
+	// it has them without), but its CreatedAt becomes now: a prune must
+	// not delete it before the event that will name it is written.
 	Put(ctx context.Context, digest string, size int64, r io.Reader) error
 	// Get streams n bytes of a blob from offset off; n < 0 reads to the
 	// end. A blob not stored is ErrNotFound. The bytes are not verified:
@@ -49,7 +50,7 @@ type Store interface {
 	Stat(ctx context.Context, digest string) (Blob, error)
 	// Delete removes a blob; deleting one not stored is not an error.
 	Delete(ctx context.Context, digest string) error
-	// List calls fn for every blob first stored before the given time.
+	// List calls fn for every blob whose CreatedAt is before the given time.
 	List(ctx context.Context, before time.Time, fn func(Blob) error) error
 	// Close releases what the store holds (not a pool it was given).
 	Close() error

@@ -38,8 +38,14 @@ func (d *Dir) Put(ctx context.Context, digest string, size int64, r io.Reader) e
 	if err := checkDigest(digest); err != nil {
 		return err
 	}
-	if _, err := os.Stat(d.path(digest)); err == nil {
+	// A blob already stored is touched instead: a prune deletes only blobs
+	// stored before its grace period, and the event that names this one is
+	// still to come. Gone meanwhile (a prune won): write it again.
+	now := time.Now()
+	if err := os.Chtimes(d.path(digest), now, now); err == nil {
 		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("put blob %s: %w", digest, err)
 	}
 	tmp, err := os.CreateTemp(filepath.Join(d.root, "uploads"), digest[:12]+"-*")
 	if err != nil {
@@ -119,6 +125,41 @@ func (d *Dir) Delete(ctx context.Context, digest string) error {
 		return err
 	}
 	return nil
+}
+
+// DeleteIfBefore deletes a blob unless it was stored, or stored again,
+// at or after before, and reports whether it deleted it. A Put that
+// touches the blob meanwhile wins: the blob is moved aside first, kept
+// (linked back) if its time is recent, and a Put that finds it moved
+// aside writes it again.
+func (d *Dir) DeleteIfBefore(ctx context.Context, digest string, before time.Time) (bool, error) {
+	if err := checkDigest(digest); err != nil {
+		return false, err
+	}
+	aside, err := os.CreateTemp(filepath.Join(d.root, "uploads"), "delete-"+digest[:12]+"-*")
+	if err != nil {
+		return false, fmt.Errorf("delete blob %s: %w", digest, err)
+	}
+	aside.Close()
+	defer os.Remove(aside.Name())
+	if err := os.Rename(d.path(digest), aside.Name()); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("delete blob %s: %w", digest, err)
+	}
+	fi, statErr := os.Stat(aside.Name())
+	if statErr == nil && fi.ModTime().Before(before) {
+		return true, nil
+	}
+	// a Put stored it again before the move (or its time is unknown): put
+	// it back; a Put after the move has written it anew, the same content
+	if err := os.Link(aside.Name(), d.path(digest)); err != nil && !errors.Is(err, fs.ErrExist) {
+		return false, fmt.Errorf("delete blob %s: put back a blob stored again: %w", digest, err)
+	}
+	if statErr != nil {
+		return false, fmt.Errorf("delete blob %s: %w", digest, statErr)
+	}
+	return false, nil
 }
 
 func (d *Dir) List(ctx context.Context, before time.Time, fn func(Blob) error) error {

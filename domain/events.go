@@ -268,6 +268,7 @@ func NewRegistry() *Registry {
 	register[TaskRunReset](r)
 	register[TaskRunResultRefused](r)
 	register[EventsArchived](r)
+	register[BlobsDeleted](r)
 	r.decoders[FlowRunCreated{}.EventType()] = r.decodeFlowRunCreated
 	return r
 }

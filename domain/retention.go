@@ -29,3 +29,18 @@ type EventsArchived struct {
 
 func (EventsArchived) EventType() string  { return "EventsArchived" }
 func (EventsArchived) StreamType() string { return StreamRetention }
+
+// BlobsDeleted: blobs that no event left in the log and no cached result
+// named, stored (or stored again) before Before, were deleted from the blob
+// store. File lists them, one JSON object (sha256, size, stored_at) per
+// line.
+type BlobsDeleted struct {
+	File   string    `json:"file"`   // where the list was written, as given to prune
+	Count  int       `json:"count"`  // blobs deleted
+	Bytes  int64     `json:"bytes"`  // their total size
+	SHA256 string    `json:"sha256"` // of the list file's bytes
+	Before time.Time `json:"before"` // the grace period's start: every blob deleted was stored before it
+}
+
+func (BlobsDeleted) EventType() string  { return "BlobsDeleted" }
+func (BlobsDeleted) StreamType() string { return StreamRetention }

@@ -4,10 +4,13 @@
 // NDJSON files before removing them from the log, recording each archival
 // as an EventsArchived event. The runs leave the read models in the same
 // transaction that removes their events, so that the read models stay
-// equal to a replay of the log.
+// equal to a replay of the log. Then it deletes the blobs that no event
+// left in the log and no cached result names, once a grace period has
+// passed since they were stored, listing them in a file recorded as a
+// BlobsDeleted event.
 //
-// It depends on domain and eventstore; it must never import api, jobs or
-// projections.
+// It depends on domain, eventstore and blobstore; it must never import
+// api, jobs or projections.
 package retention
 
 import (
@@ -31,6 +34,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ordoflow/ordo/blobstore"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/riverjob"
@@ -61,7 +65,17 @@ type Options struct {
 	// LockTimeout bounds the wait for the events table lock in each
 	// archive transaction (appends wait meanwhile). Defaults to 3s.
 	LockTimeout time.Duration
-	// Actor is recorded on the EventsArchived events. Defaults to "prune".
+	// Blobs is the blob store whose blobs nothing names any more are
+	// deleted, after the events, when ArchiveDir is set: the list of what
+	// was deleted goes there. Nil: blobs are kept.
+	Blobs blobstore.Store
+	// BlobGrace protects uploads in flight: only blobs stored, or stored
+	// again, longer ago than this are deleted. Defaults to 1h.
+	BlobGrace time.Duration
+	// BatchBlobs bounds the blobs deleted per list file and record.
+	// Defaults to 10,000.
+	BatchBlobs int
+	// Actor is recorded on the retention events. Defaults to "prune".
 	Actor string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -75,6 +89,16 @@ func (o *Options) validate() error {
 		return domain.Invalid("batch_runs", "must not be negative, got %d", o.BatchRuns)
 	case o.LockTimeout < 0:
 		return domain.Invalid("lock_timeout", "must not be negative, got %s", o.LockTimeout)
+	case o.BlobGrace < 0:
+		return domain.Invalid("blob_grace", "must not be negative, got %s", o.BlobGrace)
+	case o.BatchBlobs < 0:
+		return domain.Invalid("batch_blobs", "must not be negative, got %d", o.BatchBlobs)
+	}
+	if o.BlobGrace == 0 {
+		o.BlobGrace = time.Hour
+	}
+	if o.BatchBlobs == 0 {
+		o.BatchBlobs = 10000
 	}
 	if o.BatchRuns == 0 {
 		o.BatchRuns = 500
@@ -93,14 +117,19 @@ func (o *Options) validate() error {
 
 // Result says what a prune removed, or with DryRun would remove.
 type Result struct {
-	LogLines        int64    // task log lines of finished runs
-	RiverJobs       int64    // completed, cancelled and discarded River jobs
-	IdempotencyKeys int64    // stored first responses of the HTTP API
-	Runs            int      // flow runs archived and removed (sub-flows included)
-	Events          int      // events archived and removed
-	Files           []string // archive files written
-	Skipped         int      // finished runs left for a later prune (see Skips)
-	Skips           []string // why, for the first few
+	LogLines        int64     // task log lines of finished runs
+	RiverJobs       int64     // completed, cancelled and discarded River jobs
+	IdempotencyKeys int64     // stored first responses of the HTTP API
+	Runs            int       // flow runs archived and removed (sub-flows included)
+	Events          int       // events archived and removed
+	Files           []string  // archive files written
+	Blobs           int       // blobs deleted from the blob store
+	BlobBytes       int64     // their total size
+	BlobsKept       int       // blobs older than the grace period that the log or the result cache names
+	BlobFiles       []string  // lists of the blobs deleted
+	BlobsBefore     time.Time // the grace period's start; zero when blobs were not pruned
+	Skipped         int       // finished runs left for a later prune (see Skips)
+	Skips           []string  // why, for the first few
 }
 
 const maxSkips = 20
@@ -142,8 +171,35 @@ AND NOT EXISTS (SELECT 1 FROM idempotency_keys n WHERE n.key = k.key AND (n.crea
 	if opts.ArchiveDir == "" {
 		return res, nil
 	}
-	a := &archiver{pool: pool, store: store, opts: opts, res: &res, stamp: time.Now().UTC().Format("20060102T150405Z")}
-	return res, a.run(ctx)
+	if !opts.DryRun {
+		if err := os.MkdirAll(opts.ArchiveDir, 0o750); err != nil {
+			return res, fmt.Errorf("archive directory: %w", err)
+		}
+	}
+	lock, err := pool.Acquire(ctx)
+	if err != nil {
+		return res, fmt.Errorf("prune: %w", err)
+	}
+	defer lock.Release()
+	var locked bool
+	if err := lock.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, replayLockKey).Scan(&locked); err != nil {
+		return res, fmt.Errorf("prune: take the replay lock: %w", err)
+	}
+	if !locked {
+		return res, domain.Errorf(domain.CodeConflict, "a replay or another prune is running on this database: try again when it is done")
+	}
+	defer func() { _, _ = lock.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, replayLockKey) }()
+
+	stamp := time.Now().UTC().Format("20060102T150405Z")
+	a := &archiver{pool: pool, store: store, opts: opts, res: &res, stamp: stamp}
+	if err := a.run(ctx); err != nil {
+		return res, err
+	}
+	if opts.Blobs == nil {
+		return res, nil
+	}
+	b := &blobPruner{pool: pool, store: store, opts: opts, res: &res, stamp: stamp}
+	return res, b.run(ctx, a.dryRemoved)
 }
 
 // deleteInBatches deletes (or counts) the rows whose key the query selects,
@@ -177,6 +233,9 @@ type archiver struct {
 	res   *Result
 	stamp string
 	files int
+	// dryRemoved: with DryRun, the streams whose events a prune would
+	// remove, so that the blobs only they name count as deleted too
+	dryRemoved []uuid.UUID
 }
 
 // tree is a flow run that is no sub-flow, with its sub-flow runs.
@@ -186,26 +245,8 @@ type tree struct {
 	members []uuid.UUID
 }
 
+// run archives batch after batch; the caller holds the replay lock.
 func (a *archiver) run(ctx context.Context) error {
-	if !a.opts.DryRun {
-		if err := os.MkdirAll(a.opts.ArchiveDir, 0o750); err != nil {
-			return fmt.Errorf("archive directory: %w", err)
-		}
-	}
-	lock, err := a.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("prune: %w", err)
-	}
-	defer lock.Release()
-	var locked bool
-	if err := lock.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, replayLockKey).Scan(&locked); err != nil {
-		return fmt.Errorf("prune: take the replay lock: %w", err)
-	}
-	if !locked {
-		return domain.Errorf(domain.CodeConflict, "a replay or another prune is running on this database: try again when it is done")
-	}
-	defer func() { _, _ = lock.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, replayLockKey) }()
-
 	after := key{}
 	for {
 		trees, next, err := a.candidates(ctx, after)
@@ -372,6 +413,9 @@ func (a *archiver) batch(ctx context.Context, trees []tree) error {
 	if a.opts.DryRun {
 		a.res.Runs += len(flowIDs)
 		a.res.Events += len(all)
+		for id := range streams {
+			a.dryRemoved = append(a.dryRemoved, id)
+		}
 		return nil
 	}
 
@@ -439,9 +483,28 @@ type ArchivedEvent struct {
 }
 
 // writeArchive writes the events as gzipped NDJSON, one event per line,
-// durably (fsync of the file and its directory), under a temporary name
-// renamed into place once complete. It returns the file's SHA-256.
+// durably (writeDurably). It returns the file's SHA-256.
 func writeArchive(path string, envs []domain.Envelope) (string, error) {
+	return writeDurably(path, func(w io.Writer) error {
+		zw := gzip.NewWriter(w)
+		enc := json.NewEncoder(zw)
+		for _, env := range envs {
+			line := ArchivedEvent{
+				Position: env.Position, TransactionID: fmt.Sprint(env.TransactionID), StreamID: env.StreamID, StreamType: env.StreamType,
+				Version: env.Version, Type: env.Type, Data: env.Data, Metadata: env.Metadata, RecordedAt: env.RecordedAt,
+			}
+			if err := enc.Encode(line); err != nil {
+				return err
+			}
+		}
+		return zw.Close()
+	})
+}
+
+// writeDurably writes a file under a temporary name, syncs it and its
+// directory, and renames it into place once complete. It returns the
+// file's SHA-256.
+func writeDurably(path string, write func(io.Writer) error) (string, error) {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -455,18 +518,7 @@ func writeArchive(path string, envs []domain.Envelope) (string, error) {
 		}
 	}()
 	h := sha256.New()
-	zw := gzip.NewWriter(io.MultiWriter(f, h))
-	enc := json.NewEncoder(zw)
-	for _, env := range envs {
-		line := ArchivedEvent{
-			Position: env.Position, TransactionID: fmt.Sprint(env.TransactionID), StreamID: env.StreamID, StreamType: env.StreamType,
-			Version: env.Version, Type: env.Type, Data: env.Data, Metadata: env.Metadata, RecordedAt: env.RecordedAt,
-		}
-		if err := enc.Encode(line); err != nil {
-			return "", fmt.Errorf("write archive %s: %w", tmp, err)
-		}
-	}
-	if err := zw.Close(); err != nil {
+	if err := write(io.MultiWriter(f, h)); err != nil {
 		return "", fmt.Errorf("write archive %s: %w", tmp, err)
 	}
 	if err := f.Sync(); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ordoflow/ordo/blobstore"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/retention"
@@ -15,13 +16,14 @@ import (
 
 func newPruneCommand() *cobra.Command {
 	var (
-		url, olderThan, archiveDir string
-		dryRun                     bool
-		batchRuns                  int
+		url, olderThan, archiveDir, blobStore string
+		dryRun                                bool
+		batchRuns                             int
+		blobGrace                             time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "prune --older-than 30d [--archive-dir DIR] [--dry-run]",
-		Short: "Delete old logs and River jobs; archive and remove the events of old finished runs",
+		Short: "Delete old logs and River jobs; archive and remove the events of old finished runs and the blobs nothing names",
 		Long: `Remove what finished longer ago than --older-than (30d, 12h, 90m...):
 
   - the task log lines of finished flow runs,
@@ -34,6 +36,15 @@ func newPruneCommand() *cobra.Command {
     models in one transaction, which records an EventsArchived event naming
     the file, its SHA-256 and the runs. Without --archive-dir the event log
     is kept whole.
+  - with --archive-dir, then, the blobs of the blob store (--blob-store)
+    that no event left in the log and no cached result names, stored (or
+    stored again) longer ago than --blob-grace: each batch is deleted,
+    listed in DIR/ordo-blobs-TIME-N.ndjson (sha256, size, stored_at per
+    line) and recorded as a BlobsDeleted event with the file's SHA-256.
+    The grace period protects uploads in flight, whose completion is not
+    in the log yet: keep it longer than the longest upload of one
+    attempt's outputs (stored after the task exits). A store that cannot
+    be opened fails the command before anything is pruned.
 
 The events table refuses every other change. While a batch is removed,
 appends wait (at most a few seconds); a run that receives an event while
@@ -49,11 +60,21 @@ exclude each other. Read models stay equal to a replay (ordo replay
 			if err != nil {
 				return err
 			}
+			if blobGrace < time.Minute {
+				return domain.Invalid("blob-grace", "must be at least 1m: it protects outputs whose completion is not recorded yet, got %s", blobGrace)
+			}
 			pool, err := openPool(cmd.Context(), url)
 			if err != nil {
 				return err
 			}
 			defer pool.Close()
+			var blobs blobstore.Store
+			if archiveDir != "" {
+				if blobs, err = blobstore.Open(cmd.Context(), blobStore, pool); err != nil {
+					return domain.Invalid("blob-store", "cannot open the blob store to prune: %v", err)
+				}
+				defer blobs.Close()
+			}
 			store := eventstore.New(pool, domain.NewRegistry())
 			defer store.Close()
 			before := time.Now().Add(-age).UTC()
@@ -65,6 +86,7 @@ exclude each other. Read models stay equal to a replay (ordo replay
 			fmt.Fprintf(out, "pruning what finished before %s (%s ago)\n", before.Format(time.RFC3339), olderThan)
 			res, err := retention.Prune(cmd.Context(), pool, store, retention.Options{
 				Before: before, ArchiveDir: archiveDir, DryRun: dryRun, BatchRuns: batchRuns,
+				Blobs: blobs, BlobGrace: blobGrace,
 				Logger: newLogger(cmd.ErrOrStderr()),
 			})
 			fmt.Fprintf(out, "task log lines: %d %s\n", res.LogLines, verb)
@@ -72,13 +94,20 @@ exclude each other. Read models stay equal to a replay (ordo replay
 			fmt.Fprintf(out, "stored idempotent responses: %d %s\n", res.IdempotencyKeys, verb)
 			switch {
 			case archiveDir == "":
-				fmt.Fprintln(out, "events: kept (give --archive-dir to archive and remove the events of finished runs)")
+				fmt.Fprintln(out, "events and blobs: kept (give --archive-dir to archive and remove the events of finished runs and delete the blobs nothing names)")
 			case dryRun:
 				fmt.Fprintf(out, "flow runs: %d would be archived to %s and removed (%d events)\n", res.Runs, archiveDir, res.Events)
 			default:
 				fmt.Fprintf(out, "flow runs: %d archived and removed (%d events)\n", res.Runs, res.Events)
 				for _, f := range res.Files {
 					fmt.Fprintf(out, "  archive: %s\n", f)
+				}
+			}
+			if !res.BlobsBefore.IsZero() {
+				fmt.Fprintf(out, "blobs stored before %s that nothing names: %d (%d bytes) %s; %d older ones kept (named, or stored again)\n",
+					res.BlobsBefore.UTC().Format(time.RFC3339), res.Blobs, res.BlobBytes, verb, res.BlobsKept)
+				for _, f := range res.BlobFiles {
+					fmt.Fprintf(out, "  list of deleted blobs: %s\n", f)
 				}
 			}
 			if res.Skipped > 0 {
@@ -95,6 +124,8 @@ exclude each other. Read models stay equal to a replay (ordo replay
 	cmd.Flags().StringVar(&archiveDir, "archive-dir", "", flagHelp("archive-dir", "archive the events of finished runs here, then remove them from the log"))
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, flagHelp("dry-run", "count what would be pruned; change nothing"))
 	cmd.Flags().IntVar(&batchRuns, "batch-runs", 500, flagHelp("batch-runs", "flow runs per archive file and transaction"))
+	cmd.Flags().StringVar(&blobStore, "blob-store", "", flagHelp("blob-store", "the blob store to prune, as the workers have it: postgres (the default), file:///path or s3://bucket/prefix"))
+	cmd.Flags().DurationVar(&blobGrace, "blob-grace", time.Hour, flagHelp("blob-grace", "delete only blobs stored longer ago than this (at least 1m): longer than the longest upload of one attempt's outputs"))
 	return cmd
 }
 

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ordoflow/ordo/blobstore"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/projections/projtest"
 	"github.com/ordoflow/ordo/retention"
@@ -29,17 +31,48 @@ func TestPruneCommand(t *testing.T) {
 	}
 	time.Sleep(1100 * time.Millisecond)
 	dir := filepath.Join(t.TempDir(), "archive")
+	blobDir := t.TempDir()
+	blobs, err := blobstore.OpenDir(blobDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan := filepath.Join(t.TempDir(), "orphan.bin")
+	if err := os.WriteFile(orphan, []byte("an upload no completion names"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := blobstore.PutFile(ctx, blobs, orphan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	longAgo := time.Now().Add(-3 * time.Hour)
+	if err := os.Chtimes(filepath.Join(blobDir, "sha256", stored.Digest[:2], stored.Digest), longAgo, longAgo); err != nil {
+		t.Fatal(err)
+	}
+	blobFlags := []string{"--blob-store", "file://" + blobDir, "--blob-grace", "2h"}
 
-	out, _, err := execute(t, newPruneCommand, "--older-than", "1s", "--archive-dir", dir, "--dry-run", "--database-url", url)
-	if err != nil || !strings.Contains(out, "flow runs: 1 would be archived") {
+	// a blob store that cannot be opened fails the command before it prunes
+	_, _, err = execute(t, newPruneCommand, "--older-than", "1s", "--archive-dir", dir, "--blob-store", "nope://x", "--database-url", url)
+	if exitCode(err) != 2 || !strings.Contains(err.Error(), "blob store") {
+		t.Fatalf("prune with a bad blob store: %v (exit %d), want 2", err, exitCode(err))
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("a prune that failed to open the blob store made the archive directory: %v", err)
+	}
+
+	out, _, err := execute(t, newPruneCommand, append([]string{"--older-than", "1s", "--archive-dir", dir, "--dry-run", "--database-url", url}, blobFlags...)...)
+	if err != nil || !strings.Contains(out, "flow runs: 1 would be archived") || !strings.Contains(out, "that nothing names: 1 (29 bytes) would be deleted (dry run)") {
 		t.Fatalf("dry run: %v\n%s", err, out)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("a dry run made the archive directory: %v", err)
 	}
-	out, _, err = execute(t, newPruneCommand, "--older-than", "1s", "--archive-dir", dir, "--database-url", url)
-	if err != nil || !strings.Contains(out, "flow runs: 1 archived and removed (") || !strings.Contains(out, "archive: "+dir) {
+	out, _, err = execute(t, newPruneCommand, append([]string{"--older-than", "1s", "--archive-dir", dir, "--database-url", url}, blobFlags...)...)
+	if err != nil || !strings.Contains(out, "flow runs: 1 archived and removed (") || !strings.Contains(out, "archive: "+dir) ||
+		!strings.Contains(out, "that nothing names: 1 (29 bytes) deleted") || !strings.Contains(out, "list of deleted blobs: "+dir) {
 		t.Fatalf("prune: %v\n%s", err, out)
+	}
+	if _, err := blobs.Stat(ctx, stored.Digest); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatalf("the blob nothing names: %v, want it deleted", err)
 	}
 	t.Logf("ordo prune:\n%s", out)
 	files, _ := filepath.Glob(filepath.Join(dir, "ordo-events-*.ndjson.gz"))
@@ -56,14 +89,14 @@ func TestPruneCommand(t *testing.T) {
 	}
 
 	out, _, err = execute(t, newPruneCommand, "--older-than", "1s", "--database-url", url)
-	if err != nil || !strings.Contains(out, "events: kept") {
+	if err != nil || !strings.Contains(out, "events and blobs: kept") {
 		t.Fatalf("without --archive-dir: %v\n%s", err, out)
 	}
 	out, _, err = execute(t, newReplayCommand, "--verify", "--dry-run", "--database-url", url)
 	if err != nil {
 		t.Fatalf("replay --verify after prune: %v\n%s", err, out)
 	}
-	for _, args := range [][]string{{}, {"--older-than", "soon"}, {"--older-than", "-3d"}, {"--older-than", "0s"}} {
+	for _, args := range [][]string{{}, {"--older-than", "soon"}, {"--older-than", "-3d"}, {"--older-than", "0s"}, {"--older-than", "1d", "--blob-grace", "10s"}} {
 		_, _, err := execute(t, newPruneCommand, append(args, "--database-url", url)...)
 		if exitCode(err) != 2 {
 			t.Errorf("prune %v: %v (exit %d), want 2", args, err, exitCode(err))

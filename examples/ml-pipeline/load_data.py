@@ -1,4 +1,4 @@
-"""load_data: reads the houses table from PostgreSQL into the workspace.
+"""load_data: reads the houses table from PostgreSQL; output raw.csv.
 
 The database may be briefly unreachable: the deployment gives this task
 3 retries, 5 seconds apart, and a failure here says why.
@@ -8,7 +8,7 @@ import os
 import pandas as pd
 import psycopg2
 
-from common import fail, log, parameters, result, workspace
+from common import fail, log, output_path, parameters, result
 
 
 def main():
@@ -24,10 +24,9 @@ def main():
         cur.execute(f"SELECT * FROM {table} ORDER BY id")
         df = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
     conn.close()
-    path = workspace("raw.csv")
-    df.to_csv(path, index=False)
+    df.to_csv(output_path("raw.csv"), index=False)
     log(f"loaded {len(df)} rows from {table}")
-    result({"rows": len(df), "columns": list(df.columns), "path": "raw.csv"})
+    result({"rows": len(df), "columns": list(df.columns)})
 
 
 if __name__ == "__main__":
