@@ -62,6 +62,7 @@ type cluster struct {
 	dbURL  string
 	apiURL string
 	dir    string
+	extra  []string // more environment for every process, e.g. the blob store's
 }
 
 func freeAddr(t *testing.T) string {
@@ -79,7 +80,14 @@ func freeAddr(t *testing.T) string {
 // request and answer against the API's OpenAPI document.
 func startCluster(t *testing.T, serverArgs ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, bin: ordoBinary(t), dbURL: pgtest.URL(t), dir: t.TempDir()}
+	return startClusterEnv(t, nil, serverArgs...)
+}
+
+// startClusterEnv is startCluster with more environment for the server,
+// workers and commands.
+func startClusterEnv(t *testing.T, env []string, serverArgs ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, bin: ordoBinary(t), dbURL: pgtest.URL(t), dir: t.TempDir(), extra: env}
 	c.ordo("migrate", "up")
 	addr := freeAddr(t)
 	server := "http://" + addr
@@ -103,7 +111,7 @@ func startCluster(t *testing.T, serverArgs ...string) *cluster {
 }
 
 func (c *cluster) env() []string {
-	return append(os.Environ(), "ORDO_DATABASE_URL="+c.dbURL, "ORDO_API_URL="+c.apiURL, "ORDO_WORKSPACE_DIR="+filepath.Join(c.dir, "ws"))
+	return append(append(os.Environ(), "ORDO_DATABASE_URL="+c.dbURL, "ORDO_API_URL="+c.apiURL, "ORDO_WORKSPACE_DIR="+filepath.Join(c.dir, "ws")), c.extra...)
 }
 
 // start runs a long-lived ordo process that is stopped with SIGTERM at the

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net"
@@ -117,23 +118,10 @@ func TestEndToEndMLPipeline(t *testing.T) {
 	proxy := startRefusingProxy(t, net.JoinHostPort(host, port), 2*time.Second)
 	dataURL := strings.Replace(c.dbURL, net.JoinHostPort(host, port), "127.0.0.1:"+proxy.port(), 1)
 
-	worker := exec.Command(c.bin, "worker", "-q", "ml")
-	worker.Dir = "../.." // the example's commands are relative to the repository's root
-	worker.Env = append(c.env(), path, "ML_DATABASE_URL="+dataURL)
-	startProcess(t, worker, filepath.Join(c.dir, "worker.log"))
-
-	out := c.ordo("deploy", "-f", "../../examples/ml-pipeline/deployment.yaml")
-	if !strings.Contains(out, "model_training_validation") {
-		t.Fatalf("deploy: %s", out)
-	}
+	startMLWorkers(t, c, path, "ML_DATABASE_URL="+dataURL)
 	started := time.Now()
-	out, code := c.ordoCode("run", "model_training_validation", "--watch")
-	if code != 0 {
-		t.Fatalf("the pipeline did not complete (exit %d):\n%s", code, out)
-	}
-
+	runID := runMLPipeline(t, c)
 	var run client.FlowRun
-	runID := runIDFrom(t, out)
 	getJSON(t, c, "/runs/"+runID, &run)
 	var metrics struct {
 		R2   float64 `json:"r2"`
@@ -174,7 +162,106 @@ func TestEndToEndMLPipeline(t *testing.T) {
 		t.Errorf("the retry started %v after the failure, want 5 s", gap)
 	}
 	t.Logf("pipeline completed in %v: R² %.3f, RMSE %.0f; load_data retried %d time(s)", time.Since(started).Round(time.Millisecond), metrics.R2, metrics.RMSE, len(retries))
+	checkMLDataPlane(t, c, runID)
 	c.validateLog()
+}
+
+// startMLWorkers starts the example's workers as two hosts would: one on
+// queue ml, and one on queue gpu, which the deployment routes train to,
+// each with a workspace directory of its own. Files reach the other host
+// only through the blob store.
+func startMLWorkers(t *testing.T, c *cluster, env ...string) {
+	t.Helper()
+	for _, w := range []struct{ name, queue string }{{"cpu-host", "ml"}, {"gpu-host", "gpu"}} {
+		worker := exec.Command(c.bin, "worker", "-q", w.queue, "--name", w.name, "--workspace-dir", filepath.Join(c.dir, "ws-"+w.name))
+		worker.Dir = "../.." // the example's commands are relative to the repository's root
+		worker.Env = append(c.env(), env...)
+		startProcess(t, worker, filepath.Join(c.dir, w.name+".log"))
+	}
+}
+
+// runMLPipeline deploys the example with train on queue gpu, runs it and
+// waits for it to complete; it returns the run's id.
+func runMLPipeline(t *testing.T, c *cluster) string {
+	t.Helper()
+	spec, err := os.ReadFile("../../examples/ml-pipeline/deployment.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const train = "    - name: train\n"
+	if !strings.Contains(string(spec), train) {
+		t.Fatalf("the example has no task train")
+	}
+	routed := strings.Replace(string(spec), train, train+"      work_queue: gpu\n", 1)
+	out := c.ordo("deploy", "-f", c.writeFile("ml-two-hosts.yaml", routed))
+	if !strings.Contains(out, "model_training_validation") {
+		t.Fatalf("deploy: %s", out)
+	}
+	out, code := c.ordoCode("run", "model_training_validation", "--watch")
+	if code != 0 {
+		t.Fatalf("the pipeline did not complete (exit %d):\n%s", code, out)
+	}
+	return runIDFrom(t, out)
+}
+
+// checkMLDataPlane checks that train ran on the gpu host and evaluate on
+// the other, that the run's metrics and outputs are there, and that every
+// output downloads intact through the API.
+func checkMLDataPlane(t *testing.T, c *cluster, runID string) {
+	t.Helper()
+	var trail struct {
+		Items []client.Event `json:"items"`
+	}
+	getJSON(t, c, "/runs/"+runID+"/events", &trail)
+	ranOn := map[string]string{}
+	for _, e := range trail.Items {
+		if e.Type == "TaskRunStarted" {
+			var d struct {
+				Worker string `json:"worker"`
+			}
+			_ = json.Unmarshal(e.Data, &d)
+			ranOn[e.TaskName] = d.Worker
+		}
+	}
+	if !strings.HasPrefix(ranOn["train"], "gpu-host") || !strings.HasPrefix(ranOn["evaluate"], "cpu-host") {
+		t.Errorf("train ran on %q and evaluate on %q; want the gpu host, then the other", ranOn["train"], ranOn["evaluate"])
+	}
+
+	var run struct {
+		Metrics map[string]float64 `json:"metrics"`
+	}
+	getJSON(t, c, "/runs/"+runID, &run)
+	if run.Metrics["r2"] < 0.8 || run.Metrics["rmse"] <= 0 {
+		t.Errorf("run metrics %v: want r2 ≥ 0.8 and rmse > 0", run.Metrics)
+	}
+	var outputs struct {
+		Items []struct {
+			TaskName string `json:"task_name"`
+			Name     string `json:"name"`
+			SHA256   string `json:"sha256"`
+			Size     int64  `json:"size"`
+			URL      string `json:"download_url"`
+		} `json:"items"`
+	}
+	getJSON(t, c, "/runs/"+runID+"/outputs", &outputs)
+	got := map[string]bool{}
+	for _, o := range outputs.Items {
+		got[o.TaskName+"/"+o.Name] = true
+	}
+	for _, want := range []string{"load_data/raw.csv", "train/model.pkl", "evaluate/report.md", "evaluate/residuals.png"} {
+		if !got[want] {
+			t.Errorf("outputs %v lack %s", got, want)
+		}
+	}
+	dir := t.TempDir()
+	c.ordo("runs", "outputs", runID, "--download", dir) // verifies each file's digest
+	if b, err := os.ReadFile(filepath.Join(dir, "evaluate", "residuals.png")); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+		t.Errorf("the residuals plot did not download as a PNG: %v", err)
+	}
+	// the model never went through a workspace
+	if m, _ := filepath.Glob(filepath.Join(c.dir, "ws-*", "*", "model.pkl")); len(m) != 0 {
+		t.Errorf("model.pkl is in a workspace: %v", m)
+	}
 }
 
 func hostPort(t *testing.T, rawURL string) (string, string) {
