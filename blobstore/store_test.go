@@ -425,4 +425,3 @@ func watchHeap(t *testing.T, f func()) int64 {
 	wg.Wait()
 	return peak.Load()
 }
-
