@@ -149,6 +149,9 @@ func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	return s, nil
 }
 
+// Prefix is what every key of the store starts with ("" or ending in /).
+func (s *S3) Prefix() string { return s.prefix }
+
 func (s *S3) key(digest string) string { return s.prefix + "sha256/" + digest }
 
 // fail names the store and says what the service's error means.

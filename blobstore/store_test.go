@@ -425,3 +425,26 @@ func watchHeap(t *testing.T, f func()) int64 {
 	wg.Wait()
 	return peak.Load()
 }
+
+// TestS3LeavesNoUploadBehind: a Put refused for its content or cancelled
+// half-way aborts its multipart upload, so the bucket keeps no parts.
+func TestS3LeavesNoUploadBehind(t *testing.T) {
+	t.Parallel()
+	s := openS3(t, blobstore.S3Config{PartSize: s3PartSize, Parallel: 2})
+	b := newBlob(t, 12, 3*s3PartSize)
+	if err := s.Put(t.Context(), b.digest, b.size, newBlob(t, 13, b.size).reader()); !errors.Is(err, blobstore.ErrDigestMismatch) {
+		t.Fatalf("put of other content: %v, want ErrDigestMismatch", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	if err := s.Put(ctx, b.digest, b.size, &cancelAfter{r: b.reader(), n: 2 * s3PartSize, cancel: cancel}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled put: %v, want context.Canceled", err)
+	}
+	client, err := seaweed.Shared(t).Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for u := range client.ListIncompleteUploads(t.Context(), seaweed.TestBucket, s.Prefix(), true) {
+		t.Errorf("upload left behind: %+v", u)
+	}
+}

@@ -42,10 +42,12 @@ func blobData(mib int, round int) []byte {
 	return p
 }
 
-// blobSide is one side of a blob round: store the bytes, read them back.
+// blobSide is one side of a blob round: store the bytes, read them back,
+// and (not measured) remove them.
 type blobSide struct {
-	put func(ctx context.Context, p []byte, digest string) error
-	get func(ctx context.Context, p []byte, digest string) error
+	put   func(ctx context.Context, p []byte, digest string) error
+	get   func(ctx context.Context, p []byte, digest string) error
+	clean func(ctx context.Context, digest string) error
 }
 
 // measureBlobs runs rounds of Ordo's side next to the baseline's, in
@@ -71,7 +73,7 @@ func measureBlobs(ctx context.Context, env Env, mib, rounds int, ordo, base blob
 				return fmt.Errorf("%s: read back: %w", name, err)
 			}
 			*get = time.Since(start)
-			return nil
+			return side.clean(ctx, digest)
 		}
 		steps := []func() error{
 			func() error { return measure("ordo", ordo, &r.Put, &r.Get) },
@@ -122,14 +124,12 @@ func readBack(ctx context.Context, s blobstore.Store, digest string, size int64)
 func storeSide(s blobstore.Store) blobSide {
 	return blobSide{
 		put: func(ctx context.Context, p []byte, digest string) error {
-			if err := s.Delete(ctx, digest); err != nil { // stored by an earlier run
-				return err
-			}
 			return s.Put(ctx, digest, int64(len(p)), bytesReader(p))
 		},
 		get: func(ctx context.Context, p []byte, digest string) error {
 			return readBack(ctx, s, digest, int64(len(p)))
 		},
+		clean: s.Delete,
 	}
 }
 
@@ -156,9 +156,6 @@ func blobsPostgresScenario(ctx context.Context, env Env, opts Options) ([]Row, e
 func plainCopySide(pool *pgxpool.Pool) blobSide {
 	return blobSide{
 		put: func(ctx context.Context, p []byte, _ string) error {
-			if _, err := pool.Exec(ctx, `TRUNCATE bench_bytea`); err != nil {
-				return err
-			}
 			seq := 0
 			_, err := pool.CopyFrom(ctx, pgx.Identifier{"bench_bytea"}, []string{"seq", "data"}, pgx.CopyFromFunc(func() ([]any, error) {
 				from := seq * blobstore.ChunkSize
@@ -187,6 +184,10 @@ func plainCopySide(pool *pgxpool.Pool) blobSide {
 				return fmt.Errorf("read %d bytes back, stored %d", n, len(p))
 			}
 			return nil
+		},
+		clean: func(ctx context.Context, _ string) error {
+			_, err := pool.Exec(ctx, `TRUNCATE bench_bytea`)
+			return err
 		},
 	}
 }
@@ -231,6 +232,9 @@ func blobsS3Scenario(ctx context.Context, env Env, opts Options) ([]Row, error) 
 				err = fmt.Errorf("read %d bytes back, stored %d", n, len(p))
 			}
 			return err
+		},
+		clean: func(ctx context.Context, _ string) error {
+			return client.RemoveObject(ctx, bucket, "bare", minio.RemoveObjectOptions{})
 		},
 	}
 	rounds, err := measureBlobs(ctx, env, opts.Sizes.BlobMiB, opts.Sizes.Rounds, storeSide(store), bare,
