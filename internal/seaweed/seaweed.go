@@ -79,8 +79,9 @@ type Server struct {
 	// allowed everything.
 	AccessKey, SecretKey string
 
-	cmd    *exec.Cmd
-	done   chan struct{}
+	cmd     *exec.Cmd
+	sockets []string // weed's own unix sockets, always in /tmp
+	done    chan struct{}
 	waitMu sync.Mutex
 	err    error // of cmd.Wait, once done is closed
 	logf   *os.File
@@ -128,6 +129,9 @@ func start(ctx context.Context, bin string, opts Options) (*Server, error) {
 	}
 	p := func(i int) string { return strconv.Itoa(ports[i]) }
 	s.Endpoint = "http://127.0.0.1:" + p(6)
+	for i, name := range map[int]string{1: "master", 3: "volume", 5: "filer", 7: "s3"} {
+		s.sockets = append(s.sockets, fmt.Sprintf("/tmp/seaweedfs-%s-grpc-%d.sock", name, ports[i]))
+	}
 	args := []string{"server",
 		"-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-dir=" + filepath.Join(opts.Dir, "data"),
 		"-master.port=" + p(0), "-master.port.grpc=" + p(1), "-master.telemetry=false",
@@ -230,19 +234,18 @@ func (s *Server) CreateBucket(ctx context.Context, name string) error {
 	return err
 }
 
-// Stop stops weed and everything it started (its process group), gently
-// first.
+// Pid is weed's process id, which is also its process group's.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
+// Stop kills weed and anything it started (its process group). Nothing it
+// holds is worth a graceful shutdown, which takes weed seconds of retries.
 func (s *Server) Stop() error {
 	defer s.closeLog()
-	pgid := s.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-s.done
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	<-s.done
+	for _, sock := range s.sockets {
+		_ = os.Remove(sock)
 	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL) // anything left in the group
 	return nil
 }
 
