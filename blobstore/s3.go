@@ -165,6 +165,8 @@ func (s *S3) fail(op, digest string, err error) error {
 		netErr net.Error
 	)
 	switch {
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("s3 blob store %s: %s: %w", s.where, what, err)
 	case resp.Code == "NoSuchKey" || resp.StatusCode == http.StatusNotFound && resp.Code != "NoSuchBucket":
 		return fmt.Errorf("blob %s: %w", digest, ErrNotFound)
 	case resp.Code == "NoSuchBucket":
