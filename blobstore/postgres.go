@@ -71,6 +71,9 @@ func (s *Postgres) Put(ctx context.Context, digest string, size int64, r io.Read
 		return nil
 	case errors.Is(err, ErrDigestMismatch):
 		return err
+	case ctx.Err() != nil && !errors.Is(err, ctx.Err()):
+		// pgx closes the connection of a cancelled COPY: say why.
+		return fmt.Errorf("put blob %s: %w (%v)", digest, ctx.Err(), err)
 	}
 	return fmt.Errorf("put blob %s: %w", digest, err)
 }
