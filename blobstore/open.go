@@ -40,7 +40,7 @@ func Open(ctx context.Context, rawURL string, pool *pgxpool.Pool) (Store, error)
 			return nil, fmt.Errorf("ORDO_BLOB_STORE %q names no bucket: write s3://bucket/prefix", rawURL)
 		}
 		if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-			return nil, fmt.Errorf("ORDO_BLOB_STORE %q: write s3://bucket/prefix, with credentials and endpoint in AWS_* variables", redact(u))
+			return nil, fmt.Errorf("ORDO_BLOB_STORE %q: write s3://bucket/prefix, with credentials and endpoint in AWS_* variables", u.Redacted())
 		}
 		s, err := OpenS3(ctx, S3ConfigFromEnv(u, os.Getenv))
 		if err != nil {
@@ -48,8 +48,5 @@ func Open(ctx context.Context, rawURL string, pool *pgxpool.Pool) (Store, error)
 		}
 		return s, nil
 	}
-	return nil, fmt.Errorf("ORDO_BLOB_STORE %q: unknown scheme %q (use postgres, file:///path or s3://bucket/prefix)", redact(u), u.Scheme)
+	return nil, fmt.Errorf("ORDO_BLOB_STORE %q: unknown scheme %q (use postgres, file:///path or s3://bucket/prefix)", u.Redacted(), u.Scheme)
 }
-
-// redact hides a password written into a URL.
-func redact(u *url.URL) string { return u.Redacted() }
