@@ -23,12 +23,12 @@ import (
 // backend and read back (and verified, as a worker does), and the same
 // bytes through the baseline, one right after the other.
 type BlobRound struct {
-	Bytes             int64
-	Put, Get          time.Duration // Ordo's backend
-	BasePut, BaseGet  time.Duration // the baseline
-	Rate, BaseRate    float64       // bytes per second, in and out
-	BaselineWhat      string
-	BaselineFirstHalf bool // the baseline ran first in this round
+	Bytes            int64
+	Put, Get         time.Duration // Ordo's backend
+	BasePut, BaseGet time.Duration // the baseline
+	Rate, BaseRate   float64       // bytes per second, in and out
+	BaselineWhat     string
+	BaselineFirst    bool // the baseline ran first in this round
 }
 
 func (r BlobRound) ratio() float64 { return r.Rate / r.BaseRate }
@@ -36,7 +36,7 @@ func (r BlobRound) ratio() float64 { return r.Rate / r.BaseRate }
 // blobData is the content of the blob scenarios: pseudo-random, so that
 // nothing along the way compresses it, and held in memory once so that
 // making it costs neither side anything.
-func blobData(mib int, round int) []byte {
+func blobData(mib, round int) []byte {
 	p := make([]byte, mib<<20)
 	_, _ = rand.NewChaCha8([32]byte{byte(round), 'o', 'r', 'd', 'o'}).Read(p)
 	return p
@@ -60,7 +60,7 @@ func measureBlobs(ctx context.Context, env Env, mib, rounds int, ordo, base blob
 		if err != nil {
 			return nil, err
 		}
-		r := BlobRound{Bytes: int64(len(p)), BaselineWhat: baseWhat, BaselineFirstHalf: round%2 == 0}
+		r := BlobRound{Bytes: int64(len(p)), BaselineWhat: baseWhat, BaselineFirst: round%2 == 0}
 		measure := func(name string, side blobSide, put, get *time.Duration) error {
 			env.logf("round %d of %d: %s stores %d MiB", round, rounds, name, mib)
 			start := time.Now()
@@ -79,7 +79,7 @@ func measureBlobs(ctx context.Context, env Env, mib, rounds int, ordo, base blob
 			func() error { return measure("ordo", ordo, &r.Put, &r.Get) },
 			func() error { return measure("baseline", base, &r.BasePut, &r.BaseGet) },
 		}
-		if r.BaselineFirstHalf {
+		if r.BaselineFirst {
 			slices.Reverse(steps)
 		}
 		for _, step := range steps {
