@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -82,9 +81,8 @@ type Server struct {
 	cmd     *exec.Cmd
 	sockets []string // weed's own unix sockets, always in /tmp
 	done    chan struct{}
-	waitMu sync.Mutex
-	err    error // of cmd.Wait, once done is closed
-	logf   *os.File
+	err     error // of cmd.Wait, once done is closed
+	logf    *os.File
 }
 
 // Start runs weed from the cache on free loopback ports and returns once
@@ -162,10 +160,7 @@ func start(ctx context.Context, bin string, opts Options) (*Server, error) {
 	}
 	s.cmd = cmd
 	go func() {
-		err := cmd.Wait()
-		s.waitMu.Lock()
-		s.err = err
-		s.waitMu.Unlock()
+		s.err = cmd.Wait()
 		close(s.done)
 	}()
 	if err := s.waitReady(ctx); err != nil {

@@ -3,7 +3,6 @@ package seaweed_test
 import (
 	"errors"
 	"io"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,9 +17,7 @@ import (
 // with the identity it was given, refuses another, and Stop leaves no
 // process of the group behind.
 func TestStartServesS3AndStopEndsIt(t *testing.T) {
-	if _, err := seaweed.Find(); errors.Is(err, seaweed.ErrMissing) && os.Getenv("ORDO_REQUIRE_S3") == "" {
-		t.Skipf("%v (ORDO_REQUIRE_S3 is unset, so this test is skipped)", err)
-	}
+	seaweed.Need(t)
 	srv, err := seaweed.Start(t.Context(), seaweed.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
