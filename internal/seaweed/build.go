@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -55,7 +56,8 @@ func Build(ctx context.Context, log io.Writer) (string, error) {
 	run := func(dir string, stdout io.Writer, args ...string) error {
 		cmd := exec.CommandContext(ctx, goBin, args...)
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GO111MODULE=on", "GOWORK=off")
+		// -mod=mod: the module's go.sum may lack what its go.mod needs.
+		cmd.Env = append(os.Environ(), "GOFLAGS="+strings.TrimSpace(os.Getenv("GOFLAGS")+" -mod=mod"), "GO111MODULE=on", "GOWORK=off")
 		cmd.Stdout, cmd.Stderr = stdout, log
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("seaweed: go %v: %w", args, err)
@@ -85,7 +87,9 @@ func Build(ctx context.Context, log io.Writer) (string, error) {
 		return "", fmt.Errorf("seaweed: copy the module: %w", err)
 	}
 	fmt.Fprintf(log, "seaweed: building weed into %s (a few minutes)\n", bin)
-	if err := run(src, log, "build", "-o", bin+".tmp", "./weed"); err != nil {
+	// -trimpath: the build cache serves a later build from another
+	// temporary directory.
+	if err := run(src, log, "build", "-trimpath", "-o", bin+".tmp", "./weed"); err != nil {
 		return "", err
 	}
 	if err := os.Rename(bin+".tmp", bin); err != nil {
