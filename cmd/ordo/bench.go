@@ -42,7 +42,9 @@ removes it at the end.
 
 --quick scales every scenario down so that the whole set takes well under a
 minute: it shows that each runs, not whether a target is met. The full set
-takes about 15 minutes on two cores. Progress goes to standard error.`,
+takes about 15 minutes on two cores. blobs-s3 runs on SeaweedFS's S3 gateway,
+started on loopback from the weed binary that scripts/install-deps s3 builds.
+Progress goes to standard error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if _, err := bench.Select(r.only); err != nil {

@@ -68,6 +68,7 @@ type Sizes struct {
 	ScheduledDeployments int
 	SchedulePeriod       time.Duration
 	GrowthEvents         []int // synthetic events loaded into the log before each growth step
+	BlobMiB              int   // the blob of the blob store scenarios, in MiB
 }
 
 // FullSizes are the sizes the targets are set for.
@@ -79,6 +80,7 @@ func FullSizes() Sizes {
 		ReplayEvents: 1_000_000, APIRuns: 1_000_000, APIClients: 32, APIRequests: 10_000,
 		LatenessRuns: 300, GrowthEvents: []int{0, 1_000_000, 5_000_000},
 		ScheduledDeployments: 1_000, SchedulePeriod: time.Minute,
+		BlobMiB: 256,
 	}
 }
 
@@ -92,6 +94,7 @@ func QuickSizes() Sizes {
 		ReplayEvents: 20_000, APIRuns: 10_000, APIClients: 32, APIRequests: 500,
 		LatenessRuns: 2, GrowthEvents: []int{0, 20_000},
 		ScheduledDeployments: 10, SchedulePeriod: 2 * time.Second,
+		BlobMiB: 8,
 	}
 }
 
@@ -192,6 +195,8 @@ func Scenarios() []Scenario {
 		{"schedules", "schedules at scale: 1,000 deployments on a 1-minute cron", schedulesScenario},
 		{"memory", "peak memory of a server and a worker", memoryScenario},
 		{"growth", "throughput as the log grows", growthScenario},
+		{"blobs-postgres", "the postgres blob store next to a plain COPY", blobsPostgresScenario},
+		{"blobs-s3", "the s3 blob store next to bare PutObject/GetObject on SeaweedFS", blobsS3Scenario},
 	}
 }
 

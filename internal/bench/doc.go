@@ -2,7 +2,8 @@
 // raw River, step latency, command-task workloads, event appends next to
 // pgbench, replay next to a plain scan, the runs API under concurrent
 // clients, schedule lateness, the memory of a server and a worker, and
-// throughput as the log grows. Each scenario measures its baseline in the
+// throughput as the log grows, and the blob store's backends next to a
+// plain COPY and bare S3 calls. Each scenario measures its baseline in the
 // same run, on the same PostgreSQL, and returns rows of a report that
 // `ordo bench` prints as a table, Markdown, JSON and an SVG chart; the Go
 // benchmarks of the other packages run the same scenarios through
