@@ -43,15 +43,18 @@ func (s *Postgres) Put(ctx context.Context, digest string, size int64, r io.Read
 	if size < 0 {
 		return fmt.Errorf("put blob %s: negative size %d", digest, size)
 	}
-	var stored bool
-	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = $1)`, digest).Scan(&stored); err != nil {
+	// A blob already stored is stored again by refreshing its time, so that
+	// a prune (DeleteIfBefore) cannot take it before the event that will
+	// name it; the row lock orders the two.
+	tag, err := s.pool.Exec(ctx, `UPDATE blobs SET created_at = now() WHERE digest = $1`, digest)
+	if err != nil {
 		return fmt.Errorf("put blob %s: %w", digest, err)
 	}
-	if stored {
+	if tag.RowsAffected() == 1 {
 		return nil
 	}
 	hr := newHashingReader(io.LimitReader(r, size+1))
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// A concurrent Put of the same digest waits here for the other's
 		// commit, then finds the blob stored (a unique violation).
 		if _, err := tx.Exec(ctx, `INSERT INTO blobs (digest, size, chunk_size) VALUES ($1, $2, $3)`, digest, size, s.chunkSize); err != nil {
@@ -256,6 +259,21 @@ func (s *Postgres) Delete(ctx context.Context, digest string) error {
 		return fmt.Errorf("delete blob %s: %w", digest, err)
 	}
 	return nil
+}
+
+// DeleteIfBefore deletes a blob unless it was stored, or stored again,
+// at or after before, and reports whether it deleted it. A Put that
+// refreshes the blob meanwhile wins: the delete waits for its row lock and
+// then sees the new time.
+func (s *Postgres) DeleteIfBefore(ctx context.Context, digest string, before time.Time) (bool, error) {
+	if err := checkDigest(digest); err != nil {
+		return false, err
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM blobs WHERE digest = $1 AND created_at < $2`, digest, before)
+	if err != nil {
+		return false, fmt.Errorf("delete blob %s: %w", digest, err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // listPage is how many blobs List reads per query; fn runs between

@@ -154,6 +154,30 @@ func (s *S3) Prefix() string { return s.prefix }
 
 func (s *S3) key(digest string) string { return s.prefix + "sha256/" + digest }
 
+// markerKey is the empty object written each time a stored blob is stored
+// again: its time is when that happened.
+func (s *S3) markerKey(digest string) string { return s.prefix + "stored/" + digest }
+
+func (s *S3) mark(ctx context.Context, digest string) error {
+	if _, err := s.core.Client.PutObject(ctx, s.bucket, s.markerKey(digest), bytes.NewReader(nil), 0, minio.PutObjectOptions{}); err != nil {
+		return s.fail("put", digest, err)
+	}
+	return nil
+}
+
+// storedAgainSince reports whether the blob was stored again at or after
+// before.
+func (s *S3) storedAgainSince(ctx context.Context, digest string, before time.Time) (bool, error) {
+	info, err := s.core.StatObject(ctx, s.bucket, s.markerKey(digest), minio.StatObjectOptions{})
+	if err != nil {
+		if errors.Is(s.fail("stat", digest, err), ErrNotFound) {
+			return false, nil
+		}
+		return false, s.fail("stat", digest, err)
+	}
+	return !info.LastModified.Before(before), nil
+}
+
 // fail names the store and says what the service's error means.
 func (s *S3) fail(op, digest string, err error) error {
 	what := op
@@ -188,7 +212,10 @@ func (s *S3) Put(ctx context.Context, digest string, size int64, r io.Reader) er
 		return fmt.Errorf("put blob %s: negative size %d", digest, size)
 	}
 	if b, err := s.Stat(ctx, digest); err == nil && b.Size == size {
-		return nil
+		// stored again: the marker's time keeps a prune from taking it
+		// before the event that will name it (an object's own time cannot
+		// be moved without copying it)
+		return s.mark(ctx, digest)
 	} else if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
@@ -361,13 +388,34 @@ func (s *S3) Delete(ctx context.Context, digest string) error {
 	if err := checkDigest(digest); err != nil {
 		return err
 	}
-	if err := s.core.RemoveObject(ctx, s.bucket, s.key(digest), minio.RemoveObjectOptions{}); err != nil {
-		if errors.Is(s.fail("delete", digest, err), ErrNotFound) {
-			return nil
+	for _, key := range []string{s.key(digest), s.markerKey(digest)} {
+		if err := s.core.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{}); err != nil && !errors.Is(s.fail("delete", digest, err), ErrNotFound) {
+			return s.fail("delete", digest, err)
 		}
-		return s.fail("delete", digest, err)
 	}
 	return nil
+}
+
+// DeleteIfBefore deletes a blob unless it was stored, or stored again,
+// at or after before, and reports whether it deleted it. S3 has no delete
+// on a condition of time: a Put in the round trip between the look and
+// the delete can still lose its blob (prune's grace period is what makes
+// that rare).
+func (s *S3) DeleteIfBefore(ctx context.Context, digest string, before time.Time) (bool, error) {
+	b, err := s.Stat(ctx, digest)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !b.CreatedAt.Before(before) {
+		return false, nil
+	}
+	if again, err := s.storedAgainSince(ctx, digest, before); err != nil || again {
+		return false, err
+	}
+	return true, s.Delete(ctx, digest)
 }
 
 func (s *S3) List(ctx context.Context, before time.Time, fn func(Blob) error) error {
@@ -379,6 +427,11 @@ func (s *S3) List(ctx context.Context, before time.Time, fn func(Blob) error) er
 		}
 		d := path.Base(obj.Key)
 		if !ValidDigest(d) || obj.Key != s.key(d) || !obj.LastModified.Before(before) {
+			continue
+		}
+		if again, err := s.storedAgainSince(ctx, d, before); err != nil {
+			return err
+		} else if again {
 			continue
 		}
 		if err := fn(Blob{Digest: d, Size: obj.Size, CreatedAt: obj.LastModified}); err != nil {

@@ -14,7 +14,7 @@ COMMENT ON TABLE blobs IS 'Blobs of the blob store''s postgres backend: one row 
 COMMENT ON COLUMN blobs.digest IS 'SHA-256 of the content, lower-case hex: the blob''s only name.';
 COMMENT ON COLUMN blobs.size IS 'Size of the content in bytes.';
 COMMENT ON COLUMN blobs.chunk_size IS 'Size in bytes of every chunk but the last, which holds the rest.';
-COMMENT ON COLUMN blobs.created_at IS 'When the blob was first stored (the start of the transaction that stored it); prune''s grace period counts from it.';
+COMMENT ON COLUMN blobs.created_at IS 'When the blob was last stored: first written, or stored again by a Put that found it, which refreshes this time so that a prune cannot take it before the event that names it. Prune''s grace period counts from it.';
 
 CREATE INDEX blobs_created_at_idx ON blobs (created_at, digest);
 COMMENT ON INDEX blobs_created_at_idx IS 'Blobs by age, for listing those stored before a time (ordo prune).';
