@@ -216,6 +216,11 @@ func blobsS3Scenario(ctx context.Context, env Env, opts Options) ([]Row, error) 
 	if err != nil {
 		return nil, err
 	}
+	// The bucket's first write waits for SeaweedFS to grow its volumes:
+	// not a cost of either side.
+	if _, err := client.PutObject(ctx, bucket, "warm", bytesReader(make([]byte, 1<<20)), 1<<20, minio.PutObjectOptions{}); err != nil {
+		return nil, err
+	}
 	bare := blobSide{
 		put: func(ctx context.Context, p []byte, _ string) error {
 			_, err := client.PutObject(ctx, bucket, "bare", bytesReader(p), int64(len(p)), minio.PutObjectOptions{})
