@@ -38,19 +38,12 @@ func MeasureBlobMemory(ctx context.Context, env Env, procs *Processes, mib int) 
 		return BlobMemory{}, err
 	}
 	env.logf("starting an `ordo worker` process")
-	worker, err := startChild(procs.Worker(ctx, url), env, "worker")
+	worker, o, err := startWorker(ctx, env, procs, url)
 	if err != nil {
 		return BlobMemory{}, err
 	}
 	defer worker.stop()
-	o, err := connectOrdo(ctx, env, url)
-	if err != nil {
-		return BlobMemory{}, err
-	}
 	defer o.Close()
-	if err := o.waitFor(ctx, `SELECT count(*) FROM workers`, 1, worker); err != nil {
-		return BlobMemory{}, err
-	}
 	m := BlobMemory{Bytes: int64(mib) << 20}
 	if m.Idle, err = procStatus(worker.cmd.Process.Pid, "VmRSS"); err != nil {
 		return m, err
