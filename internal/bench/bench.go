@@ -69,6 +69,7 @@ type Sizes struct {
 	SchedulePeriod       time.Duration
 	GrowthEvents         []int // synthetic events loaded into the log before each growth step
 	BlobMiB              int   // the blob of the blob store scenarios, in MiB
+	WorkerBlobMiB        int   // the output the worker-memory-blobs scenario's worker stores and fetches, in MiB
 }
 
 // FullSizes are the sizes the targets are set for.
@@ -80,7 +81,7 @@ func FullSizes() Sizes {
 		ReplayEvents: 1_000_000, APIRuns: 1_000_000, APIClients: 32, APIRequests: 10_000,
 		LatenessRuns: 300, GrowthEvents: []int{0, 1_000_000, 5_000_000},
 		ScheduledDeployments: 1_000, SchedulePeriod: time.Minute,
-		BlobMiB: 256,
+		BlobMiB: 256, WorkerBlobMiB: 1024,
 	}
 }
 
@@ -94,7 +95,7 @@ func QuickSizes() Sizes {
 		ReplayEvents: 20_000, APIRuns: 10_000, APIClients: 32, APIRequests: 500,
 		LatenessRuns: 2, GrowthEvents: []int{0, 20_000},
 		ScheduledDeployments: 10, SchedulePeriod: 2 * time.Second,
-		BlobMiB: 8,
+		BlobMiB: 8, WorkerBlobMiB: 32,
 	}
 }
 
@@ -156,7 +157,7 @@ type Options struct {
 	// URL and a function that stops it. The runs-api scenario needs it.
 	ServeAPI func(ctx context.Context, databaseURL string) (baseURL string, stop func(), err error)
 	// Processes starts the ordo binary as a server or a worker. The memory
-	// scenario needs it.
+	// scenarios need it.
 	Processes *Processes
 	// AfterScenario, when set, runs after each scenario (to drop its
 	// databases, say).
@@ -194,6 +195,7 @@ func Scenarios() []Scenario {
 		{"lateness-load", "schedule lateness under load", latenessLoadScenario},
 		{"schedules", "schedules at scale: 1,000 deployments on a 1-minute cron", schedulesScenario},
 		{"memory", "peak memory of a server and a worker", memoryScenario},
+		{"worker-memory-blobs", "peak memory of a worker that moves a large output", workerMemoryBlobsScenario},
 		{"growth", "throughput as the log grows", growthScenario},
 		{"blobs-postgres", "the postgres blob store next to a plain COPY", blobsPostgresScenario},
 		{"blobs-s3", "the s3 blob store next to bare PutObject/GetObject on SeaweedFS", blobsS3Scenario},

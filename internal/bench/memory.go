@@ -46,20 +46,13 @@ func MeasureMemory(ctx context.Context, env Env, procs *Processes, sz Sizes) (Me
 	if err := waitReady(ctx, "http://"+addr+"/readyz", server); err != nil {
 		return Memory{}, err
 	}
-	worker, err := startChild(procs.Worker(ctx, url), env, "worker")
+	// Idle: both have started, and the worker has registered.
+	worker, o, err := startWorker(ctx, env, procs, url)
 	if err != nil {
 		return Memory{}, err
 	}
 	defer worker.stop()
-	o, err := connectOrdo(ctx, env, url)
-	if err != nil {
-		return Memory{}, err
-	}
 	defer o.Close()
-	// Idle: both have started and registered (the worker's heartbeat row).
-	if err := o.waitFor(ctx, `SELECT count(*) FROM workers`, 1, worker); err != nil {
-		return Memory{}, err
-	}
 	var m Memory
 	if m.ServerIdle, err = procStatus(server.cmd.Process.Pid, "VmRSS"); err != nil {
 		return m, err
@@ -84,6 +77,27 @@ func MeasureMemory(ctx context.Context, env Env, procs *Processes, sz Sizes) (Me
 		return m, err
 	}
 	return m, errors.Join(worker.stop(), server.stop())
+}
+
+// startWorker starts a worker process on the database and connects to it,
+// and returns once the worker has registered (its heartbeat row).
+func startWorker(ctx context.Context, env Env, procs *Processes, url string) (*child, *ordoDB, error) {
+	worker, err := startChild(procs.Worker(ctx, url), env, "worker")
+	if err != nil {
+		return nil, nil, err
+	}
+	o, err := connectOrdo(ctx, env, url)
+	if err == nil {
+		err = o.waitFor(ctx, `SELECT count(*) FROM workers`, 1, worker)
+		if err != nil {
+			o.Close()
+		}
+	}
+	if err != nil {
+		_ = worker.stop()
+		return nil, nil, err
+	}
+	return worker, o, nil
 }
 
 // waitFor polls the count query until it returns want, or the child exits.
