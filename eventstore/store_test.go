@@ -427,7 +427,7 @@ func TestReaderWaitsForOlderOpenTransaction(t *testing.T) {
 	if err != nil || parsed != cp {
 		t.Fatalf("checkpoint round trip: %v %v", parsed, err)
 	}
-	rest, _ := b.store.ReadAll(ctx, b.pool, cp, 10)
+	rest := readUntil(t, 1, func() ([]domain.Envelope, error) { return b.store.ReadAll(ctx, b.pool, cp, 10) })
 	if len(rest) != 1 || rest[0].Position != got[1].Position {
 		t.Fatalf("after checkpoint: %+v", rest)
 	}
@@ -561,4 +561,22 @@ func TestAppendAloneGroupsButFailsAlone(t *testing.T) {
 	if err := b.pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil || n != 64 {
 		t.Fatalf("%d events stored, want 64 (1 + 63): %v", n, err)
 	}
+}
+
+// readUntil reads until it gets n events, for up to 10 s: a read up to the
+// stable head may be held back for a moment by a transaction that another
+// test has open, even after an earlier read saw further.
+func readUntil(t *testing.T, n int, read func() ([]domain.Envelope, error)) []domain.Envelope {
+	t.Helper()
+	var got []domain.Envelope
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if got, err = read(); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) >= n {
+			break
+		}
+	}
+	return got
 }
