@@ -294,6 +294,7 @@ func newEcho(opts Options) (*echo.Echo, error) {
 	g.GET("/runs/:id/logs", s.runLogs)
 	g.GET("/runs/:id/outputs", s.runOutputs)
 	g.GET("/task-runs/:id/outputs/*", s.taskRunOutput)
+	g.HEAD("/task-runs/:id/outputs/*", s.taskRunOutput)
 	g.GET("/deployments/:id/metrics", s.deploymentMetrics)
 	g.GET("/events", s.eventList)
 	g.GET("/work-queues", s.workQueueList)

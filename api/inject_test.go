@@ -187,6 +187,9 @@ func TestInjectEveryParameter(t *testing.T) {
 			switch {
 			case took > 3*time.Second:
 				t.Errorf("%s took %s", what, took)
+			case r.status >= 400 && r.status < 500 && tg.method == "HEAD":
+				// an answer to HEAD has no body, so no envelope: its status
+				// is what there is to check
 			case r.status >= 400 && r.status < 500:
 				checkInjectEnvelope(t, what, r)
 			case r.status == 200 && tg.freeText:

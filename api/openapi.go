@@ -119,6 +119,13 @@ func omitted(s obj) obj {
 }
 
 // metricsSchema is a run's or task run's metrics: name -> number, {} when none.
+// The parameters of an output's bytes and of its headers.
+var (
+	outputIDParam   = obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string", "format": "uuid"}, "description": "the task run's id"}
+	outputNameParam = obj{"name": "name", "in": "path", "required": true, "schema": str, "description": "the output's name, relative to ORDO_OUTPUT_DIR; a name with slashes is sent as it is (each element percent-escaped) or with its slashes escaped"}
+	downloadParam   = qparam("download", "true: Content-Disposition: attachment, with the file name", obj{"type": "boolean"})
+)
+
 var metricsSchema = obj{"type": "object", "additionalProperties": obj{"type": "number", "format": "double"}, "description": "name -> number; {} when none"}
 
 // anyJSON is any JSON value: a result.
@@ -202,15 +209,15 @@ var openAPIDocument = obj{
 		"/api/v1/runs/{id}/retry":  obj{"post": op("runRetry", "run the failed part of a run again (501 until the server runs flows)", obj{"200": response("the run", ref("FlowRun"))}, runRef, idemHeader)},
 		"/api/v1/runs/{id}/outputs": obj{"get": op("runOutputs", "the files the run's task runs left in ORDO_OUTPUT_DIR, by task and name, each with its download URL",
 			obj{"200": response("all outputs", listOf("Output"))}, runRef)},
-		"/api/v1/task-runs/{id}/outputs/{name}": obj{"get": op("taskRunOutput", "the bytes of one output: Content-Type from its media type (X-Content-Type-Options: nosniff, and Content-Security-Policy: sandbox so that an HTML or SVG file runs no script in the UI's origin), ETag the quoted sha256 (If-None-Match: 304), one byte Range (206 with Content-Range; 416 range_not_satisfiable past the end); 501 without a blob store",
+		"/api/v1/task-runs/{id}/outputs/{name}": obj{"head": op("taskRunOutputHead", "the headers GET would answer with (Content-Length, ETag, Content-Type, Content-Range for a Range), without the bytes",
+			obj{"200": obj{"description": "the output's headers"}, "206": obj{"description": "the range's headers"}, "304": obj{"description": "the output is the one named by If-None-Match"}},
+			outputIDParam, outputNameParam, downloadParam), "get": op("taskRunOutput", "the bytes of one output: Content-Type from its media type (X-Content-Type-Options: nosniff, and Content-Security-Policy: sandbox so that an HTML or SVG file runs no script in the UI's origin), ETag the quoted sha256 (If-None-Match: 304), one byte Range (206 with Content-Range; 416 range_not_satisfiable past the end); 501 without a blob store",
 			obj{
 				"200": obj{"description": "the output's bytes", "content": obj{"*/*": obj{"schema": obj{"type": "string", "format": "binary"}}}},
 				"206": obj{"description": "the bytes of the range asked for", "content": obj{"*/*": obj{"schema": obj{"type": "string", "format": "binary"}}}},
 				"304": obj{"description": "the output is the one named by If-None-Match"},
 			},
-			obj{"name": "id", "in": "path", "required": true, "schema": obj{"type": "string", "format": "uuid"}, "description": "the task run's id"},
-			obj{"name": "name", "in": "path", "required": true, "schema": str, "description": "the output's name, relative to ORDO_OUTPUT_DIR; a name with slashes is sent as it is (each element percent-escaped) or with its slashes escaped"},
-			qparam("download", "true: Content-Disposition: attachment, with the file name", obj{"type": "boolean"}))},
+			outputIDParam, outputNameParam, downloadParam)},
 		"/api/v1/deployments/{id}/metrics": obj{"get": op("deploymentMetrics", "the metric series of a deployment: its last runs that have metrics, oldest first, each with the union of its task runs' metrics",
 			obj{"200": response("the series", listOf("MetricPoint"))}, deploymentRef,
 			qparam("limit", "how many runs, 1 to 1000 (default 100)", obj{"type": "integer", "minimum": 1, "maximum": 1000}))},

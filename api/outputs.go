@@ -71,8 +71,9 @@ func (s *server) deploymentMetrics(c echo.Context) error {
 // when it is opened (HTML, SVG): it is shown as a sandboxed document.
 const outputCSP = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; media-src 'self'"
 
-// taskRunOutput serves the bytes of one output: ETag (the quoted sha256)
-// and If-None-Match, one Range, ?download=1 for an attachment.
+// taskRunOutput serves the bytes of one output (HEAD: only its headers):
+// ETag (the quoted sha256) and If-None-Match, one Range, ?download=1 for an
+// attachment.
 func (s *server) taskRunOutput(c echo.Context) error {
 	ref, err := pathRef(c)
 	if err != nil {
@@ -122,12 +123,15 @@ func (s *server) taskRunOutput(c echo.Context) error {
 			off, n, partial = start, length, true
 		}
 	}
-	body, err := s.opts.Blobs.Get(ctx, out.SHA256, off, n)
-	if errors.Is(err, blobstore.ErrNotFound) {
-		return domain.Errorf(domain.CodeNotFound, "output %q of task run %s: its blob %s is not in the blob store", name, id, out.SHA256)
-	}
-	if err != nil {
-		return fmt.Errorf("read output %q of task run %s: %w", name, id, err)
+	var body io.ReadCloser = http.NoBody
+	if c.Request().Method != http.MethodHead {
+		body, err = s.opts.Blobs.Get(ctx, out.SHA256, off, n)
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return domain.Errorf(domain.CodeNotFound, "output %q of task run %s: its blob %s is not in the blob store", name, id, out.SHA256)
+		}
+		if err != nil {
+			return fmt.Errorf("read output %q of task run %s: %w", name, id, err)
+		}
 	}
 	defer body.Close()
 	// Set once no error can follow: an error keeps Echo's JSON type.
@@ -142,6 +146,9 @@ func (s *server) taskRunOutput(c echo.Context) error {
 		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, out.Size))
 	}
 	c.Response().WriteHeader(status)
+	if c.Request().Method == http.MethodHead {
+		return nil
+	}
 	if _, err := io.CopyN(c.Response(), body, n); err != nil {
 		// The status is sent: all that is left is to cut the response
 		// short. A client that went away (a preview closed) is no news.

@@ -140,6 +140,13 @@ func TestTaskRunOutputDownload(t *testing.T) {
 		h.Get("X-Content-Type-Options") != "nosniff" || h.Get("Content-Disposition") != "" {
 		t.Errorf("headers %v", h)
 	}
+	// HEAD: the same headers, no bytes (curl -I)
+	if r := b.do(t, "HEAD", model, nil); r.status != 200 || len(r.body) != 0 || r.header.Get("Content-Length") != "16" || r.header.Get("ETag") != h.Get("ETag") {
+		t.Errorf("HEAD: %d %q %v", r.status, r.body, r.header)
+	}
+	if r := b.do(t, "HEAD", model, nil, "Range", "bytes=2-5"); r.status != 206 || r.header.Get("Content-Range") != "bytes 2-5/16" || r.header.Get("Content-Length") != "4" {
+		t.Errorf("HEAD with a Range: %d %v", r.status, r.header)
+	}
 	if r := b.do(t, "GET", model, nil, "If-None-Match", `"`+outs["model"].SHA256+`"`); r.status != 304 || len(r.body) != 0 {
 		t.Errorf("If-None-Match: %d %q", r.status, r.body)
 	}

@@ -581,6 +581,12 @@ type TaskRunOutputParams struct {
 	Download *bool `form:"download,omitempty" json:"download,omitempty"`
 }
 
+// TaskRunOutputHeadParams defines parameters for TaskRunOutputHead.
+type TaskRunOutputHeadParams struct {
+	// Download true: Content-Disposition: attachment, with the file name
+	Download *bool `form:"download,omitempty" json:"download,omitempty"`
+}
+
 // WorkQueueListParams defines parameters for WorkQueueList.
 type WorkQueueListParams struct {
 	// Limit page size, 1 to 200 (default 50)
@@ -820,6 +826,11 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /api/v1/task-runs/{id}/outputs/{name} (the `TaskRunOutput` operationId).
 	TaskRunOutput(ctx context.Context, id openapi_types.UUID, name string, params *TaskRunOutputParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TaskRunOutputHead the headers GET would answer with (Content-Length, ETag, Content-Type, Content-Range for a Range), without the bytes
+	//
+	// Corresponds with HEAD /api/v1/task-runs/{id}/outputs/{name} (the `TaskRunOutputHead` operationId).
+	TaskRunOutputHead(ctx context.Context, id openapi_types.UUID, name string, params *TaskRunOutputHeadParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// WorkQueueList list work queues by name: depth, running, paused, concurrency limit and slots in use, online workers
 	//
@@ -1194,6 +1205,21 @@ func (c *Client) RunRetry(ctx context.Context, id string, params *RunRetryParams
 // Corresponds with GET /api/v1/task-runs/{id}/outputs/{name} (the `TaskRunOutput` operationId).
 func (c *Client) TaskRunOutput(ctx context.Context, id openapi_types.UUID, name string, params *TaskRunOutputParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewTaskRunOutputRequest(c.Server, id, name, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TaskRunOutputHead the headers GET would answer with (Content-Length, ETag, Content-Type, Content-Range for a Range), without the bytes
+//
+// Corresponds with HEAD /api/v1/task-runs/{id}/outputs/{name} (the `TaskRunOutputHead` operationId).
+func (c *Client) TaskRunOutputHead(ctx context.Context, id openapi_types.UUID, name string, params *TaskRunOutputHeadParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTaskRunOutputHeadRequest(c.Server, id, name, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2497,6 +2523,74 @@ func NewTaskRunOutputRequest(server string, id openapi_types.UUID, name string, 
 	return req, nil
 }
 
+// NewTaskRunOutputHeadRequest constructs an http.Request for the TaskRunOutputHead method
+func NewTaskRunOutputHeadRequest(server string, id openapi_types.UUID, name string, params *TaskRunOutputHeadParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/task-runs/%s/outputs/%s", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Download != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "download", *params.Download, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodHead, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewWorkQueueListRequest constructs an http.Request for the WorkQueueList method
 func NewWorkQueueListRequest(server string, params *WorkQueueListParams) (*http.Request, error) {
 	var err error
@@ -2994,6 +3088,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /api/v1/task-runs/{id}/outputs/{name} (the `TaskRunOutput` operationId).
 	TaskRunOutputWithResponse(ctx context.Context, id openapi_types.UUID, name string, params *TaskRunOutputParams, reqEditors ...RequestEditorFn) (*TaskRunOutputResponse, error)
+
+	// TaskRunOutputHeadWithResponse the headers GET would answer with (Content-Length, ETag, Content-Type, Content-Range for a Range), without the bytes
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with HEAD /api/v1/task-runs/{id}/outputs/{name} (the `TaskRunOutputHead` operationId).
+	TaskRunOutputHeadWithResponse(ctx context.Context, id openapi_types.UUID, name string, params *TaskRunOutputHeadParams, reqEditors ...RequestEditorFn) (*TaskRunOutputHeadResponse, error)
 
 	// WorkQueueListWithResponse list work queues by name: depth, running, paused, concurrency limit and slots in use, online workers
 	//
@@ -4075,6 +4176,47 @@ func (r TaskRunOutputResponse) ContentType() string {
 	return ""
 }
 
+type TaskRunOutputHeadResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r TaskRunOutputHeadResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r TaskRunOutputHeadResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TaskRunOutputHeadResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TaskRunOutputHeadResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TaskRunOutputHeadResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type WorkQueueListResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4717,6 +4859,19 @@ func (c *ClientWithResponses) TaskRunOutputWithResponse(ctx context.Context, id 
 		return nil, err
 	}
 	return ParseTaskRunOutputResponse(rsp)
+}
+
+// TaskRunOutputHeadWithResponse the headers GET would answer with (Content-Length, ETag, Content-Type, Content-Range for a Range), without the bytes
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with HEAD /api/v1/task-runs/{id}/outputs/{name} (the `TaskRunOutputHead` operationId).
+func (c *ClientWithResponses) TaskRunOutputHeadWithResponse(ctx context.Context, id openapi_types.UUID, name string, params *TaskRunOutputHeadParams, reqEditors ...RequestEditorFn) (*TaskRunOutputHeadResponse, error) {
+	rsp, err := c.TaskRunOutputHead(ctx, id, name, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTaskRunOutputHeadResponse(rsp)
 }
 
 // WorkQueueListWithResponse list work queues by name: depth, running, paused, concurrency limit and slots in use, online workers
@@ -5505,6 +5660,41 @@ func ParseTaskRunOutputResponse(rsp *http.Response) (*TaskRunOutputResponse, err
 	}
 
 	switch {
+	case rsp.StatusCode == 304:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseTaskRunOutputHeadResponse parses an HTTP response from a TaskRunOutputHeadWithResponse call
+func ParseTaskRunOutputHeadResponse(rsp *http.Response) (*TaskRunOutputHeadResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TaskRunOutputHeadResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		break // No content-type
+
+	case rsp.StatusCode == 206:
+		break // No content-type
+
 	case rsp.StatusCode == 304:
 		break // No content-type
 
