@@ -5,12 +5,23 @@ import (
 	"os"
 	"strings"
 
+	pythonsdk "github.com/ordoflow/ordo/sdk/python"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// buildVersion may be set at build time with -ldflags "-X main.buildVersion=..."
+// (a release's tag, say); without it the binary has its Python package's
+// version, so that the two always match.
+var buildVersion string
+
+// ordoVersion is the binary's version.
+func ordoVersion() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
+	return pythonsdk.Version
+}
 
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
@@ -55,7 +66,7 @@ func newVersionCommand() *cobra.Command {
 		Short: "Print Ordo's version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "ordo", version)
+			fmt.Fprintln(cmd.OutOrStdout(), "ordo", ordoVersion())
 		},
 	}
 }
