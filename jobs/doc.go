@@ -81,7 +81,8 @@
 // be: its own process group, stdin /dev/null, its stdout and stderr the
 // attempt's log pipes (passed over the interpreter's socket), the
 // attempt's environment and the worker's working directory; timeouts,
-// cancellation and the results, outputs and metrics are handled alike.
+// cancellation and the results, outputs and metrics are handled alike;
+// only what FILE prints while it is imported is in no task's log.
 //
 //   - An interpreter that cannot start (FILE does not import): that attempt
 //     runs cold, so its log shows the error; the next tries again.

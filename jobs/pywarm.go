@@ -221,9 +221,10 @@ func (p *warmPool) get(key, python, file, cwd string, env []string) *zygote {
 	p.zygotes[key] = z
 	go func() {
 		z.start(python, file, cwd, env)
-		if z.err != nil {
-			p.forget(z)
+		if z.err == nil {
+			<-z.done
 		}
+		p.forget(z)
 	}()
 	return z
 }

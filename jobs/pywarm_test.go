@@ -1,6 +1,7 @@
 package jobs_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -310,4 +311,30 @@ def long():
 		}
 		waitGone(t, child, 5*time.Second, "the first attempt's process")
 	})
+}
+
+// The warm interpreters go with their worker.
+func TestWarmPythonStopsWithWorker(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	w, err := jobs.NewWorker(b.pool, b.store, jobs.WorkerOptions{
+		Queues: []string{domain.DefaultWorkQueue}, WorkspaceDir: b.workspace, Python: testPython(t), Logger: quietLogger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	fr := pyRun(t, b, pyFlow(t, "import os\ndef parent():\n    return os.getppid()\n"), "parent")
+	zygote := taskResult[int](t, b, fr, "parent")
+	if zygote == os.Getpid() || !alive(zygote) {
+		t.Fatalf("the task's parent %d is not a live warm interpreter", zygote)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, zygote, 5*time.Second, "the warm interpreter of a stopped worker")
 }

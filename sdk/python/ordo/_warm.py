@@ -16,6 +16,7 @@ them): the worker starts a fresh one. The interpreter has no threads (fork is un
 children are reaped when a SIGCHLD wakes the poll through a wake-up fd.
 """
 
+import gc
 import json
 import os
 import select
@@ -55,6 +56,9 @@ def main(argv):
         traceback.print_exc()
         sys.stderr.flush()
         return 1
+    # What the import made stays shared with the children: the collector leaves it alone, so
+    # that a child's collections do not copy the pages it lies in.
+    gc.freeze()
     watched = _modules_under(directory)
     watched[os.path.abspath(path)] = before  # an edit during the import is an edit after it
     die_with_parent = _death_signal()
