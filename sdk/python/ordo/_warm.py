@@ -84,20 +84,24 @@ def main(argv):
     spare.fork()
 
     poll = select.poll()
-    poll.register(sock.fileno(), 0)  # only its end: the spare reads the requests
+    poll.register(sock.fileno(), 0)
     poll.register(wake_r, select.POLLIN)
     poll.register(taken_r, select.POLLIN)
     children = set()  # the pids that took a request, until their exits are sent
     stale = False
     spare_at = None  # when to fork the next spare
     while True:
+        # The socket is the spare's to read: the interpreter looks at it only for its end, and
+        # for a request that waits when there is no spare.
+        waiting = spare.pid is None and not stale
+        poll.modify(sock.fileno(), select.POLLIN if waiting else 0)
         timeout = None
         if spare_at is not None:
             timeout = max(0, int((spare_at - time.monotonic()) * 1000))
-        events = poll.poll(timeout)
-        for fd, ev in events:
-            if fd == sock.fileno():
-                return 0  # the worker closed its end
+        events = dict(poll.poll(timeout))
+        ev = events.get(sock.fileno(), 0)
+        if ev & (select.POLLHUP | select.POLLERR):
+            return 0  # the worker closed its end
         # what the children took comes before their exits
         for kind, pid in _taken(taken_r):
             spare.pid = None
@@ -106,11 +110,13 @@ def main(argv):
             else:
                 children.add(pid)
                 spare_at = spare_at or time.monotonic() + _SPARE_DELAY
-        if any(fd == wake_r for fd, _ in events):
+        if wake_r in events:
             _drain(wake_r)
             ended, spare_gone = _reap(sock, children, spare)
             if ended or spare_gone:
                 spare_at = time.monotonic()  # a quick task ended: fork now, while nothing waits
+        if ev & select.POLLIN and waiting:
+            spare_at = time.monotonic()  # a request waits
         if stale:
             if not children:
                 return 0
