@@ -104,8 +104,8 @@ class RunnerTest(unittest.TestCase):
 
     def test_large_json_result_is_an_output(self):
         a = Attempt(self)
-        r = a.run("big", {"n": {"value": 1100}})
-        self.assertEqual(r.returncode, 0, r.stderr)
+        code, _, err = in_process(_runner.main, [PIPELINE, "big", "--args", '{"n":{"value":1100}}'], a.env)
+        self.assertEqual(code, 0, err)
         desc = a.read_result()["__ordo_value__"]
         self.assertEqual((desc["output"], desc["format"]), ("_return.json", "json"))
         with open(os.path.join(a.out, "_return.json")) as f:
@@ -124,14 +124,15 @@ class RunnerTest(unittest.TestCase):
 
     def test_sys_exit(self):
         a = Attempt(self)
-        self.assertEqual(a.run("exits", {"code": {"value": 0}}).returncode, 0)
-        self.assertEqual(a.run("exits", {"code": {"value": 3}}).returncode, 3)
+        for code in (0, 3):
+            argv = [PIPELINE, "exits", "--args", '{"code":{"value":%d}}' % code]
+            self.assertEqual(in_process(_runner.main, argv, a.env)[0], code)
 
     def test_unpicklable_result_fails(self):
         a = Attempt(self)
-        r = a.run("unpicklable", {})
-        self.assertEqual(r.returncode, 1)
-        self.assertIn("cannot be pickled", r.stderr.strip().splitlines()[-1])
+        code, _, err = in_process(_runner.main, [PIPELINE, "unpicklable"], a.env)
+        self.assertEqual(code, 1)
+        self.assertIn("cannot be pickled", err.strip().splitlines()[-1])
 
     def test_usage_and_load_errors_exit_2(self):
         a = Attempt(self)
@@ -148,9 +149,9 @@ class RunnerTest(unittest.TestCase):
         ]
         for argv, text in cases:
             with self.subTest(argv=argv):
-                r = support.run_ordo(argv, env=a.env)
-                self.assertEqual(r.returncode, 2, r.stderr)
-                self.assertIn(text, r.stderr)
+                code, out, err = in_process(_runner.main, argv[1:], a.env, cwd=support.FLOWS)
+                self.assertEqual(code, 2, err)
+                self.assertIn(text, err)
 
     def test_import_error_exits_2_with_traceback(self):
         d = tempfile.mkdtemp()
@@ -161,6 +162,26 @@ class RunnerTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("RuntimeError: no database", r.stderr)
         self.assertIn("cannot import broken.py", r.stderr)
+
+
+def in_process(main, argv, env, cwd=None):
+    """main(argv) in this process with env's variables set (and stdout, stderr captured)."""
+    import contextlib
+    import io
+
+    saved, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.update(env)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        if cwd:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved)
+    return code, out.getvalue(), err.getvalue()
 
 
 class InProcessTest(unittest.TestCase):
@@ -174,23 +195,12 @@ class InProcessTest(unittest.TestCase):
 
     def test_main_returns_and_never_exits(self):
         a = Attempt(self, parameters={"table": "t"})
-        saved = dict(os.environ)
-        os.environ.update(a.env)
-        try:
-            import contextlib
-            import io
-
-            out, err = io.StringIO(), io.StringIO()
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = _runner.main([PIPELINE, "load", "--args", '{"table":{"param":"table"}}'])
-                code2 = _runner.main([PIPELINE, "exits", "--args", '{"code":{"value":4}}'])
-                code3 = _runner.main([PIPELINE])
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        self.assertEqual((code, code2, code3), (0, 4, 2))
+        code, out, _ = in_process(_runner.main, [PIPELINE, "load", "--args", '{"table":{"param":"table"}}'], a.env)
+        self.assertEqual(code, 0)
+        self.assertIn("loading t", out)
         self.assertEqual(a.read_result(), [0, 1, 2, 3])
-        self.assertIn("loading t", out.getvalue())
+        self.assertEqual(in_process(_runner.main, [PIPELINE, "exits", "--args", '{"code":{"value":4}}'], a.env)[0], 4)
+        self.assertEqual(in_process(_runner.main, [PIPELINE], a.env)[0], 2)
 
 
 if __name__ == "__main__":

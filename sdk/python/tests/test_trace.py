@@ -472,10 +472,20 @@ class TraceCommandTest(unittest.TestCase):
         self.assertIn("pipeline.py:%d" % _line_in("flows/pipeline.py", "if rows:"), r.stderr)
 
     def test_trace_usage_errors(self):
-        for args in (["trace"], ["trace", "missing.py", "f"], ["trace", "pipeline.py", "load"], ["trace", "pipeline.py", "nope"]):
-            r = support.run_ordo(args)
-            self.assertEqual(r.returncode, 2, args)
-            self.assertTrue(r.stderr.strip(), args)
+        import contextlib
+        import io
+        import os
+
+        cwd = os.getcwd()
+        os.chdir(support.FLOWS)
+        try:
+            for args in ([], ["missing.py", "f"], ["pipeline.py", "load"], ["pipeline.py", "nope"], ["a", "b", "--x"]):
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err):
+                    self.assertEqual(_trace.main(args), 2, args)
+                self.assertTrue(err.getvalue().strip(), args)
+        finally:
+            os.chdir(cwd)
 
 
 def _line_in(rel, text):
