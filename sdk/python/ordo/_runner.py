@@ -70,32 +70,21 @@ def load_flow_module(path):
 
 
 def _parse(argv):
-    rest, args = [], "{}"
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--args":
-            if i + 1 >= len(argv):
-                raise _UsageError("--args needs a value")
-            args = argv[i + 1]
-            i += 2
-            continue
-        if a.startswith("--args="):
-            args = a[len("--args="):]
-        elif a.startswith("-"):
-            raise _UsageError("unknown option %s" % a)
-        else:
-            rest.append(a)
-        i += 1
-    if len(rest) != 2:
-        raise _UsageError("usage: python -m ordo run FILE FUNCTION [--args JSON]")
+    from ordo._cli import parse
+
+    try:
+        path, function, args = parse(argv, "--args", "usage: python -m ordo run FILE FUNCTION [--args JSON]")
+    except ValueError as e:
+        raise _UsageError(str(e))
+    if args is None:
+        args = "{}"
     try:
         bindings = json.loads(args)
     except ValueError as e:
         raise _UsageError("--args is not JSON: %s" % e)
     if not isinstance(bindings, dict):
         raise _UsageError("--args must be a JSON object of argument bindings")
-    return rest[0], rest[1], bindings
+    return path, function, bindings
 
 
 def _env_json(name):

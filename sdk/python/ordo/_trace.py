@@ -299,13 +299,17 @@ class _Deployment:
                     % (loc, _values.short_repr(f, 80))
                 )
 
-    def task_call(self, task, args, kwargs, wait_for):
+    def _bind(self, what, obj, args, kwargs):
+        """The call site and the call's arguments bound to obj's parameters."""
         loc = _state.user_location()
-        sig = task.signature
         try:
-            bound = sig.bind(*args, **kwargs)
+            return loc, obj.signature.bind(*args, **kwargs)
         except TypeError as e:
-            raise TraceError("%s: calling task %r: %s" % (loc, task.name, e)) from None
+            raise TraceError("%s: calling %s %r: %s" % (loc, what, obj.name, e)) from None
+
+    def task_call(self, task, args, kwargs, wait_for):
+        loc, bound = self._bind("task", task, args, kwargs)
+        sig = task.signature
         deps = []
 
         def bind(value, arg):
@@ -362,12 +366,8 @@ class _Deployment:
         return Future(name, (), _return_annotation(task.fn))
 
     def flow_call(self, flow, args, kwargs, wait_for):
-        loc = _state.user_location()
+        loc, bound = self._bind("sub-flow", flow, args, kwargs)
         sig = flow.signature
-        try:
-            bound = sig.bind(*args, **kwargs)
-        except TypeError as e:
-            raise TraceError("%s: calling sub-flow %r: %s" % (loc, flow.name, e)) from None
         parameters = {}
         for pname, value in bound.arguments.items():
             kind = sig.parameters[pname].kind
@@ -589,27 +589,13 @@ def trace(module, file, flow, name=None):
 
 def main(argv):
     """`python -m ordo trace FILE FUNCTION [--name NAME]`; returns the exit status."""
-    usage = "usage: python -m ordo trace FILE FUNCTION [--name NAME]"
-    rest, name = [], None
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--name" and i + 1 < len(argv):
-            name = argv[i + 1]
-            i += 2
-            continue
-        if a.startswith("--name="):
-            name = a[len("--name="):]
-        elif a.startswith("-"):
-            print("%s\nunknown option %s" % (usage, a), file=sys.stderr)
-            return 2
-        else:
-            rest.append(a)
-        i += 1
-    if len(rest) != 2:
-        print(usage, file=sys.stderr)
+    from ordo._cli import parse
+
+    try:
+        file, function, name = parse(argv, "--name", "usage: python -m ordo trace FILE FUNCTION [--name NAME]")
+    except ValueError as e:
+        print("python -m ordo trace: %s" % e, file=sys.stderr)
         return 2
-    file, function = rest
     out = sys.stdout
     try:
         import contextlib

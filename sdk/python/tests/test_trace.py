@@ -150,11 +150,7 @@ class TraceGraphTest(unittest.TestCase):
             load("u")
             anything((1, 2), {"a": [1, (2,)]}, None, 1.5)
 
-        THIS.consts = consts
-        try:
-            (dep,) = trace(consts)
-        finally:
-            del THIS.consts
+        (dep,) = trace(consts)
         t = dep["document"]["flow"]["tasks"]
         self.assertEqual(args_of(t[0]), {"table": {"value": "t"}, "limit": {"value": 3}})
         self.assertEqual(args_of(t[1]), {"table": {"value": "u"}})  # defaults are not bound
@@ -204,12 +200,8 @@ class TraceGraphTest(unittest.TestCase):
         def bad_sub(n: int = 1):
             child(size=n)  # marker: bad-sub
 
-        THIS.bad_sub = bad_sub
-        try:
-            with self.assertRaises(TraceError) as cm:
-                trace(bad_sub)
-        finally:
-            del THIS.bad_sub
+        with self.assertRaises(TraceError) as cm:
+            trace(bad_sub)
         self.assertIn("test_trace.py:%d" % line_of("marker: bad-sub"), str(cm.exception))
         self.assertIn("constants", str(cm.exception))
 
@@ -261,11 +253,7 @@ class TraceGraphTest(unittest.TestCase):
         def returns():
             return load("x")
 
-        THIS.returns = returns
-        try:
-            (dep,) = trace(returns)
-        finally:
-            del THIS.returns
+        (dep,) = trace(returns)
         self.assertEqual(len(dep["document"]["flow"]["tasks"]), 1)
 
 
@@ -274,12 +262,8 @@ class TraceErrorTest(unittest.TestCase):
 
     def assertTraceError(self, body, marker, *words):
         fl = flow(name="f")(body)
-        THIS._f = fl
-        try:
-            with self.assertRaises(TraceError) as cm:
-                trace(fl)
-        finally:
-            del THIS._f
+        with self.assertRaises(TraceError) as cm:
+            trace(fl)
         msg = str(cm.exception)
         self.assertIn("test_trace.py:%d:" % line_of(marker), msg)
         for w in words:
@@ -384,12 +368,8 @@ class TraceErrorTest(unittest.TestCase):
             x, y, z = pair("a")  # marker: err-unpack3
 
         fl = flow(name="f")(body)
-        THIS._f = fl
-        try:
-            with self.assertRaises(ValueError):
-                trace(fl)
-        finally:
-            del THIS._f
+        with self.assertRaises(ValueError):
+            trace(fl)
 
     def test_index_with_non_constant(self):
         def body():
@@ -445,11 +425,7 @@ class TraceErrorTest(unittest.TestCase):
             self.assertIn("task 'load'", repr(load("a")))
 
         fl = flow(name="f")(body)
-        THIS._f = fl
-        try:
-            trace(fl)
-        finally:
-            del THIS._f
+        trace(fl)
 
 
 class TraceCommandTest(unittest.TestCase):
