@@ -522,6 +522,8 @@ def _parameters(flow, def_loc):
                     "%s: flow %r parameter %r: its default is %s, which is not JSON; a deployment's "
                     "parameters are JSON" % (def_loc, flow.name, p.name, e)
                 ) from None
+            if p.default is None and prop and not _allows_null(prop):
+                prop = {"anyOf": [prop, {"type": "null"}]}  # `x: int = None` means an optional int
             prop = dict(prop, default=defaults[p.name])
         props[p.name] = prop
         if p.kind is p.POSITIONAL_ONLY:
@@ -534,6 +536,10 @@ def _parameters(flow, def_loc):
     if not additional:
         schema["additionalProperties"] = False
     return defaults, schema, (args, kwargs)
+
+
+def _allows_null(schema):
+    return schema.get("type") == "null" or any(_allows_null(s) for s in schema.get("anyOf", ()))
 
 
 def _schema(hint):

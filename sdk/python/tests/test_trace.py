@@ -100,6 +100,7 @@ def typed(
     k=None,
     m: Union[int, str] = 0,
     n: Any = 0,
+    o: int = None,
 ):
     pass
 
@@ -218,7 +219,8 @@ class TraceGraphTest(unittest.TestCase):
         (dep,) = trace(typed)
         doc = dep["document"]
         self.assertEqual(doc["parameters"], {"b": 1.5, "c": "s", "d": True, "e": [1], "f": {}, "g": None,
-                                             "h": "x", "i": [1, "a"], "j": [], "k": None, "m": 0, "n": 0})
+                                             "h": "x", "i": [1, "a"], "j": [], "k": None, "m": 0, "n": 0,
+                                             "o": None})
         s = doc["parameters_schema"]
         self.assertEqual(s["type"], "object")
         self.assertEqual(s["required"], ["a"])
@@ -239,6 +241,7 @@ class TraceGraphTest(unittest.TestCase):
         self.assertEqual(p["k"], {"default": None})
         self.assertEqual(p["m"]["anyOf"], [{"type": "integer"}, {"type": "string"}])
         self.assertEqual(p["n"], {"default": 0})
+        self.assertEqual(p["o"], {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None})
 
     def test_kwargs_flow_allows_more_properties_and_description(self):
         (dep,) = trace(with_kwargs)
