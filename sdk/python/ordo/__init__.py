@@ -18,7 +18,7 @@ ordo._values for what is traced and how values travel).
 
 from ordo._version import __version__
 from ordo._core import Flow, Task, flow, task
-from ordo._trace import TraceError
+from ordo._state import TraceError
 from ordo._values import Metrics, get_run_logger, log_metrics, output_dir
 
 __all__ = [

@@ -11,6 +11,10 @@ import threading
 _ORDO_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+class TraceError(Exception):
+    """A flow cannot be traced: its message names the file and line and says what to do."""
+
+
 class _Current(threading.local):
     trace = None  # the deployment being traced (ordo._trace), or None
     task = None  # the TaskRun whose body is running, or None

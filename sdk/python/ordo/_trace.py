@@ -28,10 +28,7 @@ import sys
 
 from ordo import _state, _values
 from ordo._core import Flow, Task
-
-
-class TraceError(Exception):
-    """A flow cannot be traced: its message names the file and line and says what to do."""
+from ordo._state import TraceError
 
 
 class _Placeholder:
