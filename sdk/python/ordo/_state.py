@@ -69,6 +69,16 @@ def _library_dirs():
 _libs = None
 
 
+def _is_library(filename):
+    """Whether filename is the standard library's or an installed package's."""
+    global _libs
+    if _libs is None:
+        _libs = _library_dirs()
+    return filename.startswith(_libs) or "%ssite-packages%s" % (os.sep, os.sep) in filename or (
+        "%sdist-packages%s" % (os.sep, os.sep) in filename
+    )
+
+
 def display_path(filename):
     """filename relative to the working directory when it is under it, else as is."""
     try:
@@ -81,9 +91,6 @@ def display_path(filename):
 def user_location(depth=1):
     """'file:line' of the innermost caller that is user code: outside the ordo package and, when
     there is such a frame, outside the standard library and installed packages."""
-    global _libs
-    if _libs is None:
-        _libs = _library_dirs()
     frame = sys._getframe(depth)
     fallback = None
     while frame is not None:
@@ -91,7 +98,7 @@ def user_location(depth=1):
         if not filename.startswith(_ORDO_DIR + os.sep):
             if fallback is None:
                 fallback = frame
-            if not filename.startswith(_libs) and not frame.f_code.co_filename.startswith("<frozen"):
+            if not _is_library(filename) and not frame.f_code.co_filename.startswith("<frozen"):
                 return "%s:%d" % (display_path(frame.f_code.co_filename), frame.f_lineno)
         frame = frame.f_back
     if fallback is not None:
@@ -117,9 +124,6 @@ def print_exception(exc, file=None):
 
 def exception_location(exc):
     """'file:line' of the innermost user frame of exc's traceback (for a decorator or import error)."""
-    global _libs
-    if _libs is None:
-        _libs = _library_dirs()
     if isinstance(exc, SyntaxError) and exc.filename:
         return "%s:%s" % (display_path(exc.filename), exc.lineno)
     tb = exc.__traceback__
@@ -130,7 +134,7 @@ def exception_location(exc):
         if not filename.startswith(_ORDO_DIR + os.sep) and not name.startswith("<frozen"):
             loc = "%s:%d" % (display_path(name), tb.tb_lineno)
             fallback = loc
-            if not filename.startswith(_libs):
+            if not _is_library(filename):
                 where = loc
         tb = tb.tb_next
     return where or fallback

@@ -360,6 +360,14 @@ class TraceErrorTest(unittest.TestCase):
 
         self.assertTraceError(body, "marker: err-attr", ".shape")
 
+    def test_error_inside_the_standard_library_names_the_callers_line(self):
+        import copy
+
+        def body():
+            copy.copy(load("a"))  # marker: err-lib
+
+        self.assertTraceError(body, "marker: err-lib", "pickled")
+
     def test_unpacking_without_annotation(self):
         def body():
             x, y = load("a")  # marker: err-unpack
