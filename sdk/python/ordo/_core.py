@@ -224,7 +224,7 @@ class Task(_Decorated):
     def __call__(self, *args, **kwargs):
         wait_for = kwargs.pop("wait_for", None)
         cur = _state.current
-        if cur.task is not None:
+        if _state.running_task() is not None:
             return self.fn(*args, **kwargs)
         if cur.trace is not None:
             return cur.trace.task_call(self, args, kwargs, wait_for)
@@ -275,8 +275,10 @@ class Task(_Decorated):
 def _decode(encoded):
     import json
 
+    import io
+
     text, _, data = encoded
-    return _values.decode(json.loads(text), lambda name: data)
+    return _values.decode(json.loads(text), lambda name: io.BytesIO(data))
 
 
 class Flow(_Decorated):

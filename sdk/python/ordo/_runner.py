@@ -114,15 +114,14 @@ class _Inputs:
         if name not in self.results:
             raise _UsageError("the result of task %r is not among this task's inputs (ORDO_INPUTS)" % name)
 
-        def read(output):
+        def open_output(output):
             base = os.environ.get("ORDO_INPUT_DIR")
             if not base:
                 raise _UsageError("ORDO_INPUT_DIR is not set, so output %r of task %r cannot be read" % (output, name))
-            with open(os.path.join(base, name, output), "rb") as f:
-                return f.read()
+            return open(os.path.join(base, name, output), "rb")
 
         try:
-            value = _values.decode(self.results[name], read)
+            value = _values.decode(self.results[name], open_output)
         except _UsageError:
             raise
         except Exception as e:
@@ -245,8 +244,8 @@ def _main(argv):
 
     cur = _state.current
     run = _state.TaskRun(name, os.environ.get("ORDO_OUTPUT_DIR") or None)
-    saved = (cur.trace, cur.task)
-    cur.trace, cur.task = None, run
+    saved = (cur.trace, cur.task, _state.attempt)
+    cur.trace, cur.task, _state.attempt = None, run, run
     try:
         result = fn(*args, **kwargs)
     except SystemExit as e:
@@ -259,7 +258,7 @@ def _main(argv):
         _state.print_exception(e)
         return 1
     finally:
-        cur.trace, cur.task = saved
+        cur.trace, cur.task, _state.attempt = saved
 
     try:
         if isinstance(result, _values.Metrics):
@@ -269,13 +268,14 @@ def _main(argv):
             _write(metrics_path, _values.dumps(run.metrics))
         result_path = os.environ.get("ORDO_RESULT_PATH")
         if result_path:
-            text, output, data = _values.encode(result)
-            if output is not None:
+
+            def create(output):
                 out_dir = os.environ.get("ORDO_OUTPUT_DIR")
                 if not out_dir:
                     raise RuntimeError("ORDO_OUTPUT_DIR is not set, and a %s must be stored there" % _values.type_name(result))
-                _write(os.path.join(out_dir, output), data, "wb")
-            _write(result_path, text, "w")
+                return open(os.path.join(out_dir, output), "wb")
+
+            _write(result_path, _values.store(result, create), "w")
     except Exception as e:
         _state.print_exception(e)
         return 1

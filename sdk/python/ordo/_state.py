@@ -22,6 +22,14 @@ class _Current(threading.local):
 
 current = _Current()
 
+# The task an attempt runs (python -m ordo run): threads the task starts are part of it too.
+attempt = None
+
+
+def running_task():
+    """The TaskRun whose body is running on this thread, or the attempt's."""
+    return current.task or attempt
+
 
 class TaskRun:
     """One call of a task body: its name, the metrics it logged, its output directory."""
