@@ -224,11 +224,24 @@ class Task(_Decorated):
     def __call__(self, *args, **kwargs):
         wait_for = kwargs.pop("wait_for", None)
         cur = _state.current
+        if cur.trace is not None and _state.running_task() is None:
+            return cur.trace.task_call(self, args, kwargs, wait_for)
+        if Submitted.made:
+            args, kwargs = _results(args), _results(kwargs)
         if _state.running_task() is not None:
             return self.fn(*args, **kwargs)
-        if cur.trace is not None:
-            return cur.trace.task_call(self, args, kwargs, wait_for)
         return self._run_local(args, kwargs)
+
+    def submit(self, *args, **kwargs):
+        """Call the task and get a future, as Prefect's task.submit: `fut.result()` is the value.
+
+        On Ordo the tasks of a flow run concurrently as their inputs allow, whichever way they are
+        called, so traced this is the same as a call (a future, whose .result() is itself). Run
+        locally the task runs at once; passing the future to another task passes its value."""
+        cur = _state.current
+        if cur.trace is not None and _state.running_task() is None:
+            return self(*args, **kwargs)
+        return Submitted(self(*args, **kwargs))
 
     def _run_local(self, args, kwargs):
         try:
@@ -270,6 +283,41 @@ class Task(_Decorated):
             return _values.roundtrip(result)
         except _values.ValueTravelError as e:
             raise _values.ValueTravelError("task %r returned a value that cannot travel: %s" % (self.name, e)) from None
+
+
+class Submitted:
+    """The result of task.submit() outside a traced flow: the task has already run."""
+
+    made = False  # arguments are searched for these only once there are some
+
+    def __init__(self, value):
+        self._value = value
+        Submitted.made = True
+
+    def result(self, raise_on_failure=True):
+        return self._value
+
+    def wait(self, timeout=None):
+        return None
+
+    def __repr__(self):
+        return "<ordo submitted result %s>" % _values.short_repr(self._value, 80)
+
+
+def _results(value):
+    """value with each Submitted in it (at any depth of lists, tuples and dicts) replaced by its
+    result; the same object when there is none."""
+    if isinstance(value, Submitted):
+        return value._value
+    if type(value) in (list, tuple):
+        items = [_results(v) for v in value]
+        if any(a is not b for a, b in zip(items, value)):
+            return type(value)(items)
+    elif type(value) is dict:
+        items = {k: _results(v) for k, v in value.items()}
+        if any(items[k] is not v for k, v in value.items()):
+            return items
+    return value
 
 
 def _decode(encoded):

@@ -146,6 +146,13 @@ class Future(_Placeholder):
             )
         return Future(self._task, self._item + (key,), _item_annotation(self._annotation, key))
 
+    def result(self, raise_on_failure=True):
+        """As Prefect's future.result(): in a traced flow the result is this future itself."""
+        return self
+
+    def wait(self, timeout=None):
+        return None
+
     def __iter__(self):
         n = _tuple_length(self._annotation)
         if n is None:

@@ -251,6 +251,18 @@ class TraceGraphTest(unittest.TestCase):
         (dep,) = trace(documented)
         self.assertEqual(dep["document"]["description"], "The docstring is the description.")
 
+    def test_submit_is_a_call(self):
+        @flow
+        def submits():
+            rows = load.submit("t")
+            anything(rows.result(), wait_for=[load.submit("u")])
+
+        (dep,) = trace(submits)
+        tasks = dep["document"]["flow"]["tasks"]
+        self.assertEqual([t["name"] for t in tasks], ["load", "load-2", "anything"])
+        self.assertEqual(args_of(tasks[2]), {"args": {"tuple": [{"task": "load"}]}})
+        self.assertEqual(tasks[2]["depends_on"], ["load", "load-2"])
+
     def test_flow_return_value_is_ignored(self):
         @flow
         def returns():
