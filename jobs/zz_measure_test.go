@@ -15,13 +15,18 @@ func TestZZMeasureTrivial(t *testing.T) {
 		t.Skip()
 	}
 	python := testPython(t)
-	for _, cold := range []bool{false, true} {
+	for _, mode := range []string{"warm", "cold", "true"} {
+		cold := mode != "warm"
 		b := setup(t)
 		b.startWorker(t, jobs.WorkerOptions{Python: python, DisableWarmPython: cold})
-		file := pyFlow(t, "def one():\n    return 1\n")
+		file := pyFlow(t, "from ordo import task\n\n@task\ndef one():\n    return 1\n")
 		var attempt, run []time.Duration
 		for i := range 40 {
-			fr := pyRun(t, b, file, "one")
+			task := pyTask("one", file, "one")
+			if mode == "true" {
+				task.Command = []string{"true"}
+			}
+			fr := b.wait(t, b.create(t, domain.FlowSpec{Name: "py", Tasks: []domain.TaskSpec{task}}, nil).ID)
 			if fr.State.Type != domain.Completed {
 				t.Fatal(fr.State)
 			}
@@ -43,6 +48,6 @@ func TestZZMeasureTrivial(t *testing.T) {
 		}
 		slices.Sort(attempt)
 		slices.Sort(run)
-		t.Logf("cold=%v task started->completed p50 %v p90 %v min %v; flow run started->ended p50 %v", cold, attempt[len(attempt)/2], attempt[len(attempt)*9/10], attempt[0], run[len(run)/2])
+		t.Logf("%s task started->completed p50 %v p90 %v min %v; flow run started->ended p50 %v", mode, attempt[len(attempt)/2], attempt[len(attempt)*9/10], attempt[0], run[len(run)/2])
 	}
 }
