@@ -171,6 +171,7 @@ var (
 // file, working directory and environment.
 type warmPool struct {
 	logger *slog.Logger
+	max    int // interpreters kept
 
 	mu      sync.Mutex
 	zygotes map[string]*zygote
@@ -180,7 +181,7 @@ type warmPool struct {
 }
 
 func newWarmPool(logger *slog.Logger) *warmPool {
-	return &warmPool{logger: logger, zygotes: map[string]*zygote{}}
+	return &warmPool{logger: logger, max: maxWarm, zygotes: map[string]*zygote{}}
 }
 
 // cwd is the worker's working directory, where tasks run.
@@ -210,7 +211,7 @@ func (p *warmPool) get(key, python, file, cwd string, env []string) *zygote {
 		z.used = p.tick
 		return z
 	}
-	if len(p.zygotes) >= maxWarm {
+	if len(p.zygotes) >= p.max {
 		var lru *zygote
 		for _, z := range p.zygotes {
 			if lru == nil || z.used < lru.used {
