@@ -148,8 +148,7 @@ class _Spares:
         self.pids = set()
 
     def fork(self):
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush()  # what the interpreter buffered is not the children's to write
         pid = os.fork()
         if pid == 0:
             _spare(self.sock, self.watched, self.close_in_child, self.taken_w, self.die_with_parent)
@@ -211,11 +210,7 @@ def _spare(sock, watched, close, taken_w, die_with_parent):
         traceback.print_exc()
         code = 1
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+        _flush()
         os._exit(code if isinstance(code, int) and 0 <= code <= 255 else 1)
 
 
@@ -262,6 +257,14 @@ def _taken(fd):
     except BlockingIOError:
         pass
     return [(line[:1].decode(), int(line[1:])) for line in data.split(b"\n") if line]
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
 
 
 def _exit_status(code):
