@@ -190,6 +190,32 @@ func TestWarmPython(t *testing.T) {
 		}
 	})
 
+	t.Run("SparesKilledAreReplaced", func(t *testing.T) {
+		t.Parallel()
+		b := pyWorker(t, jobs.WorkerOptions{})
+		file := pyFlow(t, "import os\ndef parent():\n    return os.getppid()\n")
+		zygote := taskResult[int](t, b, pyRun(t, b, file, "parent"), "parent")
+		// the children waiting for the next requests
+		children := fmt.Sprintf("/proc/%d/task/%d/children", zygote, zygote)
+		if _, err := os.Stat(children); err != nil {
+			t.Skipf("cannot list the interpreter's children: %v", err)
+		}
+		var spares []string
+		waitUntil(t, 10*time.Second, "children waiting for requests", func() bool {
+			raw, _ := os.ReadFile(children)
+			spares = strings.Fields(string(raw))
+			return len(spares) > 0
+		})
+		for _, f := range spares {
+			pid, _ := strconv.Atoi(f)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		fr := pyRun(t, b, file, "parent")
+		if fr.State.Type != domain.Completed || taskResult[int](t, b, fr, "parent") != zygote {
+			t.Errorf("after its waiting children were killed the run ended %s, forked by %d; want completed by the same interpreter %d", fr.State.Type, taskResult[int](t, b, fr, "parent"), zygote)
+		}
+	})
+
 	t.Run("Off", func(t *testing.T) {
 		t.Parallel()
 		b := pyWorker(t, jobs.WorkerOptions{Env: workerEnv, DisableWarmPython: true})
