@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -154,6 +155,13 @@ func (o *deployOptions) deployments(cmd *cobra.Command, args []string) ([]flowDe
 	schedule, err := o.schedule()
 	if err != nil {
 		return nil, err
+	}
+	if _, err := os.Stat(file); err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, usageError("%s: %v", file, err)
 	}
 	out, err := o.trace(cmd.Context(), file, fn, cmd.ErrOrStderr())
 	if err != nil {
@@ -349,6 +357,8 @@ func (o *deployOptions) trace(ctx context.Context, file, fn string, stderr io.Wr
 			fmt.Fprintf(stderr, "ordo: python3 on PATH (%s) cannot import what %s imports (%s); traced the flow with %s, which can (workers need such an interpreter too: their --python)\n",
 				python, file, lastLine(errOut), fallbackPython)
 			python, out, errOut, err = fallbackPython, out2, errOut2, nil
+		} else {
+			defer fmt.Fprintf(stderr, "ordo: %s cannot trace it either: %s\n", fallbackPython, lastLine(errOut2))
 		}
 	}
 	stderr.Write(errOut)

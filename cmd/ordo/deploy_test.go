@@ -58,11 +58,12 @@ const tracedFlow = `{"deployments": [
 
 // fakeTracer writes an interpreter that records its arguments and
 // PYTHONPATH in dir/argv, then prints stdout and stderr and exits with
-// code; it returns its path.
-func fakeTracer(t *testing.T, stdout, stderr string, code int) (python, argvFile string) {
+// code; it returns its path and that of a flow file beside it.
+func fakeTracer(t *testing.T, stdout, stderr string, code int) (python, flow, argvFile string) {
 	t.Helper()
 	dir := t.TempDir()
-	for name, content := range map[string]string{"stdout": stdout, "stderr": stderr} {
+	flow = filepath.Join(dir, "flow.py")
+	for name, content := range map[string]string{"stdout": stdout, "stderr": stderr, "flow.py": "# traced by the stand-in\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +78,7 @@ exit ` + string(rune('0'+code)) + "\n"
 	if err := os.WriteFile(python, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return python, argvFile
+	return python, flow, argvFile
 }
 
 // deployServer stands for the API: it records the deployments it gets and
@@ -149,9 +150,12 @@ func TestSourceOfTakesTheLongestWholePrefix(t *testing.T) {
 
 func TestDeployUsageErrors(t *testing.T) {
 	t.Parallel()
-	yamlFile := filepath.Join(t.TempDir(), "d.yaml")
-	if err := os.WriteFile(yamlFile, []byte(cliDeployment), 0o644); err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	yamlFile, flowFile := filepath.Join(dir, "d.yaml"), filepath.Join(dir, "flow.py")
+	for _, f := range []string{yamlFile, flowFile} {
+		if err := os.WriteFile(f, []byte(cliDeployment), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	_, api := startDeployServer(t, func(name string) (int, any) {
 		t.Errorf("a bad usage sent deployment %s", name)
@@ -170,7 +174,8 @@ func TestDeployUsageErrors(t *testing.T) {
 		{[]string{"flow.py:a", "flow.py:b"}, "one FILE.py:FLOW at a time"},
 		{[]string{"flow.py:top", "--interval", "60", "--cron", "@daily"}, "give --interval or --cron, not both"},
 		{[]string{"flow.py:top", "--timezone", "Europe/Paris"}, "--timezone is the time zone of a schedule"},
-		{[]string{"flow.py:top", "--python", "/nonexistent/python3"}, `--python: interpreter "/nonexistent/python3"`},
+		{[]string{"flow.py:top"}, "flow.py: no such file or directory"},
+		{[]string{flowFile + ":top", "--python", "/nonexistent/python3"}, `--python: interpreter "/nonexistent/python3"`},
 	} {
 		_, errOut, code := runOrdo(t, append([]string{"deploy", "--api-url", api}, tc.args...)...)
 		if code != 2 || !strings.Contains(errOut, "ordo: usage: "+tc.want) {
@@ -181,12 +186,12 @@ func TestDeployUsageErrors(t *testing.T) {
 
 func TestDeployFlowDryRun(t *testing.T) {
 	t.Parallel()
-	python, argvFile := fakeTracer(t, tracedFlow, "a warning from the tracer\n", 0)
+	python, flow, argvFile := fakeTracer(t, tracedFlow, "a warning from the tracer\n", 0)
 	_, api := startDeployServer(t, func(name string) (int, any) {
 		t.Errorf("--dry-run sent deployment %s", name)
 		return 0, nil
 	})
-	out, errOut, code := runOrdo(t, "deploy", "flow.py:top", "--api-url", api, "--python", python, "--name", "nightly",
+	out, errOut, code := runOrdo(t, "deploy", flow+":top", "--api-url", api, "--python", python, "--name", "nightly",
 		"--work-queue", "ml", "--tag", "py", "--tag", "nightly", "--cron", "0 6 * * *", "--timezone", "Europe/Paris", "--dry-run")
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s%s", code, out, errOut)
@@ -200,7 +205,7 @@ func TestDeployFlowDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lines[0] != "-m ordo trace flow.py top --name nightly" || !strings.HasSuffix(lines[1], sdk) {
+	if lines[0] != "-m ordo trace "+flow+" top --name nightly" || !strings.HasSuffix(lines[1], sdk) {
 		t.Errorf("the tracer ran as %q with PYTHONPATH %q; want its SDK %s last", lines[0], lines[1], sdk)
 	}
 
@@ -242,17 +247,17 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 	t.Run("TraceErrorIsShownAsWritten", func(t *testing.T) {
 		t.Parallel()
 		msg := "flow.py:7: a future used as a bool: move this `if` into a task\n"
-		python, _ := fakeTracer(t, "", msg, 2)
-		out, errOut, code := runOrdo(t, "deploy", "flow.py:top", "--python", python, "--dry-run")
-		if code != 2 || !strings.HasPrefix(errOut, msg) || !strings.Contains(errOut, "ordo: flow.py:top not deployed") || out != "" {
+		python, flow, _ := fakeTracer(t, "", msg, 2)
+		out, errOut, code := runOrdo(t, "deploy", flow+":top", "--python", python, "--dry-run")
+		if code != 2 || !strings.HasPrefix(errOut, msg) || !strings.Contains(errOut, "ordo: "+flow+":top not deployed") || out != "" {
 			t.Errorf("exit %d, stdout %q, stderr:\n%s", code, out, errOut)
 		}
 	})
 
 	t.Run("TracerCrashFails", func(t *testing.T) {
 		t.Parallel()
-		python, _ := fakeTracer(t, "", "Traceback ...\nKeyError: 'x'\n", 1)
-		_, errOut, code := runOrdo(t, "deploy", "flow.py:top", "--python", python, "--dry-run")
+		python, flow, _ := fakeTracer(t, "", "Traceback ...\nKeyError: 'x'\n", 1)
+		_, errOut, code := runOrdo(t, "deploy", flow+":top", "--python", python, "--dry-run")
 		if code != 1 || !strings.Contains(errOut, "KeyError: 'x'") || !strings.Contains(errOut, "exit status 1") {
 			t.Errorf("exit %d:\n%s", code, errOut)
 		}
@@ -260,8 +265,8 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 
 	t.Run("LocalValidation", func(t *testing.T) {
 		t.Parallel()
-		python, _ := fakeTracer(t, strings.Replace(tracedFlow, `"depends_on": ["b"], "retries": 3`, `"depends_on": ["b"], "retries": 300`, 1), "", 0)
-		_, errOut, code := runOrdo(t, "deploy", "flow.py:top", "--python", python, "--dry-run")
+		python, flow, _ := fakeTracer(t, strings.Replace(tracedFlow, `"depends_on": ["b"], "retries": 3`, `"depends_on": ["b"], "retries": 300`, 1), "", 0)
+		_, errOut, code := runOrdo(t, "deploy", flow+":top", "--python", python, "--dry-run")
 		want := "ordo: deployment top: invalid deployment\nflow.py:14: flow.tasks[2].retries: must be between 0 and 100, got 300\n"
 		if code != 2 || errOut != want {
 			t.Errorf("exit %d, stderr:\n%s\nwant:\n%s", code, errOut, want)
@@ -270,12 +275,12 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 
 	t.Run("FlagsAreNamed", func(t *testing.T) {
 		t.Parallel()
-		python, _ := fakeTracer(t, tracedFlow, "", 0)
+		python, flow, _ := fakeTracer(t, tracedFlow, "", 0)
 		for flag, want := range map[string]string{
 			"--interval=0.5": "ordo: deployment top: invalid deployment\n--interval: schedule.interval_seconds: must be between 1",
 			"--tag=":         "ordo: deployment top.child: invalid deployment\n--tag: tags[0]: ",
 		} {
-			_, errOut, code := runOrdo(t, "deploy", "flow.py:top", "--python", python, "--dry-run", flag)
+			_, errOut, code := runOrdo(t, "deploy", flow+":top", "--python", python, "--dry-run", flag)
 			if code != 2 || !strings.HasPrefix(errOut, want) {
 				t.Errorf("%s: exit %d, stderr:\n%s\nwant it to start with:\n%s", flag, code, errOut, want)
 			}
@@ -286,7 +291,7 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 	// sub-flow's deployment was sent first.
 	t.Run("ServerErrors", func(t *testing.T) {
 		t.Parallel()
-		python, _ := fakeTracer(t, tracedFlow, "", 0)
+		python, flow, _ := fakeTracer(t, tracedFlow, "", 0)
 		var refusal client.Error
 		refusal.Error.Code = "invalid"
 		refusal.Error.Message = "invalid deployment: ..."
@@ -302,7 +307,7 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 			}
 			return 0, nil
 		})
-		out, errOut, code := runOrdo(t, "deploy", "flow.py:top", "--api-url", api, "--python", python, "--tag", "x")
+		out, errOut, code := runOrdo(t, "deploy", flow+":top", "--api-url", api, "--python", python, "--tag", "x")
 		want := "ordo: deployment top: refused by the server\n" +
 			"flow.py:13: flow.tasks[1].retry_delay_seconds: refused\n" +
 			"flow.py:10: parameters.n: refused\n" +
