@@ -180,10 +180,12 @@ func TestDeployPythonFlowRunsOnAWorker(t *testing.T) {
 	}
 	var run client.FlowRun
 	getJSON(t, c, "/runs/"+runIDFrom(t, out), &run)
+	results := map[string]string{}
 	for _, tr := range run.TaskRuns {
-		if tr.TaskName == "sum" && string(tr.Result) != `{"total":10}` {
-			t.Errorf("task sum returned %s, want {\"total\":10}", tr.Result)
-		}
+		results[tr.TaskName] = string(tr.Result)
+	}
+	if results["sum"] != `{"total":10}` || results["numbers"] != `[0,1,2,3,4]` {
+		t.Errorf("task results %v, want numbers [0,1,2,3,4] and sum {\"total\":10}", results)
 	}
 
 	// The server refuses what the SDK lets through (a NUL in a default),
