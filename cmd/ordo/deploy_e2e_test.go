@@ -99,18 +99,7 @@ func TestDeployPythonFlowDryRun(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s%s", code, out, errOut)
 	}
-	docs := strings.Split(out, "\n---\n")
-	if len(docs) != 2 {
-		t.Fatalf("want the sub-flow's deployment, then the flow's:\n%s", out)
-	}
-	var specs []domain.DeploymentSpec
-	for _, d := range docs {
-		spec, err := domain.ParseDeploymentYAML([]byte(d))
-		if err != nil {
-			t.Fatalf("a printed document is not a valid deployment file: %v\n%s", err, d)
-		}
-		specs = append(specs, spec)
-	}
+	specs := dryRunSpecs(t, out)
 	child, top := specs[0], specs[1]
 	if child.Name != "nightly.child" || top.Name != "nightly" || top.Description != "Sums the first n numbers." {
 		t.Errorf("deployments %q, %q (%q); want nightly.child, then nightly with the docstring", child.Name, top.Name, top.Description)

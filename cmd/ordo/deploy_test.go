@@ -123,6 +123,25 @@ func (s *deployServer) received() []string {
 	return append([]string(nil), s.names...)
 }
 
+// dryRunSpecs reads the two deployments --dry-run printed for a flow with
+// a sub-flow, each as -f would read it.
+func dryRunSpecs(t *testing.T, out string) []domain.DeploymentSpec {
+	t.Helper()
+	docs := strings.Split(out, "\n---\n")
+	if len(docs) != 2 {
+		t.Fatalf("want two YAML documents, the sub-flow's first:\n%s", out)
+	}
+	var specs []domain.DeploymentSpec
+	for _, d := range docs {
+		spec, err := domain.ParseDeploymentYAML([]byte(d))
+		if err != nil {
+			t.Fatalf("a printed document is not a valid deployment file: %v\n%s", err, d)
+		}
+		specs = append(specs, spec)
+	}
+	return specs
+}
+
 func TestSourceOfTakesTheLongestWholePrefix(t *testing.T) {
 	t.Parallel()
 	sources := map[string]string{
@@ -209,18 +228,7 @@ func TestDeployFlowDryRun(t *testing.T) {
 		t.Errorf("the tracer ran as %q with PYTHONPATH %q; want its SDK %s last", lines[0], lines[1], sdk)
 	}
 
-	docs := strings.Split(out, "\n---\n")
-	if len(docs) != 2 {
-		t.Fatalf("want two YAML documents, the sub-flow's first:\n%s", out)
-	}
-	var specs []domain.DeploymentSpec
-	for _, d := range docs {
-		spec, err := domain.ParseDeploymentYAML([]byte(d))
-		if err != nil {
-			t.Fatalf("a printed document is not a valid deployment file: %v\n%s", err, d)
-		}
-		specs = append(specs, spec)
-	}
+	specs := dryRunSpecs(t, out)
 	child, top := specs[0], specs[1]
 	if child.Name != "top.child" || top.Name != "top" {
 		t.Errorf("deployments %q, %q; want top.child then top", child.Name, top.Name)
