@@ -328,3 +328,24 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 		}
 	})
 }
+
+// -f --dry-run prints the file as it would be sent, defaults applied.
+func TestDeployFileDryRun(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "d.yaml")
+	if err := os.WriteFile(file, []byte(cliDeployment), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, api := startDeployServer(t, func(name string) (int, any) {
+		t.Errorf("--dry-run sent deployment %s", name)
+		return 0, nil
+	})
+	out, errOut, code := runOrdo(t, "deploy", "-f", file, "--dry-run", "--api-url", api)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, errOut)
+	}
+	spec, err := domain.ParseDeploymentYAML([]byte(out))
+	if err != nil || spec.Name != "cli-pipeline" || len(spec.Flow.Tasks) != 2 || !strings.Contains(out, "concurrency_policy: enqueue\n") {
+		t.Errorf("printed (%v):\n%s", err, out)
+	}
+}
