@@ -286,6 +286,7 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 		python, flow, _ := fakeTracer(t, tracedFlow, "", 0)
 		for flag, want := range map[string]string{
 			"--interval=0.5": "ordo: deployment top: invalid deployment\n--interval: schedule.interval_seconds: must be between 1",
+			"--interval=0":   "ordo: deployment top: invalid deployment\n--interval: schedule: ",
 			"--tag=":         "ordo: deployment top.child: invalid deployment\n--tag: tags[0]: ",
 		} {
 			_, errOut, code := runOrdo(t, "deploy", flow+":top", "--python", python, "--dry-run", flag)
