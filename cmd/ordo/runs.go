@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -19,57 +17,6 @@ import (
 	"github.com/ordoflow/ordo/client"
 	"github.com/ordoflow/ordo/domain"
 )
-
-func newDeployCommand() *cobra.Command {
-	c := newAPIClient()
-	var file string
-	cmd := &cobra.Command{
-		Use:   "deploy -f FILE",
-		Short: "Create or update a deployment from a YAML or JSON file",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			data, err := readInput(cmd, file)
-			if err != nil {
-				return err
-			}
-			// validated here first, so that problems are named before anything is sent
-			spec, err := domain.ParseDeploymentAuto(data)
-			if err != nil {
-				return fmt.Errorf("%s: %w", file, err)
-			}
-			body, err := json.Marshal(spec)
-			if err != nil {
-				return err
-			}
-			resp, err := c.api().DeploymentSaveWithBody(cmd.Context(), nil, "application/json", bytes.NewReader(body))
-			d, err := read(c, resp, err, client.ParseDeploymentSaveResponse, func(r *client.DeploymentSaveResponse) *client.Deployment {
-				if r.JSON201 != nil {
-					return r.JSON201
-				}
-				return r.JSON200
-			})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "deployment %s version %d (id %s) on work queue %s\n", d.Name, d.Version, d.ID, d.WorkQueue)
-			for _, r := range d.NextRuns {
-				fmt.Fprintf(cmd.OutOrStdout(), "  next run %s at %s\n", r.ID, r.ScheduledAt.Local().Format(time.DateTime))
-			}
-			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&file, "file", "f", "", "deployment file, YAML or JSON (- for standard input)")
-	_ = cmd.MarkFlagRequired("file")
-	c.register(cmd)
-	return cmd
-}
-
-func readInput(cmd *cobra.Command, file string) ([]byte, error) {
-	if file == "-" {
-		return io.ReadAll(cmd.InOrStdin())
-	}
-	return os.ReadFile(file)
-}
 
 // findDeployment reads a deployment by its name or id: the API takes
 // either.
