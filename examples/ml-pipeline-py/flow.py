@@ -4,13 +4,14 @@ The same data and maths as examples/ml-pipeline (one script per task, a YAML
 file), as five decorated functions. Deploy it every 5 minutes on work queue
 `ml`, from the repository's root:
 
-    ML_DATABASE_URL=$(bin/ordo dev url) scripts/ml-python examples/ml-pipeline/seed.py   # once: the houses table
+    export ML_DATABASE_URL=$(bin/ordo dev url)
+    scripts/ml-python examples/ml-pipeline/seed.py   # once: the houses table
     bin/ordo deploy examples/ml-pipeline-py/flow.py:ml_pipeline --name house_prices --work-queue ml --interval 300
     bin/ordo run house_prices --watch
 
 or call it here, in one Python process, as a plain function:
 
-    ML_DATABASE_URL=$(bin/ordo dev url) PYTHONPATH=sdk/python scripts/ml-python examples/ml-pipeline-py/flow.py
+    PYTHONPATH=sdk/python scripts/ml-python examples/ml-pipeline-py/flow.py
 
 Values travel between the tasks as Python objects: a DataFrame or a model is
 pickled into the task's outputs (the blob store), so each task may run on
