@@ -6,7 +6,9 @@
 // jobs with. What a start or an outcome changes is decided in commands.
 //
 // Files: worker.go (the River worker, its group commits and heartbeat),
-// execute.go and gohandlers.go (command tasks and Go handlers),
+// execute.go and gohandlers.go (command tasks and Go handlers), python.go
+// and pywarm.go (Python tasks: the interpreter, the package and the warm
+// interpreters),
 // attemptfiles.go, outputs.go and inputs.go (an attempt's output and input
 // directories and metrics: outputs stored in the blob store, inputs fetched
 // once per worker into a digest cache and hard linked), logs.go,
@@ -63,6 +65,35 @@
 //   - Concurrency: runs waiting for a slot of a deployment with a
 //     concurrency_limit are admitted when due and a slot is free, and the
 //     slots of runs that ended are freed (see commands.DeploymentRuns).
+//
+// # Python tasks and the warm interpreter
+//
+// A task whose command is `python3|python -m ordo run FILE ...` (what the
+// Python SDK deploys) gets the worker's own `ordo` package, extracted once
+// under WorkspaceDir/.python-sdk, last on its PYTHONPATH. Unless
+// DisableWarmPython is set, its attempt is not started by the worker but
+// forked by a warm interpreter, `python -m ordo warm FILE`, which imported
+// FILE (and so its libraries) once: one per interpreter, absolute FILE,
+// working directory and environment without the ORDO_* variables, started
+// on first use (attempts arriving meanwhile wait for that start), at most
+// 8 (the least recently used is stopped once its children ended), all
+// stopped when the worker stops. The child is what a started process would
+// be: its own process group, stdin /dev/null, its stdout and stderr the
+// attempt's log pipes (passed over the interpreter's socket), the
+// attempt's environment and the worker's working directory; timeouts,
+// cancellation and the results, outputs and metrics are handled alike;
+// only what FILE prints while it is imported is in no task's log.
+//
+//   - An interpreter that cannot start (FILE does not import): that attempt
+//     runs cold, so its log shows the error; the next tries again.
+//   - A module file under FILE's directory changed since the import: the
+//     interpreter answers stale, is replaced, and the request is repeated.
+//     The old one exits once its running children ended.
+//   - An interpreter that dies while a child runs: the child's group is
+//     killed and the attempt handed back (Interrupted), so it runs again at
+//     once without using a retry.
+//   - A request larger than the socket takes (an attempt's inputs and
+//     parameters travel in its environment) runs cold.
 //
 // # The reaper
 //

@@ -130,16 +130,25 @@ func (w *Worker) runCommand(ctx context.Context, p commands.Plan, ws string, log
 	if err != nil {
 		return failed(p.Attempt, "%v", err)
 	}
-	out, err := startLogged(cmd, log)
-	if err != nil {
-		if out == nil {
-			return failed(p.Attempt, "create pipe: %v", err)
-		}
-		log.system("could not start %q: %v", p.Task.Command[0], err)
-		return failed(p.Attempt, "start command: %v", err)
+	var deadline time.Time
+	if d := planTimeout(p); d > 0 {
+		deadline = time.Now().Add(d)
 	}
-	end := w.waitCommand(ctx, p, cmd, out)
-	o := commandOutcome(ctx, p, cmd, end, resultPath, log)
+	proc, out, end, warm := w.startWarm(ctx, p, cmd, deadline, log)
+	if !warm {
+		proc, out, err = startLogged(log, execStart(cmd))
+		if err != nil {
+			if out == nil {
+				return failed(p.Attempt, "create pipe: %v", err)
+			}
+			log.system("could not start %q: %v", p.Task.Command[0], err)
+			return failed(p.Attempt, "start command: %v", err)
+		}
+	}
+	if proc != nil {
+		end = w.waitCommand(ctx, proc, out, deadline)
+	}
+	o := commandOutcome(ctx, p, end, resultPath, log)
 	if o.Failure != nil || o.Cancelled {
 		return o
 	}
@@ -206,8 +215,69 @@ func (w *Worker) commandFor(p commands.Plan, ws, resultPath string, files attemp
 		"ORDO_INPUT_DIR":    files.in.path,
 		"ORDO_METRICS_PATH": files.metricsPath,
 	})
+	if pythonRunFile(p.Task.Command) != "" {
+		dir, err := w.pythonSDK()
+		if err != nil {
+			return nil, err
+		}
+		cmd.Env = withPythonPath(cmd.Env, dir)
+	}
 	cmd.SysProcAttr = taskProcAttr()
 	return cmd, nil
+}
+
+// taskProcess is a started task process: one the worker started itself, or
+// one a warm interpreter forked for it. Either leads its own process group.
+type taskProcess struct {
+	pid  int             // also its process group's id
+	exit <-chan procExit // how it ended, sent once
+}
+
+// procExit is how a task process ended.
+type procExit struct {
+	code   int            // its exit status; -1 when a signal killed it
+	signal syscall.Signal // the signal that killed it, or 0
+	err    error          // it could not be waited for
+	lost   bool           // the warm interpreter that forked it died first
+}
+
+func (e procExit) failed() bool { return e.err != nil || e.lost || e.code != 0 }
+
+func (e procExit) String() string {
+	switch {
+	case e.err != nil:
+		return fmt.Sprintf("command failed: %v", e.err)
+	case e.signal != 0:
+		return fmt.Sprintf("killed by signal %s", e.signal)
+	}
+	return fmt.Sprintf("exited with code %d", e.code)
+}
+
+// execStart starts cmd as the worker's own child, with the given stdout
+// and stderr.
+func execStart(cmd *exec.Cmd) func(stdout, stderr *os.File) (*taskProcess, error) {
+	return func(stdout, stderr *os.File) (*taskProcess, error) {
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		ch := make(chan procExit, 1)
+		go func() {
+			err := cmd.Wait()
+			ch <- exitOf(cmd.ProcessState, err)
+		}()
+		return &taskProcess{pid: cmd.Process.Pid, exit: ch}, nil
+	}
+}
+
+func exitOf(st *os.ProcessState, err error) procExit {
+	if st == nil {
+		return procExit{code: -1, err: err}
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return procExit{code: -1, signal: ws.Signal()}
+	}
+	return procExit{code: st.ExitCode()}
 }
 
 // commandOutput is a started command's stdout and stderr, read into its log.
@@ -216,63 +286,61 @@ type commandOutput struct {
 	readers    sync.WaitGroup
 }
 
-// startLogged starts cmd with its stdout and stderr read line by line into
-// log. The output is nil when its pipes could not be made.
-func startLogged(cmd *exec.Cmd, log *taskLog) (*commandOutput, error) {
+// startLogged starts a task process with start, its stdout and stderr
+// read line by line into log. The output is nil when its pipes could not be
+// made.
+func startLogged(log *taskLog, start func(stdout, stderr *os.File) (*taskProcess, error)) (*taskProcess, *commandOutput, error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	cmd.Stdout, cmd.Stderr = outW, errW
-	startErr := cmd.Start()
+	proc, startErr := start(outW, errW)
 	outW.Close()
 	errW.Close()
 	o := &commandOutput{outR: outR, errR: errR}
 	if startErr != nil {
 		outR.Close()
 		errR.Close()
-		return o, startErr
+		return nil, o, startErr
 	}
 	o.readers.Go(func() { readLines(outR, func(s string) { log.line(StreamStdout, "", s) }) })
 	o.readers.Go(func() { readLines(errR, func(s string) { log.line(StreamStderr, "", s) }) })
-	return o, nil
+	return proc, o, nil
 }
 
 // commandEnd is how a command's process ended.
 type commandEnd struct {
-	err      error // cmd.Wait's
-	timedOut bool  // killed at the task's timeout
-	stopped  bool  // killed because the attempt's context ended
+	exit     procExit
+	timedOut bool // killed at the task's timeout
+	stopped  bool // killed because the attempt's context ended
 }
 
 // waitCommand waits for a started command to end, killing its process
-// group at the task's timeout or when ctx ends, then reads the rest of its
-// output.
-func (w *Worker) waitCommand(ctx context.Context, p commands.Plan, cmd *exec.Cmd, out *commandOutput) commandEnd {
-	pgid := cmd.Process.Pid
-	waitCh := make(chan error, 1)
-	go func() { waitCh <- cmd.Wait() }()
+// group at the deadline (none when zero) or when ctx ends, then reads the
+// rest of its output.
+func (w *Worker) waitCommand(ctx context.Context, proc *taskProcess, out *commandOutput, deadline time.Time) commandEnd {
+	pgid := proc.pid
 	var timeoutC <-chan time.Time
-	if d := planTimeout(p); d > 0 {
-		timer := time.NewTimer(d)
+	if !deadline.IsZero() {
+		timer := time.NewTimer(time.Until(deadline))
 		defer timer.Stop()
 		timeoutC = timer.C
 	}
 	var end commandEnd
 	select {
-	case end.err = <-waitCh:
+	case end.exit = <-proc.exit:
 	case <-timeoutC:
 		end.timedOut = true
-		end.err = w.killGroup(pgid, waitCh)
+		end.exit = w.killGroup(pgid, proc.exit)
 	case <-ctx.Done():
 		end.stopped = true
-		end.err = w.killGroup(pgid, waitCh)
+		end.exit = w.killGroup(pgid, proc.exit)
 	}
 	// Whatever the task left running in its group goes with it.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
@@ -289,17 +357,14 @@ func (w *Worker) waitCommand(ctx context.Context, p commands.Plan, cmd *exec.Cmd
 
 // commandOutcome is the outcome of a command that ended: its result, or
 // why it failed or was stopped.
-func commandOutcome(ctx context.Context, p commands.Plan, cmd *exec.Cmd, end commandEnd, resultPath string, log *taskLog) commands.Outcome {
-	code := -1
-	if cmd.ProcessState != nil {
-		code = cmd.ProcessState.ExitCode()
-	}
+func commandOutcome(ctx context.Context, p commands.Plan, end commandEnd, resultPath string, log *taskLog) commands.Outcome {
+	code := end.exit.code
 	fail := func(msg string) commands.Outcome {
 		_ = os.Remove(resultPath) // a result the task wrote before it failed
 		// a worker that stops hands the attempt back: it runs again at once
 		// elsewhere, without using one of the task's retries
-		f := &domain.AttemptFailure{Attempt: p.Attempt, Error: msg, TimedOut: end.timedOut, Interrupted: end.stopped, LogTail: log.lastLines()}
-		if code >= 0 {
+		f := &domain.AttemptFailure{Attempt: p.Attempt, Error: msg, TimedOut: end.timedOut, Interrupted: end.stopped || end.exit.lost, LogTail: log.lastLines()}
+		if code >= 0 && end.exit.err == nil && !end.exit.lost {
 			f.ExitCode = &code
 		}
 		return commands.Outcome{Failure: f}
@@ -325,8 +390,12 @@ func commandOutcome(ctx context.Context, p commands.Plan, cmd *exec.Cmd, end com
 		msg := "the worker stopped while the task ran: the process group was killed and the attempt handed back"
 		log.system("%s", msg)
 		return fail(msg)
-	case end.err != nil:
-		msg := describeExit(cmd.ProcessState, end.err)
+	case end.exit.lost:
+		msg := "the warm Python interpreter died while the task ran: the process group was killed and the attempt handed back"
+		log.system("%s", msg)
+		return fail(msg)
+	case end.exit.failed():
+		msg := end.exit.String()
 		log.system("%s", msg)
 		return fail(why(msg))
 	}
@@ -345,28 +414,18 @@ func commandOutcome(ctx context.Context, p commands.Plan, cmd *exec.Cmd, end com
 }
 
 // killGroup stops the process group: SIGTERM, then SIGKILL after the grace
-// period. It returns the leader's wait error.
-func (w *Worker) killGroup(pgid int, waitCh <-chan error) error {
+// period. It returns how the leader ended.
+func (w *Worker) killGroup(pgid int, exit <-chan procExit) procExit {
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	grace := time.NewTimer(w.opts.KillGrace)
 	defer grace.Stop()
 	select {
-	case err := <-waitCh:
-		return err
+	case e := <-exit:
+		return e
 	case <-grace.C:
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		return <-waitCh
+		return <-exit
 	}
-}
-
-func describeExit(st *os.ProcessState, err error) string {
-	if st == nil {
-		return fmt.Sprintf("command failed: %v", err)
-	}
-	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return fmt.Sprintf("killed by signal %s", ws.Signal())
-	}
-	return fmt.Sprintf("exited with code %d", st.ExitCode())
 }
 
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {

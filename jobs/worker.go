@@ -63,6 +63,10 @@ type WorkerOptions struct {
 	// python3 or python (see ResolvePython); empty: they are looked up on
 	// the worker's PATH like any command.
 	Python string
+	// DisableWarmPython runs every Python task (`python3 -m ordo run FILE
+	// ...`) in an interpreter of its own. Left on, an attempt is forked
+	// from a warm interpreter that imported FILE once (see doc.go).
+	DisableWarmPython bool
 	// MaxLogBytes is how much output (stdout, stderr, a handler's logs) one
 	// task attempt may store; past it the task runs on, its output is
 	// dropped, and one last line says how much. Defaults to
@@ -240,6 +244,9 @@ type Worker struct {
 	cache     *blobCache   // input blobs on this worker's disk
 	outDirs   *dirPool     // attempts' ORDO_OUTPUT_DIR
 	inDirs    *dirPool     // attempts' ORDO_INPUT_DIR
+	warm      *warmPool    // warm Python interpreters; nil when off
+	sdkMu     sync.Mutex
+	sdkDir    string // the extracted Python package, once extracted
 
 	ctx    context.Context // lives until Stop has stopped River
 	cancel context.CancelFunc
@@ -268,6 +275,9 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 	}
 	w.outDirs = newDirPool(filepath.Join(opts.WorkspaceDir, outputsDirName), id.String(), 0o700)
 	w.inDirs = newDirPool(filepath.Join(opts.WorkspaceDir, inputsDirName), id.String(), 0o555)
+	if !opts.DisableWarmPython {
+		w.warm = newWarmPool(opts.Logger)
+	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.starts = newCommitter(opts.MaxBatch, w.commitBatch)
 	w.finishes = newCommitter(opts.MaxBatch, w.commitBatch)
@@ -350,6 +360,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 		_ = w.client.StopAndCancel(cctx)
 	}
 	w.recorders.Wait()
+	if w.warm != nil {
+		w.warm.close()
+	}
 	w.outDirs.drain()
 	w.inDirs.drain()
 	w.starts.Wait()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -146,14 +147,22 @@ func (o *deployOptions) deployments(cmd *cobra.Command, args []string) ([]flowDe
 	case len(args) == 0:
 		return nil, usageError("give a deployment file (-f FILE) or a Python flow (FILE.py:FLOW_FUNCTION)")
 	}
-	file, fn, ok := strings.Cut(args[0], ":")
-	// a Windows-like "C:\..." is no concern: the SDK runs on POSIX
-	if !ok || file == "" || fn == "" || strings.Contains(fn, ":") {
+	// a function's name has no colon, a path may
+	i := strings.LastIndex(args[0], ":")
+	file, fn := args[0][:max(i, 0)], args[0][i+1:]
+	if file == "" || fn == "" {
 		return nil, usageError("%q: want FILE.py:FLOW_FUNCTION, such as flow.py:ml_pipeline", args[0])
 	}
-	schedule, err := o.schedule()
+	schedule, err := o.schedule(cmd.Flags().Changed("interval"))
 	if err != nil {
 		return nil, err
+	}
+	if _, err := os.Stat(file); err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, usageError("%s: %v", file, err)
 	}
 	out, err := o.trace(cmd.Context(), file, fn, cmd.ErrOrStderr())
 	if err != nil {
@@ -163,17 +172,18 @@ func (o *deployOptions) deployments(cmd *cobra.Command, args []string) ([]flowDe
 }
 
 // schedule is the top deployment's schedule from the flags, or nil.
-func (o *deployOptions) schedule() (*domain.Schedule, error) {
+// interval says whether --interval was given (0 is refused as any other
+// bad interval).
+func (o *deployOptions) schedule(interval bool) (*domain.Schedule, error) {
 	switch {
-	case o.interval != 0 && o.cron != "":
+	case interval && o.cron != "":
 		return nil, usageError("give --interval or --cron, not both")
-	case o.timezone != "" && o.interval == 0 && o.cron == "":
+	case o.timezone != "" && !interval && o.cron == "":
 		return nil, usageError("--timezone is the time zone of a schedule: give --interval or --cron too")
-	case o.interval == 0 && o.cron == "":
+	case !interval && o.cron == "":
 		return nil, nil
 	}
-	s := &domain.Schedule{IntervalSeconds: o.interval, Cron: o.cron, Timezone: o.timezone}
-	return s, nil
+	return &domain.Schedule{IntervalSeconds: o.interval, Cron: o.cron, Timezone: o.timezone}, nil
 }
 
 func usageError(format string, args ...any) error {
@@ -349,6 +359,8 @@ func (o *deployOptions) trace(ctx context.Context, file, fn string, stderr io.Wr
 			fmt.Fprintf(stderr, "ordo: python3 on PATH (%s) cannot import what %s imports (%s); traced the flow with %s, which can (workers need such an interpreter too: their --python)\n",
 				python, file, lastLine(errOut), fallbackPython)
 			python, out, errOut, err = fallbackPython, out2, errOut2, nil
+		} else {
+			defer fmt.Fprintf(stderr, "ordo: %s cannot trace it either: %s\n", fallbackPython, lastLine(errOut2))
 		}
 	}
 	stderr.Write(errOut)

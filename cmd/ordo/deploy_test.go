@@ -58,11 +58,12 @@ const tracedFlow = `{"deployments": [
 
 // fakeTracer writes an interpreter that records its arguments and
 // PYTHONPATH in dir/argv, then prints stdout and stderr and exits with
-// code; it returns its path.
-func fakeTracer(t *testing.T, stdout, stderr string, code int) (python, argvFile string) {
+// code; it returns its path and that of a flow file beside it.
+func fakeTracer(t *testing.T, stdout, stderr string, code int) (python, flow, argvFile string) {
 	t.Helper()
 	dir := t.TempDir()
-	for name, content := range map[string]string{"stdout": stdout, "stderr": stderr} {
+	flow = filepath.Join(dir, "flow.py")
+	for name, content := range map[string]string{"stdout": stdout, "stderr": stderr, "flow.py": "# traced by the stand-in\n"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +78,7 @@ exit ` + string(rune('0'+code)) + "\n"
 	if err := os.WriteFile(python, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return python, argvFile
+	return python, flow, argvFile
 }
 
 // deployServer stands for the API: it records the deployments it gets and
@@ -122,6 +123,25 @@ func (s *deployServer) received() []string {
 	return append([]string(nil), s.names...)
 }
 
+// dryRunSpecs reads the two deployments --dry-run printed for a flow with
+// a sub-flow, each as -f would read it.
+func dryRunSpecs(t *testing.T, out string) []domain.DeploymentSpec {
+	t.Helper()
+	docs := strings.Split(out, "\n---\n")
+	if len(docs) != 2 {
+		t.Fatalf("want two YAML documents, the sub-flow's first:\n%s", out)
+	}
+	var specs []domain.DeploymentSpec
+	for _, d := range docs {
+		spec, err := domain.ParseDeploymentYAML([]byte(d))
+		if err != nil {
+			t.Fatalf("a printed document is not a valid deployment file: %v\n%s", err, d)
+		}
+		specs = append(specs, spec)
+	}
+	return specs
+}
+
 func TestSourceOfTakesTheLongestWholePrefix(t *testing.T) {
 	t.Parallel()
 	sources := map[string]string{
@@ -149,9 +169,12 @@ func TestSourceOfTakesTheLongestWholePrefix(t *testing.T) {
 
 func TestDeployUsageErrors(t *testing.T) {
 	t.Parallel()
-	yamlFile := filepath.Join(t.TempDir(), "d.yaml")
-	if err := os.WriteFile(yamlFile, []byte(cliDeployment), 0o644); err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	yamlFile, flowFile := filepath.Join(dir, "d.yaml"), filepath.Join(dir, "flow.py")
+	for _, f := range []string{yamlFile, flowFile} {
+		if err := os.WriteFile(f, []byte(cliDeployment), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	_, api := startDeployServer(t, func(name string) (int, any) {
 		t.Errorf("a bad usage sent deployment %s", name)
@@ -170,7 +193,8 @@ func TestDeployUsageErrors(t *testing.T) {
 		{[]string{"flow.py:a", "flow.py:b"}, "one FILE.py:FLOW at a time"},
 		{[]string{"flow.py:top", "--interval", "60", "--cron", "@daily"}, "give --interval or --cron, not both"},
 		{[]string{"flow.py:top", "--timezone", "Europe/Paris"}, "--timezone is the time zone of a schedule"},
-		{[]string{"flow.py:top", "--python", "/nonexistent/python3"}, `--python: interpreter "/nonexistent/python3"`},
+		{[]string{"flow.py:top"}, "flow.py: no such file or directory"},
+		{[]string{flowFile + ":top", "--python", "/nonexistent/python3"}, `--python: interpreter "/nonexistent/python3"`},
 	} {
 		_, errOut, code := runOrdo(t, append([]string{"deploy", "--api-url", api}, tc.args...)...)
 		if code != 2 || !strings.Contains(errOut, "ordo: usage: "+tc.want) {
@@ -181,12 +205,12 @@ func TestDeployUsageErrors(t *testing.T) {
 
 func TestDeployFlowDryRun(t *testing.T) {
 	t.Parallel()
-	python, argvFile := fakeTracer(t, tracedFlow, "a warning from the tracer\n", 0)
+	python, flow, argvFile := fakeTracer(t, tracedFlow, "a warning from the tracer\n", 0)
 	_, api := startDeployServer(t, func(name string) (int, any) {
 		t.Errorf("--dry-run sent deployment %s", name)
 		return 0, nil
 	})
-	out, errOut, code := runOrdo(t, "deploy", "flow.py:top", "--api-url", api, "--python", python, "--name", "nightly",
+	out, errOut, code := runOrdo(t, "deploy", flow+":top", "--api-url", api, "--python", python, "--name", "nightly",
 		"--work-queue", "ml", "--tag", "py", "--tag", "nightly", "--cron", "0 6 * * *", "--timezone", "Europe/Paris", "--dry-run")
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s%s", code, out, errOut)
@@ -200,22 +224,11 @@ func TestDeployFlowDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lines[0] != "-m ordo trace flow.py top --name nightly" || !strings.HasSuffix(lines[1], sdk) {
+	if lines[0] != "-m ordo trace "+flow+" top --name nightly" || !strings.HasSuffix(lines[1], sdk) {
 		t.Errorf("the tracer ran as %q with PYTHONPATH %q; want its SDK %s last", lines[0], lines[1], sdk)
 	}
 
-	docs := strings.Split(out, "\n---\n")
-	if len(docs) != 2 {
-		t.Fatalf("want two YAML documents, the sub-flow's first:\n%s", out)
-	}
-	var specs []domain.DeploymentSpec
-	for _, d := range docs {
-		spec, err := domain.ParseDeploymentYAML([]byte(d))
-		if err != nil {
-			t.Fatalf("a printed document is not a valid deployment file: %v\n%s", err, d)
-		}
-		specs = append(specs, spec)
-	}
+	specs := dryRunSpecs(t, out)
 	child, top := specs[0], specs[1]
 	if child.Name != "top.child" || top.Name != "top" {
 		t.Errorf("deployments %q, %q; want top.child then top", child.Name, top.Name)
@@ -242,17 +255,17 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 	t.Run("TraceErrorIsShownAsWritten", func(t *testing.T) {
 		t.Parallel()
 		msg := "flow.py:7: a future used as a bool: move this `if` into a task\n"
-		python, _ := fakeTracer(t, "", msg, 2)
-		out, errOut, code := runOrdo(t, "deploy", "flow.py:top", "--python", python, "--dry-run")
-		if code != 2 || !strings.HasPrefix(errOut, msg) || !strings.Contains(errOut, "ordo: flow.py:top not deployed") || out != "" {
+		python, flow, _ := fakeTracer(t, "", msg, 2)
+		out, errOut, code := runOrdo(t, "deploy", flow+":top", "--python", python, "--dry-run")
+		if code != 2 || !strings.HasPrefix(errOut, msg) || !strings.Contains(errOut, "ordo: "+flow+":top not deployed") || out != "" {
 			t.Errorf("exit %d, stdout %q, stderr:\n%s", code, out, errOut)
 		}
 	})
 
 	t.Run("TracerCrashFails", func(t *testing.T) {
 		t.Parallel()
-		python, _ := fakeTracer(t, "", "Traceback ...\nKeyError: 'x'\n", 1)
-		_, errOut, code := runOrdo(t, "deploy", "flow.py:top", "--python", python, "--dry-run")
+		python, flow, _ := fakeTracer(t, "", "Traceback ...\nKeyError: 'x'\n", 1)
+		_, errOut, code := runOrdo(t, "deploy", flow+":top", "--python", python, "--dry-run")
 		if code != 1 || !strings.Contains(errOut, "KeyError: 'x'") || !strings.Contains(errOut, "exit status 1") {
 			t.Errorf("exit %d:\n%s", code, errOut)
 		}
@@ -260,8 +273,8 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 
 	t.Run("LocalValidation", func(t *testing.T) {
 		t.Parallel()
-		python, _ := fakeTracer(t, strings.Replace(tracedFlow, `"depends_on": ["b"], "retries": 3`, `"depends_on": ["b"], "retries": 300`, 1), "", 0)
-		_, errOut, code := runOrdo(t, "deploy", "flow.py:top", "--python", python, "--dry-run")
+		python, flow, _ := fakeTracer(t, strings.Replace(tracedFlow, `"depends_on": ["b"], "retries": 3`, `"depends_on": ["b"], "retries": 300`, 1), "", 0)
+		_, errOut, code := runOrdo(t, "deploy", flow+":top", "--python", python, "--dry-run")
 		want := "ordo: deployment top: invalid deployment\nflow.py:14: flow.tasks[2].retries: must be between 0 and 100, got 300\n"
 		if code != 2 || errOut != want {
 			t.Errorf("exit %d, stderr:\n%s\nwant:\n%s", code, errOut, want)
@@ -270,12 +283,13 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 
 	t.Run("FlagsAreNamed", func(t *testing.T) {
 		t.Parallel()
-		python, _ := fakeTracer(t, tracedFlow, "", 0)
+		python, flow, _ := fakeTracer(t, tracedFlow, "", 0)
 		for flag, want := range map[string]string{
 			"--interval=0.5": "ordo: deployment top: invalid deployment\n--interval: schedule.interval_seconds: must be between 1",
+			"--interval=0":   "ordo: deployment top: invalid deployment\n--interval: schedule: ",
 			"--tag=":         "ordo: deployment top.child: invalid deployment\n--tag: tags[0]: ",
 		} {
-			_, errOut, code := runOrdo(t, "deploy", "flow.py:top", "--python", python, "--dry-run", flag)
+			_, errOut, code := runOrdo(t, "deploy", flow+":top", "--python", python, "--dry-run", flag)
 			if code != 2 || !strings.HasPrefix(errOut, want) {
 				t.Errorf("%s: exit %d, stderr:\n%s\nwant it to start with:\n%s", flag, code, errOut, want)
 			}
@@ -286,7 +300,7 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 	// sub-flow's deployment was sent first.
 	t.Run("ServerErrors", func(t *testing.T) {
 		t.Parallel()
-		python, _ := fakeTracer(t, tracedFlow, "", 0)
+		python, flow, _ := fakeTracer(t, tracedFlow, "", 0)
 		var refusal client.Error
 		refusal.Error.Code = "invalid"
 		refusal.Error.Message = "invalid deployment: ..."
@@ -302,7 +316,7 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 			}
 			return 0, nil
 		})
-		out, errOut, code := runOrdo(t, "deploy", "flow.py:top", "--api-url", api, "--python", python, "--tag", "x")
+		out, errOut, code := runOrdo(t, "deploy", flow+":top", "--api-url", api, "--python", python, "--tag", "x")
 		want := "ordo: deployment top: refused by the server\n" +
 			"flow.py:13: flow.tasks[1].retry_delay_seconds: refused\n" +
 			"flow.py:10: parameters.n: refused\n" +
@@ -314,4 +328,25 @@ func TestDeployFlowErrorsNameTheSource(t *testing.T) {
 			t.Errorf("sent %v, said %q; want top.child saved, then top", got, out)
 		}
 	})
+}
+
+// -f --dry-run prints the file as it would be sent, defaults applied.
+func TestDeployFileDryRun(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "d.yaml")
+	if err := os.WriteFile(file, []byte(cliDeployment), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, api := startDeployServer(t, func(name string) (int, any) {
+		t.Errorf("--dry-run sent deployment %s", name)
+		return 0, nil
+	})
+	out, errOut, code := runOrdo(t, "deploy", "-f", file, "--dry-run", "--api-url", api)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, errOut)
+	}
+	spec, err := domain.ParseDeploymentYAML([]byte(out))
+	if err != nil || spec.Name != "cli-pipeline" || len(spec.Flow.Tasks) != 2 || !strings.Contains(out, "concurrency_policy: enqueue\n") {
+		t.Errorf("printed (%v):\n%s", err, out)
+	}
 }

@@ -29,6 +29,7 @@ type workerOptions struct {
 	env               []string // the environment tasks may inherit from; nil: the process's
 	python            string   // --python as given
 	pythonPath        string   // the interpreter resolved from it; "" for PATH
+	warmPython        bool
 	blobStore         string
 	blobCacheDir      string
 	blobCacheBytes    int64
@@ -49,6 +50,7 @@ func (o *workerOptions) register(cmd *cobra.Command, withDatabase bool) {
 	cmd.Flags().DurationVar(&o.fetchPollInterval, "fetch-poll-interval", 200*time.Millisecond, flagHelp("fetch-poll-interval", "how often a queue is polled when no notification arrives"))
 	cmd.Flags().Int64Var(&o.maxLogBytes, "max-log-bytes", jobs.DefaultMaxLogBytes, flagHelp("max-log-bytes", "output stored per task attempt; past it the task runs on and the rest is dropped (-1: no cap)"))
 	cmd.Flags().StringVar(&o.python, "python", "", flagHelp("python", "interpreter for command tasks whose command starts with python3 or python (default: python3 on PATH)"))
+	cmd.Flags().BoolVar(&o.warmPython, "warm-python", true, flagHelp("warm-python", "fork Python tasks (python3 -m ordo run FILE ...) from an interpreter that imported FILE once; false starts a fresh interpreter for each"))
 	cmd.Flags().DurationVar(&o.shutdownGrace, "shutdown-grace", 30*time.Second, flagHelp("shutdown-grace", "on SIGTERM, how long running tasks may take to finish before they are handed back"))
 	// ordo dev's server may have registered it: one flag serves both
 	if cmd.Flags().Lookup("blob-store") == nil {
@@ -150,6 +152,7 @@ func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store,
 		MaxLogBytes:           o.maxLogBytes,
 		Env:                   o.env,
 		Python:                o.pythonPath,
+		DisableWarmPython:     !o.warmPython,
 		Logger:                logger,
 		BlobStore:             blobs,
 		BlobCacheDir:          o.blobCacheDir,
@@ -163,7 +166,7 @@ func runWorker(ctx context.Context, pool *pgxpool.Pool, store *eventstore.Store,
 	if err := w.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
-	logger.Info("ordo worker started", "name", w.Name(), "queues", o.queues, "concurrency", o.concurrency, "python", orNone(o.pythonPath))
+	logger.Info("ordo worker started", "name", w.Name(), "queues", o.queues, "concurrency", o.concurrency, "python", orNone(o.pythonPath), "warm_python", o.warmPython)
 	<-ctx.Done()
 	logger.Info("ordo worker stopping: finishing running task runs", "grace", o.shutdownGrace.String())
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.shutdownGrace)

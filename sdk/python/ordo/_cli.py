@@ -17,6 +17,10 @@ def main(argv):
         from ordo import _runner
 
         return _runner.main(rest)
+    if cmd == "trace":
+        from ordo import _trace
+
+        return _trace.main(rest)
     if cmd == "warm":
         from ordo import _warm
 
