@@ -133,7 +133,7 @@ func pythonWorker(ctx context.Context, env Env, warm bool) (*ordoDB, *jobs.Worke
 	}
 	w, err := jobs.NewWorker(o.pool, o.store, jobs.WorkerOptions{
 		Queues: []string{domain.DefaultWorkQueue}, Concurrency: 10, Python: benchPython, DisableWarmPython: !warm,
-		BlobStore: blobstore.NewPostgres(o.pool), // ordo worker's default
+		BlobStore:     blobstore.NewPostgres(o.pool), // ordo worker's default
 		FetchCooldown: FetchCooldown, FetchPollInterval: FetchPollInterval,
 		WorkspaceDir: filepath.Join(env.TempDir, "workspaces-python-"+name), Logger: quiet,
 	})
