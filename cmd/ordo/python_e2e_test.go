@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,29 +26,6 @@ func mlPython(t *testing.T) string {
 		t.Skipf("%s lacks scikit-learn, pandas or psycopg2 (scripts/install-deps ml): %v\n%s", fallbackPython, err, out)
 	}
 	return fallbackPython
-}
-
-// ordoAt runs a CLI command from dir with more environment and returns its
-// output and exit status.
-func (c *cluster) ordoAt(dir string, env []string, args ...string) (string, int) {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, c.bin, args...)
-	cmd.Dir = dir
-	cmd.Env = append(c.env(), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), 0
-	case errors.As(err, &ee):
-		return out.String(), ee.ExitCode()
-	}
-	c.t.Fatalf("ordo %s: %v", strings.Join(args, " "), err)
-	return "", -1
 }
 
 // pyDeploy deploys FILE:FLOW from the repository's root as a user would.
@@ -187,16 +160,7 @@ func TestEndToEndPythonFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	seed := exec.Command(python, "../../examples/ml-pipeline/seed.py", "--rows", "2000")
-	seed.Env = append(os.Environ(), "ML_DATABASE_URL="+c.dbURL)
-	if out, err := seed.CombinedOutput(); err != nil {
-		t.Fatalf("seed: %v\n%s", err, out)
-	}
-	// the example's data is reached through a proxy that refuses
-	// connections for 2 s from the first one (load_data's first attempt)
-	host, port := hostPort(t, c.dbURL)
-	proxy := startRefusingProxy(t, net.JoinHostPort(host, port), 2*time.Second)
-	proxied := strings.Replace(c.dbURL, net.JoinHostPort(host, port), "127.0.0.1:"+proxy.port(), 1)
+	proxied, proxy := seedBehindProxy(t, c)
 
 	// two hosts, each with a workspace of its own: files reach the other
 	// only through the blob store
@@ -231,34 +195,8 @@ func TestEndToEndPythonFlows(t *testing.T) {
 		if len(ev.Outputs) == 0 || !hasOutput(ev.Outputs, "report.md") {
 			t.Errorf("evaluate's outputs %+v lack report.md", ev.Outputs)
 		}
-		// load_data failed while the database refused connections, and
-		// said why; a later attempt, 5 s on, read the data
-		var trail struct {
-			Items []client.Event `json:"items"`
-		}
-		getJSON(t, c, "/runs/"+run.ID+"/events", &trail)
-		var failedAt, startedAt []time.Time
-		for _, e := range trail.Items {
-			if e.TaskName != "load_data" {
-				continue
-			}
-			switch e.Type {
-			case "TaskRunRetryScheduled":
-				failedAt = append(failedAt, e.RecordedAt)
-				if !strings.Contains(string(e.Data), "ConnectionError: cannot reach the data database") {
-					t.Errorf("the failed attempt does not say why: %s", e.Data)
-				}
-			case "TaskRunStarted":
-				startedAt = append(startedAt, e.RecordedAt)
-			}
-		}
-		if len(failedAt) == 0 || len(startedAt) != len(failedAt)+1 {
-			t.Fatalf("load_data: %d failed attempts, %d starts; want a retry (the proxy refused %d connections)", len(failedAt), len(startedAt), proxy.refused)
-		}
-		if gap := startedAt[1].Sub(failedAt[0]); gap < 4500*time.Millisecond {
-			t.Errorf("the retry started %v after the failure, want 5 s", gap)
-		}
-		t.Logf("R² %.4f, RMSE %.0f; load_data retried %d time(s)", run.Metrics["r2"], run.Metrics["rmse"], len(failedAt))
+		retries := checkRetriedAfterRefusal(t, c, run.ID, "ConnectionError: cannot reach the data database", proxy)
+		t.Logf("R² %.4f, RMSE %.0f; load_data retried %d time(s)", run.Metrics["r2"], run.Metrics["rmse"], retries)
 	})
 
 	t.Run("TrainOnAnotherHost", func(t *testing.T) {
