@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -26,6 +27,30 @@ func (d DeploymentSpec) CheckParameters(params map[string]any) error {
 		checkParameters(p, sch, params)
 	}
 	return p.Err()
+}
+
+// checkDefaults checks the deployment's default parameters against its
+// schema. A required parameter may go without a default when nothing starts
+// runs on its own (no schedule): each run started by hand or as a sub-flow
+// then has to give it, and CheckParameters says so when one does not.
+func (d DeploymentSpec) checkDefaults(p *Problems, sch *jsonschema.Schema) {
+	if d.Schedule != nil {
+		checkParameters(p, sch, d.Parameters)
+		return
+	}
+	var root struct {
+		Required []string `json:"required"`
+	}
+	_ = json.Unmarshal(d.ParametersSchema, &root) // it compiled, so it is JSON
+	all := &Problems{}
+	checkParameters(all, sch, d.Parameters)
+	for _, det := range all.Details {
+		name, top := strings.CutPrefix(det.Field, "parameters.")
+		if _, given := d.Parameters[name]; top && !given && slices.Contains(root.Required, name) {
+			continue
+		}
+		p.Details = append(p.Details, det)
+	}
 }
 
 func hasSchema(raw json.RawMessage) bool {

@@ -400,10 +400,14 @@ func TestDeploymentValidate(t *testing.T) {
 		{"DefaultsViolateSchema", func(d *domain.DeploymentSpec) {
 			d.ParametersSchema, d.Parameters["test_size"] = json.RawMessage(paramsSchema), 2
 		}, "parameters.test_size", "maximum"},
-		{"DefaultsMissRequired", func(d *domain.DeploymentSpec) {
-			d.ParametersSchema = json.RawMessage(paramsSchema)
+		{"ScheduledDefaultsMissRequired", func(d *domain.DeploymentSpec) {
+			d.ParametersSchema, d.Schedule = json.RawMessage(paramsSchema), &domain.Schedule{IntervalSeconds: 60}
 			delete(d.Parameters, "table")
 		}, "parameters.table", "required"},
+		{"UnscheduledDefaultsStillChecked", func(d *domain.DeploymentSpec) {
+			d.ParametersSchema, d.Parameters["test_size"] = json.RawMessage(paramsSchema), 2
+			delete(d.Parameters, "table")
+		}, "parameters.test_size", "maximum"},
 
 		{"IntervalAndCron", func(d *domain.DeploymentSpec) { d.Schedule = &domain.Schedule{IntervalSeconds: 60, Cron: "* * * * *"} }, "schedule", "not both"},
 		{"EmptySchedule", func(d *domain.DeploymentSpec) { d.Schedule = &domain.Schedule{} }, "schedule", "set interval_seconds or cron"},
@@ -445,6 +449,11 @@ func TestDeploymentValidateAccepts(t *testing.T) {
 			d.Flow.Tasks[2].Cache = &domain.CachePolicy{Key: "{{ parameters.table }}-{{inputs.b}}", ExpirationSeconds: 60}
 		}},
 		{"CacheNone", func(d *domain.DeploymentSpec) { d.Flow.Tasks[0].Cache = &domain.CachePolicy{Key: "none"} }},
+		// runs started by hand give it; CheckParameters refuses one that does not
+		{"UnscheduledRequiredWithoutDefault", func(d *domain.DeploymentSpec) {
+			d.ParametersSchema = json.RawMessage(paramsSchema)
+			delete(d.Parameters, "table")
+		}},
 		{"Env", func(d *domain.DeploymentSpec) {
 			d.Flow.Tasks[0].Env = map[string]string{"_X": "1", "PYTHONPATH": "."}
 			d.Flow.Tasks[0].InheritEnv = []string{"PGPASSWORD"}

@@ -54,7 +54,7 @@ func (d *DeploymentSpec) Validate() error {
 	}
 	if hasSchema(d.ParametersSchema) {
 		if sch := compileParametersSchema(p, d.ParametersSchema); sch != nil {
-			checkParameters(p, sch, d.Parameters)
+			d.checkDefaults(p, sch)
 		}
 	}
 	return p.Err()

@@ -25,6 +25,10 @@ import (
 // recently used is stopped.
 const maxWarm = 8
 
+// warmAnswerTimeout is how long a warm interpreter may take to answer a
+// request before it is taken for broken.
+const warmAnswerTimeout = time.Minute
+
 // warmTries is how many warm interpreters one attempt asks before it runs
 // cold: one that answers stale or dies is replaced and asked again.
 const warmTries = 3
@@ -217,7 +221,7 @@ func (p *warmPool) get(key, python, file, cwd string, env []string) *zygote {
 		lru.retire()
 	}
 	z := &zygote{key: key, used: p.tick, ready: make(chan struct{}), done: make(chan struct{}),
-		answers: make(chan warmAnswer, 1), children: map[int]chan procExit{}, logger: p.logger}
+		answers: make(chan warmAnswer, 1), children: map[int]chan procExit{}, early: map[int]procExit{}, logger: p.logger}
 	p.zygotes[key] = z
 	go func() {
 		z.start(python, file, cwd, env)
@@ -281,6 +285,7 @@ type zygote struct {
 	mu       sync.Mutex
 	proc     *os.Process // once started
 	children map[int]chan procExit
+	early    map[int]procExit // exits of children whose answer is still to come
 	dead     bool
 	retired  bool // stop once its children ended
 }
@@ -342,7 +347,15 @@ func (z *zygote) start(python, file, cwd string, env []string) {
 	}
 	z.pid = m.Pid
 	z.logger.Debug("warm Python interpreter started", "file", file, "pid", z.pid)
-	go z.readLoop()
+	exited := make(chan struct{})
+	go func() {
+		_ = z.cmd.Wait()
+		// what it sent before it exited is read; a child that still holds
+		// the socket does not keep it open
+		_ = z.conn.SetReadDeadline(time.Now().Add(time.Second))
+		close(exited)
+	}()
+	go z.readLoop(exited)
 }
 
 // read reads one message.
@@ -360,7 +373,7 @@ func (z *zygote) read(buf []byte) (warmMessage, error) {
 
 // readLoop reads the interpreter's answers and its children's exits until
 // it dies; the children it leaves have their groups killed and are lost.
-func (z *zygote) readLoop() {
+func (z *zygote) readLoop(exited <-chan struct{}) {
 	buf := make([]byte, 4<<10)
 	for {
 		m, err := z.read(buf)
@@ -370,13 +383,17 @@ func (z *zygote) readLoop() {
 		z.mu.Lock()
 		switch {
 		case m.Exit != 0:
+			e := procExit{code: m.Code}
+			if m.Signal != 0 {
+				e = procExit{code: -1, signal: syscall.Signal(m.Signal)}
+			}
 			if ch := z.children[m.Exit]; ch != nil {
 				delete(z.children, m.Exit)
-				e := procExit{code: m.Code}
-				if m.Signal != 0 {
-					e = procExit{code: -1, signal: syscall.Signal(m.Signal)}
-				}
 				ch <- e
+			} else {
+				// the child answers, the interpreter sends its exit: a child that
+				// died at once may be reported first
+				z.early[m.Exit] = e
 			}
 			if z.retired && len(z.children) == 0 {
 				_ = z.proc.Kill()
@@ -384,7 +401,12 @@ func (z *zygote) readLoop() {
 		case m.Pid != 0:
 			// registered before the answer is read: its exit may come next
 			ch := make(chan procExit, 1)
-			z.children[m.Pid] = ch
+			if e, ok := z.early[m.Pid]; ok {
+				delete(z.early, m.Pid)
+				ch <- e
+			} else {
+				z.children[m.Pid] = ch
+			}
 			z.answers <- warmAnswer{m, ch}
 		default:
 			z.answers <- warmAnswer{warmMessage: m}
@@ -400,8 +422,8 @@ func (z *zygote) readLoop() {
 	}
 	clear(z.children)
 	z.mu.Unlock()
+	<-exited
 	z.conn.Close()
-	_ = z.cmd.Wait()
 	close(z.done)
 }
 
@@ -423,8 +445,17 @@ func (z *zygote) fork(req []byte, stdout, stderr *os.File) (*taskProcess, error)
 		return nil, errWarmDead
 	}
 	var m warmAnswer
+	// An answer is a matter of milliseconds; one that does not come means
+	// a child died before it could answer.
+	timeout := time.NewTimer(warmAnswerTimeout)
+	defer timeout.Stop()
 	select {
 	case m = <-z.answers:
+	case <-timeout.C:
+		z.logger.Warn("warm Python interpreter did not answer; it is stopped", "pid", z.pid, "after", warmAnswerTimeout)
+		z.stop()
+		<-z.done
+		return nil, errWarmDead
 	case <-z.done:
 		select {
 		case m = <-z.answers: // answered, then died: its child is lost already

@@ -45,6 +45,16 @@ func pyTask(name, file, fn string, deps ...string) domain.TaskSpec {
 	return domain.TaskSpec{Name: name, Command: []string{"python3", "-m", "ordo", "run", file, fn}, DependsOn: deps}
 }
 
+// pyWorker starts a worker whose Python is testPython, on a database of
+// its own.
+func pyWorker(t *testing.T, opts jobs.WorkerOptions) testBundle {
+	t.Helper()
+	b := setup(t)
+	opts.Python = testPython(t)
+	b.startWorker(t, opts)
+	return b
+}
+
 // runLogs is a flow run's log, one line a message.
 func runLogs(t *testing.T, b testBundle, fr domain.FlowRun) string {
 	t.Helper()
@@ -108,7 +118,6 @@ type envReport struct {
 
 func TestWarmPython(t *testing.T) {
 	t.Parallel()
-	python := testPython(t)
 	workerEnv := append(os.Environ(), "WORKER_SECRET=hunter2")
 	cwd, err := os.Getwd()
 	if err != nil {
@@ -117,8 +126,7 @@ func TestWarmPython(t *testing.T) {
 
 	t.Run("ResultLogsAndEnvironment", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		b.startWorker(t, jobs.WorkerOptions{Python: python, Env: workerEnv})
+		b := pyWorker(t, jobs.WorkerOptions{Env: workerEnv})
 		file := pyFlow(t, envFlow)
 		var zygote int
 		for i := range 2 {
@@ -162,8 +170,7 @@ func TestWarmPython(t *testing.T) {
 
 	t.Run("Off", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		b.startWorker(t, jobs.WorkerOptions{Python: python, Env: workerEnv, DisableWarmPython: true})
+		b := pyWorker(t, jobs.WorkerOptions{Env: workerEnv, DisableWarmPython: true})
 		fr := pyRun(t, b, pyFlow(t, envFlow), "report")
 		if fr.State.Type != domain.Completed {
 			t.Fatalf("the run ended %s (%s); logs:\n%s", fr.State.Type, fr.State.Message, runLogs(t, b, fr))
@@ -179,8 +186,7 @@ func TestWarmPython(t *testing.T) {
 
 	t.Run("EditedFileRunsNewCode", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		b.startWorker(t, jobs.WorkerOptions{Python: python})
+		b := pyWorker(t, jobs.WorkerOptions{})
 		file := pyFlow(t, "import os\ndef version():\n    return {'v': 1, 'ppid': os.getppid()}\n")
 		fr := pyRun(t, b, file, "version")
 		first := taskResult[map[string]int](t, b, fr, "version")
@@ -202,8 +208,7 @@ func TestWarmPython(t *testing.T) {
 
 	t.Run("ImportErrorRunsCold", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		b.startWorker(t, jobs.WorkerOptions{Python: python})
+		b := pyWorker(t, jobs.WorkerOptions{})
 		file := pyFlow(t, "raise RuntimeError('broken at import')\ndef task():\n    return 1\n")
 		fr := pyRun(t, b, file, "task")
 		logs := runLogs(t, b, fr)
@@ -225,8 +230,7 @@ func TestWarmPython(t *testing.T) {
 
 	t.Run("TimeoutKillsGroup", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		b.startWorker(t, jobs.WorkerOptions{Python: python, KillGrace: 200 * time.Millisecond})
+		b := pyWorker(t, jobs.WorkerOptions{KillGrace: 200 * time.Millisecond})
 		pidFile := filepath.Join(t.TempDir(), "sleep.pid")
 		file := pyFlow(t, `
 import subprocess, time
@@ -248,8 +252,7 @@ def slow():
 
 	t.Run("Cancel", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		b.startWorker(t, jobs.WorkerOptions{Python: python})
+		b := pyWorker(t, jobs.WorkerOptions{})
 		pidFile := filepath.Join(t.TempDir(), "task.pid")
 		file := pyFlow(t, `
 import os, time
@@ -272,8 +275,7 @@ def block():
 
 	t.Run("InterpreterKilledMidAttemptIsRetried", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t)
-		b.startWorker(t, jobs.WorkerOptions{Python: python})
+		b := pyWorker(t, jobs.WorkerOptions{})
 		dir := t.TempDir()
 		file := pyFlow(t, `
 import os, time

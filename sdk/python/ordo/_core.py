@@ -35,13 +35,63 @@ def _seconds(where, arg, value, allow_zero):
     return int(value) if float(value).is_integer() else float(value)
 
 
-def _signature(fn):
-    import inspect
+class _Decorated:
+    """What @task and @flow objects share: the plain function, its signature, copies."""
 
-    return inspect.signature(fn)
+    _OPTIONS = ()
+    _KIND = ""
+
+    def _wrap(self, fn, options):
+        """Keep fn and the decorator's options; returns the 'where' of error messages."""
+        import inspect
+
+        if not callable(fn):
+            raise TypeError("@%s decorates a function, got %s" % (self._KIND, _values.type_name(fn)))
+        where = "@%s on %r" % (self._KIND, getattr(fn, "__name__", fn))
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError("%s: async functions are not supported; write a plain def" % where)
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self._options = options
+        self._sig = None
+        self.name = _check_name(where, "name", options["name"] if options["name"] is not None else fn.__name__)
+        log_prints = options.get("log_prints")
+        if log_prints is not None and not isinstance(log_prints, bool):
+            raise TypeError("%s: log_prints must be True or False, got %r" % (where, log_prints))
+        return where
+
+    @property
+    def signature(self):
+        if self._sig is None:
+            import inspect
+
+            self._sig = inspect.signature(self.fn)
+        return self._sig
+
+    def with_options(self, **options):
+        """A copy with some of the decorator's arguments changed (the same arguments)."""
+        for k in options:
+            if k not in self._OPTIONS:
+                raise TypeError("with_options() got an unexpected argument %r" % k)
+        return type(self)(self.fn, **dict(self._options, **options))
+
+    def __repr__(self):
+        return "<ordo %s %r>" % (self._KIND, self.name)
 
 
-class Task:
+def _decorator(cls, fn, options):
+    """@cls, @cls() and @cls(**options) alike."""
+    if fn is not None:
+        if options or not callable(fn):
+            raise TypeError("use @%s, or @%s(...) with keyword arguments" % (cls._KIND, cls._KIND))
+        return cls(fn)
+    for k in options:
+        if k not in cls._OPTIONS:
+            raise TypeError("@%s got an unexpected argument %r" % (cls._KIND, k))
+    return lambda fn: cls(fn, **options)
+
+
+class Task(_Decorated):
     """A function decorated with @task. Call it in a flow; `.fn` is the plain function.
 
     In a flow traced for deployment a call returns a future (the task's result once the flow runs
@@ -50,6 +100,7 @@ class Task:
     function.
     """
 
+    _KIND = "task"
     _OPTIONS = (
         "name",
         "retries",
@@ -75,27 +126,8 @@ class Task:
         work_queue=None,
         log_prints=None,
     ):
-        if not callable(fn):
-            raise TypeError("@task decorates a function, got %s" % _values.type_name(fn))
-        import inspect
-
-        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
-            raise TypeError("@task on %r: async functions are not supported; write a plain def" % fn.__name__)
-        functools.update_wrapper(self, fn)
-        self.fn = fn
-        where = "@task on %r" % getattr(fn, "__name__", fn)
-        self._options = dict(
-            name=name,
-            retries=retries,
-            retry_delay_seconds=retry_delay_seconds,
-            timeout_seconds=timeout_seconds,
-            tags=tags,
-            cache_key_fn=cache_key_fn,
-            cache_expiration=cache_expiration,
-            work_queue=work_queue,
-            log_prints=log_prints,
-        )
-        self.name = _check_name(where, "name", name if name is not None else fn.__name__)
+        arguments = locals()
+        where = self._wrap(fn, {k: arguments[k] for k in self._OPTIONS})
 
         if isinstance(retries, bool) or not isinstance(retries, int):
             raise TypeError("%s: retries must be an integer, got %r" % (where, retries))
@@ -155,25 +187,13 @@ class Task:
         self.work_queue = None
         if work_queue is not None:
             self.work_queue = _check_name(where, "work_queue", work_queue)
-        if log_prints is not None and not isinstance(log_prints, bool):
-            raise TypeError("%s: log_prints must be True or False, got %r" % (where, log_prints))
-        self._sig = None
-
-    @property
-    def signature(self):
-        if self._sig is None:
-            self._sig = _signature(self.fn)
-        return self._sig
 
     def with_options(self, **options):
         """A copy of this task with some decorator arguments changed (the same arguments as @task).
 
         On Ordo the worker finds a task by its module-level name, and a copy shares the original's
         function, so the copy needs no name of its own in the module."""
-        for k in options:
-            if k not in self._OPTIONS:
-                raise TypeError("with_options() got an unexpected argument %r" % k)
-        return Task(self.fn, **dict(self._options, **options))
+        return super().with_options(**options)
 
     def spec_options(self):
         """The task's options as fields of a deployment document's task."""
@@ -204,11 +224,24 @@ class Task:
     def __call__(self, *args, **kwargs):
         wait_for = kwargs.pop("wait_for", None)
         cur = _state.current
-        if cur.task is not None:
-            return self.fn(*args, **kwargs)
-        if cur.trace is not None:
+        if cur.trace is not None and _state.running_task() is None:
             return cur.trace.task_call(self, args, kwargs, wait_for)
+        if Submitted.made:
+            args, kwargs = _results(args), _results(kwargs)
+        if _state.running_task() is not None:
+            return self.fn(*args, **kwargs)
         return self._run_local(args, kwargs)
+
+    def submit(self, *args, **kwargs):
+        """Call the task and get a future, as Prefect's task.submit: `fut.result()` is the value.
+
+        On Ordo the tasks of a flow run concurrently as their inputs allow, whichever way they are
+        called, so traced this is the same as a call (a future, whose .result() is itself). Run
+        locally the task runs at once; passing the future to another task passes its value."""
+        cur = _state.current
+        if cur.trace is not None and _state.running_task() is None:
+            return self(*args, **kwargs)
+        return Submitted(self(*args, **kwargs))
 
     def _run_local(self, args, kwargs):
         try:
@@ -251,57 +284,68 @@ class Task:
         except _values.ValueTravelError as e:
             raise _values.ValueTravelError("task %r returned a value that cannot travel: %s" % (self.name, e)) from None
 
+
+class Submitted:
+    """The result of task.submit() outside a traced flow: the task has already run."""
+
+    made = False  # arguments are searched for these only once there are some
+
+    def __init__(self, value):
+        self._value = value
+        Submitted.made = True
+
+    def result(self, raise_on_failure=True):
+        return self._value
+
+    def wait(self, timeout=None):
+        return None
+
     def __repr__(self):
-        return "<ordo task %r>" % self.name
+        return "<ordo submitted result %s>" % _values.short_repr(self._value, 80)
+
+
+def _results(value):
+    """value with each Submitted in it (at any depth of lists, tuples and dicts) replaced by its
+    result; the same object when there is none."""
+    if isinstance(value, Submitted):
+        return value._value
+    if type(value) in (list, tuple):
+        items = [_results(v) for v in value]
+        if any(a is not b for a, b in zip(items, value)):
+            return type(value)(items)
+    elif type(value) is dict:
+        items = {k: _results(v) for k, v in value.items()}
+        if any(items[k] is not v for k, v in value.items()):
+            return items
+    return value
 
 
 def _decode(encoded):
     import json
 
+    import io
+
     text, _, data = encoded
-    return _values.decode(json.loads(text), lambda name: data)
+    return _values.decode(json.loads(text), lambda name: io.BytesIO(data))
 
 
-class Flow:
+class Flow(_Decorated):
     """A function decorated with @flow. `.fn` is the plain function.
 
     Called outside Ordo it runs its body in this process (its task calls run one after another);
     `ordo deploy` traces it instead; called from a flow being traced it is a sub-flow.
     """
 
+    _KIND = "flow"
     _OPTIONS = ("name", "description", "log_prints")
 
     def __init__(self, fn, name=None, description=None, log_prints=None):
-        if not callable(fn):
-            raise TypeError("@flow decorates a function, got %s" % _values.type_name(fn))
         import inspect
 
-        if inspect.iscoroutinefunction(fn):
-            raise TypeError("@flow on %r: async functions are not supported; write a plain def" % fn.__name__)
-        functools.update_wrapper(self, fn)
-        self.fn = fn
-        where = "@flow on %r" % getattr(fn, "__name__", fn)
-        self._options = dict(name=name, description=description, log_prints=log_prints)
-        self.name = _check_name(where, "name", name if name is not None else fn.__name__)
+        where = self._wrap(fn, dict(name=name, description=description, log_prints=log_prints))
         if description is not None and not isinstance(description, str):
             raise TypeError("%s: description must be a string, got %r" % (where, description))
         self.description = description if description is not None else (inspect.getdoc(fn) or "")
-        if log_prints is not None and not isinstance(log_prints, bool):
-            raise TypeError("%s: log_prints must be True or False, got %r" % (where, log_prints))
-        self._sig = None
-
-    @property
-    def signature(self):
-        if self._sig is None:
-            self._sig = _signature(self.fn)
-        return self._sig
-
-    def with_options(self, **options):
-        """A copy of this flow with name or description changed."""
-        for k in options:
-            if k not in self._OPTIONS:
-                raise TypeError("with_options() got an unexpected argument %r" % k)
-        return Flow(self.fn, **dict(self._options, **options))
 
     def __call__(self, *args, **kwargs):
         wait_for = None
@@ -311,9 +355,6 @@ class Flow:
         if cur.trace is not None and cur.task is None:
             return cur.trace.flow_call(self, args, kwargs, wait_for)
         return self.fn(*args, **kwargs)
-
-    def __repr__(self):
-        return "<ordo flow %r>" % self.name
 
 
 def task(fn=None, /, **options):
@@ -340,14 +381,7 @@ def task(fn=None, /, **options):
     Bad values raise TypeError or ValueError here, naming the argument. Locally, caching is not
     applied (every call runs).
     """
-    if fn is not None:
-        if options or not callable(fn):
-            raise TypeError("use @task or @task(name=..., retries=...) with keyword arguments")
-        return Task(fn)
-    for k in options:
-        if k not in Task._OPTIONS:
-            raise TypeError("@task got an unexpected argument %r" % k)
-    return lambda fn: Task(fn, **options)
+    return _decorator(Task, fn, options)
 
 
 def flow(fn=None, /, **options):
@@ -361,11 +395,4 @@ def flow(fn=None, /, **options):
     the body simply runs; `ordo deploy FILE.py:FUNCTION` traces it into a deployment, where the
     body runs with placeholders and task calls return futures (see ordo._trace).
     """
-    if fn is not None:
-        if options or not callable(fn):
-            raise TypeError("use @flow or @flow(name=..., description=...) with keyword arguments")
-        return Flow(fn)
-    for k in options:
-        if k not in Flow._OPTIONS:
-            raise TypeError("@flow got an unexpected argument %r" % k)
-    return lambda fn: Flow(fn, **options)
+    return _decorator(Flow, fn, options)

@@ -70,32 +70,21 @@ def load_flow_module(path):
 
 
 def _parse(argv):
-    rest, args = [], "{}"
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--args":
-            if i + 1 >= len(argv):
-                raise _UsageError("--args needs a value")
-            args = argv[i + 1]
-            i += 2
-            continue
-        if a.startswith("--args="):
-            args = a[len("--args="):]
-        elif a.startswith("-"):
-            raise _UsageError("unknown option %s" % a)
-        else:
-            rest.append(a)
-        i += 1
-    if len(rest) != 2:
-        raise _UsageError("usage: python -m ordo run FILE FUNCTION [--args JSON]")
+    from ordo._cli import parse
+
+    try:
+        path, function, args = parse(argv, "--args", "usage: python -m ordo run FILE FUNCTION [--args JSON]")
+    except ValueError as e:
+        raise _UsageError(str(e))
+    if args is None:
+        args = "{}"
     try:
         bindings = json.loads(args)
     except ValueError as e:
         raise _UsageError("--args is not JSON: %s" % e)
     if not isinstance(bindings, dict):
         raise _UsageError("--args must be a JSON object of argument bindings")
-    return rest[0], rest[1], bindings
+    return path, function, bindings
 
 
 def _env_json(name):
@@ -125,15 +114,14 @@ class _Inputs:
         if name not in self.results:
             raise _UsageError("the result of task %r is not among this task's inputs (ORDO_INPUTS)" % name)
 
-        def read(output):
+        def open_output(output):
             base = os.environ.get("ORDO_INPUT_DIR")
             if not base:
                 raise _UsageError("ORDO_INPUT_DIR is not set, so output %r of task %r cannot be read" % (output, name))
-            with open(os.path.join(base, name, output), "rb") as f:
-                return f.read()
+            return open(os.path.join(base, name, output), "rb")
 
         try:
-            value = _values.decode(self.results[name], read)
+            value = _values.decode(self.results[name], open_output)
         except _UsageError:
             raise
         except Exception as e:
@@ -256,8 +244,8 @@ def _main(argv):
 
     cur = _state.current
     run = _state.TaskRun(name, os.environ.get("ORDO_OUTPUT_DIR") or None)
-    saved = (cur.trace, cur.task)
-    cur.trace, cur.task = None, run
+    saved = (cur.trace, cur.task, _state.attempt)
+    cur.trace, cur.task, _state.attempt = None, run, run
     try:
         result = fn(*args, **kwargs)
     except SystemExit as e:
@@ -270,7 +258,7 @@ def _main(argv):
         _state.print_exception(e)
         return 1
     finally:
-        cur.trace, cur.task = saved
+        cur.trace, cur.task, _state.attempt = saved
 
     try:
         if isinstance(result, _values.Metrics):
@@ -280,13 +268,14 @@ def _main(argv):
             _write(metrics_path, _values.dumps(run.metrics))
         result_path = os.environ.get("ORDO_RESULT_PATH")
         if result_path:
-            text, output, data = _values.encode(result)
-            if output is not None:
+
+            def create(output):
                 out_dir = os.environ.get("ORDO_OUTPUT_DIR")
                 if not out_dir:
                     raise RuntimeError("ORDO_OUTPUT_DIR is not set, and a %s must be stored there" % _values.type_name(result))
-                _write(os.path.join(out_dir, output), data, "wb")
-            _write(result_path, text, "w")
+                return open(os.path.join(out_dir, output), "wb")
+
+            _write(result_path, _values.store(result, create), "w")
     except Exception as e:
         _state.print_exception(e)
         return 1

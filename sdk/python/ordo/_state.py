@@ -11,12 +11,24 @@ import threading
 _ORDO_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+class TraceError(Exception):
+    """A flow cannot be traced: its message names the file and line and says what to do."""
+
+
 class _Current(threading.local):
     trace = None  # the deployment being traced (ordo._trace), or None
     task = None  # the TaskRun whose body is running, or None
 
 
 current = _Current()
+
+# The task an attempt runs (python -m ordo run): threads the task starts are part of it too.
+attempt = None
+
+
+def running_task():
+    """The TaskRun whose body is running on this thread, or the attempt's."""
+    return current.task or attempt
 
 
 class TaskRun:
@@ -65,6 +77,16 @@ def _library_dirs():
 _libs = None
 
 
+def _is_library(filename):
+    """Whether filename is the standard library's or an installed package's."""
+    global _libs
+    if _libs is None:
+        _libs = _library_dirs()
+    return filename.startswith(_libs) or "%ssite-packages%s" % (os.sep, os.sep) in filename or (
+        "%sdist-packages%s" % (os.sep, os.sep) in filename
+    )
+
+
 def display_path(filename):
     """filename relative to the working directory when it is under it, else as is."""
     try:
@@ -77,9 +99,6 @@ def display_path(filename):
 def user_location(depth=1):
     """'file:line' of the innermost caller that is user code: outside the ordo package and, when
     there is such a frame, outside the standard library and installed packages."""
-    global _libs
-    if _libs is None:
-        _libs = _library_dirs()
     frame = sys._getframe(depth)
     fallback = None
     while frame is not None:
@@ -87,7 +106,7 @@ def user_location(depth=1):
         if not filename.startswith(_ORDO_DIR + os.sep):
             if fallback is None:
                 fallback = frame
-            if not filename.startswith(_libs) and not frame.f_code.co_filename.startswith("<frozen"):
+            if not _is_library(filename) and not frame.f_code.co_filename.startswith("<frozen"):
                 return "%s:%d" % (display_path(frame.f_code.co_filename), frame.f_lineno)
         frame = frame.f_back
     if fallback is not None:
@@ -113,9 +132,6 @@ def print_exception(exc, file=None):
 
 def exception_location(exc):
     """'file:line' of the innermost user frame of exc's traceback (for a decorator or import error)."""
-    global _libs
-    if _libs is None:
-        _libs = _library_dirs()
     if isinstance(exc, SyntaxError) and exc.filename:
         return "%s:%s" % (display_path(exc.filename), exc.lineno)
     tb = exc.__traceback__
@@ -126,7 +142,7 @@ def exception_location(exc):
         if not filename.startswith(_ORDO_DIR + os.sep) and not name.startswith("<frozen"):
             loc = "%s:%d" % (display_path(name), tb.tb_lineno)
             fallback = loc
-            if not filename.startswith(_libs):
+            if not _is_library(filename):
                 where = loc
         tb = tb.tb_next
     return where or fallback

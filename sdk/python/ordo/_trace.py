@@ -28,10 +28,7 @@ import sys
 
 from ordo import _state, _values
 from ordo._core import Flow, Task
-
-
-class TraceError(Exception):
-    """A flow cannot be traced: its message names the file and line and says what to do."""
+from ordo._state import TraceError
 
 
 class _Placeholder:
@@ -148,6 +145,13 @@ class Future(_Placeholder):
                 "do the rest in a task" % (_state.user_location(), self._what(), key)
             )
         return Future(self._task, self._item + (key,), _item_annotation(self._annotation, key))
+
+    def result(self, raise_on_failure=True):
+        """As Prefect's future.result(): in a traced flow the result is this future itself."""
+        return self
+
+    def wait(self, timeout=None):
+        return None
 
     def __iter__(self):
         n = _tuple_length(self._annotation)
@@ -299,13 +303,17 @@ class _Deployment:
                     % (loc, _values.short_repr(f, 80))
                 )
 
-    def task_call(self, task, args, kwargs, wait_for):
+    def _bind(self, what, obj, args, kwargs):
+        """The call site and the call's arguments bound to obj's parameters."""
         loc = _state.user_location()
-        sig = task.signature
         try:
-            bound = sig.bind(*args, **kwargs)
+            return loc, obj.signature.bind(*args, **kwargs)
         except TypeError as e:
-            raise TraceError("%s: calling task %r: %s" % (loc, task.name, e)) from None
+            raise TraceError("%s: calling %s %r: %s" % (loc, what, obj.name, e)) from None
+
+    def task_call(self, task, args, kwargs, wait_for):
+        loc, bound = self._bind("task", task, args, kwargs)
+        sig = task.signature
         deps = []
 
         def bind(value, arg):
@@ -362,12 +370,8 @@ class _Deployment:
         return Future(name, (), _return_annotation(task.fn))
 
     def flow_call(self, flow, args, kwargs, wait_for):
-        loc = _state.user_location()
+        loc, bound = self._bind("sub-flow", flow, args, kwargs)
         sig = flow.signature
-        try:
-            bound = sig.bind(*args, **kwargs)
-        except TypeError as e:
-            raise TraceError("%s: calling sub-flow %r: %s" % (loc, flow.name, e)) from None
         parameters = {}
         for pname, value in bound.arguments.items():
             kind = sig.parameters[pname].kind
@@ -522,6 +526,8 @@ def _parameters(flow, def_loc):
                     "%s: flow %r parameter %r: its default is %s, which is not JSON; a deployment's "
                     "parameters are JSON" % (def_loc, flow.name, p.name, e)
                 ) from None
+            if p.default is None and prop and not _allows_null(prop):
+                prop = {"anyOf": [prop, {"type": "null"}]}  # `x: int = None` means an optional int
             prop = dict(prop, default=defaults[p.name])
         props[p.name] = prop
         if p.kind is p.POSITIONAL_ONLY:
@@ -534,6 +540,10 @@ def _parameters(flow, def_loc):
     if not additional:
         schema["additionalProperties"] = False
     return defaults, schema, (args, kwargs)
+
+
+def _allows_null(schema):
+    return schema.get("type") == "null" or any(_allows_null(s) for s in schema.get("anyOf", ()))
 
 
 def _schema(hint):
@@ -589,27 +599,13 @@ def trace(module, file, flow, name=None):
 
 def main(argv):
     """`python -m ordo trace FILE FUNCTION [--name NAME]`; returns the exit status."""
-    usage = "usage: python -m ordo trace FILE FUNCTION [--name NAME]"
-    rest, name = [], None
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--name" and i + 1 < len(argv):
-            name = argv[i + 1]
-            i += 2
-            continue
-        if a.startswith("--name="):
-            name = a[len("--name="):]
-        elif a.startswith("-"):
-            print("%s\nunknown option %s" % (usage, a), file=sys.stderr)
-            return 2
-        else:
-            rest.append(a)
-        i += 1
-    if len(rest) != 2:
-        print(usage, file=sys.stderr)
+    from ordo._cli import parse
+
+    try:
+        file, function, name = parse(argv, "--name", "usage: python -m ordo trace FILE FUNCTION [--name NAME]")
+    except ValueError as e:
+        print("python -m ordo trace: %s" % e, file=sys.stderr)
         return 2
-    file, function = rest
     out = sys.stdout
     try:
         import contextlib

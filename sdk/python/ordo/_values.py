@@ -11,6 +11,7 @@ A local run passes every argument and return value through the same encoding, so
 could not travel on Ordo fails locally too.
 """
 
+import io
 import json
 import math
 import os
@@ -71,49 +72,73 @@ def is_descriptor(obj):
     return isinstance(obj, dict) and len(obj) == 1 and isinstance(obj.get(VALUE_KEY), dict)
 
 
-def encode(value):
-    """Encode a return value: (result JSON text, output file name or None, its bytes or None)."""
+def store(value, create):
+    """Encode a return value; returns the result's JSON text. create(output name) opens a binary
+    file for writing, used when the value is pickled or is JSON over 1 MiB: the value is written
+    to it as it is encoded, without a copy in memory."""
     if is_json(value) and not (isinstance(value, dict) and VALUE_KEY in value):
         text = dumps(value)
         data = text.encode("utf-8")
         if len(data) <= MAX_JSON_BYTES:
-            return text, None, None
+            return text
         name, fmt = JSON_OUTPUT, "json"
+        with create(name) as f:
+            f.write(data)
     else:
         import pickle
 
+        name, fmt = PICKLE_OUTPUT, "pickle"
         try:
-            data = pickle.dumps(value, protocol=4)
+            with create(name) as f:
+                pickle.dump(value, f, protocol=4)
         except Exception as e:
             raise ValueTravelError(
                 "a %s cannot be pickled, so it cannot be passed between tasks (%s: %s); "
                 "return something picklable, or write it to ordo.output_dir()" % (type_name(value), type(e).__name__, e)
             ) from e
-        name, fmt = PICKLE_OUTPUT, "pickle"
-    desc = {VALUE_KEY: {"output": name, "format": fmt, "type": type_name(value), "repr": short_repr(value)}}
-    return dumps(desc), name, data
+    return dumps({VALUE_KEY: {"output": name, "format": fmt, "type": type_name(value), "repr": short_repr(value)}})
 
 
-def decode(obj, read):
-    """The value a result stands for; read(output name) -> bytes fetches a descriptor's output."""
+class _Sink(io.BytesIO):
+    def close(self):
+        self.data = self.getvalue()
+        super().close()
+
+
+def encode(value):
+    """store in memory: (result JSON text, output name or None, its bytes or None)."""
+    sinks = {}
+
+    def create(name):
+        sinks[name] = _Sink()
+        return sinks[name]
+
+    text = store(value, create)
+    for name, sink in sinks.items():
+        return text, name, sink.data
+    return text, None, None
+
+
+def decode(obj, open_output):
+    """The value a result stands for; open_output(output name) opens a descriptor's output (binary)."""
     if not is_descriptor(obj):
         return obj
     d = obj[VALUE_KEY]
-    data = read(d["output"])
     fmt = d.get("format")
-    if fmt == "pickle":
-        import pickle
+    if fmt not in ("pickle", "json"):
+        raise ValueError("unknown value format %r in %s" % (fmt, d.get("output")))
+    with open_output(d["output"]) as f:
+        if fmt == "pickle":
+            import pickle
 
-        return pickle.loads(data)
-    if fmt == "json":
-        return json.loads(data)
-    raise ValueError("unknown value format %r in %s" % (fmt, d["output"]))
+            return pickle.load(f)
+        return json.load(f)
 
 
 def roundtrip(value):
     """value as the next task would receive it on Ordo."""
     text, _, data = encode(value)
-    return decode(json.loads(text), lambda name: data)
+    return decode(json.loads(text), lambda name: io.BytesIO(data))
 
 
 class Metrics(dict):
@@ -155,7 +180,7 @@ def log_metrics(**numbers):
     is merged over them. Outside a task (a flow body run locally) they are only logged.
     """
     check_metrics(numbers)
-    run = _state.current.task
+    run = _state.running_task()
     if run is None:
         get_run_logger().info("metrics %s", dumps({k: float(v) for k, v in numbers.items()}))
         return
@@ -173,7 +198,7 @@ def output_dir():
     call gets a new temporary directory, removed when the process exits.
     """
     global _process_output_dir
-    run = _state.current.task
+    run = _state.running_task()
     if run is not None:
         return run.output_dir()
     import pathlib

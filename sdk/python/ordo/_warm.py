@@ -10,10 +10,16 @@ worker talks to it over a SEQPACKET socket on fd 3, one JSON object a message:
     <- {"exit": N, "code": C} | {"exit": N, "signal": S} when a child ended
 
 An import error prints its traceback on stderr and exits 1 before "ready". A request that finds a
-module under FILE's directory changed since the import is answered "stale", as is every request
-after it, and the interpreter exits once its running children ended (so an edit does not cost
-them): the worker starts a fresh one. The interpreter has no threads (fork is unsafe with them):
-children are reaped when a SIGCHLD wakes the poll through a wake-up fd.
+module under FILE's directory changed since the import is answered "stale", and the interpreter
+exits once its running children ended (so an edit does not cost them): the worker starts a fresh
+one.
+
+The child of the next request is forked ahead of it (the spare) and reads the request from the
+socket itself, answers it and runs it; it tells the interpreter through a pipe that it took one.
+The interpreter only forks, reaps (a SIGCHLD wakes its poll through a wake-up fd) and sends the
+exits. So it writes little memory while a child shares its pages: a page written by either side
+is copied, and here that is what a request would wait for. It has no threads (fork is unsafe
+with them).
 """
 
 import gc
@@ -23,6 +29,7 @@ import select
 import signal
 import socket
 import sys
+import time
 import traceback
 
 from ordo import _runner
@@ -31,6 +38,9 @@ _SOCKET_FD = 3
 # the largest request taken; a larger one is answered with an error and runs cold
 _MAX_REQUEST = 8 << 20
 _FDS = 2  # stdout, stderr
+# how long after a request the next spare is forked, unless a child ends before: a fork holds
+# the interpreter for a while, and a quick task's exit would wait for it
+_SPARE_DELAY = 0.05
 
 
 def main(argv):
@@ -56,69 +66,88 @@ def main(argv):
         traceback.print_exc()
         sys.stderr.flush()
         return 1
-    # What the import made stays shared with the children: the collector leaves it alone, so
-    # that a child's collections do not copy the pages it lies in.
-    gc.freeze()
+    sys.dont_write_bytecode = not write_bytecode
     watched = _modules_under(directory)
     watched[os.path.abspath(path)] = before  # an edit during the import is an edit after it
-    die_with_parent = _death_signal()
 
     wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
+    taken_r, taken_w = os.pipe()
+    for fd in (wake_r, wake_w, taken_r):
+        os.set_blocking(fd, False)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     signal.set_wakeup_fd(wake_w)
     _send(sock, {"ready": True, "pid": os.getpid()})
+    # What the import made stays shared with the children: the collector leaves it alone, so
+    # that a child's collections do not copy the pages it lies in.
+    gc.freeze()
+    spare = _Spare(sock, watched, (wake_r, wake_w, taken_r), taken_w)
+    spare.fork()
 
     poll = select.poll()
-    poll.register(sock.fileno(), select.POLLIN)
+    poll.register(sock.fileno(), 0)  # only its end: the spare reads the requests
     poll.register(wake_r, select.POLLIN)
-    children = set()
+    poll.register(taken_r, select.POLLIN)
+    children = set()  # the pids that took a request, until their exits are sent
     stale = False
+    spare_at = None  # when to fork the next spare
     while True:
-        for fd, _ in poll.poll():
-            if fd == wake_r:
-                _drain(wake_r)
-                _reap(sock, children)
-                if stale and not children:
-                    return 0
-                continue
-            msg, ancdata, flags, _ = sock.recvmsg(_MAX_REQUEST, socket.CMSG_SPACE(_FDS * 4))
-            fds = _received_fds(ancdata)
-            if not msg and not fds:
+        timeout = None
+        if spare_at is not None:
+            timeout = max(0, int((spare_at - time.monotonic()) * 1000))
+        events = poll.poll(timeout)
+        for fd, ev in events:
+            if fd == sock.fileno():
                 return 0  # the worker closed its end
-            try:
-                if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != _FDS:
-                    _send(sock, {"error": "a request of %d bytes with %d fds: too large or malformed" % (len(msg), len(fds))})
-                    continue
-                stale = stale or _changed(watched)
-                if stale:
-                    _send(sock, {"stale": True})
-                    if not children:
-                        return 0
-                    continue
-                req = json.loads(msg.decode("utf-8"))
-                sys.stdout.flush()
-                sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:
-                    sys.dont_write_bytecode = not write_bytecode
-                    _child(req, fds, (sock.fileno(), wake_r, wake_w), die_with_parent)
-                try:
-                    os.setpgid(pid, pid)  # also done by the child: whichever runs first
-                except OSError:
-                    pass
+        # what the children took comes before their exits
+        for kind, pid in _taken(taken_r):
+            spare.pid = None
+            if kind == "S":
+                stale = True
+            else:
                 children.add(pid)
-                _send(sock, {"pid": pid})
-            except Exception as e:  # a bad request or a failed fork: that attempt runs cold
-                _send(sock, {"error": "%s: %s" % (type(e).__name__, e)})
-            finally:
-                for fd in fds:
-                    os.close(fd)
+                spare_at = spare_at or time.monotonic() + _SPARE_DELAY
+        if any(fd == wake_r for fd, _ in events):
+            _drain(wake_r)
+            ended, spare_gone = _reap(sock, children, spare)
+            if ended or spare_gone:
+                spare_at = time.monotonic()  # a quick task ended: fork now, while nothing waits
+        if stale:
+            if not children:
+                return 0
+            spare_at = None
+        elif spare_at is not None and time.monotonic() >= spare_at:
+            spare.fork()
+            spare_at = None
 
 
-def _child(req, fds, close, die_with_parent):
-    """Run one attempt in the forked child; never returns."""
+class _Spare:
+    """The child forked ahead of the next request (pid, while it waits for one)."""
+
+    def __init__(self, sock, watched, close, taken_w):
+        self.sock = sock
+        self.watched = watched
+        self.close_in_child = close
+        self.taken_w = taken_w
+        self.die_with_parent = _death_signal()
+        self.pid = None
+
+    def fork(self):
+        if self.pid is not None:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _spare(self.sock, self.watched, self.close_in_child, self.taken_w, self.die_with_parent)
+        try:
+            os.setpgid(pid, pid)  # also done by the child: whichever runs first
+        except OSError:
+            pass
+        self.pid = pid
+
+
+def _spare(sock, watched, close, taken_w, die_with_parent):
+    """Wait for a request and run it as the attempt's process; never returns."""
     code = 1
     try:
         os.setpgid(0, 0)
@@ -127,18 +156,43 @@ def _child(req, fds, close, die_with_parent):
         for fd in close:
             os.close(fd)
         die_with_parent()
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # the interpreter's stdout and stderr are not the attempt's
+            os.dup2(null, fd)
+        os.close(null)
+        _reseed()
+        # what answering does, done once now, so that the pages it writes are copied before a
+        # request waits for them
+        _changed(watched)
+        json.loads(json.dumps({"argv": [], "env": {"": ""}, "cwd": "", "pid": 0}))
+        while True:
+            msg, fds, flags = _recv(sock)
+            if not msg and not fds:
+                os._exit(0)  # the worker is gone
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != _FDS:
+                for fd in fds:
+                    os.close(fd)
+                _send(sock, {"error": "a request of %d bytes with %d fds: too large or malformed" % (len(msg), len(fds))})
+                continue
+            break
+        pid = os.getpid()
+        if _changed(watched):
+            _send(sock, {"stale": True})
+            os.write(taken_w, b"S%d\n" % pid)  # after: the interpreter may exit at once
+            os._exit(0)
+        os.write(taken_w, b"T%d\n" % pid)  # before: its exit is sent once it is known as taken
+        _send(sock, {"pid": pid})
+        sock.close()
+        os.close(taken_w)
         os.dup2(fds[0], 1)
         os.dup2(fds[1], 2)
-        for fd in (null,) + tuple(fds):
+        for fd in fds:
             if fd > 2:
                 os.close(fd)
-        os.environ.clear()
-        os.environ.update(req["env"])
+        req = json.loads(msg.decode("utf-8"))
+        _set_environ(req["env"])
         os.chdir(req["cwd"])
         sys.argv[1:] = req["argv"]
-        _reseed()
         code = _runner.main(req["argv"][1:])
     except SystemExit as e:
         code = _exit_status(e.code)
@@ -152,6 +206,31 @@ def _child(req, fds, close, die_with_parent):
             except Exception:
                 pass
         os._exit(code if isinstance(code, int) and 0 <= code <= 255 else 1)
+
+
+def _set_environ(env):
+    """Make os.environ the request's: the interpreter's has the same variables but ORDO_* (and
+    what importing FILE set, which a fresh interpreter would set too), so only those change."""
+    for k in [k for k in os.environ if k.startswith("ORDO_") and k not in env]:
+        del os.environ[k]
+    for k, v in env.items():
+        if os.environ.get(k) != v:
+            os.environ[k] = v
+
+
+def _taken(fd):
+    """What the children wrote on the pipe: ("T", pid) took a request, ("S", pid) found the
+    modules changed."""
+    data = b""
+    try:
+        while True:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    except BlockingIOError:
+        pass
+    return [(line[:1].decode(), int(line[1:])) for line in data.split(b"\n") if line]
 
 
 def _exit_status(code):
@@ -236,19 +315,36 @@ def _drain(fd):
         pass
 
 
-def _reap(sock, children):
+def _reap(sock, children, spare):
+    """Reap the children that ended and send the exits of those that took a request. Return
+    whether there were such, and whether the spare ended without one."""
+    ended = spare_gone = False
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            break
         if pid == 0:
-            return
+            break
+        if pid not in children:
+            if pid == spare.pid:
+                spare.pid = None
+                spare_gone = True
+            continue
         children.discard(pid)
+        ended = True
         if os.WIFSIGNALED(status):
             _send(sock, {"exit": pid, "signal": os.WTERMSIG(status)})
         elif os.WIFEXITED(status):
             _send(sock, {"exit": pid, "code": os.WEXITSTATUS(status)})
+    return ended, spare_gone
+
+
+def _recv(sock):
+    """One message and its fds; the message is empty at the end of the socket."""
+    size = sock.recv_into(bytearray(1), 1, socket.MSG_PEEK | socket.MSG_TRUNC)
+    msg, ancdata, flags, _ = sock.recvmsg(max(size, 1), socket.CMSG_SPACE(_FDS * 4))
+    return msg, _received_fds(ancdata), flags
 
 
 def _received_fds(ancdata):

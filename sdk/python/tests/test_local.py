@@ -161,6 +161,14 @@ class LocalRunTest(unittest.TestCase):
         self.quiet()
         self.assertEqual(echo(1, wait_for=[2]), 1)
 
+    def test_submit(self):
+        self.quiet()
+        fut = pair.submit(4)
+        self.assertEqual(fut.result(), ([4], {"x": 4}))
+        self.assertIsNone(fut.wait())
+        self.assertEqual(echo([fut, {"k": (fut,)}]), [([4], {"x": 4}), {"k": (([4], {"x": 4}),)}])
+        self.assertEqual(echo.submit(fut).result(), ([4], {"x": 4}))
+
     def test_bad_call(self):
         with self.assertRaises(TypeError) as cm:
             echo(1, 2)

@@ -128,6 +128,13 @@ class RunnerTest(unittest.TestCase):
             argv = [PIPELINE, "exits", "--args", '{"code":{"value":%d}}' % code]
             self.assertEqual(in_process(_runner.main, argv, a.env)[0], code)
 
+    def test_threads_of_a_task_record_metrics(self):
+        a = Attempt(self)
+        code, _, err = in_process(_runner.main, [PIPELINE, "threaded"], a.env)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(a.read_metrics(), {"from_thread": 1})
+        self.assertIs(a.read_result(), True)
+
     def test_unpicklable_result_fails(self):
         a = Attempt(self)
         code, _, err = in_process(_runner.main, [PIPELINE, "unpicklable"], a.env)

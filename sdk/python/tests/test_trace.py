@@ -100,6 +100,7 @@ def typed(
     k=None,
     m: Union[int, str] = 0,
     n: Any = 0,
+    o: int = None,
 ):
     pass
 
@@ -150,11 +151,7 @@ class TraceGraphTest(unittest.TestCase):
             load("u")
             anything((1, 2), {"a": [1, (2,)]}, None, 1.5)
 
-        THIS.consts = consts
-        try:
-            (dep,) = trace(consts)
-        finally:
-            del THIS.consts
+        (dep,) = trace(consts)
         t = dep["document"]["flow"]["tasks"]
         self.assertEqual(args_of(t[0]), {"table": {"value": "t"}, "limit": {"value": 3}})
         self.assertEqual(args_of(t[1]), {"table": {"value": "u"}})  # defaults are not bound
@@ -204,12 +201,8 @@ class TraceGraphTest(unittest.TestCase):
         def bad_sub(n: int = 1):
             child(size=n)  # marker: bad-sub
 
-        THIS.bad_sub = bad_sub
-        try:
-            with self.assertRaises(TraceError) as cm:
-                trace(bad_sub)
-        finally:
-            del THIS.bad_sub
+        with self.assertRaises(TraceError) as cm:
+            trace(bad_sub)
         self.assertIn("test_trace.py:%d" % line_of("marker: bad-sub"), str(cm.exception))
         self.assertIn("constants", str(cm.exception))
 
@@ -226,7 +219,8 @@ class TraceGraphTest(unittest.TestCase):
         (dep,) = trace(typed)
         doc = dep["document"]
         self.assertEqual(doc["parameters"], {"b": 1.5, "c": "s", "d": True, "e": [1], "f": {}, "g": None,
-                                             "h": "x", "i": [1, "a"], "j": [], "k": None, "m": 0, "n": 0})
+                                             "h": "x", "i": [1, "a"], "j": [], "k": None, "m": 0, "n": 0,
+                                             "o": None})
         s = doc["parameters_schema"]
         self.assertEqual(s["type"], "object")
         self.assertEqual(s["required"], ["a"])
@@ -247,6 +241,7 @@ class TraceGraphTest(unittest.TestCase):
         self.assertEqual(p["k"], {"default": None})
         self.assertEqual(p["m"]["anyOf"], [{"type": "integer"}, {"type": "string"}])
         self.assertEqual(p["n"], {"default": 0})
+        self.assertEqual(p["o"], {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None})
 
     def test_kwargs_flow_allows_more_properties_and_description(self):
         (dep,) = trace(with_kwargs)
@@ -256,16 +251,24 @@ class TraceGraphTest(unittest.TestCase):
         (dep,) = trace(documented)
         self.assertEqual(dep["document"]["description"], "The docstring is the description.")
 
+    def test_submit_is_a_call(self):
+        @flow
+        def submits():
+            rows = load.submit("t")
+            anything(rows.result(), wait_for=[load.submit("u")])
+
+        (dep,) = trace(submits)
+        tasks = dep["document"]["flow"]["tasks"]
+        self.assertEqual([t["name"] for t in tasks], ["load", "load-2", "anything"])
+        self.assertEqual(args_of(tasks[2]), {"args": {"tuple": [{"task": "load"}]}})
+        self.assertEqual(tasks[2]["depends_on"], ["load", "load-2"])
+
     def test_flow_return_value_is_ignored(self):
         @flow
         def returns():
             return load("x")
 
-        THIS.returns = returns
-        try:
-            (dep,) = trace(returns)
-        finally:
-            del THIS.returns
+        (dep,) = trace(returns)
         self.assertEqual(len(dep["document"]["flow"]["tasks"]), 1)
 
 
@@ -274,12 +277,8 @@ class TraceErrorTest(unittest.TestCase):
 
     def assertTraceError(self, body, marker, *words):
         fl = flow(name="f")(body)
-        THIS._f = fl
-        try:
-            with self.assertRaises(TraceError) as cm:
-                trace(fl)
-        finally:
-            del THIS._f
+        with self.assertRaises(TraceError) as cm:
+            trace(fl)
         msg = str(cm.exception)
         self.assertIn("test_trace.py:%d:" % line_of(marker), msg)
         for w in words:
@@ -373,6 +372,14 @@ class TraceErrorTest(unittest.TestCase):
 
         self.assertTraceError(body, "marker: err-attr", ".shape")
 
+    def test_error_inside_the_standard_library_names_the_callers_line(self):
+        import copy
+
+        def body():
+            copy.copy(load("a"))  # marker: err-lib
+
+        self.assertTraceError(body, "marker: err-lib", "pickled")
+
     def test_unpacking_without_annotation(self):
         def body():
             x, y = load("a")  # marker: err-unpack
@@ -384,12 +391,8 @@ class TraceErrorTest(unittest.TestCase):
             x, y, z = pair("a")  # marker: err-unpack3
 
         fl = flow(name="f")(body)
-        THIS._f = fl
-        try:
-            with self.assertRaises(ValueError):
-                trace(fl)
-        finally:
-            del THIS._f
+        with self.assertRaises(ValueError):
+            trace(fl)
 
     def test_index_with_non_constant(self):
         def body():
@@ -445,11 +448,7 @@ class TraceErrorTest(unittest.TestCase):
             self.assertIn("task 'load'", repr(load("a")))
 
         fl = flow(name="f")(body)
-        THIS._f = fl
-        try:
-            trace(fl)
-        finally:
-            del THIS._f
+        trace(fl)
 
 
 class TraceCommandTest(unittest.TestCase):

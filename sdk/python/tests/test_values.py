@@ -1,5 +1,6 @@
 """How values travel: JSON results, pickled and large values as outputs, descriptors, Metrics."""
 
+import io
 import json
 import math
 import unittest
@@ -34,7 +35,7 @@ class EncodeTest(unittest.TestCase):
                 desc = json.loads(text)["__ordo_value__"]
                 self.assertEqual(desc["output"], "_return.pkl")
                 self.assertEqual(desc["format"], "pickle")
-                back = _values.decode(json.loads(text), lambda name: data)
+                back = _values.decode(json.loads(text), lambda name: io.BytesIO(data))
                 if isinstance(v, float) and math.isnan(v):
                     self.assertTrue(math.isnan(back))
                 elif isinstance(v, list):
@@ -61,7 +62,7 @@ class EncodeTest(unittest.TestCase):
         self.assertEqual(desc["format"], "json")
         self.assertEqual(desc["type"], "list")
         self.assertEqual(json.loads(data), v)
-        self.assertEqual(_values.decode(json.loads(text), lambda name: data), v)
+        self.assertEqual(_values.decode(json.loads(text), lambda name: io.BytesIO(data)), v)
         small = ["x" * 1000] * 1000
         self.assertIsNone(_values.encode(small)[1])
 
@@ -85,7 +86,7 @@ class EncodeTest(unittest.TestCase):
 
     def test_unknown_format(self):
         with self.assertRaises(ValueError):
-            _values.decode({"__ordo_value__": {"output": "x", "format": "xml"}}, lambda n: b"")
+            _values.decode({"__ordo_value__": {"output": "x", "format": "xml"}}, lambda n: io.BytesIO())
 
 
 class MetricsTest(unittest.TestCase):

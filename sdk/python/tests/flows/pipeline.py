@@ -80,3 +80,13 @@ def broken():
     rows = load("t")
     if rows:
         pass
+
+
+@task
+def threaded():
+    import threading
+
+    t = threading.Thread(target=lambda: log_metrics(from_thread=1))
+    t.start()
+    t.join()
+    return big.fn(1) == big(1)  # a task called inside a task is its plain function
