@@ -168,6 +168,28 @@ func TestWarmPython(t *testing.T) {
 		}
 	})
 
+	t.Run("ParallelAttemptsShareOneInterpreter", func(t *testing.T) {
+		t.Parallel()
+		b := pyWorker(t, jobs.WorkerOptions{Concurrency: 6})
+		file := pyFlow(t, "import os, time\ndef parent():\n    time.sleep(0.2)\n    return [os.getpid(), os.getppid()]\n")
+		var tasks []domain.TaskSpec
+		for i := range 6 {
+			tasks = append(tasks, pyTask(fmt.Sprintf("t%d", i), file, "parent"))
+		}
+		fr := b.wait(t, b.create(t, domain.FlowSpec{Name: "py", Tasks: tasks}, nil).ID)
+		if fr.State.Type != domain.Completed {
+			t.Fatalf("the run ended %s (%s); logs:\n%s", fr.State.Type, fr.State.Message, runLogs(t, b, fr))
+		}
+		pids, parents := map[int]bool{}, map[int]bool{}
+		for _, task := range tasks {
+			r := taskResult[[2]int](t, b, fr, task.Name)
+			pids[r[0]], parents[r[1]] = true, true
+		}
+		if len(pids) != len(tasks) || len(parents) != 1 || parents[os.Getpid()] {
+			t.Errorf("%d tasks ran in %d processes forked by %v (the worker is %d); want one warm interpreter for all", len(tasks), len(pids), parents, os.Getpid())
+		}
+	})
+
 	t.Run("Off", func(t *testing.T) {
 		t.Parallel()
 		b := pyWorker(t, jobs.WorkerOptions{Env: workerEnv, DisableWarmPython: true})

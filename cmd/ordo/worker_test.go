@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -37,5 +38,35 @@ func TestWorkspaceRetentionFlag(t *testing.T) {
 	}
 	if got := workspaceRetention(2 * time.Hour); got != 2*time.Hour {
 		t.Errorf("--workspace-retention 2h gives the worker %v", got)
+	}
+}
+
+// The warm Python interpreter is on unless --warm-python=false or
+// ORDO_WARM_PYTHON=false turns it off.
+func TestWarmPythonFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  string // ORDO_WARM_PYTHON; "" unset
+		want string
+	}{
+		{nil, "", "true"},
+		{[]string{"--warm-python=false"}, "", "false"},
+		{nil, "false", "false"},
+		{[]string{"--warm-python=true"}, "false", "true"},
+	} {
+		t.Setenv("ORDO_WARM_PYTHON", c.env) // restored when the test ends
+		if c.env == "" {
+			os.Unsetenv("ORDO_WARM_PYTHON")
+		}
+		cmd := newWorkerCommand()
+		if err := cmd.ParseFlags(c.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := flagsFromEnv(cmd); err != nil {
+			t.Fatal(err)
+		}
+		if got := cmd.Flags().Lookup("warm-python").Value.String(); got != c.want {
+			t.Errorf("ordo worker %v with ORDO_WARM_PYTHON=%q: --warm-python is %s, want %s", c.args, c.env, got, c.want)
+		}
 	}
 }

@@ -14,8 +14,9 @@ module under FILE's directory changed since the import is answered "stale", and 
 exits once its running children ended (so an edit does not cost them): the worker starts a fresh
 one.
 
-The child of the next request is forked ahead of it (the spare) and reads the request from the
-socket itself, answers it and runs it; it tells the interpreter through a pipe that it took one.
+The child of the next request is forked ahead of it (a spare; two wait) and reads the request
+from the socket itself, answers it and runs it; it tells the interpreter through a pipe that it
+took one.
 The interpreter only forks, reaps (a SIGCHLD wakes its poll through a wake-up fd) and sends the
 exits. So it writes little memory while a child shares its pages: a page written by either side
 is copied, and here that is what a request would wait for. It has no threads (fork is unsafe
@@ -23,6 +24,7 @@ with them).
 """
 
 import gc
+import inspect
 import json
 import os
 import select
@@ -38,8 +40,11 @@ _SOCKET_FD = 3
 # the largest request taken; a larger one is answered with an error and runs cold
 _MAX_REQUEST = 8 << 20
 _FDS = 2  # stdout, stderr
-# how long after a request the next spare is forked, unless a child ends before: a fork holds
-# the interpreter for a while, and a quick task's exit would wait for it
+# how many children wait for requests: two, so that while one runs an attempt the next attempt
+# finds the other ready
+_SPARES = 2
+# how long after a spare took a request its replacement is forked, unless a child ends before:
+# a fork holds the interpreter for a while, and a quick task's exit would wait for it
 _SPARE_DELAY = 0.05
 
 
@@ -80,48 +85,56 @@ def main(argv):
     # What the import made stays shared with the children: the collector leaves it alone, so
     # that a child's collections do not copy the pages it lies in.
     gc.freeze()
-    spare = _Spare(sock, watched, (wake_r, wake_w, taken_r), taken_w)
-    spare.fork()
+    spares = _Spares(sock, watched, (wake_r, wake_w, taken_r), taken_w)
+    spares.fork()
 
     poll = select.poll()
-    poll.register(sock.fileno(), 0)  # only its end: the spare reads the requests
+    poll.register(sock.fileno(), 0)
     poll.register(wake_r, select.POLLIN)
     poll.register(taken_r, select.POLLIN)
     children = set()  # the pids that took a request, until their exits are sent
     stale = False
     spare_at = None  # when to fork the next spare
     while True:
+        # The socket is the spares' to read: the interpreter looks at it only for its end, and
+        # for a request that waits when there is no spare.
+        waiting = not spares.pids and not stale
+        poll.modify(sock.fileno(), select.POLLIN if waiting else 0)
         timeout = None
         if spare_at is not None:
             timeout = max(0, int((spare_at - time.monotonic()) * 1000))
-        events = poll.poll(timeout)
-        for fd, ev in events:
-            if fd == sock.fileno():
-                return 0  # the worker closed its end
+        events = dict(poll.poll(timeout))
+        ev = events.get(sock.fileno(), 0)
+        if ev & (select.POLLHUP | select.POLLERR):
+            return 0  # the worker closed its end
         # what the children took comes before their exits
         for kind, pid in _taken(taken_r):
-            spare.pid = None
+            spares.pids.discard(pid)
             if kind == "S":
                 stale = True
             else:
                 children.add(pid)
-                spare_at = spare_at or time.monotonic() + _SPARE_DELAY
-        if any(fd == wake_r for fd, _ in events):
+        if wake_r in events:
             _drain(wake_r)
-            ended, spare_gone = _reap(sock, children, spare)
-            if ended or spare_gone:
+            if _reap(sock, children, spares):
                 spare_at = time.monotonic()  # a quick task ended: fork now, while nothing waits
+        if ev & select.POLLIN and waiting:
+            spare_at = time.monotonic()  # a request waits
         if stale:
             if not children:
                 return 0
+            continue
+        if len(spares.pids) >= _SPARES:
             spare_at = None
-        elif spare_at is not None and time.monotonic() >= spare_at:
-            spare.fork()
+        elif spare_at is None:
+            spare_at = time.monotonic() + _SPARE_DELAY
+        elif time.monotonic() >= spare_at:
+            spares.fork()
             spare_at = None
 
 
-class _Spare:
-    """The child forked ahead of the next request (pid, while it waits for one)."""
+class _Spares:
+    """The children forked ahead of the next requests (pids, while they wait for one)."""
 
     def __init__(self, sock, watched, close, taken_w):
         self.sock = sock
@@ -129,11 +142,9 @@ class _Spare:
         self.close_in_child = close
         self.taken_w = taken_w
         self.die_with_parent = _death_signal()
-        self.pid = None
+        self.pids = set()
 
     def fork(self):
-        if self.pid is not None:
-            return
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -143,7 +154,7 @@ class _Spare:
             os.setpgid(pid, pid)  # also done by the child: whichever runs first
         except OSError:
             pass
-        self.pid = pid
+        self.pids.add(pid)
 
 
 def _spare(sock, watched, close, taken_w, die_with_parent):
@@ -161,10 +172,7 @@ def _spare(sock, watched, close, taken_w, die_with_parent):
             os.dup2(null, fd)
         os.close(null)
         _reseed()
-        # what answering does, done once now, so that the pages it writes are copied before a
-        # request waits for them
-        _changed(watched)
-        json.loads(json.dumps({"argv": [], "env": {"": ""}, "cwd": "", "pid": 0}))
+        _rehearse(watched)
         while True:
             msg, fds, flags = _recv(sock)
             if not msg and not fds:
@@ -206,6 +214,19 @@ def _spare(sock, watched, close, taken_w, die_with_parent):
             except Exception:
                 pass
         os._exit(code if isinstance(code, int) and 0 <= code <= 255 else 1)
+
+
+def _rehearse(watched):
+    """Do once, while no request waits, what answering and running one commonly does: the pages
+    that writes are copied now rather than while a request waits for them."""
+    _changed(watched)
+    json.loads(json.dumps({"argv": [], "env": {"": ""}, "cwd": "", "pid": 0}))
+    with open(os.devnull, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"": [1, 1.5, "x", None]}, separators=(",", ":"), sort_keys=True))
+    os.environ["ORDO_WARM"] = "1"
+    del os.environ["ORDO_WARM"]
+    os.chdir(os.getcwd())
+    inspect.signature(_rehearse)
 
 
 def _set_environ(env):
@@ -315,10 +336,10 @@ def _drain(fd):
         pass
 
 
-def _reap(sock, children, spare):
+def _reap(sock, children, spares):
     """Reap the children that ended and send the exits of those that took a request. Return
-    whether there were such, and whether the spare ended without one."""
-    ended = spare_gone = False
+    whether one ended, or a spare did (killed from outside)."""
+    ended = False
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -327,9 +348,9 @@ def _reap(sock, children, spare):
         if pid == 0:
             break
         if pid not in children:
-            if pid == spare.pid:
-                spare.pid = None
-                spare_gone = True
+            if pid in spares.pids:
+                spares.pids.discard(pid)
+                ended = True
             continue
         children.discard(pid)
         ended = True
@@ -337,7 +358,7 @@ def _reap(sock, children, spare):
             _send(sock, {"exit": pid, "signal": os.WTERMSIG(status)})
         elif os.WIFEXITED(status):
             _send(sock, {"exit": pid, "code": os.WEXITSTATUS(status)})
-    return ended, spare_gone
+    return ended
 
 
 def _recv(sock):
