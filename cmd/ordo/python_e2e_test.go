@@ -216,9 +216,13 @@ func TestEndToEndPythonFlows(t *testing.T) {
 
 	t.Run("CachedOnTheSecondRun", func(t *testing.T) {
 		first := taskRunNamed(t, c.watchRun("py_cached", 0), "double")
-		second := taskRunNamed(t, c.watchRun("py_cached", 0), "double")
+		run := c.watchRun("py_cached", 0)
+		second := taskRunNamed(t, run, "double")
 		if first.State.Name == "Cached" || second.State.Name != "Cached" {
 			t.Errorf("double: %s then %s; want it run, then Cached", first.State.Name, second.State.Name)
+		}
+		if show := c.ordo("runs", "show", run.ID); !strings.Contains(show, "Cached") {
+			t.Errorf("runs show does not show double Cached:\n%s", show)
 		}
 		if string(second.Result) != "42" || string(first.Result) != "42" {
 			t.Errorf("double's results %s and %s, want 42", first.Result, second.Result)
