@@ -152,6 +152,6 @@
 // is lost. Several timers may run against one database (one per worker and
 // server): making a job available is idempotent.
 //
-// It depends on domain, eventstore, riverjob, commands and blobstore; it
-// must never import projections or api.
+// It depends on domain, eventstore, riverjob, commands, blobstore and
+// pythonsdk; it must never import projections or api.
 package jobs

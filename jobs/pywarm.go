@@ -221,7 +221,7 @@ func (p *warmPool) get(key, python, file, cwd string, env []string) *zygote {
 		lru.retire()
 	}
 	z := &zygote{key: key, used: p.tick, ready: make(chan struct{}), done: make(chan struct{}),
-		answers: make(chan warmAnswer, 1), children: map[int]chan procExit{}, early: map[int]procExit{}, logger: p.logger}
+		answers: make(chan warmAnswer, 1), children: map[int]chan procExit{}, logger: p.logger}
 	p.zygotes[key] = z
 	go func() {
 		z.start(python, file, cwd, env)
@@ -285,7 +285,7 @@ type zygote struct {
 	mu       sync.Mutex
 	proc     *os.Process // once started
 	children map[int]chan procExit
-	early    map[int]procExit // exits of children whose answer is still to come
+	asking   bool // a request waits for its answer
 	dead     bool
 	retired  bool // stop once its children ended
 }
@@ -390,10 +390,14 @@ func (z *zygote) readLoop(exited <-chan struct{}) {
 			if ch := z.children[m.Exit]; ch != nil {
 				delete(z.children, m.Exit)
 				ch <- e
-			} else {
-				// the child answers, the interpreter sends its exit: a child that
-				// died at once may be reported first
-				z.early[m.Exit] = e
+			} else if z.asking {
+				// The child answers, the interpreter sends its exit, which comes
+				// after the answer: the child that took the request died before
+				// it answered.
+				z.asking = false
+				ch := make(chan procExit, 1)
+				ch <- e
+				z.answers <- warmAnswer{warmMessage{Pid: m.Exit}, ch}
 			}
 			if z.retired && len(z.children) == 0 {
 				_ = z.proc.Kill()
@@ -401,14 +405,11 @@ func (z *zygote) readLoop(exited <-chan struct{}) {
 		case m.Pid != 0:
 			// registered before the answer is read: its exit may come next
 			ch := make(chan procExit, 1)
-			if e, ok := z.early[m.Pid]; ok {
-				delete(z.early, m.Pid)
-				ch <- e
-			} else {
-				z.children[m.Pid] = ch
-			}
+			z.children[m.Pid] = ch
+			z.asking = false
 			z.answers <- warmAnswer{m, ch}
 		default:
+			z.asking = false
 			z.answers <- warmAnswer{warmMessage: m}
 		}
 		z.mu.Unlock()
@@ -433,12 +434,16 @@ func (z *zygote) fork(req []byte, stdout, stderr *os.File) (*taskProcess, error)
 	defer z.reqMu.Unlock()
 	z.mu.Lock()
 	dead := z.dead
+	z.asking = !dead
 	z.mu.Unlock()
 	if dead {
 		return nil, errWarmDead
 	}
 	rights := syscall.UnixRights(int(stdout.Fd()), int(stderr.Fd()))
 	if _, _, err := z.conn.WriteMsgUnix(req, rights, nil); err != nil {
+		z.mu.Lock()
+		z.asking = false
+		z.mu.Unlock()
 		if errors.Is(err, syscall.EMSGSIZE) {
 			return nil, fmt.Errorf("a request of %d bytes is too large for the warm interpreter", len(req))
 		}
@@ -446,7 +451,8 @@ func (z *zygote) fork(req []byte, stdout, stderr *os.File) (*taskProcess, error)
 	}
 	var m warmAnswer
 	// An answer is a matter of milliseconds; one that does not come means
-	// a child died before it could answer.
+	// the child that took the request was killed before it told the
+	// interpreter so.
 	timeout := time.NewTimer(warmAnswerTimeout)
 	defer timeout.Stop()
 	select {

@@ -256,18 +256,25 @@ func TestWarmPython(t *testing.T) {
 		pidFile := filepath.Join(t.TempDir(), "sleep.pid")
 		file := pyFlow(t, `
 import subprocess, time
+def first():
+    pass
 def slow():
     p = subprocess.Popen(["sleep", "600"])
     with open(`+strconv.Quote(pidFile)+`, "w") as f:
         f.write(str(p.pid))
     time.sleep(600)
 `)
-		task := pyTask("slow", file, "slow")
+		// the interpreter starts for the first task, so that the second's
+		// second is its own
+		task := pyTask("slow", file, "slow", "first")
 		task.TimeoutSeconds = 1
-		fr := b.wait(t, b.create(t, domain.FlowSpec{Name: "py", Tasks: []domain.TaskSpec{task}}, nil).ID)
+		fr := b.wait(t, b.create(t, domain.FlowSpec{Name: "py", Tasks: []domain.TaskSpec{pyTask("first", file, "first"), task}}, nil).ID)
 		h := b.taskEvents(t, fr, "slow")
 		if h.run.State.Type != domain.Failed || h.run.State.Name != domain.NameTimedOut {
 			t.Fatalf("the task ended %s/%s (%s), want FAILED/TimedOut", h.run.State.Type, h.run.State.Name, h.run.State.Message)
+		}
+		if _, err := os.Stat(pidFile); err != nil {
+			t.Fatalf("the task timed out before it started its subprocess: %v", err)
 		}
 		waitGone(t, readPid(t, pidFile), 5*time.Second, "the timed-out task's subprocess")
 	})

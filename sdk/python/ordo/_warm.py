@@ -116,8 +116,11 @@ def main(argv):
                 children.add(pid)
         if wake_r in events:
             _drain(wake_r)
-            if _reap(sock, children, spares):
+            ended, spare_died = _reap(sock, children, spares)
+            if ended:
                 spare_at = time.monotonic()  # a quick task ended: fork now, while nothing waits
+            elif spare_died and spare_at is None:
+                spare_at = time.monotonic() + 1  # killed from outside: not in a loop
         if ev & select.POLLIN and waiting:
             spare_at = time.monotonic()  # a request waits
         if stale:
@@ -219,6 +222,13 @@ def _spare(sock, watched, close, taken_w, die_with_parent):
 def _rehearse(watched):
     """Do once, while no request waits, what answering and running one commonly does: the pages
     that writes are copied now rather than while a request waits for them."""
+    try:
+        _rehearse_steps(watched)
+    except Exception:
+        pass  # it only saves time
+
+
+def _rehearse_steps(watched):
     _changed(watched)
     json.loads(json.dumps({"argv": [], "env": {"": ""}, "cwd": "", "pid": 0}))
     with open(os.devnull, "w", encoding="utf-8") as f:
@@ -338,8 +348,8 @@ def _drain(fd):
 
 def _reap(sock, children, spares):
     """Reap the children that ended and send the exits of those that took a request. Return
-    whether one ended, or a spare did (killed from outside)."""
-    ended = False
+    whether one ended, and whether a spare did (killed from outside)."""
+    ended = spare_died = False
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -350,7 +360,7 @@ def _reap(sock, children, spares):
         if pid not in children:
             if pid in spares.pids:
                 spares.pids.discard(pid)
-                ended = True
+                spare_died = True
             continue
         children.discard(pid)
         ended = True
@@ -358,7 +368,7 @@ def _reap(sock, children, spares):
             _send(sock, {"exit": pid, "signal": os.WTERMSIG(status)})
         elif os.WIFEXITED(status):
             _send(sock, {"exit": pid, "code": os.WEXITSTATUS(status)})
-    return ended
+    return ended, spare_died
 
 
 def _recv(sock):
