@@ -144,10 +144,18 @@ func (c *cluster) ordo(args ...string) string {
 
 func (c *cluster) ordoCode(args ...string) (string, int) {
 	c.t.Helper()
+	return c.ordoAt("", nil, args...)
+}
+
+// ordoAt runs a CLI command from dir ("": the test's) with more
+// environment, and returns its output and exit status.
+func (c *cluster) ordoAt(dir string, env []string, args ...string) (string, int) {
+	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.bin, args...)
-	cmd.Env = c.env()
+	cmd.Dir = dir
+	cmd.Env = append(c.env(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

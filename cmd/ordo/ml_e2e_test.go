@@ -106,17 +106,7 @@ func TestEndToEndMLPipeline(t *testing.T) {
 	path := debianPython(t)
 	c := startCluster(t)
 
-	// the data lives in the test's database, in the table the example reads
-	seed := exec.Command("/usr/bin/python3", "../../examples/ml-pipeline/seed.py", "--rows", "2000")
-	seed.Env = append(os.Environ(), "ML_DATABASE_URL="+c.dbURL)
-	if out, err := seed.CombinedOutput(); err != nil {
-		t.Fatalf("seed: %v\n%s", err, out)
-	}
-	// ... reached through a proxy that refuses connections for 2 s from
-	// the first one (load_data's first attempt)
-	host, port := hostPort(t, c.dbURL)
-	proxy := startRefusingProxy(t, net.JoinHostPort(host, port), 2*time.Second)
-	dataURL := strings.Replace(c.dbURL, net.JoinHostPort(host, port), "127.0.0.1:"+proxy.port(), 1)
+	dataURL, proxy := seedBehindProxy(t, c)
 
 	startMLWorkers(t, c, path, "ML_DATABASE_URL="+dataURL)
 	started := time.Now()
@@ -131,8 +121,34 @@ func TestEndToEndMLPipeline(t *testing.T) {
 		t.Fatalf("run result %s: want a sane R² (≥ 0.8) and RMSE", run.Result)
 	}
 
-	// load_data failed while the database refused connections, waited 5 s,
-	// and succeeded on a later attempt: the audit trail shows it
+	retries := checkRetriedAfterRefusal(t, c, runID, "cannot reach the data database", proxy)
+	t.Logf("pipeline completed in %v: R² %.3f, RMSE %.0f; load_data retried %d time(s)", time.Since(started).Round(time.Millisecond), metrics.R2, metrics.RMSE, retries)
+	checkMLDataPlane(t, c, runID)
+	c.validateLog()
+}
+
+// seedBehindProxy puts the example's data in the test's database, in the
+// table the example reads, and returns its URL through a proxy that
+// refuses connections for 2 s from the first one (load_data's first
+// attempt).
+func seedBehindProxy(t *testing.T, c *cluster) (string, *refusingProxy) {
+	t.Helper()
+	seed := exec.Command("/usr/bin/python3", "../../examples/ml-pipeline/seed.py", "--rows", "2000")
+	seed.Env = append(os.Environ(), "ML_DATABASE_URL="+c.dbURL)
+	if out, err := seed.CombinedOutput(); err != nil {
+		t.Fatalf("seed: %v\n%s", err, out)
+	}
+	host, port := hostPort(t, c.dbURL)
+	proxy := startRefusingProxy(t, net.JoinHostPort(host, port), 2*time.Second)
+	return strings.Replace(c.dbURL, net.JoinHostPort(host, port), "127.0.0.1:"+proxy.port(), 1), proxy
+}
+
+// checkRetriedAfterRefusal checks that load_data failed while the database
+// refused connections, saying why (its failure contains why), waited 5 s,
+// and succeeded on a later attempt, as the audit trail shows; it returns
+// how many attempts failed.
+func checkRetriedAfterRefusal(t *testing.T, c *cluster, runID, why string, proxy *refusingProxy) int {
+	t.Helper()
 	var trail struct {
 		Items []client.Event `json:"items"`
 	}
@@ -146,8 +162,8 @@ func TestEndToEndMLPipeline(t *testing.T) {
 		switch e.Type {
 		case "TaskRunRetryScheduled":
 			retries = append(retries, e.RecordedAt)
-			if !strings.Contains(string(e.Data), "cannot reach the data database") {
-				t.Errorf("the failed attempt does not say why: %s", e.Data)
+			if !strings.Contains(string(e.Data), why) {
+				t.Errorf("the failed attempt does not say why (%q): %s", why, e.Data)
 			}
 		case "TaskRunStarted":
 			startedAt = append(startedAt, e.RecordedAt)
@@ -161,9 +177,7 @@ func TestEndToEndMLPipeline(t *testing.T) {
 	if gap := startedAt[1].Sub(retries[0]); gap < 4500*time.Millisecond {
 		t.Errorf("the retry started %v after the failure, want 5 s", gap)
 	}
-	t.Logf("pipeline completed in %v: R² %.3f, RMSE %.0f; load_data retried %d time(s)", time.Since(started).Round(time.Millisecond), metrics.R2, metrics.RMSE, len(retries))
-	checkMLDataPlane(t, c, runID)
-	c.validateLog()
+	return len(retries)
 }
 
 // startMLWorkers starts the example's workers as two hosts would: one on
@@ -209,22 +223,9 @@ func runMLPipeline(t *testing.T, c *cluster) string {
 // output downloads intact through the API.
 func checkMLDataPlane(t *testing.T, c *cluster, runID string) {
 	t.Helper()
-	var trail struct {
-		Items []client.Event `json:"items"`
-	}
-	getJSON(t, c, "/runs/"+runID+"/events", &trail)
-	ranOn := map[string]string{}
-	for _, e := range trail.Items {
-		if e.Type == "TaskRunStarted" {
-			var d struct {
-				Worker string `json:"worker"`
-			}
-			_ = json.Unmarshal(e.Data, &d)
-			ranOn[e.TaskName] = d.Worker
-		}
-	}
-	if !strings.HasPrefix(ranOn["train"], "gpu-host") || !strings.HasPrefix(ranOn["evaluate"], "cpu-host") {
-		t.Errorf("train ran on %q and evaluate on %q; want the gpu host, then the other", ranOn["train"], ranOn["evaluate"])
+	on := ranOn(t, c, runID)
+	if !strings.HasPrefix(on["train"], "gpu-host") || !strings.HasPrefix(on["evaluate"], "cpu-host") {
+		t.Errorf("train ran on %q and evaluate on %q; want the gpu host, then the other", on["train"], on["evaluate"])
 	}
 
 	var run struct {

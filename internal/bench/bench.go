@@ -70,6 +70,9 @@ type Sizes struct {
 	GrowthEvents         []int // synthetic events loaded into the log before each growth step
 	BlobMiB              int   // the blob of the blob store scenarios, in MiB
 	WorkerBlobMiB        int   // the output the worker-memory-blobs scenario's worker stores and fetches, in MiB
+	PythonRounds         int   // rounds of the Python example pipeline, each run locally, warm and cold
+	PythonRows           int   // the houses the Python example pipeline reads
+	PythonTrivialRuns    int   // runs of the trivial Python task, warm and cold
 }
 
 // FullSizes are the sizes the targets are set for.
@@ -82,6 +85,7 @@ func FullSizes() Sizes {
 		LatenessRuns: 300, GrowthEvents: []int{0, 1_000_000, 5_000_000},
 		ScheduledDeployments: 1_000, SchedulePeriod: time.Minute,
 		BlobMiB: 256, WorkerBlobMiB: 1024,
+		PythonRounds: 5, PythonRows: 5000, PythonTrivialRuns: 100,
 	}
 }
 
@@ -96,6 +100,7 @@ func QuickSizes() Sizes {
 		LatenessRuns: 2, GrowthEvents: []int{0, 20_000},
 		ScheduledDeployments: 10, SchedulePeriod: 2 * time.Second,
 		BlobMiB: 8, WorkerBlobMiB: 32,
+		PythonRounds: 1, PythonRows: 500, PythonTrivialRuns: 5,
 	}
 }
 
@@ -199,6 +204,8 @@ func Scenarios() []Scenario {
 		{"growth", "throughput as the log grows", growthScenario},
 		{"blobs-postgres", "the postgres blob store next to a plain COPY", blobsPostgresScenario},
 		{"blobs-s3", "the s3 blob store next to bare PutObject/GetObject on SeaweedFS", blobsS3Scenario},
+		{"python-pipeline", "the Python example pipeline next to the same flow called locally", pythonPipelineScenario},
+		{"python-trivial", "a trivial Python task's start to end", pythonTrivialScenario},
 	}
 }
 

@@ -2,14 +2,10 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 )
 
@@ -62,37 +58,8 @@ func CommandWallTimes(ctx context.Context, env Env, sleepTasks int, sleep time.D
 // wallTime runs the flow and returns the time from its creation to its
 // end, both as recorded in the log.
 func (o *ordoDB) wallTime(ctx context.Context, flow domain.FlowSpec) (time.Duration, error) {
-	run, err := o.svc.RunCreate(ctx, commands.RunCreateParams{Flow: flow, Actor: "bench"})
-	if err != nil {
-		return 0, err
-	}
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		var (
-			typ          string
-			created, end time.Time
-		)
-		err := o.pool.QueryRow(ctx, `
-SELECT e.type, c.recorded_at, e.recorded_at
-FROM events c JOIN events e ON e.stream_id = c.stream_id
-WHERE c.stream_id = $1 AND c.type = 'FlowRunCreated'
-  AND e.type IN ('FlowRunCompleted', 'FlowRunFailed', 'FlowRunCancelled', 'FlowRunCrashed')`, run.ID).Scan(&typ, &created, &end)
-		switch {
-		case err == nil && typ == "FlowRunCompleted":
-			return end.Sub(created), nil
-		case err == nil:
-			return 0, fmt.Errorf("flow %s: the run ended with %s", flow.Name, typ)
-		case !errors.Is(err, pgx.ErrNoRows):
-			return 0, err
-		case time.Now().After(deadline):
-			return 0, fmt.Errorf("flow %s: run %s not ended after 5 minutes", flow.Name, run.ID)
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	d, _, err := o.runFlow(ctx, flow, nil)
+	return d, err
 }
 
 func commandsScenario(ctx context.Context, env Env, opts Options) ([]Row, error) {
