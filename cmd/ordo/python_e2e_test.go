@@ -92,8 +92,8 @@ train_on_gpu = train.with_options(work_queue="gpu")
 
 
 @flow(name="ml-pipeline-gpu")
-def gpu_pipeline(table: str = "houses", database_url: str = %q):
-    raw = load_data(table, database_url)
+def gpu_pipeline(table: str = "houses"):
+    raw = load_data(table)
     train_set, test_set = split(preprocess(raw), 0.2)
     model = train_on_gpu(train_set, 100, 0.1, 3)
     return evaluate(model, test_set)
@@ -168,7 +168,8 @@ func TestEndToEndPythonFlows(t *testing.T) {
 		worker := exec.Command(c.bin, "worker", "-q", w.queue, "--name", w.name, "--python", python,
 			"--workspace-dir", filepath.Join(c.dir, "ws-"+w.name))
 		worker.Dir = "../.." // the commands name the flow file from the repository's root
-		worker.Env = c.env()
+		// load_data inherits ML_DATABASE_URL from its worker
+		worker.Env = append(c.env(), "ML_DATABASE_URL="+proxied)
 		startProcess(t, worker, filepath.Join(c.dir, w.name+".log"))
 	}
 
@@ -176,11 +177,10 @@ func TestEndToEndPythonFlows(t *testing.T) {
 	marker := filepath.Join(dir, "slow-started")
 	small := filepath.Join(dir, "small.py")
 	writeFlow(t, small, fmt.Sprintf(smallFlows, marker, marker))
-	writeFlow(t, filepath.Join(dir, "gpu.py"), fmt.Sprintf(gpuFlow, example, c.dbURL))
+	writeFlow(t, filepath.Join(dir, "gpu.py"), fmt.Sprintf(gpuFlow, example))
 
-	// the one command of the quickstart; the database URL parameter's
-	// default is ML_DATABASE_URL where the flow is deployed
-	c.pyDeploy(python, "examples/ml-pipeline-py/flow.py:ml_pipeline", "house_prices", "ML_DATABASE_URL="+proxied)
+	// the one command of the quickstart
+	c.pyDeploy(python, "examples/ml-pipeline-py/flow.py:ml_pipeline", "house_prices")
 	c.pyDeploy(python, filepath.Join(dir, "gpu.py")+":gpu_pipeline", "house_prices_gpu")
 	for _, f := range []string{"cached", "failing", "warm"} {
 		c.pyDeploy(python, small+":"+f, "py_"+f)

@@ -32,24 +32,23 @@ from ordo import flow, get_run_logger, task
 
 FEATURES = ["area_m2", "rooms", "age_years", "distance_km", "quality", "log_distance", "area_per_room", "is_new"]
 
-# The database the data is read from. A task gets only the variables of
-# Ordo's task contract, so the URL is a parameter of the flow; its default
-# is ML_DATABASE_URL where the flow is deployed (or called), else the
-# database of `ordo dev`. Parameters are stored with each run: keep a
-# password in the worker's ~/.pgpass, not in the URL.
-DEV_DATABASE_URL = "postgres://postgres@127.0.0.1:54329/postgres?sslmode=disable"
-DATABASE_URL = os.environ.get("ML_DATABASE_URL") or DEV_DATABASE_URL
+# Where the data is: ML_DATABASE_URL or DATABASE_URL, else the PG*
+# variables (which `ordo dev`'s worker sets to its own PostgreSQL). A task
+# gets only the worker variables it names in inherit_env, and their values
+# are never stored, so a password may be in them.
+DATABASE_VARIABLES = ["ML_DATABASE_URL", "DATABASE_URL", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"]
 
 
-@task(retries=3, retry_delay_seconds=5, timeout_seconds=120, tags=["io"])
-def load_data(table: str, database_url: str) -> pd.DataFrame:
+@task(retries=3, retry_delay_seconds=5, timeout_seconds=120, tags=["io"], inherit_env=DATABASE_VARIABLES)
+def load_data(table: str) -> pd.DataFrame:
     """Reads the table of houses; the database may be briefly unreachable, hence the retries."""
     import psycopg2
 
     if not table.isidentifier():
         raise ValueError(f"parameter table={table!r} is not a plain table name")
     try:
-        conn = psycopg2.connect(database_url, connect_timeout=5)
+        url = os.environ.get("ML_DATABASE_URL") or os.environ.get("DATABASE_URL") or ""
+        conn = psycopg2.connect(url, connect_timeout=5)
     except psycopg2.OperationalError as e:
         # one line: the last line of the traceback is the failure's message
         raise ConnectionError("cannot reach the data database: " + " ".join(str(e).split())) from None
@@ -121,10 +120,9 @@ def ml_pipeline(
     n_estimators: int = 200,
     learning_rate: float = 0.05,
     max_depth: int = 3,
-    database_url: str = DATABASE_URL,
 ):
     """Train and validate the house-price model."""
-    raw = load_data(table, database_url)
+    raw = load_data(table)
     features = preprocess(raw)
     train_set, test_set = split(features, test_size)
     model = train(train_set, n_estimators, learning_rate, max_depth)

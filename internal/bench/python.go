@@ -122,7 +122,8 @@ func (p pyEnv) trace(ctx context.Context, file, function string) (domain.FlowSpe
 
 // pythonWorker is a database with a worker that runs Python tasks, with
 // the warm interpreter or without.
-func pythonWorker(ctx context.Context, env Env, warm bool) (*ordoDB, *jobs.Worker, error) {
+// taskEnv is added to the worker's environment, for tasks that inherit it.
+func pythonWorker(ctx context.Context, env Env, warm bool, taskEnv ...string) (*ordoDB, *jobs.Worker, error) {
 	o, err := openOrdo(ctx, env)
 	if err != nil {
 		return nil, nil, err
@@ -136,6 +137,7 @@ func pythonWorker(ctx context.Context, env Env, warm bool) (*ordoDB, *jobs.Worke
 		BlobStore:     blobstore.NewPostgres(o.pool), // ordo worker's default
 		FetchCooldown: FetchCooldown, FetchPollInterval: FetchPollInterval,
 		WorkspaceDir: filepath.Join(env.TempDir, "workspaces-python-"+name), Logger: quiet,
+		Env:          append(os.Environ(), taskEnv...),
 	})
 	if err == nil {
 		err = w.Start(ctx)
@@ -257,14 +259,12 @@ func pythonPipelineScenario(ctx context.Context, env Env, opts Options) ([]Row, 
 	if err != nil {
 		return nil, err
 	}
-	params["database_url"] = dataURL
-
-	warmDB, warmW, err := pythonWorker(ctx, env, true)
+	warmDB, warmW, err := pythonWorker(ctx, env, true, dbEnv...)
 	if err != nil {
 		return nil, err
 	}
 	defer stopPythonWorker(ctx, warmDB, warmW)
-	coldDB, coldW, err := pythonWorker(ctx, env, false)
+	coldDB, coldW, err := pythonWorker(ctx, env, false, dbEnv...)
 	if err != nil {
 		return nil, err
 	}

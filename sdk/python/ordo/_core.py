@@ -2,11 +2,13 @@
 
 import functools
 import math
+import re
 import time
 
 from ordo import _state, _values
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _check_name(where, arg, value):
@@ -18,6 +20,14 @@ def _check_name(where, arg, value):
             "starting with a letter or digit" % (where, arg, value)
         )
     return value
+
+
+def _check_env_name(where, arg, name):
+    if not isinstance(name, str) or not _ENV_NAME.match(name) or name.startswith("ORDO_"):
+        raise ValueError(
+            "%s: %s: %r is not a variable a task may set or inherit: use letters, digits and '_', "
+            "not starting with a digit, and not ORDO_*" % (where, arg, name)
+        )
 
 
 def _is_number(v):
@@ -111,6 +121,8 @@ class Task(_Decorated):
         "cache_expiration",
         "work_queue",
         "log_prints",
+        "env",
+        "inherit_env",
     )
 
     def __init__(
@@ -125,6 +137,8 @@ class Task(_Decorated):
         cache_expiration=None,
         work_queue=None,
         log_prints=None,
+        env=None,
+        inherit_env=None,
     ):
         arguments = locals()
         where = self._wrap(fn, {k: arguments[k] for k in self._OPTIONS})
@@ -188,6 +202,23 @@ class Task(_Decorated):
         if work_queue is not None:
             self.work_queue = _check_name(where, "work_queue", work_queue)
 
+        self.env = {}
+        if env is not None:
+            if not isinstance(env, dict):
+                raise TypeError("%s: env must be a dict of strings, got %s" % (where, _values.type_name(env)))
+            for k, v in env.items():
+                if not isinstance(k, str) or not isinstance(v, str):
+                    raise TypeError("%s: env must map strings to strings, got %r: %r" % (where, k, v))
+                _check_env_name(where, "env", k)
+            self.env = dict(env)
+        self.inherit_env = []
+        if inherit_env is not None:
+            if isinstance(inherit_env, str) or not isinstance(inherit_env, (list, tuple)):
+                raise TypeError("%s: inherit_env must be a list of variable names, got %r" % (where, inherit_env))
+            for k in inherit_env:
+                _check_env_name(where, "inherit_env", k)
+            self.inherit_env = list(inherit_env)
+
     def with_options(self, **options):
         """A copy of this task with some decorator arguments changed (the same arguments as @task).
 
@@ -212,6 +243,10 @@ class Task(_Decorated):
                 spec["cache"]["expiration_seconds"] = self.cache_expiration_seconds
         if self.work_queue is not None:
             spec["work_queue"] = self.work_queue
+        if self.env:
+            spec["env"] = dict(self.env)
+        if self.inherit_env:
+            spec["inherit_env"] = list(self.inherit_env)
         return spec
 
     def retry_delay(self, retry):
@@ -377,6 +412,11 @@ def task(fn=None, /, **options):
                            given alone it also means caching by inputs
       work_queue           run this task on another work queue than its flow's
       log_prints           accepted for compatibility: print always goes to the task's log
+      env                  (Ordo) variables set for the task's process, stored in the deployment:
+                           no secrets here
+      inherit_env          (Ordo) names of the worker's variables passed to the task (a database
+                           URL, a password): a task gets only these and its ORDO_* variables, and
+                           their values are never stored
 
     Bad values raise TypeError or ValueError here, naming the argument. Locally, caching is not
     applied (every call runs).

@@ -37,6 +37,10 @@ class TaskDecoratorTest(unittest.TestCase):
              "cache": {"key": "inputs", "expiration_seconds": 3600}, "work_queue": "gpu"},
         )
 
+    def test_environment_options(self):
+        t = task(env={"MODE": "fast"}, inherit_env=["ML_DATABASE_URL", "PGPASSWORD"])(f)
+        self.assertEqual(t.spec_options(), {"env": {"MODE": "fast"}, "inherit_env": ["ML_DATABASE_URL", "PGPASSWORD"]})
+
     def test_cache_variants(self):
         self.assertEqual(task(cache_key_fn=task_input_hash)(f).spec_options(), {"cache": {"key": "inputs"}})
         self.assertEqual(task(cache_expiration=60)(f).spec_options(), {"cache": {"key": "inputs", "expiration_seconds": 60}})
@@ -76,6 +80,11 @@ class TaskDecoratorTest(unittest.TestCase):
             (dict(name=""), ValueError, "name"),
             (dict(name=1), TypeError, "name"),
             (dict(log_prints="yes"), TypeError, "log_prints"),
+            (dict(env=["A=1"]), TypeError, "env"),
+            (dict(env={"A": 1}), TypeError, "env"),
+            (dict(env={"ORDO_RUN_ID": "x"}), ValueError, "env"),
+            (dict(inherit_env="PGPASSWORD"), TypeError, "inherit_env"),
+            (dict(inherit_env=["BAD-NAME"]), ValueError, "inherit_env"),
         ]
         for kwargs, exc, word in bad:
             with self.subTest(kwargs=kwargs):
