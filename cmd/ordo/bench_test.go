@@ -23,17 +23,49 @@ import (
 // TestBenchQuick runs `ordo bench --quick` as a user would, so that the
 // benchmark harness cannot rot: every scenario runs and gives figures, and
 // the Markdown, JSON and SVG files are written and well-formed. It never
-// judges a speed, so it runs beside the other tests: most of its time is
-// spent waiting for schedules.
+// judges a speed, so it runs beside the other tests, and its scenarios run
+// in a few `ordo bench --only` processes at once (most of their time is
+// spent waiting for schedules, interpreters and servers to start).
 func TestBenchQuick(t *testing.T) {
 	t.Parallel()
 	bin := ordoBinary(t)
+	for i, only := range benchGroups() {
+		t.Run(fmt.Sprintf("group%d", i+1), func(t *testing.T) {
+			t.Parallel()
+			benchQuick(t, bin, only)
+		})
+	}
+}
+
+// benchGroups splits the scenarios into groups of about the same quick
+// run time: the long ones each lead a group, the others are dealt out.
+func benchGroups() [][]string {
+	groups := [][]string{{"python-pipeline", "python-trivial"}, {"schedules"}, {"blobs-s3", "growth"}}
+	placed := map[string]bool{}
+	for _, g := range groups {
+		for _, n := range g {
+			placed[n] = true
+		}
+	}
+	i := 0
+	for _, s := range bench.Scenarios() {
+		if !placed[s.Name] {
+			groups[i%len(groups)] = append(groups[i%len(groups)], s.Name)
+			i++
+		}
+	}
+	return groups
+}
+
+// benchQuick runs `ordo bench --quick --only` the named scenarios and
+// checks its report, table and chart.
+func benchQuick(t *testing.T, bin string, only []string) {
 	dir := t.TempDir()
 	md, js, svg := filepath.Join(dir, "bench.md"), filepath.Join(dir, "bench.json"), filepath.Join(dir, "bench.svg")
 	// A guard against a hang, not a speed assertion.
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "bench", "--quick", "--markdown", md, "--json", js, "--svg", svg)
+	cmd := exec.CommandContext(ctx, bin, "bench", "--quick", "--only", strings.Join(only, ","), "--markdown", md, "--json", js, "--svg", svg)
 	cmd.Env = append(os.Environ(), "ORDO_DATABASE_URL="+pgtest.URL(t))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -55,7 +87,11 @@ func TestBenchQuick(t *testing.T) {
 	// blobs-s3 needs SeaweedFS's weed, which only CI must have built.
 	_, weedErr := seaweed.Find()
 	skipS3 := errors.Is(weedErr, seaweed.ErrMissing) && os.Getenv("ORDO_REQUIRE_S3") == ""
-	for _, s := range bench.Scenarios() {
+	scenarios, err := bench.Select(only)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range scenarios {
 		rows := 0
 		for _, r := range rep.Rows {
 			if r.Scenario != s.Name {
@@ -88,7 +124,7 @@ func TestBenchQuick(t *testing.T) {
 			t.Errorf("scenario %s gave no row", s.Name)
 		}
 	}
-	if first := fmt.Sprintf("[1/%d throughput]", len(bench.Scenarios())); !strings.Contains(stderr.String(), first) {
+	if first := fmt.Sprintf("[1/%d %s]", len(scenarios), scenarios[0].Name); !strings.Contains(stderr.String(), first) {
 		t.Errorf("no progress on standard error:\n%s", tail(stderr.String(), 2000))
 	}
 
