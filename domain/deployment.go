@@ -100,7 +100,10 @@ func (d Deployment) Apply(e Event, at time.Time) Deployment {
 }
 
 // ChangedFields names the top-level fields of a deployment spec that differ.
-func ChangedFields(a, b DeploymentSpec) []string {
+func ChangedFields(a, b DeploymentSpec) []string { return changedJSONFields(a, b) }
+
+// changedJSONFields names the top-level JSON fields of two values that differ.
+func changedJSONFields(a, b any) []string {
 	ma, mb := fieldsOf(a), fieldsOf(b)
 	var changed []string
 	for _, k := range sortedKeys(ma, mb) {
@@ -111,7 +114,7 @@ func ChangedFields(a, b DeploymentSpec) []string {
 	return changed
 }
 
-func fieldsOf(s DeploymentSpec) map[string]json.RawMessage {
+func fieldsOf(s any) map[string]json.RawMessage {
 	b, _ := json.Marshal(s)
 	var m map[string]json.RawMessage
 	_ = json.Unmarshal(b, &m)

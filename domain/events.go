@@ -267,6 +267,12 @@ func NewRegistry() *Registry {
 	register[TaskRunCancelled](r)
 	register[TaskRunReset](r)
 	register[TaskRunResultRefused](r)
+	register[AutomationCreated](r)
+	register[AutomationChanged](r)
+	register[AutomationPaused](r)
+	register[AutomationResumed](r)
+	register[AutomationDeleted](r)
+	register[AutomationFired](r)
 	register[EventsArchived](r)
 	register[BlobsDeleted](r)
 	r.decoders[FlowRunCreated{}.EventType()] = r.decodeFlowRunCreated

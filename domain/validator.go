@@ -29,6 +29,7 @@ type LogValidator struct {
 	flowRuns  map[uuid.UUID]FlowRun
 	taskRuns  map[uuid.UUID]TaskRun
 	deploys   map[uuid.UUID]Deployment
+	autos     map[uuid.UUID]Automation
 	Checked   int // events judged
 	Unchecked int // events of partial streams
 }
@@ -42,6 +43,7 @@ func NewLogValidator(reg *Registry) *LogValidator {
 		flowRuns: map[uuid.UUID]FlowRun{},
 		taskRuns: map[uuid.UUID]TaskRun{},
 		deploys:  map[uuid.UUID]Deployment{},
+		autos:    map[uuid.UUID]Automation{},
 	}
 }
 
@@ -116,6 +118,19 @@ func (v *LogValidator) Check(env Envelope) error {
 			return bad("the deployment was deleted")
 		}
 		v.deploys[env.StreamID] = before.Apply(env.Event, env.RecordedAt)
+	case StreamAutomation:
+		before := v.autos[env.StreamID]
+		if _, created := env.Event.(AutomationCreated); created != (env.Version == 1) {
+			return bad("an automation is created once, by its first event")
+		}
+		if before.Deleted {
+			return bad("the automation was deleted")
+		}
+		v.autos[env.StreamID] = before.Apply(env.Event, env.RecordedAt)
+	case StreamAutomationFiring:
+		if env.Version != 1 {
+			return bad("a firing is recorded once")
+		}
 	case StreamRetention:
 		// records of archivals: no state to follow; their version
 		// sequence is checked above

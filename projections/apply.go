@@ -308,8 +308,9 @@ func (b *batch) fold(envs []domain.Envelope) error {
 			}
 			b.addHistory(env, row.t.FlowRunID, before.State, row.t.State)
 
-		case domain.StreamRetention:
-			// records of what ordo prune archived: nothing to project
+		case domain.StreamRetention, domain.StreamAutomation, domain.StreamAutomationFiring:
+			// records of what ordo prune archived, and automations (kept
+			// by their own commands and consumer): nothing to project
 
 		default:
 			return fmt.Errorf("event %d: unknown stream type %q", env.Position, env.StreamType)

@@ -1,0 +1,369 @@
+package automations
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
+)
+
+// checkpointName is the consumer's row in automation_checkpoints.
+const checkpointName = "automations"
+
+// errCheckpointMoved: another consumer recorded past where this one read.
+var errCheckpointMoved = errors.New("automation checkpoint moved by another consumer")
+
+// ConsumerOptions tune a Consumer.
+type ConsumerOptions struct {
+	// BatchSize is the most events read and recorded in one transaction.
+	// Defaults to 500.
+	BatchSize int
+	// PollInterval bounds how long new events wait when no notification
+	// comes. Defaults to 200ms.
+	PollInterval time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Consumer reads the log and fires the automations each run and task run
+// state event matches. Any number may run: see the package doc.
+type Consumer struct {
+	store *eventstore.Store
+	pool  *pgxpool.Pool
+	river *river.Client[pgx.Tx]
+	opts  ConsumerOptions
+
+	// state as of cp, rebuilt at each session's start
+	cp    eventstore.Checkpoint
+	autos map[uuid.UUID]domain.Automation
+	index map[triggerKey][]uuid.UUID
+	runs  map[uuid.UUID]runInfo   // flow runs seen or looked up
+	tasks map[uuid.UUID]uuid.UUID // task run -> flow run
+}
+
+// triggerKey is what an automation is indexed by: the kind of run and one
+// state type or name its trigger names. An event is matched only against
+// the automations under its state's type and name.
+type triggerKey struct {
+	of    string
+	state string
+}
+
+type runInfo struct {
+	domain.RunContext
+	name string
+}
+
+// maxCachedRuns bounds the runs remembered between events.
+const maxCachedRuns = 100_000
+
+// NewConsumer returns a consumer that records on store and inserts delivery
+// jobs with rc.
+func NewConsumer(store *eventstore.Store, rc *river.Client[pgx.Tx], opts ConsumerOptions) *Consumer {
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 500
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 200 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Consumer{store: store, pool: store.Pool(), river: rc, opts: opts}
+}
+
+// Run follows the log until ctx ends. A session that fails (a lost
+// database, another consumer ahead of it) starts again from the stored
+// checkpoint.
+func (c *Consumer) Run(ctx context.Context) error {
+	for {
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !errors.Is(err, errCheckpointMoved) {
+			c.opts.Logger.Error("automation consumer stopped; starting again", "err", err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func (c *Consumer) session(ctx context.Context) error {
+	if err := c.load(ctx); err != nil {
+		return err
+	}
+	return c.store.Subscribe(ctx, c.cp, eventstore.SubscribeOptions{BatchSize: c.opts.BatchSize, PollInterval: c.opts.PollInterval}, c.handle)
+}
+
+// load reads the checkpoint and the automations as of it.
+func (c *Consumer) load(ctx context.Context) error {
+	if _, err := c.pool.Exec(ctx, `INSERT INTO automation_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, checkpointName); err != nil {
+		return fmt.Errorf("create automation checkpoint: %w", err)
+	}
+	cp, err := readCheckpoint(ctx, c.pool)
+	if err != nil {
+		return err
+	}
+	c.cp = cp
+	c.autos, c.index = map[uuid.UUID]domain.Automation{}, map[triggerKey][]uuid.UUID{}
+	c.runs, c.tasks = map[uuid.UUID]runInfo{}, map[uuid.UUID]uuid.UUID{}
+	rows, err := c.pool.Query(ctx, `SELECT id FROM automations`)
+	if err != nil {
+		return fmt.Errorf("list automations: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return fmt.Errorf("list automations: %w", err)
+	}
+	envs, err := c.store.ReadStreams(ctx, c.pool, ids)
+	if err != nil {
+		return err
+	}
+	for _, env := range envs {
+		if cp.Less(eventstore.CheckpointOf(env)) {
+			continue // the consumer meets it in the log
+		}
+		c.applyAutomation(env)
+	}
+	return nil
+}
+
+func readCheckpoint(ctx context.Context, q eventstore.Querier) (eventstore.Checkpoint, error) {
+	var txid string
+	var pos int64
+	if err := q.QueryRow(ctx, `SELECT transaction_id::text, position FROM automation_checkpoints WHERE name = $1`, checkpointName).Scan(&txid, &pos); err != nil {
+		return eventstore.Checkpoint{}, fmt.Errorf("read automation checkpoint: %w", err)
+	}
+	t, err := strconv.ParseUint(txid, 10, 64)
+	if err != nil {
+		return eventstore.Checkpoint{}, fmt.Errorf("read automation checkpoint: %w", err)
+	}
+	return eventstore.Checkpoint{TransactionID: t, Position: pos}, nil
+}
+
+// applyAutomation folds an automation event into the index.
+func (c *Consumer) applyAutomation(env domain.Envelope) {
+	before, had := c.autos[env.StreamID]
+	if !had {
+		before.ID = env.StreamID
+	}
+	after := before.Apply(env.Event, env.RecordedAt)
+	after.Stream = env.Version
+	if live(before) {
+		for _, k := range keysOf(before.Spec) {
+			c.index[k] = slices.DeleteFunc(c.index[k], func(id uuid.UUID) bool { return id == before.ID })
+			if len(c.index[k]) == 0 {
+				delete(c.index, k)
+			}
+		}
+	}
+	if after.Deleted {
+		delete(c.autos, after.ID)
+		return
+	}
+	c.autos[after.ID] = after
+	if live(after) {
+		for _, k := range keysOf(after.Spec) {
+			c.index[k] = append(c.index[k], after.ID)
+		}
+	}
+}
+
+func live(a domain.Automation) bool { return a.Stream > 0 && !a.Paused && !a.Deleted }
+
+func keysOf(s domain.AutomationSpec) []triggerKey {
+	if s.Trigger.Type != domain.TriggerState {
+		return nil
+	}
+	keys := make([]triggerKey, 0, len(s.Trigger.States))
+	for _, st := range s.Trigger.States {
+		if k := (triggerKey{s.Trigger.Of, st}); !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// candidate is an event and the automations its state may fire.
+type candidate struct {
+	env   domain.Envelope
+	state domain.State
+	autos []uuid.UUID
+}
+
+// handle fires the automations a batch of events matches and records them
+// with the checkpoint after the batch.
+func (c *Consumer) handle(ctx context.Context, envs []domain.Envelope) error {
+	var cands []candidate
+	for _, env := range envs {
+		c.remember(env)
+		if env.StreamType == domain.StreamAutomation {
+			c.applyAutomation(env)
+			continue
+		}
+		state, ok := domain.StateReached(env.Event, env.RecordedAt)
+		if !ok {
+			continue
+		}
+		of := env.StreamType
+		ids := c.index[triggerKey{of, string(state.Type)}]
+		if byName := c.index[triggerKey{of, state.Name}]; len(byName) > 0 {
+			ids = append(slices.Clone(ids), byName...)
+			slices.SortFunc(ids, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
+			ids = slices.Compact(ids)
+		}
+		if len(ids) > 0 {
+			cands = append(cands, candidate{env: env, state: state, autos: slices.Clone(ids)})
+		}
+	}
+	var fs []firing
+	if len(cands) > 0 {
+		if err := c.lookUpRuns(ctx, cands); err != nil {
+			return err
+		}
+		for _, cd := range cands {
+			fs = append(fs, c.match(cd)...)
+		}
+	}
+	next := eventstore.CheckpointOf(envs[len(envs)-1])
+	err := pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {
+		cp, err := lockCheckpoint(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if cp != c.cp {
+			return errCheckpointMoved
+		}
+		if err := recordFirings(ctx, tx, c.store, c.river, "automations", fs); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE automation_checkpoints SET transaction_id = $2::text::xid8, position = $3, updated_at = now() WHERE name = $1`,
+			checkpointName, strconv.FormatUint(next.TransactionID, 10), next.Position)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if len(fs) > 0 {
+		c.store.Committed()
+	}
+	c.cp = next
+	return nil
+}
+
+func lockCheckpoint(ctx context.Context, tx pgx.Tx) (eventstore.Checkpoint, error) {
+	var txid string
+	var pos int64
+	if err := tx.QueryRow(ctx, `SELECT transaction_id::text, position FROM automation_checkpoints WHERE name = $1 FOR UPDATE`, checkpointName).Scan(&txid, &pos); err != nil {
+		return eventstore.Checkpoint{}, fmt.Errorf("lock automation checkpoint: %w", err)
+	}
+	t, err := strconv.ParseUint(txid, 10, 64)
+	return eventstore.Checkpoint{TransactionID: t, Position: pos}, err
+}
+
+// remember keeps what filters need from the events that create runs.
+func (c *Consumer) remember(env domain.Envelope) {
+	if len(c.runs) > maxCachedRuns || len(c.tasks) > maxCachedRuns {
+		c.runs, c.tasks = map[uuid.UUID]runInfo{}, map[uuid.UUID]uuid.UUID{}
+	}
+	switch e := env.Event.(type) {
+	case domain.FlowRunCreated:
+		c.runs[env.StreamID] = runInfoOf(env.StreamID, e)
+	case domain.TaskRunCreated:
+		c.tasks[env.StreamID] = e.FlowRunID
+	}
+}
+
+func runInfoOf(id uuid.UUID, e domain.FlowRunCreated) runInfo {
+	return runInfo{RunContext: domain.RunContext{FlowRunID: id, DeploymentName: e.DeploymentName, Tags: e.Tags, WorkQueue: e.WorkQueue, Flow: e.Flow.Name}, name: e.Name}
+}
+
+// lookUpRuns reads, from the log, the runs of candidates created before
+// the consumer's checkpoint.
+func (c *Consumer) lookUpRuns(ctx context.Context, cands []candidate) error {
+	var tasks []uuid.UUID
+	for _, cd := range cands {
+		if cd.env.StreamType == domain.StreamTaskRun {
+			if _, ok := c.tasks[cd.env.StreamID]; !ok {
+				tasks = append(tasks, cd.env.StreamID)
+			}
+		}
+	}
+	if len(tasks) > 0 {
+		m, err := c.store.TaskRunFlowRuns(ctx, c.pool, tasks)
+		if err != nil {
+			return err
+		}
+		for t, f := range m {
+			c.tasks[t] = f
+		}
+	}
+	var runs []uuid.UUID
+	for _, cd := range cands {
+		if id, ok := c.flowRunOf(cd.env); ok {
+			if _, known := c.runs[id]; !known && !slices.Contains(runs, id) {
+				runs = append(runs, id)
+			}
+		}
+	}
+	if len(runs) == 0 {
+		return nil
+	}
+	envs, err := c.store.ReadStreams(ctx, c.pool, runs)
+	if err != nil {
+		return err
+	}
+	for _, env := range envs {
+		if e, ok := env.Event.(domain.FlowRunCreated); ok {
+			c.runs[env.StreamID] = runInfoOf(env.StreamID, e)
+		}
+	}
+	return nil
+}
+
+func (c *Consumer) flowRunOf(env domain.Envelope) (uuid.UUID, bool) {
+	if env.StreamType == domain.StreamFlowRun {
+		return env.StreamID, true
+	}
+	id, ok := c.tasks[env.StreamID]
+	return id, ok
+}
+
+// match returns the firings of a candidate whose filters pass.
+func (c *Consumer) match(cd candidate) []firing {
+	var info runInfo
+	if id, ok := c.flowRunOf(cd.env); ok {
+		info = c.runs[id]
+		info.FlowRunID = id
+	}
+	var fs []firing
+	for _, id := range cd.autos {
+		a := c.autos[id]
+		if !a.Spec.Trigger.MatchesState(cd.state) || !a.Spec.Filter.Matches(info.RunContext) {
+			continue
+		}
+		fired := domain.AutomationFired{AutomationID: id, TriggerPosition: cd.env.Position, TriggerType: cd.env.Type,
+			FlowRunID: info.FlowRunID, State: cd.state}
+		if cd.env.StreamType == domain.StreamTaskRun {
+			t := cd.env.StreamID
+			fired.TaskRunID = &t
+		}
+		fs = append(fs, firing{automation: a, fired: fired, run: info.RunContext, runName: info.name, at: cd.env.RecordedAt})
+	}
+	return fs
+}
