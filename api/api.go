@@ -169,6 +169,8 @@ type Options struct {
 	// health probes as soon as one active token exists (see Auth). Nil: no
 	// request is checked.
 	Auth *Auth
+	// Automations serves the automation endpoints. Nil: they answer 501.
+	Automations Automations
 	// Actor names who makes a request, for the events' metadata. Defaults
 	// to the request's token as "token:NAME" (see Auth), else "api".
 	Actor func(r *http.Request) string
@@ -301,6 +303,7 @@ func newEcho(opts Options) (*echo.Echo, error) {
 	g.POST("/work-queues", s.workQueueSave)
 	g.POST("/work-queues/:name/pause", s.workQueuePause)
 	g.POST("/work-queues/:name/resume", s.workQueueResume)
+	s.routeAutomations(g)
 	if opts.River != nil {
 		if err := mountRiverUI(opts.Context, e, opts.River, opts.Logger); err != nil {
 			return nil, err

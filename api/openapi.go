@@ -150,7 +150,7 @@ func object(required []string, props obj) obj {
 	return o
 }
 
-var openAPIDocument = obj{
+var openAPIDocument = withAutomations(obj{
 	"openapi": "3.0.3",
 	"info": obj{
 		"title":       "Ordo API",
@@ -296,7 +296,7 @@ var openAPIDocument = obj{
 		}),
 		"Event": object([]string{"position", "stream_id", "stream_type", "version", "type", "data", "metadata", "recorded_at"}, obj{
 			"position": obj{"type": "integer"}, "transaction_id": omitted(str), "cursor": omitted(str), "stream_id": str,
-			"stream_type": obj{"type": "string", "enum": []string{"deployment", "flow_run", "task_run"}},
+			"stream_type": obj{"type": "string", "enum": []string{"deployment", "flow_run", "task_run", "automation", "automation_firing", "retention"}},
 			"version":     obj{"type": "integer"}, "type": str, "data": goRaw(obj{"type": "object"}),
 			"metadata":      object([]string{"actor", "reason", "causation_id", "correlation_id"}, obj{"actor": str, "reason": str, "causation_id": str, "correlation_id": str}),
 			"recorded_at":   dateTime,
@@ -342,7 +342,7 @@ var openAPIDocument = obj{
 			"at": dateTime, "position": obj{"type": "integer"}, "cursor": str, "event_count": obj{"type": "integer"}, "run": ref("FlowRun"),
 		}),
 	}},
-}
+})
 
 // OpenAPIJSON is the OpenAPI document the server serves at
 // /api/v1/openapi.json, indented; the client package is generated from it.

@@ -18,6 +18,123 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
+// Defines values for AutomationActionsType.
+const (
+	AutomationActionsTypeWebhook AutomationActionsType = "webhook"
+)
+
+// Valid indicates whether the value is a known member of the AutomationActionsType enum.
+func (e AutomationActionsType) Valid() bool {
+	switch e {
+	case AutomationActionsTypeWebhook:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AutomationTriggerOf.
+const (
+	AutomationTriggerOfFlowRun AutomationTriggerOf = "flow_run"
+	AutomationTriggerOfTaskRun AutomationTriggerOf = "task_run"
+)
+
+// Valid indicates whether the value is a known member of the AutomationTriggerOf enum.
+func (e AutomationTriggerOf) Valid() bool {
+	switch e {
+	case AutomationTriggerOfFlowRun:
+		return true
+	case AutomationTriggerOfTaskRun:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AutomationTriggerType.
+const (
+	AutomationTriggerTypeState AutomationTriggerType = "state"
+)
+
+// Valid indicates whether the value is a known member of the AutomationTriggerType enum.
+func (e AutomationTriggerType) Valid() bool {
+	switch e {
+	case AutomationTriggerTypeState:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AutomationSpecActionsType.
+const (
+	AutomationSpecActionsTypeWebhook AutomationSpecActionsType = "webhook"
+)
+
+// Valid indicates whether the value is a known member of the AutomationSpecActionsType enum.
+func (e AutomationSpecActionsType) Valid() bool {
+	switch e {
+	case AutomationSpecActionsTypeWebhook:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AutomationSpecTriggerOf.
+const (
+	AutomationSpecTriggerOfFlowRun AutomationSpecTriggerOf = "flow_run"
+	AutomationSpecTriggerOfTaskRun AutomationSpecTriggerOf = "task_run"
+)
+
+// Valid indicates whether the value is a known member of the AutomationSpecTriggerOf enum.
+func (e AutomationSpecTriggerOf) Valid() bool {
+	switch e {
+	case AutomationSpecTriggerOfFlowRun:
+		return true
+	case AutomationSpecTriggerOfTaskRun:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AutomationSpecTriggerType.
+const (
+	AutomationSpecTriggerTypeState AutomationSpecTriggerType = "state"
+)
+
+// Valid indicates whether the value is a known member of the AutomationSpecTriggerType enum.
+func (e AutomationSpecTriggerType) Valid() bool {
+	switch e {
+	case AutomationSpecTriggerTypeState:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for DeliveryStatus.
+const (
+	DeliveryStatusDead      DeliveryStatus = "dead"
+	DeliveryStatusDelivered DeliveryStatus = "delivered"
+	DeliveryStatusPending   DeliveryStatus = "pending"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryStatus enum.
+func (e DeliveryStatus) Valid() bool {
+	switch e {
+	case DeliveryStatusDead:
+		return true
+	case DeliveryStatusDelivered:
+		return true
+	case DeliveryStatusPending:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ErrorErrorCode.
 const (
 	ErrorErrorCodeConflict            ErrorErrorCode = "conflict"
@@ -65,17 +182,26 @@ func (e ErrorErrorCode) Valid() bool {
 
 // Defines values for EventStreamType.
 const (
-	EventStreamTypeDeployment EventStreamType = "deployment"
-	EventStreamTypeFlowRun    EventStreamType = "flow_run"
-	EventStreamTypeTaskRun    EventStreamType = "task_run"
+	EventStreamTypeAutomation       EventStreamType = "automation"
+	EventStreamTypeAutomationFiring EventStreamType = "automation_firing"
+	EventStreamTypeDeployment       EventStreamType = "deployment"
+	EventStreamTypeFlowRun          EventStreamType = "flow_run"
+	EventStreamTypeRetention        EventStreamType = "retention"
+	EventStreamTypeTaskRun          EventStreamType = "task_run"
 )
 
 // Valid indicates whether the value is a known member of the EventStreamType enum.
 func (e EventStreamType) Valid() bool {
 	switch e {
+	case EventStreamTypeAutomation:
+		return true
+	case EventStreamTypeAutomationFiring:
+		return true
 	case EventStreamTypeDeployment:
 		return true
 	case EventStreamTypeFlowRun:
+		return true
+	case EventStreamTypeRetention:
 		return true
 	case EventStreamTypeTaskRun:
 		return true
@@ -173,6 +299,125 @@ func (e Ready200JSONResponseBodyStatus) Valid() bool {
 		return false
 	}
 }
+
+// Automation defines model for Automation.
+type Automation struct {
+	Actions []struct {
+		// SecretEnv webhook: the server's environment variable holding the HMAC-SHA256 signing secret (never stored or returned)
+		SecretEnv string                `json:"secret_env,omitempty"`
+		Type      AutomationActionsType `json:"type"`
+
+		// URL webhook: where the CloudEvents 1.0 JSON body is POSTed
+		URL string `json:"url,omitempty"`
+	} `json:"actions"`
+	CreatedAt   time.Time `json:"created_at"`
+	Description string    `json:"description,omitempty"`
+	Filter      struct {
+		// Deployments deployment names, with globs (model_*)
+		Deployments []string `json:"deployments,omitempty"`
+
+		// Flow the flow's name
+		Flow string `json:"flow,omitempty"`
+
+		// Tags the run has at least one of these tags
+		Tags      []string `json:"tags,omitempty"`
+		WorkQueue string   `json:"work_queue,omitempty"`
+	} `json:"filter,omitempty"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Paused  bool   `json:"paused"`
+	Trigger struct {
+		Of AutomationTriggerOf `json:"of,omitempty"`
+
+		// States state types (FAILED) or named states (TimedOut, Late, Retrying, ...)
+		States []string              `json:"states,omitempty"`
+		Type   AutomationTriggerType `json:"type"`
+	} `json:"trigger"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Version   int       `json:"version"`
+}
+
+// AutomationActionsType defines model for Automation.Actions.Type.
+type AutomationActionsType string
+
+// AutomationTriggerOf defines model for Automation.Trigger.Of.
+type AutomationTriggerOf string
+
+// AutomationTriggerType defines model for Automation.Trigger.Type.
+type AutomationTriggerType string
+
+// AutomationSpec defines model for AutomationSpec.
+type AutomationSpec struct {
+	Actions []struct {
+		// SecretEnv webhook: the server's environment variable holding the HMAC-SHA256 signing secret (never stored or returned)
+		SecretEnv string                    `json:"secret_env,omitempty"`
+		Type      AutomationSpecActionsType `json:"type"`
+
+		// URL webhook: where the CloudEvents 1.0 JSON body is POSTed
+		URL string `json:"url,omitempty"`
+	} `json:"actions"`
+	Description string `json:"description,omitempty"`
+	Filter      struct {
+		// Deployments deployment names, with globs (model_*)
+		Deployments []string `json:"deployments,omitempty"`
+
+		// Flow the flow's name
+		Flow string `json:"flow,omitempty"`
+
+		// Tags the run has at least one of these tags
+		Tags      []string `json:"tags,omitempty"`
+		WorkQueue string   `json:"work_queue,omitempty"`
+	} `json:"filter,omitempty"`
+	Name    string `json:"name"`
+	Trigger struct {
+		Of AutomationSpecTriggerOf `json:"of,omitempty"`
+
+		// States state types (FAILED) or named states (TimedOut, Late, Retrying, ...)
+		States []string                  `json:"states,omitempty"`
+		Type   AutomationSpecTriggerType `json:"type"`
+	} `json:"trigger"`
+}
+
+// AutomationSpecActionsType defines model for AutomationSpec.Actions.Type.
+type AutomationSpecActionsType string
+
+// AutomationSpecTriggerOf defines model for AutomationSpec.Trigger.Of.
+type AutomationSpecTriggerOf string
+
+// AutomationSpecTriggerType defines model for AutomationSpec.Trigger.Type.
+type AutomationSpecTriggerType string
+
+// Delivery defines model for Delivery.
+type Delivery struct {
+	Action      int    `json:"action"`
+	ActionType  string `json:"action_type"`
+	AttemptList []struct {
+		At         time.Time `json:"at"`
+		Attempt    int       `json:"attempt"`
+		Error      *string   `json:"error"`
+		LatencyMs  float64   `json:"latency_ms"`
+		StatusCode *int      `json:"status_code"`
+	} `json:"attempt_list"`
+	Attempts  int       `json:"attempts"`
+	CreatedAt time.Time `json:"created_at"`
+
+	// FiringID the firing, and the Ordo-Idempotency-Key of every attempt
+	FiringID       string         `json:"firing_id"`
+	FlowRunID      *string        `json:"flow_run_id"`
+	LastError      *string        `json:"last_error"`
+	LastStatusCode *int           `json:"last_status_code"`
+	Status         DeliveryStatus `json:"status"`
+	Target         string         `json:"target"`
+	TaskRunID      *string        `json:"task_run_id"`
+
+	// TriggerPosition the triggering event's log position; null for a test firing
+	TriggerPosition *int      `json:"trigger_position"`
+	TriggerType     string    `json:"trigger_type"`
+	UpdatedAt       time.Time `json:"updated_at"`
+}
+
+// DeliveryStatus defines model for Delivery.Status.
+type DeliveryStatus string
 
 // Deployment defines model for Deployment.
 type Deployment struct {
@@ -441,6 +686,36 @@ type WorkQueue struct {
 	WorkersOnline int `json:"workers_online"`
 }
 
+// AutomationCreateParams defines parameters for AutomationCreate.
+type AutomationCreateParams struct {
+	// IdempotencyKey a retried POST with the same key gets the first response again; keys are per API token, so two tokens never share an answer
+	IdempotencyKey *string `json:"Idempotency-Key,omitempty"`
+}
+
+// AutomationDeliveriesParams defines parameters for AutomationDeliveries.
+type AutomationDeliveriesParams struct {
+	// Limit how many, 1 to 500 (default 100)
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// AutomationPauseParams defines parameters for AutomationPause.
+type AutomationPauseParams struct {
+	// IdempotencyKey a retried POST with the same key gets the first response again; keys are per API token, so two tokens never share an answer
+	IdempotencyKey *string `json:"Idempotency-Key,omitempty"`
+}
+
+// AutomationResumeParams defines parameters for AutomationResume.
+type AutomationResumeParams struct {
+	// IdempotencyKey a retried POST with the same key gets the first response again; keys are per API token, so two tokens never share an answer
+	IdempotencyKey *string `json:"Idempotency-Key,omitempty"`
+}
+
+// AutomationTestParams defines parameters for AutomationTest.
+type AutomationTestParams struct {
+	// IdempotencyKey a retried POST with the same key gets the first response again; keys are per API token, so two tokens never share an answer
+	IdempotencyKey *string `json:"Idempotency-Key,omitempty"`
+}
+
 // DeploymentListParams defines parameters for DeploymentList.
 type DeploymentListParams struct {
 	// Name part of the name
@@ -626,6 +901,12 @@ type Health200JSONResponseBodyStatus string
 // Ready200JSONResponseBodyStatus defines parameters for Ready.
 type Ready200JSONResponseBodyStatus string
 
+// AutomationCreateJSONRequestBody defines body for AutomationCreate for application/json ContentType.
+type AutomationCreateJSONRequestBody = AutomationSpec
+
+// AutomationUpdateJSONRequestBody defines body for AutomationUpdate for application/json ContentType.
+type AutomationUpdateJSONRequestBody = AutomationSpec
+
 // DeploymentSaveJSONRequestBody defines body for DeploymentSave for application/json ContentType.
 type DeploymentSaveJSONRequestBody = DeploymentSpec
 
@@ -708,6 +989,69 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 
 // The interface specification for the client above.
 type ClientInterface interface {
+
+	// AutomationList list automations by name
+	//
+	// Corresponds with GET /api/v1/automations (the `AutomationList` operationId).
+	AutomationList(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AutomationCreateWithBody create an automation: a trigger, a filter and actions; its name must be free
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /api/v1/automations (the `AutomationCreate` operationId).
+	AutomationCreateWithBody(ctx context.Context, params *AutomationCreateParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AutomationCreate create an automation: a trigger, a filter and actions; its name must be free
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /api/v1/automations (the `AutomationCreate` operationId).
+	AutomationCreate(ctx context.Context, params *AutomationCreateParams, body AutomationCreateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AutomationDelete delete an automation; its firings and deliveries stay
+	//
+	// Corresponds with DELETE /api/v1/automations/{id} (the `AutomationDelete` operationId).
+	AutomationDelete(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AutomationGet one automation
+	//
+	// Corresponds with GET /api/v1/automations/{id} (the `AutomationGet` operationId).
+	AutomationGet(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AutomationUpdateWithBody replace an automation's spec
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /api/v1/automations/{id} (the `AutomationUpdate` operationId).
+	AutomationUpdateWithBody(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AutomationUpdate replace an automation's spec
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /api/v1/automations/{id} (the `AutomationUpdate` operationId).
+	AutomationUpdate(ctx context.Context, id string, body AutomationUpdateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AutomationDeliveries the automation's latest deliveries, newest first, each with its attempts
+	//
+	// Corresponds with GET /api/v1/automations/{id}/deliveries (the `AutomationDeliveries` operationId).
+	AutomationDeliveries(ctx context.Context, id string, params *AutomationDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AutomationPause stop an automation firing
+	//
+	// Corresponds with POST /api/v1/automations/{id}/pause (the `AutomationPause` operationId).
+	AutomationPause(ctx context.Context, id string, params *AutomationPauseParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AutomationResume let it fire again, for events after this
+	//
+	// Corresponds with POST /api/v1/automations/{id}/resume (the `AutomationResume` operationId).
+	AutomationResume(ctx context.Context, id string, params *AutomationResumeParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AutomationTest fire the automation now with a synthetic event, delivered like any other firing
+	//
+	// Corresponds with POST /api/v1/automations/{id}/test (the `AutomationTest` operationId).
+	AutomationTest(ctx context.Context, id string, params *AutomationTestParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeploymentList list deployments by name
 	//
@@ -875,6 +1219,179 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /readyz (the `Ready` operationId).
 	Ready(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+}
+
+// AutomationList list automations by name
+//
+// Corresponds with GET /api/v1/automations (the `AutomationList` operationId).
+func (c *Client) AutomationList(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAutomationListRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AutomationCreateWithBody create an automation: a trigger, a filter and actions; its name must be free
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /api/v1/automations (the `AutomationCreate` operationId).
+func (c *Client) AutomationCreateWithBody(ctx context.Context, params *AutomationCreateParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAutomationCreateRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AutomationCreate create an automation: a trigger, a filter and actions; its name must be free
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /api/v1/automations (the `AutomationCreate` operationId).
+func (c *Client) AutomationCreate(ctx context.Context, params *AutomationCreateParams, body AutomationCreateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAutomationCreateRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AutomationDelete delete an automation; its firings and deliveries stay
+//
+// Corresponds with DELETE /api/v1/automations/{id} (the `AutomationDelete` operationId).
+func (c *Client) AutomationDelete(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAutomationDeleteRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AutomationGet one automation
+//
+// Corresponds with GET /api/v1/automations/{id} (the `AutomationGet` operationId).
+func (c *Client) AutomationGet(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAutomationGetRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AutomationUpdateWithBody replace an automation's spec
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /api/v1/automations/{id} (the `AutomationUpdate` operationId).
+func (c *Client) AutomationUpdateWithBody(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAutomationUpdateRequestWithBody(c.Server, id, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AutomationUpdate replace an automation's spec
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /api/v1/automations/{id} (the `AutomationUpdate` operationId).
+func (c *Client) AutomationUpdate(ctx context.Context, id string, body AutomationUpdateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAutomationUpdateRequest(c.Server, id, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AutomationDeliveries the automation's latest deliveries, newest first, each with its attempts
+//
+// Corresponds with GET /api/v1/automations/{id}/deliveries (the `AutomationDeliveries` operationId).
+func (c *Client) AutomationDeliveries(ctx context.Context, id string, params *AutomationDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAutomationDeliveriesRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AutomationPause stop an automation firing
+//
+// Corresponds with POST /api/v1/automations/{id}/pause (the `AutomationPause` operationId).
+func (c *Client) AutomationPause(ctx context.Context, id string, params *AutomationPauseParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAutomationPauseRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AutomationResume let it fire again, for events after this
+//
+// Corresponds with POST /api/v1/automations/{id}/resume (the `AutomationResume` operationId).
+func (c *Client) AutomationResume(ctx context.Context, id string, params *AutomationResumeParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAutomationResumeRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AutomationTest fire the automation now with a synthetic event, delivered like any other firing
+//
+// Corresponds with POST /api/v1/automations/{id}/test (the `AutomationTest` operationId).
+func (c *Client) AutomationTest(ctx context.Context, id string, params *AutomationTestParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAutomationTestRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
 }
 
 // DeploymentList list deployments by name
@@ -1352,6 +1869,411 @@ func (c *Client) Ready(ctx context.Context, reqEditors ...RequestEditorFn) (*htt
 		return nil, err
 	}
 	return c.Client.Do(req)
+}
+
+// NewAutomationListRequest constructs an http.Request for the AutomationList method
+func NewAutomationListRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/automations")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAutomationCreateRequest calls the generic AutomationCreate builder with application/json body
+func NewAutomationCreateRequest(server string, params *AutomationCreateParams, body AutomationCreateJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAutomationCreateRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewAutomationCreateRequestWithBody constructs an http.Request for the AutomationCreate method, with any body, and a specified content type
+func NewAutomationCreateRequestWithBody(server string, params *AutomationCreateParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/automations")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewAutomationDeleteRequest constructs an http.Request for the AutomationDelete method
+func NewAutomationDeleteRequest(server string, id string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/automations/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAutomationGetRequest constructs an http.Request for the AutomationGet method
+func NewAutomationGetRequest(server string, id string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/automations/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAutomationUpdateRequest calls the generic AutomationUpdate builder with application/json body
+func NewAutomationUpdateRequest(server string, id string, body AutomationUpdateJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAutomationUpdateRequestWithBody(server, id, "application/json", bodyReader)
+}
+
+// NewAutomationUpdateRequestWithBody constructs an http.Request for the AutomationUpdate method, with any body, and a specified content type
+func NewAutomationUpdateRequestWithBody(server string, id string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/automations/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAutomationDeliveriesRequest constructs an http.Request for the AutomationDeliveries method
+func NewAutomationDeliveriesRequest(server string, id string, params *AutomationDeliveriesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/automations/%s/deliveries", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAutomationPauseRequest constructs an http.Request for the AutomationPause method
+func NewAutomationPauseRequest(server string, id string, params *AutomationPauseParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/automations/%s/pause", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewAutomationResumeRequest constructs an http.Request for the AutomationResume method
+func NewAutomationResumeRequest(server string, id string, params *AutomationResumeParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/automations/%s/resume", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
+}
+
+// NewAutomationTestRequest constructs an http.Request for the AutomationTest method
+func NewAutomationTestRequest(server string, id string, params *AutomationTestParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/automations/%s/test", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
+	return req, nil
 }
 
 // NewDeploymentListRequest constructs an http.Request for the DeploymentList method
@@ -2935,6 +3857,83 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
+	// AutomationListWithResponse list automations by name
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/v1/automations (the `AutomationList` operationId).
+	AutomationListWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AutomationListResponse, error)
+
+	// AutomationCreateWithBodyWithResponse create an automation: a trigger, a filter and actions; its name must be free
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/v1/automations (the `AutomationCreate` operationId).
+	AutomationCreateWithBodyWithResponse(ctx context.Context, params *AutomationCreateParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AutomationCreateResponse, error)
+
+	// AutomationCreateWithResponse create an automation: a trigger, a filter and actions; its name must be free
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/v1/automations (the `AutomationCreate` operationId).
+	AutomationCreateWithResponse(ctx context.Context, params *AutomationCreateParams, body AutomationCreateJSONRequestBody, reqEditors ...RequestEditorFn) (*AutomationCreateResponse, error)
+
+	// AutomationDeleteWithResponse delete an automation; its firings and deliveries stay
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /api/v1/automations/{id} (the `AutomationDelete` operationId).
+	AutomationDeleteWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*AutomationDeleteResponse, error)
+
+	// AutomationGetWithResponse one automation
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/v1/automations/{id} (the `AutomationGet` operationId).
+	AutomationGetWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*AutomationGetResponse, error)
+
+	// AutomationUpdateWithBodyWithResponse replace an automation's spec
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /api/v1/automations/{id} (the `AutomationUpdate` operationId).
+	AutomationUpdateWithBodyWithResponse(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AutomationUpdateResponse, error)
+
+	// AutomationUpdateWithResponse replace an automation's spec
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /api/v1/automations/{id} (the `AutomationUpdate` operationId).
+	AutomationUpdateWithResponse(ctx context.Context, id string, body AutomationUpdateJSONRequestBody, reqEditors ...RequestEditorFn) (*AutomationUpdateResponse, error)
+
+	// AutomationDeliveriesWithResponse the automation's latest deliveries, newest first, each with its attempts
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/v1/automations/{id}/deliveries (the `AutomationDeliveries` operationId).
+	AutomationDeliveriesWithResponse(ctx context.Context, id string, params *AutomationDeliveriesParams, reqEditors ...RequestEditorFn) (*AutomationDeliveriesResponse, error)
+
+	// AutomationPauseWithResponse stop an automation firing
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/v1/automations/{id}/pause (the `AutomationPause` operationId).
+	AutomationPauseWithResponse(ctx context.Context, id string, params *AutomationPauseParams, reqEditors ...RequestEditorFn) (*AutomationPauseResponse, error)
+
+	// AutomationResumeWithResponse let it fire again, for events after this
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/v1/automations/{id}/resume (the `AutomationResume` operationId).
+	AutomationResumeWithResponse(ctx context.Context, id string, params *AutomationResumeParams, reqEditors ...RequestEditorFn) (*AutomationResumeResponse, error)
+
+	// AutomationTestWithResponse fire the automation now with a synthetic event, delivered like any other firing
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/v1/automations/{id}/test (the `AutomationTest` operationId).
+	AutomationTestWithResponse(ctx context.Context, id string, params *AutomationTestParams, reqEditors ...RequestEditorFn) (*AutomationTestResponse, error)
+
 	// DeploymentListWithResponse list deployments by name
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -3151,6 +4150,461 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /readyz (the `Ready` operationId).
 	ReadyWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ReadyResponse, error)
+}
+
+type AutomationListResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Items []Automation `json:"items"`
+
+		// NextCursor pass as cursor (or after) for the next page; null on the last page
+		NextCursor *string `json:"next_cursor"`
+	}
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AutomationListResponse) GetJSON200() *struct {
+	Items []Automation `json:"items"`
+
+	// NextCursor pass as cursor (or after) for the next page; null on the last page
+	NextCursor *string `json:"next_cursor"`
+} {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r AutomationListResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AutomationListResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AutomationListResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AutomationListResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AutomationListResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AutomationCreateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Automation
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r AutomationCreateResponse) GetJSON201() *Automation {
+	return r.JSON201
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r AutomationCreateResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AutomationCreateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AutomationCreateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AutomationCreateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AutomationCreateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AutomationDeleteResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r AutomationDeleteResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AutomationDeleteResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AutomationDeleteResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AutomationDeleteResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AutomationDeleteResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AutomationGetResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Automation
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AutomationGetResponse) GetJSON200() *Automation {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r AutomationGetResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AutomationGetResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AutomationGetResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AutomationGetResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AutomationGetResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AutomationUpdateResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Automation
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AutomationUpdateResponse) GetJSON200() *Automation {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r AutomationUpdateResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AutomationUpdateResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AutomationUpdateResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AutomationUpdateResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AutomationUpdateResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AutomationDeliveriesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Items []Delivery `json:"items"`
+
+		// NextCursor pass as cursor (or after) for the next page; null on the last page
+		NextCursor *string `json:"next_cursor"`
+	}
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AutomationDeliveriesResponse) GetJSON200() *struct {
+	Items []Delivery `json:"items"`
+
+	// NextCursor pass as cursor (or after) for the next page; null on the last page
+	NextCursor *string `json:"next_cursor"`
+} {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r AutomationDeliveriesResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AutomationDeliveriesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AutomationDeliveriesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AutomationDeliveriesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AutomationDeliveriesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AutomationPauseResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Automation
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AutomationPauseResponse) GetJSON200() *Automation {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r AutomationPauseResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AutomationPauseResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AutomationPauseResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AutomationPauseResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AutomationPauseResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AutomationResumeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Automation
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AutomationResumeResponse) GetJSON200() *Automation {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r AutomationResumeResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AutomationResumeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AutomationResumeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AutomationResumeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AutomationResumeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type AutomationTestResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *struct {
+		AutomationID string `json:"automation_id"`
+
+		// FiringID also the Ordo-Idempotency-Key its receivers get
+		FiringID string `json:"firing_id"`
+	}
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r AutomationTestResponse) GetJSON202() *struct {
+	AutomationID string `json:"automation_id"`
+
+	// FiringID also the Ordo-Idempotency-Key its receivers get
+	FiringID string `json:"firing_id"`
+} {
+	return r.JSON202
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r AutomationTestResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AutomationTestResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AutomationTestResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AutomationTestResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AutomationTestResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
 }
 
 type DeploymentListResponse struct {
@@ -4575,6 +6029,149 @@ func (r ReadyResponse) ContentType() string {
 	return ""
 }
 
+// AutomationListWithResponse list automations by name
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/v1/automations (the `AutomationList` operationId).
+func (c *ClientWithResponses) AutomationListWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AutomationListResponse, error) {
+	rsp, err := c.AutomationList(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAutomationListResponse(rsp)
+}
+
+// AutomationCreateWithBodyWithResponse create an automation: a trigger, a filter and actions; its name must be free
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/v1/automations (the `AutomationCreate` operationId).
+func (c *ClientWithResponses) AutomationCreateWithBodyWithResponse(ctx context.Context, params *AutomationCreateParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AutomationCreateResponse, error) {
+	rsp, err := c.AutomationCreateWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAutomationCreateResponse(rsp)
+}
+
+// AutomationCreateWithResponse create an automation: a trigger, a filter and actions; its name must be free
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/v1/automations (the `AutomationCreate` operationId).
+func (c *ClientWithResponses) AutomationCreateWithResponse(ctx context.Context, params *AutomationCreateParams, body AutomationCreateJSONRequestBody, reqEditors ...RequestEditorFn) (*AutomationCreateResponse, error) {
+	rsp, err := c.AutomationCreate(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAutomationCreateResponse(rsp)
+}
+
+// AutomationDeleteWithResponse delete an automation; its firings and deliveries stay
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /api/v1/automations/{id} (the `AutomationDelete` operationId).
+func (c *ClientWithResponses) AutomationDeleteWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*AutomationDeleteResponse, error) {
+	rsp, err := c.AutomationDelete(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAutomationDeleteResponse(rsp)
+}
+
+// AutomationGetWithResponse one automation
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/v1/automations/{id} (the `AutomationGet` operationId).
+func (c *ClientWithResponses) AutomationGetWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*AutomationGetResponse, error) {
+	rsp, err := c.AutomationGet(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAutomationGetResponse(rsp)
+}
+
+// AutomationUpdateWithBodyWithResponse replace an automation's spec
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /api/v1/automations/{id} (the `AutomationUpdate` operationId).
+func (c *ClientWithResponses) AutomationUpdateWithBodyWithResponse(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AutomationUpdateResponse, error) {
+	rsp, err := c.AutomationUpdateWithBody(ctx, id, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAutomationUpdateResponse(rsp)
+}
+
+// AutomationUpdateWithResponse replace an automation's spec
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /api/v1/automations/{id} (the `AutomationUpdate` operationId).
+func (c *ClientWithResponses) AutomationUpdateWithResponse(ctx context.Context, id string, body AutomationUpdateJSONRequestBody, reqEditors ...RequestEditorFn) (*AutomationUpdateResponse, error) {
+	rsp, err := c.AutomationUpdate(ctx, id, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAutomationUpdateResponse(rsp)
+}
+
+// AutomationDeliveriesWithResponse the automation's latest deliveries, newest first, each with its attempts
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/v1/automations/{id}/deliveries (the `AutomationDeliveries` operationId).
+func (c *ClientWithResponses) AutomationDeliveriesWithResponse(ctx context.Context, id string, params *AutomationDeliveriesParams, reqEditors ...RequestEditorFn) (*AutomationDeliveriesResponse, error) {
+	rsp, err := c.AutomationDeliveries(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAutomationDeliveriesResponse(rsp)
+}
+
+// AutomationPauseWithResponse stop an automation firing
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/v1/automations/{id}/pause (the `AutomationPause` operationId).
+func (c *ClientWithResponses) AutomationPauseWithResponse(ctx context.Context, id string, params *AutomationPauseParams, reqEditors ...RequestEditorFn) (*AutomationPauseResponse, error) {
+	rsp, err := c.AutomationPause(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAutomationPauseResponse(rsp)
+}
+
+// AutomationResumeWithResponse let it fire again, for events after this
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/v1/automations/{id}/resume (the `AutomationResume` operationId).
+func (c *ClientWithResponses) AutomationResumeWithResponse(ctx context.Context, id string, params *AutomationResumeParams, reqEditors ...RequestEditorFn) (*AutomationResumeResponse, error) {
+	rsp, err := c.AutomationResume(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAutomationResumeResponse(rsp)
+}
+
+// AutomationTestWithResponse fire the automation now with a synthetic event, delivered like any other firing
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/v1/automations/{id}/test (the `AutomationTest` operationId).
+func (c *ClientWithResponses) AutomationTestWithResponse(ctx context.Context, id string, params *AutomationTestParams, reqEditors ...RequestEditorFn) (*AutomationTestResponse, error) {
+	rsp, err := c.AutomationTest(ctx, id, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAutomationTestResponse(rsp)
+}
+
 // DeploymentListWithResponse list deployments by name
 //
 // Returns a wrapper object for the known response body format(s).
@@ -4976,6 +6573,314 @@ func (c *ClientWithResponses) ReadyWithResponse(ctx context.Context, reqEditors 
 		return nil, err
 	}
 	return ParseReadyResponse(rsp)
+}
+
+// ParseAutomationListResponse parses an HTTP response from a AutomationListWithResponse call
+func ParseAutomationListResponse(rsp *http.Response) (*AutomationListResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AutomationListResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Items []Automation `json:"items"`
+
+			// NextCursor pass as cursor (or after) for the next page; null on the last page
+			NextCursor *string `json:"next_cursor"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAutomationCreateResponse parses an HTTP response from a AutomationCreateWithResponse call
+func ParseAutomationCreateResponse(rsp *http.Response) (*AutomationCreateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AutomationCreateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Automation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAutomationDeleteResponse parses an HTTP response from a AutomationDeleteWithResponse call
+func ParseAutomationDeleteResponse(rsp *http.Response) (*AutomationDeleteResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AutomationDeleteResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAutomationGetResponse parses an HTTP response from a AutomationGetWithResponse call
+func ParseAutomationGetResponse(rsp *http.Response) (*AutomationGetResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AutomationGetResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Automation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAutomationUpdateResponse parses an HTTP response from a AutomationUpdateWithResponse call
+func ParseAutomationUpdateResponse(rsp *http.Response) (*AutomationUpdateResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AutomationUpdateResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Automation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAutomationDeliveriesResponse parses an HTTP response from a AutomationDeliveriesWithResponse call
+func ParseAutomationDeliveriesResponse(rsp *http.Response) (*AutomationDeliveriesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AutomationDeliveriesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Items []Delivery `json:"items"`
+
+			// NextCursor pass as cursor (or after) for the next page; null on the last page
+			NextCursor *string `json:"next_cursor"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAutomationPauseResponse parses an HTTP response from a AutomationPauseWithResponse call
+func ParseAutomationPauseResponse(rsp *http.Response) (*AutomationPauseResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AutomationPauseResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Automation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAutomationResumeResponse parses an HTTP response from a AutomationResumeWithResponse call
+func ParseAutomationResumeResponse(rsp *http.Response) (*AutomationResumeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AutomationResumeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Automation
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseAutomationTestResponse parses an HTTP response from a AutomationTestWithResponse call
+func ParseAutomationTestResponse(rsp *http.Response) (*AutomationTestResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AutomationTestResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest struct {
+			AutomationID string `json:"automation_id"`
+
+			// FiringID also the Ordo-Idempotency-Key its receivers get
+			FiringID string `json:"firing_id"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
 }
 
 // ParseDeploymentListResponse parses an HTTP response from a DeploymentListWithResponse call

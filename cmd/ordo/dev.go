@@ -77,6 +77,7 @@ otherwise.`,
 			}
 			defer pool.Close()
 			so.migrate = true
+			so.allowPrivateWebhooks = true // a developer's receivers are local
 			if wo.workspaceDir == "" {
 				wo.workspaceDir = filepath.Join(dataDir, "workspaces")
 			}

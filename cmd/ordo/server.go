@@ -7,16 +7,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ordoflow/ordo/api"
 	"github.com/ordoflow/ordo/api/ui"
+	"github.com/ordoflow/ordo/automations"
 	"github.com/ordoflow/ordo/blobstore"
 	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
@@ -32,6 +36,9 @@ type serverOptions struct {
 	addr        string
 	migrate     bool
 	blobStore   string
+	// allowPrivateWebhooks lets webhooks reach loopback and private
+	// addresses: ordo dev, or ORDO_WEBHOOK_ALLOW_PRIVATE=true.
+	allowPrivateWebhooks bool
 }
 
 func (o *serverOptions) register(cmd *cobra.Command) {
@@ -79,6 +86,8 @@ type server struct {
 	dueTimer  *jobs.DueTimer
 	scheduler *jobs.Scheduler
 	reaper    *jobs.Reaper
+	autoRiver *river.Client[pgx.Tx] // works webhook deliveries
+	consumer  *automations.Consumer
 	handler   http.Handler
 	blobs     blobstore.Store // nil when it cannot be opened
 	logger    *slog.Logger
@@ -111,6 +120,11 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	if err != nil {
 		return nil, err
 	}
+	autoRiver, err := automations.NewRiverClient(pool, automations.DeliveryOptions{
+		AllowPrivate: o.allowPrivateWebhooks || os.Getenv("ORDO_WEBHOOK_ALLOW_PRIVATE") == "true", Logger: logger})
+	if err != nil {
+		return nil, err
+	}
 	auth := api.NewAuth(pool, api.AuthOptions{Logger: logger})
 	handler, err := api.New(api.Options{
 		Auth:        auth,
@@ -121,6 +135,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		Blobs:       blobs,
 		Pool:        pool,
 		River:       insertClient,
+		Automations: automations.NewService(store, autoRiver),
 		Context:     ctx,
 		Logger:      logger,
 	})
@@ -136,6 +151,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		return nil, err
 	}
 	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, scheduler: scheduler, reaper: reaper, blobs: blobs,
+		autoRiver: autoRiver, consumer: automations.NewConsumer(store, autoRiver, automations.ConsumerOptions{Logger: logger}),
 		handler: withUI(handler, auth.ProtectUI(ui.Handler(ui.Options{Store: store, Projection: projector, Logger: logger}))), logger: logger}, nil
 }
 
@@ -152,6 +168,16 @@ func (s *server) run(ctx context.Context, ready func(addr string)) error {
 	g.Go(func() error { return ignoreCanceled(s.dueTimer.Run(ctx)) })
 	g.Go(func() error { return ignoreCanceled(s.scheduler.Run(ctx)) })
 	g.Go(func() error { return ignoreCanceled(s.reaper.Run(ctx)) })
+	g.Go(func() error { return ignoreCanceled(s.consumer.Run(ctx)) })
+	if err := s.autoRiver.Start(ctx); err != nil {
+		return fmt.Errorf("start webhook delivery: %w", err)
+	}
+	g.Go(func() error {
+		<-ctx.Done()
+		stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return ignoreCanceled(s.autoRiver.Stop(stop))
+	})
 	g.Go(func() error {
 		if err := httpServer.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err

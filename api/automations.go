@@ -1,0 +1,255 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+
+	"github.com/ordoflow/ordo/domain"
+)
+
+// Automations runs the automation commands and queries (implemented by
+// automations.Service).
+type Automations interface {
+	AutomationCreate(ctx context.Context, spec domain.AutomationSpec, actor string) (domain.Automation, error)
+	AutomationUpdate(ctx context.Context, id uuid.UUID, spec domain.AutomationSpec, actor string) (domain.Automation, error)
+	AutomationPause(ctx context.Context, id uuid.UUID, actor string) (domain.Automation, error)
+	AutomationResume(ctx context.Context, id uuid.UUID, actor string) (domain.Automation, error)
+	AutomationDelete(ctx context.Context, id uuid.UUID, actor string) (domain.Automation, error)
+	AutomationGet(ctx context.Context, id uuid.UUID) (domain.Automation, error)
+	AutomationList(ctx context.Context) ([]domain.Automation, error)
+	AutomationTest(ctx context.Context, id uuid.UUID, actor string) (uuid.UUID, error)
+	AutomationDeliveries(ctx context.Context, id uuid.UUID, limit int) ([]domain.Delivery, error)
+}
+
+// automationJSON is an automation as the API shows it: its spec's fields
+// with its id and state. A webhook's secret is never known here, only the
+// name of the server's variable that holds it.
+type automationJSON struct {
+	ID uuid.UUID `json:"id"`
+	domain.AutomationSpec
+	Paused    bool      `json:"paused"`
+	Version   int64     `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func automationOf(a domain.Automation) automationJSON {
+	if a.Spec.Actions == nil {
+		a.Spec.Actions = []domain.AutomationAction{}
+	}
+	return automationJSON{ID: a.ID, AutomationSpec: a.Spec, Paused: a.Paused, Version: a.Stream, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
+}
+
+func (s *server) routeAutomations(g *echo.Group) {
+	g.POST("/automations", s.automationCreate)
+	g.GET("/automations", s.automationList)
+	g.GET("/automations/:id", s.automationGet)
+	g.PUT("/automations/:id", s.automationUpdate)
+	g.DELETE("/automations/:id", s.automationDelete)
+	g.POST("/automations/:id/pause", s.automationPause)
+	g.POST("/automations/:id/resume", s.automationResume)
+	g.POST("/automations/:id/test", s.automationTest)
+	g.GET("/automations/:id/deliveries", s.automationDeliveries)
+}
+
+func (s *server) automations() (Automations, error) {
+	if s.opts.Automations == nil {
+		return nil, notImplemented("automations")
+	}
+	return s.opts.Automations, nil
+}
+
+func (s *server) automationSpec(c echo.Context) (domain.AutomationSpec, error) {
+	body, err := s.readBody(c)
+	if err != nil {
+		return domain.AutomationSpec{}, err
+	}
+	return domain.ParseAutomation(body)
+}
+
+// automationID reads the {id} of a route: an id, or the name of a live
+// automation.
+func (s *server) automationID(c echo.Context, svc Automations) (uuid.UUID, error) {
+	ref, err := pathRef(c)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	if id, err := uuid.Parse(ref); err == nil {
+		return id, nil
+	}
+	list, err := svc.AutomationList(c.Request().Context())
+	if err != nil {
+		return uuid.Nil, err
+	}
+	for _, a := range list {
+		if a.Spec.Name == ref {
+			return a.ID, nil
+		}
+	}
+	return uuid.Nil, domain.Errorf(domain.CodeNotFound, "automation %q not found", ref)
+}
+
+func (s *server) automationCreate(c echo.Context) error {
+	svc, err := s.automations()
+	if err != nil {
+		return err
+	}
+	spec, err := s.automationSpec(c)
+	if err != nil {
+		return err
+	}
+	a, err := svc.AutomationCreate(c.Request().Context(), spec, s.actor(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, automationOf(a))
+}
+
+func (s *server) automationList(c echo.Context) error {
+	svc, err := s.automations()
+	if err != nil {
+		return err
+	}
+	list, err := svc.AutomationList(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	items := make([]automationJSON, len(list))
+	for i, a := range list {
+		items[i] = automationOf(a)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": items, "next_cursor": nil})
+}
+
+func (s *server) automationGet(c echo.Context) error {
+	svc, err := s.automations()
+	if err != nil {
+		return err
+	}
+	id, err := s.automationID(c, svc)
+	if err != nil {
+		return err
+	}
+	a, err := svc.AutomationGet(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, automationOf(a))
+}
+
+func (s *server) automationUpdate(c echo.Context) error {
+	svc, err := s.automations()
+	if err != nil {
+		return err
+	}
+	id, err := s.automationID(c, svc)
+	if err != nil {
+		return err
+	}
+	spec, err := s.automationSpec(c)
+	if err != nil {
+		return err
+	}
+	a, err := svc.AutomationUpdate(c.Request().Context(), id, spec, s.actor(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, automationOf(a))
+}
+
+func (s *server) automationDelete(c echo.Context) error {
+	svc, err := s.automations()
+	if err != nil {
+		return err
+	}
+	id, err := s.automationID(c, svc)
+	if err != nil {
+		return err
+	}
+	if err := s.noBody(c); err != nil {
+		return err
+	}
+	if _, err := svc.AutomationDelete(c.Request().Context(), id, s.actor(c)); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *server) automationPause(c echo.Context) error {
+	return s.automationCommand(c, Automations.AutomationPause)
+}
+
+func (s *server) automationResume(c echo.Context) error {
+	return s.automationCommand(c, Automations.AutomationResume)
+}
+
+func (s *server) automationCommand(c echo.Context, cmd func(Automations, context.Context, uuid.UUID, string) (domain.Automation, error)) error {
+	svc, err := s.automations()
+	if err != nil {
+		return err
+	}
+	id, err := s.automationID(c, svc)
+	if err != nil {
+		return err
+	}
+	if err := s.noBody(c); err != nil {
+		return err
+	}
+	a, err := cmd(svc, c.Request().Context(), id, s.actor(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, automationOf(a))
+}
+
+func (s *server) automationTest(c echo.Context) error {
+	svc, err := s.automations()
+	if err != nil {
+		return err
+	}
+	id, err := s.automationID(c, svc)
+	if err != nil {
+		return err
+	}
+	if err := s.noBody(c); err != nil {
+		return err
+	}
+	firing, err := svc.AutomationTest(c.Request().Context(), id, s.actor(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, map[string]any{"automation_id": id, "firing_id": firing})
+}
+
+func (s *server) automationDeliveries(c echo.Context) error {
+	svc, err := s.automations()
+	if err != nil {
+		return err
+	}
+	id, err := s.automationID(c, svc)
+	if err != nil {
+		return err
+	}
+	q := s.query(c, "limit")
+	limit := q.int("limit")
+	if q.err != nil {
+		return q.err
+	}
+	list, err := svc.AutomationDeliveries(c.Request().Context(), id, limit)
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []domain.Delivery{}
+	}
+	for i := range list {
+		if list[i].AttemptList == nil {
+			list[i].AttemptList = []domain.DeliveryAttempt{}
+		}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": list, "next_cursor": nil})
+}

@@ -1,0 +1,70 @@
+package api
+
+// The automation paths and schemas of the OpenAPI document.
+
+var automationRef = obj{"name": "id", "in": "path", "required": true, "schema": str,
+	"description": "the automation's id (a UUID) or its name; a name no live automation holds is 404 not_found"}
+
+var automationSpecProps = obj{
+	"name":        str,
+	"description": omitted(str),
+	"trigger": object([]string{"type"}, obj{
+		"type":   obj{"type": "string", "enum": []string{"state"}},
+		"of":     omitted(obj{"type": "string", "enum": []string{"flow_run", "task_run"}}),
+		"states": omitted(obj{"type": "array", "items": str, "description": "state types (FAILED) or named states (TimedOut, Late, Retrying, ...)"}),
+	}),
+	"filter": omitted(object(nil, obj{
+		"deployments": omitted(obj{"type": "array", "items": str, "description": "deployment names, with globs (model_*)"}),
+		"tags":        omitted(obj{"type": "array", "items": str, "description": "the run has at least one of these tags"}),
+		"work_queue":  omitted(str),
+		"flow":        omitted(obj{"type": "string", "description": "the flow's name"}),
+	})),
+	"actions": obj{"type": "array", "minItems": 1, "items": object([]string{"type"}, obj{
+		"type":       obj{"type": "string", "enum": []string{"webhook"}},
+		"url":        omitted(obj{"type": "string", "description": "webhook: where the CloudEvents 1.0 JSON body is POSTed"}),
+		"secret_env": omitted(obj{"type": "string", "description": "webhook: the server's environment variable holding the HMAC-SHA256 signing secret (never stored or returned)"}),
+	})},
+}
+
+func withAutomations(doc obj) obj {
+	paths := doc["paths"].(obj)
+	paths["/api/v1/automations"] = obj{
+		"post": withBody(op("automationCreate", "create an automation: a trigger, a filter and actions; its name must be free",
+			obj{"201": response("created", ref("Automation"))}, idemHeader), obj{"required": true, "content": obj{"application/json": obj{"schema": ref("AutomationSpec")}}}),
+		"get": op("automationList", "list automations by name", obj{"200": response("all automations", listOf("Automation"))}),
+	}
+	paths["/api/v1/automations/{id}"] = obj{
+		"get": op("automationGet", "one automation", obj{"200": response("the automation", ref("Automation"))}, automationRef),
+		"put": withBody(op("automationUpdate", "replace an automation's spec", obj{"200": response("the automation", ref("Automation"))}, automationRef),
+			obj{"required": true, "content": obj{"application/json": obj{"schema": ref("AutomationSpec")}}}),
+		"delete": op("automationDelete", "delete an automation; its firings and deliveries stay", obj{"204": obj{"description": "deleted"}}, automationRef),
+	}
+	paths["/api/v1/automations/{id}/pause"] = obj{"post": op("automationPause", "stop an automation firing", obj{"200": response("the automation", ref("Automation"))}, automationRef, idemHeader)}
+	paths["/api/v1/automations/{id}/resume"] = obj{"post": op("automationResume", "let it fire again, for events after this", obj{"200": response("the automation", ref("Automation"))}, automationRef, idemHeader)}
+	paths["/api/v1/automations/{id}/test"] = obj{"post": op("automationTest", "fire the automation now with a synthetic event, delivered like any other firing",
+		obj{"202": response("the firing, whose delivery is under way", object([]string{"automation_id", "firing_id"}, obj{"automation_id": str, "firing_id": obj{"type": "string", "description": "also the Ordo-Idempotency-Key its receivers get"}}))},
+		automationRef, idemHeader)}
+	paths["/api/v1/automations/{id}/deliveries"] = obj{"get": op("automationDeliveries", "the automation's latest deliveries, newest first, each with its attempts",
+		obj{"200": response("the deliveries", listOf("Delivery"))}, automationRef,
+		qparam("limit", "how many, 1 to 500 (default 100)", obj{"type": "integer", "minimum": 1, "maximum": 500}))}
+
+	schemas := doc["components"].(obj)["schemas"].(obj)
+	schemas["AutomationSpec"] = object([]string{"name", "trigger", "actions"}, automationSpecProps)
+	props := obj{"id": str, "paused": obj{"type": "boolean"}, "version": obj{"type": "integer"}, "created_at": dateTime, "updated_at": dateTime}
+	for k, v := range automationSpecProps {
+		props[k] = v
+	}
+	schemas["Automation"] = object([]string{"id", "name", "trigger", "actions", "paused", "version", "created_at", "updated_at"}, props)
+	schemas["Delivery"] = object([]string{"firing_id", "action", "action_type", "target", "status", "attempts", "last_status_code", "last_error", "trigger_position", "trigger_type", "flow_run_id", "task_run_id", "created_at", "updated_at", "attempt_list"}, obj{
+		"firing_id": obj{"type": "string", "description": "the firing, and the Ordo-Idempotency-Key of every attempt"}, "action": obj{"type": "integer"},
+		"action_type": str, "target": str, "status": obj{"type": "string", "enum": []string{"pending", "delivered", "dead"}},
+		"attempts": obj{"type": "integer"}, "last_status_code": nullable(obj{"type": "integer"}), "last_error": nullable(str),
+		"trigger_position": nullable(obj{"type": "integer", "description": "the triggering event's log position; null for a test firing"}),
+		"trigger_type":     str, "flow_run_id": nullable(str), "task_run_id": nullable(str), "created_at": dateTime, "updated_at": dateTime,
+		"attempt_list": obj{"type": "array", "items": object([]string{"attempt", "status_code", "latency_ms", "error", "at"}, obj{
+			"attempt": obj{"type": "integer"}, "status_code": nullable(obj{"type": "integer"}), "latency_ms": obj{"type": "number", "format": "double"},
+			"error": nullable(str), "at": dateTime,
+		})},
+	})
+	return doc
+}
