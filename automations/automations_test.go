@@ -123,9 +123,10 @@ func setup(t *testing.T, opts automations.DeliveryOptions) bundle {
 }
 
 // consumer runs a consumer until the returned stop is called (or the test ends).
-func (b bundle) consumer(t *testing.T) (stop func()) {
+func (b bundle) consumer(t *testing.T, noLeaderLock ...bool) (stop func()) {
 	t.Helper()
-	c := automations.NewConsumer(b.store, b.river, automations.ConsumerOptions{Logger: quietLogger, PollInterval: 20 * time.Millisecond, BatchSize: 7})
+	c := automations.NewConsumer(b.store, b.river, automations.ConsumerOptions{Logger: quietLogger, PollInterval: 20 * time.Millisecond, BatchSize: 7,
+		LeaderRetry: 50 * time.Millisecond, NoLeaderLock: len(noLeaderLock) > 0 && noLeaderLock[0]})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -286,16 +287,31 @@ func TestRestartedConsumerDoesNotFireAgain(t *testing.T) {
 	}
 }
 
+// Two consumers record each firing once: one waits for the other's leader
+// lock; without the lock (NoLeaderLock), the checkpoint guard alone keeps
+// them from recording anything twice.
 func TestTwoConsumersRecordEachFiringOnce(t *testing.T) {
 	t.Parallel()
+	for name, noLock := range map[string]bool{"OneLeads": false, "BothRead": true} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			twoConsumers(t, noLock)
+		})
+	}
+}
+
+func twoConsumers(t *testing.T, noLock bool) {
 	b := setup(t, automations.DeliveryOptions{AllowPrivate: true})
 	rcv := newReceiver(t, 0)
 	a := b.create(t, rcv.srv.URL, domain.AutomationFilter{})
-	b.consumer(t)
-	b.consumer(t)
+	stop := b.consumer(t, noLock)
+	b.consumer(t, noLock)
 	const runs = 20
-	for range runs {
+	for i := range runs {
 		b.endRun(t, "d", domain.FlowRunFailed{Message: "x"})
+		if i == runs/2 {
+			stop() // the leader goes away: the other takes over
+		}
 	}
 	b.settled(t, a.ID, runs)
 	b.caughtUp(t)

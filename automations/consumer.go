@@ -32,9 +32,20 @@ type ConsumerOptions struct {
 	// PollInterval bounds how long new events wait when no notification
 	// comes. Defaults to 200ms.
 	PollInterval time.Duration
+	// NoLeaderLock lets this consumer read without holding the leader lock,
+	// at once with others: still correct (see the package doc), only
+	// wasteful. For tests of that guard.
+	NoLeaderLock bool
+	// LeaderRetry is how often a consumer that is not the leader tries to
+	// become it. Defaults to 1s.
+	LeaderRetry time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
+
+// leaderLockKey is the session advisory lock the leading consumer holds
+// ("ordoauto").
+const leaderLockKey int64 = 0x6f72646f6175746f
 
 // Consumer reads the log and fires the automations each run and task run
 // state event matches. Any number may run: see the package doc.
@@ -77,18 +88,22 @@ func NewConsumer(store *eventstore.Store, rc *river.Client[pgx.Tx], opts Consume
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 200 * time.Millisecond
 	}
+	if opts.LeaderRetry <= 0 {
+		opts.LeaderRetry = time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	return &Consumer{store: store, pool: store.Pool(), river: rc, opts: opts}
 }
 
-// Run follows the log until ctx ends. A session that fails (a lost
+// Run follows the log until ctx ends, while it holds the leader lock (one
+// consumer of all servers reads at a time). A session that fails (a lost
 // database, another consumer ahead of it) starts again from the stored
 // checkpoint.
 func (c *Consumer) Run(ctx context.Context) error {
 	for {
-		err := c.session(ctx)
+		err := c.lead(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -101,6 +116,59 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// lead waits for the leader lock, on a connection of its own, and reads
+// while it holds it. Losing that connection loses the lock: the session is
+// stopped at the next check, and until then the checkpoint guard keeps a
+// new leader and this one from recording anything twice.
+func (c *Consumer) lead(ctx context.Context) error {
+	if c.opts.NoLeaderLock {
+		return c.session(ctx)
+	}
+	pc, err := c.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("connect for the leader lock: %w", err)
+	}
+	conn := pc.Hijack() // closing it releases the lock
+	defer conn.Close(context.WithoutCancel(ctx))
+	for {
+		var leader bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, leaderLockKey).Scan(&leader); err != nil {
+			return fmt.Errorf("try the leader lock: %w", err)
+		}
+		if leader {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(c.opts.LeaderRetry):
+		}
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		t := time.NewTicker(c.opts.LeaderRetry)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+				if err := conn.Ping(sctx); err != nil && sctx.Err() == nil {
+					c.opts.Logger.Warn("automation consumer lost its leader connection", "err", err)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	err = c.session(sctx)
+	if ctx.Err() == nil && sctx.Err() != nil {
+		return errors.New("lost the leader connection")
+	}
+	return err
 }
 
 func (c *Consumer) session(ctx context.Context) error {

@@ -114,7 +114,10 @@ func NewRiverClient(pool *pgxpool.Pool, opts DeliveryOptions) (*river.Client[pgx
 		Workers:       workers,
 		MaxAttempts:   opts.MaxAttempts,
 		FetchCooldown: 10 * time.Millisecond,
-		Logger:        opts.Logger,
+		// A server killed mid-delivery leaves its job running: another
+		// server takes it up once an attempt surely ended.
+		RescueStuckJobsAfter: 2*opts.Timeout + time.Minute,
+		Logger:               opts.Logger,
 	})
 }
 

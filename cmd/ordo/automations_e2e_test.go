@@ -112,4 +112,5 @@ actions:
 		t.Fatalf("%d webhooks, want 2 (the failure and the test)", n)
 	}
 	c.validateLog()
+	c.ordo("replay", "--verify")
 }
