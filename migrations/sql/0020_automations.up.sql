@@ -71,3 +71,34 @@ CREATE TABLE automation_delivery_attempts (
     FOREIGN KEY (firing_id, action) REFERENCES automation_deliveries (firing_id, action) ON DELETE CASCADE
 );
 COMMENT ON TABLE automation_delivery_attempts IS 'Each delivery attempt: the answer''s status code (NULL when none came), how long it took, and what went wrong.';
+
+COMMENT ON COLUMN automations.id IS 'The automation''s id: its stream id.';
+COMMENT ON COLUMN automations.name IS 'Its name, unique among automations not deleted.';
+COMMENT ON COLUMN automations.paused IS 'Paused: it fires for no event until resumed.';
+COMMENT ON COLUMN automations.deleted IS 'Deleted: it fires no more and its name is free; the row stays for the consumer, which follows the log from an older checkpoint.';
+COMMENT ON COLUMN automations.created_at IS 'When it was created (its first event).';
+COMMENT ON COLUMN automations.updated_at IS 'When its last event was recorded.';
+COMMENT ON COLUMN automation_checkpoints.name IS 'The consumer (automations is the one that fires them).';
+COMMENT ON COLUMN automation_checkpoints.transaction_id IS 'Transaction id of the last event read (the log is read in transaction id, position order).';
+COMMENT ON COLUMN automation_checkpoints.position IS 'Position of the last event read.';
+COMMENT ON COLUMN automation_checkpoints.updated_at IS 'When the checkpoint last moved.';
+COMMENT ON COLUMN automation_firings.automation_id IS 'The automation that fired.';
+COMMENT ON COLUMN automation_firings.trigger_type IS 'The triggering event''s type, or test for a test firing.';
+COMMENT ON COLUMN automation_firings.flow_run_id IS 'The flow run of the triggering event; NULL for a test firing.';
+COMMENT ON COLUMN automation_firings.task_run_id IS 'The task run of the triggering event, when it was a task run''s.';
+COMMENT ON COLUMN automation_firings.created_at IS 'When the firing was recorded.';
+COMMENT ON COLUMN automation_deliveries.firing_id IS 'The firing delivered.';
+COMMENT ON COLUMN automation_deliveries.automation_id IS 'The automation that fired, for listing its deliveries.';
+COMMENT ON COLUMN automation_deliveries.action_type IS 'The action''s type (webhook).';
+COMMENT ON COLUMN automation_deliveries.attempts IS 'Attempts made so far.';
+COMMENT ON COLUMN automation_deliveries.last_status_code IS 'HTTP status of the last attempt''s answer; NULL when none came.';
+COMMENT ON COLUMN automation_deliveries.last_error IS 'What went wrong in the last attempt; NULL when it was delivered.';
+COMMENT ON COLUMN automation_deliveries.created_at IS 'When the firing was recorded.';
+COMMENT ON COLUMN automation_deliveries.updated_at IS 'When the last attempt was recorded.';
+COMMENT ON COLUMN automation_delivery_attempts.firing_id IS 'The firing delivered.';
+COMMENT ON COLUMN automation_delivery_attempts.action IS 'The action of the firing (its index).';
+COMMENT ON COLUMN automation_delivery_attempts.attempt IS 'Which attempt, from 1.';
+COMMENT ON COLUMN automation_delivery_attempts.status_code IS 'HTTP status of the answer; NULL when none came.';
+COMMENT ON COLUMN automation_delivery_attempts.latency_ms IS 'From sending the request to the end of the answer''s (capped) body, in milliseconds.';
+COMMENT ON COLUMN automation_delivery_attempts.error IS 'What went wrong; NULL when delivered.';
+COMMENT ON COLUMN automation_delivery_attempts.at IS 'When the attempt was recorded.';
