@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ordoflow/ordo/api"
+	"github.com/ordoflow/ordo/automations"
 	"github.com/ordoflow/ordo/blobstore"
 	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
@@ -96,6 +97,12 @@ func newBundle(t *testing.T, withRiver bool) bundle {
 		Pool:        pool,
 		Registry:    reg,
 	}
+	// not started: test firings queue their deliveries, nothing sends them
+	autoRiver, err := automations.NewRiverClient(pool, automations.DeliveryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Automations = automations.NewService(store, autoRiver)
 	if withRiver {
 		if opts.River, err = jobs.NewInsertClient(pool); err != nil {
 			t.Fatal(err)

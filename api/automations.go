@@ -94,11 +94,11 @@ func (s *server) automationID(c echo.Context, svc Automations) (uuid.UUID, error
 }
 
 func (s *server) automationCreate(c echo.Context) error {
-	svc, err := s.automations()
+	spec, err := s.automationSpec(c)
 	if err != nil {
 		return err
 	}
-	spec, err := s.automationSpec(c)
+	svc, err := s.automations()
 	if err != nil {
 		return err
 	}
@@ -142,15 +142,15 @@ func (s *server) automationGet(c echo.Context) error {
 }
 
 func (s *server) automationUpdate(c echo.Context) error {
+	spec, err := s.automationSpec(c)
+	if err != nil {
+		return err
+	}
 	svc, err := s.automations()
 	if err != nil {
 		return err
 	}
 	id, err := s.automationID(c, svc)
-	if err != nil {
-		return err
-	}
-	spec, err := s.automationSpec(c)
 	if err != nil {
 		return err
 	}

@@ -107,9 +107,13 @@ func TestAutomationsAPI(t *testing.T) {
 		status int
 		want   string
 	}{
-		"SameName":       {automationBody("ml failures", hook.URL), http.StatusConflict, "ml failures"},
-		"UnknownTrigger": {func() any { m := automationBody("x", hook.URL); m["trigger"] = map[string]any{"type": "sometimes"}; return m }(), http.StatusBadRequest, "trigger.type"},
-		"UnknownField":   {func() any { m := automationBody("x", hook.URL); m["secret"] = "s"; return m }(), http.StatusBadRequest, "secret"},
+		"SameName": {automationBody("ml failures", hook.URL), http.StatusConflict, "ml failures"},
+		"UnknownTrigger": {func() any {
+			m := automationBody("x", hook.URL)
+			m["trigger"] = map[string]any{"type": "sometimes"}
+			return m
+		}(), http.StatusBadRequest, "trigger.type"},
+		"UnknownField": {func() any { m := automationBody("x", hook.URL); m["secret"] = "s"; return m }(), http.StatusBadRequest, "secret"},
 		"UnknownAction": {func() any {
 			m := automationBody("x", hook.URL)
 			m["actions"] = []any{map[string]any{"type": "carrier_pigeon"}}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ordoflow/ordo/api"
 	"github.com/ordoflow/ordo/api/ui"
+	"github.com/ordoflow/ordo/automations"
 	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
@@ -62,7 +63,12 @@ func fullSetup(t testing.TB, withAuth bool) fullBundle {
 	}
 	svc := commands.NewService(pool, store, jobs.RiverEnqueuer(client), commands.ServiceOptions{})
 	blobs := newBlobs(t)
+	autoRiver, err := automations.NewRiverClient(pool, automations.DeliveryOptions{}) // not started
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := api.New(api.Options{
+		Automations: automations.NewService(store, autoRiver),
 		Deployments: commands.NewDeploymentCommands(store),
 		Runs:        testRuns{runs: commands.NewDeploymentRuns(svc), svc: svc},
 		Reads:       projections.NewReader(store),
