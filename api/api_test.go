@@ -102,7 +102,7 @@ func newBundle(t *testing.T, withRiver bool) bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Automations = automations.NewService(store, autoRiver)
+	opts.Automations = automations.NewService(store, autoRiver, automations.ServiceOptions{})
 	if withRiver {
 		if opts.River, err = jobs.NewInsertClient(pool); err != nil {
 			t.Fatal(err)

@@ -47,7 +47,7 @@ func automationsAPI(t *testing.T) bundle {
 		Projection:  proj,
 		Pool:        pool,
 		Registry:    reg,
-		Automations: automations.NewService(store, rc),
+		Automations: automations.NewService(store, rc, automations.ServiceOptions{AllowPrivate: true}),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -68,7 +68,7 @@ func fullSetup(t testing.TB, withAuth bool) fullBundle {
 		t.Fatal(err)
 	}
 	h, err := api.New(api.Options{
-		Automations: automations.NewService(store, autoRiver),
+		Automations: automations.NewService(store, autoRiver, automations.ServiceOptions{}),
 		Deployments: commands.NewDeploymentCommands(store),
 		Runs:        testRuns{runs: commands.NewDeploymentRuns(svc), svc: svc},
 		Reads:       projections.NewReader(store),

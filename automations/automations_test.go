@@ -119,7 +119,7 @@ func setup(t *testing.T, opts automations.DeliveryOptions) bundle {
 		defer done()
 		_ = rc.Stop(stop)
 	})
-	return bundle{pool: pool, store: store, river: rc, svc: automations.NewService(store, rc)}
+	return bundle{pool: pool, store: store, river: rc, svc: automations.NewService(store, rc, automations.ServiceOptions{AllowPrivate: true})}
 }
 
 // consumer runs a consumer until the returned stop is called (or the test ends).
@@ -368,6 +368,9 @@ func TestAlwaysFailingReceiverEndsDead(t *testing.T) {
 	}
 }
 
+// A target refused at delivery: as a name that resolved to a public
+// address when the automation was saved and resolves to a private one now.
+// (The bundle's service accepts any target; the delivery does not.)
 func TestPrivateTargetRefused(t *testing.T) {
 	t.Parallel()
 	b := setup(t, automations.DeliveryOptions{})
@@ -434,6 +437,29 @@ func verifyLog(t *testing.T, b bundle) {
 		t.Fatal(err)
 	}
 	if err := domain.ValidateLog(domain.NewRegistry(), envs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPrivateTargetRefusedWhenSaved(t *testing.T) {
+	t.Parallel()
+	b := setup(t, automations.DeliveryOptions{})
+	svc := automations.NewService(b.store, b.river, automations.ServiceOptions{})
+	for i, u := range []string{"http://127.0.0.1:8080/hook", "http://localhost/hook", "https://[::1]/", "http://10.1.2.3/", "http://169.254.169.254/latest", "http://[::ffff:192.168.1.1]/"} {
+		_, err := svc.AutomationCreate(context.Background(), domain.AutomationSpec{
+			Name:    "private " + strconv.Itoa(i),
+			Trigger: domain.AutomationTrigger{Type: domain.TriggerState, Of: domain.StreamFlowRun, States: []string{"FAILED"}},
+			Actions: []domain.AutomationAction{{Type: domain.ActionWebhook, URL: u, SecretEnv: "HOOK_SECRET"}},
+		}, "test")
+		if domain.ErrorCode(err) != domain.CodeInvalid || !strings.Contains(err.Error(), "actions[0].url") || !strings.Contains(err.Error(), "ORDO_WEBHOOK_ALLOW_PRIVATE") {
+			t.Errorf("%s: err = %v", u, err)
+		}
+	}
+	if _, err := svc.AutomationCreate(context.Background(), domain.AutomationSpec{
+		Name:    "public",
+		Trigger: domain.AutomationTrigger{Type: domain.TriggerState, Of: domain.StreamFlowRun, States: []string{"FAILED"}},
+		Actions: []domain.AutomationAction{{Type: domain.ActionWebhook, URL: "https://hooks.example.com/ordo", SecretEnv: "HOOK_SECRET"}},
+	}, "test"); err != nil {
 		t.Fatal(err)
 	}
 }

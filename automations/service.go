@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,22 +24,56 @@ import (
 type Service struct {
 	store *eventstore.Store
 	river *river.Client[pgx.Tx]
+	opts  ServiceOptions
 	now   func() time.Time
+}
+
+// ServiceOptions tune a Service.
+type ServiceOptions struct {
+	// AllowPrivate accepts webhook URLs whose host is a loopback, private
+	// or link-local address, or localhost (as DeliveryOptions').
+	AllowPrivate bool
 }
 
 // NewService returns the automations service on store; test firings insert
 // their delivery jobs with rc (NewRiverClient's).
-func NewService(store *eventstore.Store, rc *river.Client[pgx.Tx]) *Service {
-	return &Service{store: store, river: rc, now: time.Now}
+func NewService(store *eventstore.Store, rc *river.Client[pgx.Tx], opts ServiceOptions) *Service {
+	return &Service{store: store, river: rc, opts: opts, now: time.Now}
+}
+
+// checkTargets refuses, when saving, the webhook URLs that name a private
+// address outright; names are resolved, and checked again, at delivery.
+func (s *Service) checkTargets(spec domain.AutomationSpec) error {
+	if s.opts.AllowPrivate {
+		return nil
+	}
+	for i, a := range spec.Actions {
+		u, err := url.Parse(a.URL)
+		if err != nil || a.URL == "" {
+			continue // Validate names it
+		}
+		host := strings.ToLower(u.Hostname())
+		addr, err := netip.ParseAddr(host)
+		if host == "localhost" || strings.HasSuffix(host, ".localhost") || err == nil && PrivateAddr(addr.Unmap()) {
+			return domain.Invalid("actions["+strconv.Itoa(i)+"].url", "%s is a loopback, private or link-local address: the server refuses it unless ORDO_WEBHOOK_ALLOW_PRIVATE=true", u.Hostname())
+		}
+	}
+	return nil
 }
 
 // AutomationCreate saves a new automation; its name must be free.
 func (s *Service) AutomationCreate(ctx context.Context, spec domain.AutomationSpec, actor string) (domain.Automation, error) {
+	if err := s.checkTargets(spec); err != nil {
+		return domain.Automation{}, err
+	}
 	return s.command(ctx, uuid.New(), domain.SaveAutomation{Spec: spec}, actor, "created", true)
 }
 
 // AutomationUpdate replaces an automation's spec.
 func (s *Service) AutomationUpdate(ctx context.Context, id uuid.UUID, spec domain.AutomationSpec, actor string) (domain.Automation, error) {
+	if err := s.checkTargets(spec); err != nil {
+		return domain.Automation{}, err
+	}
 	return s.command(ctx, id, domain.SaveAutomation{Spec: spec}, actor, "changed", false)
 }
 

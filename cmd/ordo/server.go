@@ -120,8 +120,8 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	if err != nil {
 		return nil, err
 	}
-	autoRiver, err := automations.NewRiverClient(pool, automations.DeliveryOptions{
-		AllowPrivate: o.allowPrivateWebhooks || os.Getenv("ORDO_WEBHOOK_ALLOW_PRIVATE") == "true", Logger: logger})
+	allowPrivate := o.allowPrivateWebhooks || os.Getenv("ORDO_WEBHOOK_ALLOW_PRIVATE") == "true"
+	autoRiver, err := automations.NewRiverClient(pool, automations.DeliveryOptions{AllowPrivate: allowPrivate, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +135,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		Blobs:       blobs,
 		Pool:        pool,
 		River:       insertClient,
-		Automations: automations.NewService(store, autoRiver),
+		Automations: automations.NewService(store, autoRiver, automations.ServiceOptions{AllowPrivate: allowPrivate}),
 		Context:     ctx,
 		Logger:      logger,
 	})
