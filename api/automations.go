@@ -71,26 +71,36 @@ func (s *server) automationSpec(c echo.Context) (domain.AutomationSpec, error) {
 	return domain.ParseAutomation(body)
 }
 
-// automationID reads the {id} of a route: an id, or the name of a live
-// automation.
-func (s *server) automationID(c echo.Context, svc Automations) (uuid.UUID, error) {
+// automationTarget returns the service and the automation a route's {id}
+// names: an id, or the name of a live automation. A command without a body
+// (noBody) refuses one.
+func (s *server) automationTarget(c echo.Context, noBody bool) (Automations, uuid.UUID, error) {
+	svc, err := s.automations()
+	if err != nil {
+		return nil, uuid.Nil, err
+	}
 	ref, err := pathRef(c)
 	if err != nil {
-		return uuid.Nil, err
+		return nil, uuid.Nil, err
+	}
+	if noBody {
+		if err := s.noBody(c); err != nil {
+			return nil, uuid.Nil, err
+		}
 	}
 	if id, err := uuid.Parse(ref); err == nil {
-		return id, nil
+		return svc, id, nil
 	}
 	list, err := svc.AutomationList(c.Request().Context())
 	if err != nil {
-		return uuid.Nil, err
+		return nil, uuid.Nil, err
 	}
 	for _, a := range list {
 		if a.Spec.Name == ref {
-			return a.ID, nil
+			return svc, a.ID, nil
 		}
 	}
-	return uuid.Nil, domain.Errorf(domain.CodeNotFound, "automation %q not found", ref)
+	return nil, uuid.Nil, domain.Errorf(domain.CodeNotFound, "automation %q not found", ref)
 }
 
 func (s *server) automationCreate(c echo.Context) error {
@@ -126,19 +136,9 @@ func (s *server) automationList(c echo.Context) error {
 }
 
 func (s *server) automationGet(c echo.Context) error {
-	svc, err := s.automations()
-	if err != nil {
-		return err
-	}
-	id, err := s.automationID(c, svc)
-	if err != nil {
-		return err
-	}
-	a, err := svc.AutomationGet(c.Request().Context(), id)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, automationOf(a))
+	return s.automationCommand(c, func(svc Automations, ctx context.Context, id uuid.UUID, _ string) (domain.Automation, error) {
+		return svc.AutomationGet(ctx, id)
+	})
 }
 
 func (s *server) automationUpdate(c echo.Context) error {
@@ -146,11 +146,7 @@ func (s *server) automationUpdate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	svc, err := s.automations()
-	if err != nil {
-		return err
-	}
-	id, err := s.automationID(c, svc)
+	svc, id, err := s.automationTarget(c, false)
 	if err != nil {
 		return err
 	}
@@ -162,15 +158,8 @@ func (s *server) automationUpdate(c echo.Context) error {
 }
 
 func (s *server) automationDelete(c echo.Context) error {
-	svc, err := s.automations()
+	svc, id, err := s.automationTarget(c, true)
 	if err != nil {
-		return err
-	}
-	id, err := s.automationID(c, svc)
-	if err != nil {
-		return err
-	}
-	if err := s.noBody(c); err != nil {
 		return err
 	}
 	if _, err := svc.AutomationDelete(c.Request().Context(), id, s.actor(c)); err != nil {
@@ -187,16 +176,11 @@ func (s *server) automationResume(c echo.Context) error {
 	return s.automationCommand(c, Automations.AutomationResume)
 }
 
+// automationCommand runs cmd on the automation the route names (a GET or a
+// POST without a body) and answers with the automation.
 func (s *server) automationCommand(c echo.Context, cmd func(Automations, context.Context, uuid.UUID, string) (domain.Automation, error)) error {
-	svc, err := s.automations()
+	svc, id, err := s.automationTarget(c, c.Request().Method != http.MethodGet)
 	if err != nil {
-		return err
-	}
-	id, err := s.automationID(c, svc)
-	if err != nil {
-		return err
-	}
-	if err := s.noBody(c); err != nil {
 		return err
 	}
 	a, err := cmd(svc, c.Request().Context(), id, s.actor(c))
@@ -207,15 +191,8 @@ func (s *server) automationCommand(c echo.Context, cmd func(Automations, context
 }
 
 func (s *server) automationTest(c echo.Context) error {
-	svc, err := s.automations()
+	svc, id, err := s.automationTarget(c, true)
 	if err != nil {
-		return err
-	}
-	id, err := s.automationID(c, svc)
-	if err != nil {
-		return err
-	}
-	if err := s.noBody(c); err != nil {
 		return err
 	}
 	firing, err := svc.AutomationTest(c.Request().Context(), id, s.actor(c))
@@ -226,11 +203,7 @@ func (s *server) automationTest(c echo.Context) error {
 }
 
 func (s *server) automationDeliveries(c echo.Context) error {
-	svc, err := s.automations()
-	if err != nil {
-		return err
-	}
-	id, err := s.automationID(c, svc)
+	svc, id, err := s.automationTarget(c, false)
 	if err != nil {
 		return err
 	}

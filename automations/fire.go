@@ -53,17 +53,20 @@ type EventData struct {
 		Position  int64  `json:"position,omitempty"`
 		EventType string `json:"event_type"`
 	} `json:"trigger"`
-	FlowRun *struct {
-		ID             uuid.UUID `json:"id"`
-		Name           string    `json:"name,omitempty"`
-		DeploymentName string    `json:"deployment_name,omitempty"`
-		WorkQueue      string    `json:"work_queue,omitempty"`
-		Tags           []string  `json:"tags"`
-		Flow           string    `json:"flow,omitempty"`
-	} `json:"flow_run,omitempty"`
+	FlowRun   *EventRun     `json:"flow_run,omitempty"`
 	TaskRunID *uuid.UUID    `json:"task_run_id,omitempty"`
 	State     *domain.State `json:"state,omitempty"`
 	Test      bool          `json:"test,omitempty"`
+}
+
+// EventRun is the flow run of a firing's CloudEvent data.
+type EventRun struct {
+	ID             uuid.UUID `json:"id"`
+	Name           string    `json:"name,omitempty"`
+	DeploymentName string    `json:"deployment_name,omitempty"`
+	WorkQueue      string    `json:"work_queue,omitempty"`
+	Tags           []string  `json:"tags"`
+	Flow           string    `json:"flow,omitempty"`
 }
 
 // body builds the CloudEvent of a firing.
@@ -79,14 +82,7 @@ func (f firing) body() ([]byte, error) {
 		d.State = &st
 	}
 	if f.run.FlowRunID != uuid.Nil {
-		d.FlowRun = &struct {
-			ID             uuid.UUID `json:"id"`
-			Name           string    `json:"name,omitempty"`
-			DeploymentName string    `json:"deployment_name,omitempty"`
-			WorkQueue      string    `json:"work_queue,omitempty"`
-			Tags           []string  `json:"tags"`
-			Flow           string    `json:"flow,omitempty"`
-		}{f.run.FlowRunID, f.runName, f.run.DeploymentName, f.run.WorkQueue, f.run.Tags, f.run.Flow}
+		d.FlowRun = &EventRun{f.run.FlowRunID, f.runName, f.run.DeploymentName, f.run.WorkQueue, f.run.Tags, f.run.Flow}
 		if d.FlowRun.Tags == nil {
 			d.FlowRun.Tags = []string{}
 		}

@@ -1,9 +1,7 @@
 package domain
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
 	"net/url"
 	"path"
 	"reflect"
@@ -352,21 +350,7 @@ type DeliveryAttempt struct {
 // ParseAutomation reads an automation spec from JSON, refusing unknown
 // fields by name, and validates it.
 func ParseAutomation(data []byte) (AutomationSpec, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var doc any
-	if err := dec.Decode(&doc); err != nil {
-		return AutomationSpec{}, jsonError(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return AutomationSpec{}, Errorf(CodeInvalid, "invalid JSON: data after the automation object")
-	}
-	if _, ok := doc.(map[string]any); !ok {
-		return AutomationSpec{}, Errorf(CodeInvalid, "invalid automation: the document must be an object")
-	}
-	p := &Problems{Message: "invalid automation"}
-	checkShape(p, "", doc, reflect.TypeFor[AutomationSpec]())
-	if err := p.Err(); err != nil {
+	if err := checkDocument(data, "automation", reflect.TypeFor[AutomationSpec]()); err != nil {
 		return AutomationSpec{}, err
 	}
 	var s AutomationSpec

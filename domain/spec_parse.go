@@ -15,21 +15,7 @@ import (
 // field. It then applies defaults and validates. Every error is an *Error with
 // CodeInvalid.
 func ParseDeployment(data []byte) (DeploymentSpec, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var doc any
-	if err := dec.Decode(&doc); err != nil {
-		return DeploymentSpec{}, jsonError(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return DeploymentSpec{}, Errorf(CodeInvalid, "invalid JSON: data after the deployment object")
-	}
-	if _, ok := doc.(map[string]any); !ok {
-		return DeploymentSpec{}, Errorf(CodeInvalid, "invalid deployment: the document must be an object")
-	}
-	p := &Problems{Message: "invalid deployment"}
-	checkShape(p, "", doc, reflect.TypeFor[DeploymentSpec]())
-	if err := p.Err(); err != nil {
+	if err := checkDocument(data, "deployment", reflect.TypeFor[DeploymentSpec]()); err != nil {
 		return DeploymentSpec{}, err
 	}
 	var d DeploymentSpec
@@ -48,6 +34,26 @@ func ParseDeployment(data []byte) (DeploymentSpec, error) {
 		return DeploymentSpec{}, err
 	}
 	return d, nil
+}
+
+// checkDocument checks that data is one JSON object of t's shape: no
+// unknown fields, no values of the wrong type; what names it in errors.
+func checkDocument(data []byte, what string, t reflect.Type) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Errorf(CodeInvalid, "invalid JSON: data after the %s object", what)
+	}
+	if _, ok := doc.(map[string]any); !ok {
+		return Errorf(CodeInvalid, "invalid %s: the document must be an object", what)
+	}
+	p := &Problems{Message: "invalid " + what}
+	checkShape(p, "", doc, t)
+	return p.Err()
 }
 
 // ParseDeploymentYAML parses a YAML deployment file: the same document as the

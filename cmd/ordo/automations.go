@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -96,29 +97,12 @@ is an automation's id or its name.`}
 		}}
 	c.register(show)
 
-	pause := &cobra.Command{Use: "pause AUTOMATION", Short: "Stop an automation firing", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := c.api().AutomationPause(cmd.Context(), args[0], nil)
-			a, err := read(c, resp, err, client.ParseAutomationPauseResponse, (*client.AutomationPauseResponse).GetJSON200)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "automation %s paused\n", a.Name)
-			return nil
-		}}
-	c.register(pause)
-
-	resume := &cobra.Command{Use: "resume AUTOMATION", Short: "Let an automation fire again, for events from now on", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := c.api().AutomationResume(cmd.Context(), args[0], nil)
-			a, err := read(c, resp, err, client.ParseAutomationResumeResponse, (*client.AutomationResumeResponse).GetJSON200)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "automation %s resumed\n", a.Name)
-			return nil
-		}}
-	c.register(resume)
+	pause := automationSwitch(c, "pause", "Stop an automation firing", "paused", func(cmd *cobra.Command, ref string) (*http.Response, error) {
+		return c.api().AutomationPause(cmd.Context(), ref, nil)
+	}, client.ParseAutomationPauseResponse, (*client.AutomationPauseResponse).GetJSON200)
+	resume := automationSwitch(c, "resume", "Let an automation fire again, for events from now on", "resumed", func(cmd *cobra.Command, ref string) (*http.Response, error) {
+		return c.api().AutomationResume(cmd.Context(), ref, nil)
+	}, client.ParseAutomationResumeResponse, (*client.AutomationResumeResponse).GetJSON200)
 
 	rm := &cobra.Command{Use: "rm AUTOMATION", Short: "Delete an automation; its deliveries stay", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -172,6 +156,23 @@ is an automation's id or its name.`}
 	c.register(deliveries)
 
 	cmd.AddCommand(ls, create, show, pause, resume, rm, test, deliveries)
+	return cmd
+}
+
+// automationSwitch is `ordo automations pause|resume AUTOMATION`.
+func automationSwitch[R answer](c *apiClient, verb, short, done string, send func(*cobra.Command, string) (*http.Response, error),
+	parse func(*http.Response) (R, error), body func(R) *client.Automation) *cobra.Command {
+	cmd := &cobra.Command{Use: verb + " AUTOMATION", Short: short, Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := send(cmd, args[0])
+			a, err := read(c, resp, err, parse, body)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "automation %s %s\n", a.Name, done)
+			return nil
+		}}
+	c.register(cmd)
 	return cmd
 }
 
