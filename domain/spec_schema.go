@@ -34,10 +34,6 @@ func (d DeploymentSpec) CheckParameters(params map[string]any) error {
 // runs on its own (no schedule): each run started by hand or as a sub-flow
 // then has to give it, and CheckParameters says so when one does not.
 func (d DeploymentSpec) checkDefaults(p *Problems, sch *jsonschema.Schema) {
-	if d.Schedule != nil {
-		checkParameters(p, sch, d.Parameters)
-		return
-	}
 	var root struct {
 		Required []string `json:"required"`
 	}
@@ -47,7 +43,10 @@ func (d DeploymentSpec) checkDefaults(p *Problems, sch *jsonschema.Schema) {
 	for _, det := range all.Details {
 		name, top := strings.CutPrefix(det.Field, "parameters.")
 		if _, given := d.Parameters[name]; top && !given && slices.Contains(root.Required, name) {
-			continue
+			if d.Schedule == nil {
+				continue
+			}
+			det.Message += ": the deployment has a schedule, whose runs start with the defaults, so a required parameter needs one"
 		}
 		p.Details = append(p.Details, det)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
+	pythonsdk "github.com/ordoflow/ordo/sdk/python"
 )
 
 // MaxResultBytes is the largest result a task may return.
@@ -220,7 +221,7 @@ func (w *Worker) commandFor(p commands.Plan, ws, resultPath string, files attemp
 		if err != nil {
 			return nil, err
 		}
-		cmd.Env = withPythonPath(cmd.Env, dir)
+		cmd.Env = pythonsdk.WithPythonPath(cmd.Env, dir)
 	}
 	cmd.SysProcAttr = taskProcAttr()
 	return cmd, nil

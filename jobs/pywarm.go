@@ -59,20 +59,6 @@ func (w *Worker) pythonSDK() (string, error) {
 	return w.sdkDir, nil
 }
 
-// withPythonPath is env with dir last on PYTHONPATH.
-func withPythonPath(env []string, dir string) []string {
-	for i, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "PYTHONPATH="); ok {
-			if v != "" {
-				dir = v + string(os.PathListSeparator) + dir
-			}
-			env[i] = "PYTHONPATH=" + dir
-			return env
-		}
-	}
-	return append(env, "PYTHONPATH="+dir)
-}
-
 // warmRequest asks a warm interpreter to fork the child of one attempt.
 type warmRequest struct {
 	Argv []string          `json:"argv"`

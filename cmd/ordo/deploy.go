@@ -331,7 +331,7 @@ func (o *deployOptions) trace(ctx context.Context, file, fn string, stderr io.Wr
 	if o.name != "" {
 		args = append(args, "--name", o.name)
 	}
-	env := withPythonPath(os.Environ(), sdk)
+	env := pythonsdk.WithPythonPath(os.Environ(), sdk)
 	run := func(python string) (stdout, errOut []byte, err error) {
 		cmd := exec.CommandContext(ctx, python, args...)
 		cmd.Env = env
@@ -394,23 +394,6 @@ func otherPython(python string) bool {
 func lastLine(b []byte) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return strings.TrimSpace(lines[len(lines)-1])
-}
-
-// withPythonPath is env with dir appended to PYTHONPATH: the user's own
-// entries keep their precedence.
-func withPythonPath(env []string, dir string) []string {
-	out := make([]string, 0, len(env)+1)
-	value := dir
-	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "PYTHONPATH="); ok {
-			if v != "" {
-				value = v + string(os.PathListSeparator) + dir
-			}
-			continue
-		}
-		out = append(out, kv)
-	}
-	return append(out, "PYTHONPATH="+value)
 }
 
 // writeDeploymentsYAML prints the deployments as one YAML stream, fields

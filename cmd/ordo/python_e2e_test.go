@@ -149,6 +149,13 @@ def slow() -> dict:
 @flow
 def warm(n: int = 0):
     slow()
+
+
+@flow
+def parent(n: int = 5):
+    # a sub-flow: a run of the deployment ordo deploy made for it
+    cached(n=4)
+    double(n)
 `
 
 func TestEndToEndPythonFlows(t *testing.T) {
@@ -182,7 +189,7 @@ func TestEndToEndPythonFlows(t *testing.T) {
 	// the one command of the quickstart
 	c.pyDeploy(python, "examples/ml-pipeline-py/flow.py:ml_pipeline", "house_prices")
 	c.pyDeploy(python, filepath.Join(dir, "gpu.py")+":gpu_pipeline", "house_prices_gpu")
-	for _, f := range []string{"cached", "failing", "warm"} {
+	for _, f := range []string{"cached", "failing", "warm", "parent"} {
 		c.pyDeploy(python, small+":"+f, "py_"+f)
 	}
 
@@ -226,6 +233,21 @@ func TestEndToEndPythonFlows(t *testing.T) {
 		}
 		if string(second.Result) != "42" || string(first.Result) != "42" {
 			t.Errorf("double's results %s and %s, want 42", first.Result, second.Result)
+		}
+	})
+
+	t.Run("SubFlow", func(t *testing.T) {
+		run := c.watchRun("py_parent", 0)
+		sub := taskRunNamed(t, run, "cached")
+		if sub.State.Type != "COMPLETED" || string(taskRunNamed(t, run, "double").Result) != "10" {
+			t.Errorf("sub-flow task %s, double %s; want COMPLETED and 10", sub.State.Type, taskRunNamed(t, run, "double").Result)
+		}
+		var children struct {
+			Items []client.FlowRun `json:"items"`
+		}
+		getJSON(t, c, "/runs?deployment=py_parent.cached", &children)
+		if len(children.Items) != 1 || children.Items[0].State.Type != "COMPLETED" || fmt.Sprint(children.Items[0].Parameters["n"]) != "4" {
+			t.Errorf("the sub-flow's runs: %+v; want one COMPLETED with n=4", children.Items)
 		}
 	})
 

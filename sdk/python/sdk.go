@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
 )
 
@@ -106,4 +107,22 @@ func DefaultDir() string {
 		return filepath.Join(d, "ordo", "python")
 	}
 	return filepath.Join(os.TempDir(), "ordo-python")
+}
+
+// WithPythonPath returns env (KEY=VALUE entries) with dir last on
+// PYTHONPATH: entries already there keep their precedence, so a task or a
+// user that names its own copy of the package gets it.
+func WithPythonPath(env []string, dir string) []string {
+	out := make([]string, 0, len(env)+1)
+	value := dir
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PYTHONPATH="); ok {
+			if v != "" {
+				value = v + string(os.PathListSeparator) + dir
+			}
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "PYTHONPATH="+value)
 }
