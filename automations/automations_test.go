@@ -463,3 +463,20 @@ func TestPrivateTargetRefusedWhenSaved(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A consumer that starts for the first time after runs failed fires for
+// those that failed once the automation existed, and for no earlier one.
+func TestFirstConsumerStartsAtTheFirstAutomation(t *testing.T) {
+	t.Parallel()
+	b := setup(t, automations.DeliveryOptions{AllowPrivate: true})
+	rcv := newReceiver(t, 0)
+	b.endRun(t, "d", domain.FlowRunFailed{Message: "before any automation"})
+	a := b.create(t, rcv.srv.URL, domain.AutomationFilter{})
+	run := b.endRun(t, "d", domain.FlowRunFailed{Message: "after"})
+	b.consumer(t)
+	ds := b.settled(t, a.ID, 1)
+	b.caughtUp(t)
+	if ds = b.deliveries(t, a.ID); len(ds) != 1 || *ds[0].FlowRunID != run {
+		t.Fatalf("deliveries = %+v", ds)
+	}
+}

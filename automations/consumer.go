@@ -180,8 +180,8 @@ func (c *Consumer) session(ctx context.Context) error {
 
 // load reads the checkpoint and the automations as of it.
 func (c *Consumer) load(ctx context.Context) error {
-	if _, err := c.pool.Exec(ctx, `INSERT INTO automation_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, checkpointName); err != nil {
-		return fmt.Errorf("create automation checkpoint: %w", err)
+	if err := c.createCheckpoint(ctx); err != nil {
+		return err
 	}
 	cp, err := readCheckpoint(ctx, c.pool)
 	if err != nil {
@@ -207,6 +207,45 @@ func (c *Consumer) load(ctx context.Context) error {
 			continue // the consumer meets it in the log
 		}
 		c.applyAutomation(env)
+	}
+	return nil
+}
+
+// createCheckpoint starts a consumer that never ran where nothing before
+// can fire: just before the first automation's first event, or, with none,
+// at the stable head of the log, so that a long log is not read for
+// nothing. The head is read before the automations: one saved after that
+// read has its events after the head, or is among those read.
+func (c *Consumer) createCheckpoint(ctx context.Context) error {
+	var exists bool
+	if err := c.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM automation_checkpoints WHERE name = $1)`, checkpointName).Scan(&exists); err != nil || exists {
+		return err
+	}
+	start, _, err := c.store.StableHead(ctx, c.pool)
+	if err != nil {
+		return err
+	}
+	rows, err := c.pool.Query(ctx, `SELECT id FROM automations`)
+	if err != nil {
+		return fmt.Errorf("list automations: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return fmt.Errorf("list automations: %w", err)
+	}
+	envs, err := c.store.ReadStreams(ctx, c.pool, ids)
+	if err != nil {
+		return err
+	}
+	if len(envs) > 0 {
+		if first := eventstore.CheckpointOf(envs[0]); first.Less(start) || first == start {
+			start = eventstore.Checkpoint{TransactionID: first.TransactionID, Position: first.Position - 1}
+		}
+	}
+	_, err = c.pool.Exec(ctx, `INSERT INTO automation_checkpoints (name, transaction_id, position) VALUES ($1, $2::text::xid8, $3) ON CONFLICT (name) DO NOTHING`,
+		checkpointName, strconv.FormatUint(start.TransactionID, 10), start.Position)
+	if err != nil {
+		return fmt.Errorf("create automation checkpoint: %w", err)
 	}
 	return nil
 }
