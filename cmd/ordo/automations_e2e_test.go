@@ -113,4 +113,13 @@ actions:
 	}
 	c.validateLog()
 	c.ordo("replay", "--verify")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		out := c.ordo("events")
+		if strings.Contains(out, "AutomationFired") && strings.Contains(out, "AutomationDeleted") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ordo events shows no firing:\n%s", tail(out, 3000))
+		}
+	}
 }
