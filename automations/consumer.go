@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -58,7 +59,7 @@ type Consumer struct {
 	// state as of cp, rebuilt at each session's start
 	cp    eventstore.Checkpoint
 	autos map[uuid.UUID]domain.Automation
-	index map[triggerKey][]uuid.UUID
+	index map[triggerKey]*bucket
 	runs  map[uuid.UUID]runInfo   // flow runs seen or looked up
 	tasks map[uuid.UUID]uuid.UUID // task run -> flow run
 }
@@ -147,8 +148,10 @@ func (c *Consumer) lead(ctx context.Context) error {
 		}
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	watched := make(chan struct{})
+	defer func() { cancel(); <-watched }() // before the connection closes
 	go func() {
+		defer close(watched)
 		t := time.NewTicker(c.opts.LeaderRetry)
 		defer t.Stop()
 		for {
@@ -188,7 +191,7 @@ func (c *Consumer) load(ctx context.Context) error {
 		return err
 	}
 	c.cp = cp
-	c.autos, c.index = map[uuid.UUID]domain.Automation{}, map[triggerKey][]uuid.UUID{}
+	c.autos, c.index = map[uuid.UUID]domain.Automation{}, map[triggerKey]*bucket{}
 	c.runs, c.tasks = map[uuid.UUID]runInfo{}, map[uuid.UUID]uuid.UUID{}
 	rows, err := c.pool.Query(ctx, `SELECT id FROM automations`)
 	if err != nil {
@@ -263,6 +266,26 @@ func readCheckpoint(ctx context.Context, q eventstore.Querier) (eventstore.Check
 	return eventstore.Checkpoint{TransactionID: t, Position: pos}, nil
 }
 
+// bucket holds the live automations under one trigger key: those whose
+// filter names deployments only literally, by deployment name, and the
+// others (globs, or no deployment filter) in any.
+type bucket struct {
+	any          []uuid.UUID
+	byDeployment map[string][]uuid.UUID
+	n            int
+}
+
+// literalDeployments returns the deployment names a filter keeps, each
+// once, when it names some and all are plain names (no glob); nil otherwise.
+func literalDeployments(f domain.AutomationFilter) []string {
+	if len(f.Deployments) == 0 || slices.ContainsFunc(f.Deployments, func(d string) bool { return strings.ContainsAny(d, "*?[\\") }) {
+		return nil
+	}
+	deps := slices.Clone(f.Deployments)
+	slices.Sort(deps)
+	return slices.Compact(deps)
+}
+
 // applyAutomation folds an automation event into the index.
 func (c *Consumer) applyAutomation(env domain.Envelope) {
 	before, had := c.autos[env.StreamID]
@@ -272,12 +295,7 @@ func (c *Consumer) applyAutomation(env domain.Envelope) {
 	after := before.Apply(env.Event, env.RecordedAt)
 	after.Stream = env.Version
 	if live(before) {
-		for _, k := range keysOf(before.Spec) {
-			c.index[k] = slices.DeleteFunc(c.index[k], func(id uuid.UUID) bool { return id == before.ID })
-			if len(c.index[k]) == 0 {
-				delete(c.index, k)
-			}
-		}
+		c.unindex(before)
 	}
 	if after.Deleted {
 		delete(c.autos, after.ID)
@@ -285,8 +303,47 @@ func (c *Consumer) applyAutomation(env domain.Envelope) {
 	}
 	c.autos[after.ID] = after
 	if live(after) {
-		for _, k := range keysOf(after.Spec) {
-			c.index[k] = append(c.index[k], after.ID)
+		c.indexAdd(after)
+	}
+}
+
+func (c *Consumer) indexAdd(a domain.Automation) {
+	deps := literalDeployments(a.Spec.Filter)
+	for _, k := range keysOf(a.Spec) {
+		b := c.index[k]
+		if b == nil {
+			b = &bucket{byDeployment: map[string][]uuid.UUID{}}
+			c.index[k] = b
+		}
+		b.n++
+		if deps == nil {
+			b.any = append(b.any, a.ID)
+		}
+		for _, d := range deps {
+			b.byDeployment[d] = append(b.byDeployment[d], a.ID)
+		}
+	}
+}
+
+func (c *Consumer) unindex(a domain.Automation) {
+	deps := literalDeployments(a.Spec.Filter)
+	other := func(id uuid.UUID) bool { return id == a.ID }
+	for _, k := range keysOf(a.Spec) {
+		b := c.index[k]
+		if b == nil {
+			continue
+		}
+		if b.n--; b.n == 0 {
+			delete(c.index, k)
+			continue
+		}
+		if deps == nil {
+			b.any = slices.DeleteFunc(b.any, other)
+		}
+		for _, d := range deps {
+			if b.byDeployment[d] = slices.DeleteFunc(b.byDeployment[d], other); len(b.byDeployment[d]) == 0 {
+				delete(b.byDeployment, d)
+			}
 		}
 	}
 }
@@ -306,45 +363,40 @@ func keysOf(s domain.AutomationSpec) []triggerKey {
 	return keys
 }
 
-// candidate is an event and the automations its state may fire.
-type candidate struct {
-	env   domain.Envelope
-	state domain.State
-	autos []uuid.UUID
+// buckets returns the index's buckets a state of a run kind falls in.
+func (c *Consumer) buckets(of string, state domain.State) (*bucket, *bucket) {
+	return c.index[triggerKey{of, string(state.Type)}], c.index[triggerKey{of, state.Name}]
 }
 
 // handle fires the automations a batch of events matches and records them
-// with the checkpoint after the batch.
+// with the checkpoint after the batch. It first learns the runs of the
+// events that may fire something, then matches each event in log order
+// against the automations as they were at that event.
 func (c *Consumer) handle(ctx context.Context, envs []domain.Envelope) error {
-	var cands []candidate
+	changes := false
 	for _, env := range envs {
 		c.remember(env)
+		changes = changes || env.StreamType == domain.StreamAutomation
+	}
+	var need []domain.Envelope
+	for _, env := range envs {
+		if state, ok := domain.StateReached(env.Event, env.RecordedAt); ok {
+			if b1, b2 := c.buckets(env.StreamType, state); changes || b1 != nil || b2 != nil {
+				need = append(need, env)
+			}
+		}
+	}
+	if err := c.lookUpRuns(ctx, need); err != nil {
+		return err
+	}
+	var fs []firing
+	for _, env := range envs {
 		if env.StreamType == domain.StreamAutomation {
 			c.applyAutomation(env)
 			continue
 		}
-		state, ok := domain.StateReached(env.Event, env.RecordedAt)
-		if !ok {
-			continue
-		}
-		of := env.StreamType
-		ids := c.index[triggerKey{of, string(state.Type)}]
-		if byName := c.index[triggerKey{of, state.Name}]; len(byName) > 0 {
-			ids = append(slices.Clone(ids), byName...)
-			slices.SortFunc(ids, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
-			ids = slices.Compact(ids)
-		}
-		if len(ids) > 0 {
-			cands = append(cands, candidate{env: env, state: state, autos: slices.Clone(ids)})
-		}
-	}
-	var fs []firing
-	if len(cands) > 0 {
-		if err := c.lookUpRuns(ctx, cands); err != nil {
-			return err
-		}
-		for _, cd := range cands {
-			fs = append(fs, c.match(cd)...)
+		if state, ok := domain.StateReached(env.Event, env.RecordedAt); ok {
+			fs = append(fs, c.match(env, state)...)
 		}
 	}
 	next := eventstore.CheckpointOf(envs[len(envs)-1])
@@ -400,14 +452,14 @@ func runInfoOf(id uuid.UUID, e domain.FlowRunCreated) runInfo {
 	return runInfo{RunContext: domain.RunContext{FlowRunID: id, DeploymentName: e.DeploymentName, Tags: e.Tags, WorkQueue: e.WorkQueue, Flow: e.Flow.Name}, name: e.Name}
 }
 
-// lookUpRuns reads, from the log, the runs of candidates created before
-// the consumer's checkpoint.
-func (c *Consumer) lookUpRuns(ctx context.Context, cands []candidate) error {
+// lookUpRuns reads, from the log, the runs of events that the consumer has
+// not seen created.
+func (c *Consumer) lookUpRuns(ctx context.Context, envs []domain.Envelope) error {
 	var tasks []uuid.UUID
-	for _, cd := range cands {
-		if cd.env.StreamType == domain.StreamTaskRun {
-			if _, ok := c.tasks[cd.env.StreamID]; !ok {
-				tasks = append(tasks, cd.env.StreamID)
+	for _, env := range envs {
+		if env.StreamType == domain.StreamTaskRun {
+			if _, ok := c.tasks[env.StreamID]; !ok {
+				tasks = append(tasks, env.StreamID)
 			}
 		}
 	}
@@ -421,8 +473,8 @@ func (c *Consumer) lookUpRuns(ctx context.Context, cands []candidate) error {
 		}
 	}
 	var runs []uuid.UUID
-	for _, cd := range cands {
-		if id, ok := c.flowRunOf(cd.env); ok {
+	for _, env := range envs {
+		if id, ok := c.flowRunOf(env); ok {
 			if _, known := c.runs[id]; !known && !slices.Contains(runs, id) {
 				runs = append(runs, id)
 			}
@@ -451,26 +503,42 @@ func (c *Consumer) flowRunOf(env domain.Envelope) (uuid.UUID, bool) {
 	return id, ok
 }
 
-// match returns the firings of a candidate whose filters pass.
-func (c *Consumer) match(cd candidate) []firing {
+// match returns the firings of an event that reached state: the
+// automations under its state's buckets, for any deployment or for its
+// run's, whose trigger and filter it passes.
+func (c *Consumer) match(env domain.Envelope, state domain.State) []firing {
+	b1, b2 := c.buckets(env.StreamType, state)
+	if b1 == nil && b2 == nil {
+		return nil
+	}
 	var info runInfo
-	if id, ok := c.flowRunOf(cd.env); ok {
+	if id, ok := c.flowRunOf(env); ok {
 		info = c.runs[id]
 		info.FlowRunID = id
 	}
+	var ids []uuid.UUID
+	for _, b := range []*bucket{b1, b2} {
+		if b != nil {
+			ids = append(append(ids, b.any...), b.byDeployment[info.DeploymentName]...)
+		}
+	}
+	if b1 != nil && b2 != nil {
+		slices.SortFunc(ids, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
+		ids = slices.Compact(ids)
+	}
 	var fs []firing
-	for _, id := range cd.autos {
+	for _, id := range ids {
 		a := c.autos[id]
-		if !a.Spec.Trigger.MatchesState(cd.state) || !a.Spec.Filter.Matches(info.RunContext) {
+		if !a.Spec.Trigger.MatchesState(state) || !a.Spec.Filter.Matches(info.RunContext) {
 			continue
 		}
-		fired := domain.AutomationFired{AutomationID: id, TriggerPosition: cd.env.Position, TriggerType: cd.env.Type,
-			FlowRunID: info.FlowRunID, State: cd.state}
-		if cd.env.StreamType == domain.StreamTaskRun {
-			t := cd.env.StreamID
+		fired := domain.AutomationFired{AutomationID: id, TriggerPosition: env.Position, TriggerType: env.Type,
+			FlowRunID: info.FlowRunID, State: state}
+		if env.StreamType == domain.StreamTaskRun {
+			t := env.StreamID
 			fired.TaskRunID = &t
 		}
-		fs = append(fs, firing{automation: a, fired: fired, run: info.RunContext, runName: info.name, at: cd.env.RecordedAt})
+		fs = append(fs, firing{automation: a, fired: fired, run: info.RunContext, runName: info.name, at: env.RecordedAt})
 	}
 	return fs
 }
