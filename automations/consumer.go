@@ -193,15 +193,7 @@ func (c *Consumer) load(ctx context.Context) error {
 	c.cp = cp
 	c.autos, c.index = map[uuid.UUID]domain.Automation{}, map[triggerKey]*bucket{}
 	c.runs, c.tasks = map[uuid.UUID]runInfo{}, map[uuid.UUID]uuid.UUID{}
-	rows, err := c.pool.Query(ctx, `SELECT id FROM automations`)
-	if err != nil {
-		return fmt.Errorf("list automations: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	if err != nil {
-		return fmt.Errorf("list automations: %w", err)
-	}
-	envs, err := c.store.ReadStreams(ctx, c.pool, ids)
+	envs, err := c.automationEvents(ctx)
 	if err != nil {
 		return err
 	}
@@ -212,6 +204,20 @@ func (c *Consumer) load(ctx context.Context) error {
 		c.applyAutomation(env)
 	}
 	return nil
+}
+
+// automationEvents reads the events of every automation ever saved, in log
+// order.
+func (c *Consumer) automationEvents(ctx context.Context) ([]domain.Envelope, error) {
+	rows, err := c.pool.Query(ctx, `SELECT id FROM automations`)
+	if err != nil {
+		return nil, fmt.Errorf("list automations: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, fmt.Errorf("list automations: %w", err)
+	}
+	return c.store.ReadStreams(ctx, c.pool, ids)
 }
 
 // createCheckpoint starts a consumer that never ran where nothing before
@@ -228,15 +234,7 @@ func (c *Consumer) createCheckpoint(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rows, err := c.pool.Query(ctx, `SELECT id FROM automations`)
-	if err != nil {
-		return fmt.Errorf("list automations: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	if err != nil {
-		return fmt.Errorf("list automations: %w", err)
-	}
-	envs, err := c.store.ReadStreams(ctx, c.pool, ids)
+	envs, err := c.automationEvents(ctx)
 	if err != nil {
 		return err
 	}
