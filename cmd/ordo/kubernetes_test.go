@@ -496,3 +496,50 @@ func checkWorker(t *testing.T, where string, pod corev1.PodSpec, c corev1.Contai
 		t.Errorf("%s: terminationGracePeriodSeconds is shorter than the worker's graceful stop (%s) or unset", where, need)
 	}
 }
+
+// The README's commands name objects the manifests have, files that exist,
+// and ordo commands and flags the binary has.
+func TestKubernetesReadmeCommands(t *testing.T) {
+	t.Parallel()
+	_, o := readKubernetes(t)
+	b, err := os.ReadFile(filepath.Join(kubeDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	for _, want := range []string{"kubectl apply -k deploy/kubernetes", "kubectl -n ordo port-forward svc/"} {
+		if !strings.Contains(readme, want) {
+			t.Errorf("README.md lacks %q", want)
+		}
+	}
+	for _, m := range regexp.MustCompile(`(deploy|svc)/([a-z0-9-]+)`).FindAllStringSubmatch(readme, -1) {
+		switch _, isDeployment := o.deployments[m[2]]; {
+		case m[1] == "deploy" && !isDeployment && m[2] != "kubernetes":
+			t.Errorf("README.md: %s: no such Deployment", m[0])
+		case m[1] == "svc" && !slices.ContainsFunc(o.services, func(s *corev1.Service) bool { return s.Name == m[2] }):
+			t.Errorf("README.md: %s: no such Service", m[0])
+		}
+	}
+	n := 0
+	for _, m := range regexp.MustCompile("(?m)(?:^bin/ordo|-- ordo) ([^`\\n|#]+)").FindAllStringSubmatch(readme, -1) {
+		args := strings.Fields(m[1])
+		checkOrdoArgs(t, "README.md: "+m[0], args)
+		for i, a := range args {
+			if (a == "-f" || a == "--file") && i+1 < len(args) && args[i+1] != "-" {
+				if _, err := os.Stat(filepath.Join("../..", args[i+1])); err != nil {
+					t.Errorf("README.md: %s: %v", m[0], err)
+				}
+			}
+		}
+		n++
+	}
+	for _, m := range regexp.MustCompile(`(?m)^sed .* (examples/\S+) \|`).FindAllStringSubmatch(readme, -1) {
+		if _, err := os.Stat(filepath.Join("../..", m[1])); err != nil {
+			t.Errorf("README.md: %v", err)
+		}
+		n++
+	}
+	if n < 4 {
+		t.Errorf("README.md shows %d ordo commands; want deploying, running, a token and the example file", n)
+	}
+}
