@@ -427,9 +427,15 @@ func TestKubernetesManifestsReferences(t *testing.T) {
 			t.Errorf("%s: no maxReplicaCount", where)
 		}
 	}
-	for name := range workers {
+	for name, d := range workers {
 		if !scaled[name] {
 			t.Errorf("worker Deployment %s has no ScaledObject", name)
+		}
+		// workers serve no HTTP: the Service must not send requests to them
+		for _, s := range o.services {
+			if labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
+				t.Errorf("Service %s selects the pods of worker Deployment %s", s.Name, name)
+			}
 		}
 	}
 }
@@ -519,6 +525,11 @@ func TestKubernetesReadmeCommands(t *testing.T) {
 		case m[1] == "svc" && !slices.ContainsFunc(o.services, func(s *corev1.Service) bool { return s.Name == m[2] }):
 			t.Errorf("README.md: %s: no such Service", m[0])
 		}
+	}
+	// the query documented is the one the ScaledObjects run
+	sql := regexp.MustCompile("(?s)```sql\n(.*?)```").FindStringSubmatch(readme)
+	if sql == nil || strings.Join(strings.Fields(sql[1]), " ") != riverjob.ScalerQuery("ml") {
+		t.Errorf("README.md's query is not riverjob.ScalerQuery(\"ml\"):\n%s", riverjob.ScalerQuery("ml"))
 	}
 	n := 0
 	for _, m := range regexp.MustCompile("(?m)(?:^bin/ordo|-- ordo) ([^`\\n|#]+)").FindAllStringSubmatch(readme, -1) {
