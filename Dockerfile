@@ -11,9 +11,11 @@ FROM debian:bookworm-slim AS server
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates tzdata \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --create-home --home-dir /var/lib/ordo ordo
+ && groupadd --system --gid 10001 ordo \
+ && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /var/lib/ordo ordo
 COPY --from=build /out/ordo /usr/local/bin/ordo
-USER ordo
+# numeric, so that Kubernetes' runAsNonRoot can check it
+USER 10001
 WORKDIR /var/lib/ordo
 EXPOSE 4200
 ENTRYPOINT ["ordo"]
@@ -29,5 +31,5 @@ COPY --chown=ordo examples /app/examples
 # the interpreter that has the libraries runs the tasks' python3
 ENV ORDO_PYTHON=/usr/bin/python3
 WORKDIR /app
-USER ordo
+USER 10001
 CMD ["worker", "-q", "ml"]

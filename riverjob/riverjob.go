@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -110,6 +111,17 @@ func QueueCountsSQL(queue string) string {
            count(*) FILTER (WHERE j.state = 'running') AS running
     FROM river_job j WHERE j.queue = ` + queue + ` AND j.kind = ` + kindLiteral + ` AND j.state IN ('available', 'scheduled', 'running')`
 }
+
+// ScalerQuery is a query of one number, the task run jobs of queue that are
+// due or running: what a queue's workers have to do, for an autoscaler that
+// polls the database (deploy/kubernetes runs it in KEDA's PostgreSQL scaler,
+// which takes no parameters, so the queue is a literal).
+func ScalerQuery(queue string) string {
+	return `SELECT count(*) FROM river_job WHERE queue = ` + quoteLiteral(queue) + ` AND kind = ` + kindLiteral +
+		` AND (state IN ('available', 'running') OR state = 'scheduled' AND scheduled_at <= now())`
+}
+
+func quoteLiteral(s string) string { return `'` + strings.ReplaceAll(s, `'`, `''`) + `'` }
 
 // CountsByQueueSQL is a query of rows (queue, depth, running): per queue
 // with task run jobs, how many are due and how many run.

@@ -87,7 +87,13 @@ func startCluster(t *testing.T, serverArgs ...string) *cluster {
 // workers and commands.
 func startClusterEnv(t *testing.T, env []string, serverArgs ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, bin: ordoBinary(t), dbURL: pgtest.URL(t), dir: t.TempDir(), extra: env}
+	return startClusterOn(t, pgtest.URL(t), env, serverArgs...)
+}
+
+// startClusterOn is startClusterEnv on the database at dbURL.
+func startClusterOn(t *testing.T, dbURL string, env []string, serverArgs ...string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, bin: ordoBinary(t), dbURL: dbURL, dir: t.TempDir(), extra: env}
 	c.ordo("migrate", "up")
 	addr := freeAddr(t)
 	server := "http://" + addr
