@@ -307,16 +307,21 @@ func TestEmailStalledServerTimesOut(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { l.Close() })
+		conns := make(chan net.Conn, 1)
 		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				t.Cleanup(func() { c.Close() })
+			c, err := l.Accept()
+			if err == nil {
+				conns <- c // held open, silent, until the test ends
 			}
 		}()
+		t.Cleanup(func() {
+			l.Close()
+			select {
+			case c := <-conns:
+				c.Close()
+			default:
+			}
+		})
 		cfg := notify.SMTPConfig{Addr: l.Addr().String(), From: "ordo@example.com", SendTimeout: 200 * time.Millisecond}
 		_, err = notify.SendEmail(t.Context(), cfg, []string{"ops@example.com"}, "s", "b", "k")
 		var e *notify.Error
