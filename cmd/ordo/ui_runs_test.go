@@ -12,6 +12,7 @@ import (
 // that match the run's state, a chain graph that fits the window, timeline
 // labels that stay off short bars.
 func TestUIRunsUpcomingAndRunPage(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("browser tests are not short")
 	}

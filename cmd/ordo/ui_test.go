@@ -29,6 +29,7 @@ import (
 // change live, filters live in the URL, Cancel and the history slider work.
 // Screenshots of every page go to artifacts/screenshots/.
 func TestUI(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("browser tests are not short")
 	}
