@@ -201,7 +201,7 @@ func TestWarmPython(t *testing.T) {
 			t.Skipf("cannot list the interpreter's children: %v", err)
 		}
 		var spares []string
-		waitUntil(t, 10*time.Second, "children waiting for requests", func() bool {
+		waitUntil(t, time.Minute, "children waiting for requests", func() bool {
 			raw, _ := os.ReadFile(children)
 			spares = strings.Fields(string(raw))
 			return len(spares) > 0
@@ -302,7 +302,7 @@ def slow():
 		if _, err := os.Stat(pidFile); err != nil {
 			t.Fatalf("the task timed out before it started its subprocess: %v", err)
 		}
-		waitGone(t, readPid(t, pidFile), 5*time.Second, "the timed-out task's subprocess")
+		waitGone(t, readPid(t, pidFile), 30*time.Second, "the timed-out task's subprocess")
 	})
 
 	t.Run("Cancel", func(t *testing.T) {
@@ -325,7 +325,7 @@ def block():
 		if fr.State.Type != domain.Cancelled {
 			t.Fatalf("the run ended %s (%s), want CANCELLED", fr.State.Type, fr.State.Message)
 		}
-		waitGone(t, pid, 5*time.Second, "the cancelled task")
+		waitGone(t, pid, 30*time.Second, "the cancelled task")
 	})
 
 	t.Run("InterpreterKilledMidAttemptIsRetried", func(t *testing.T) {
@@ -366,7 +366,7 @@ def long():
 		if logs := runLogs(t, b, fr); !strings.Contains(logs, "warm Python interpreter died") {
 			t.Errorf("the log does not say the warm interpreter died:\n%s", logs)
 		}
-		waitGone(t, child, 5*time.Second, "the first attempt's process")
+		waitGone(t, child, 30*time.Second, "the first attempt's process")
 	})
 }
 
@@ -388,10 +388,10 @@ func TestWarmPythonStopsWithWorker(t *testing.T) {
 	if zygote == os.Getpid() || !alive(zygote) {
 		t.Fatalf("the task's parent %d is not a live warm interpreter", zygote)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := w.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitGone(t, zygote, 5*time.Second, "the warm interpreter of a stopped worker")
+	waitGone(t, zygote, 30*time.Second, "the warm interpreter of a stopped worker")
 }

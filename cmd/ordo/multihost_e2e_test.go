@@ -129,13 +129,13 @@ func TestMultiHostConnectionStringSkipsAHostThatIsDown(t *testing.T) {
 		t.Fatalf("exit %d, output:\n%s", code, out)
 	}
 	// the first run too, as the read models show it
-	for deadline := time.Now().Add(30 * time.Second); strings.Count(c.ordo("runs", "ls", "--state", "completed"), "COMPLETED") != 2; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(2 * time.Minute); strings.Count(c.ordo("runs", "ls", "--state", "completed"), "COMPLETED") != 2; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the first run did not complete:\n%s", c.ordo("runs", "ls"))
 		}
 	}
 	// River marks a worked job completed a moment after the run's events
-	for deadline := time.Now().Add(30 * time.Second); depth() != 0; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(2 * time.Minute); depth() != 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the scaler's query counts %d task runs after both runs completed, want 0", depth())
 		}
