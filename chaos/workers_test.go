@@ -36,9 +36,19 @@ func TestChaosWorkersKilled(t *testing.T) {
 		maxKills = 12
 	)
 	started := 0
+	// A worker is killed only once it has registered: one killed before
+	// that ran nothing and leaves no row whose death the reaper records,
+	// which a loaded machine would otherwise make likely.
 	startWorker := func() *proc {
 		started++
-		return c.startWorker(fmt.Sprintf("w%d", started), 10, queue)
+		name := fmt.Sprintf("w%d", started)
+		p := c.startWorker(name, 10, queue)
+		c.eventually(quietBound, name+" registers", func() bool {
+			var n int
+			err := c.db.QueryRow(context.Background(), `SELECT count(*) FROM workers WHERE name = $1`, name).Scan(&n)
+			return err == nil && n > 0
+		})
+		return p
 	}
 	workers := []*proc{startWorker(), startWorker(), startWorker()}
 
