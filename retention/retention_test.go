@@ -357,7 +357,17 @@ func TestPruneLeavesARunThatChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		time.Sleep(500 * time.Millisecond) // prune has read the streams and waits for the lock
+		// Commit once prune has read the streams and waits for the lock
+		// of the events table, which this open append holds.
+		for {
+			var waiting bool
+			if err := b.pool.QueryRow(ctx, `
+SELECT EXISTS (SELECT FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass
+	AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))`).Scan(&waiting); err != nil || waiting {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 		_ = tx.Commit(ctx)
 		b.store.Committed()
 	}()

@@ -156,6 +156,7 @@ func benchQuick(t *testing.T, bin string, only []string) {
 }
 
 func TestBenchUnknownScenario(t *testing.T) {
+	t.Parallel()
 	out, err := exec.Command(ordoBinary(t), "bench", "--only", "throughput,nope").CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), `unknown scenario "nope"`) {

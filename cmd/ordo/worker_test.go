@@ -12,6 +12,7 @@ import (
 // Bad worker flags are refused, naming the flag, before anything connects
 // or starts.
 func TestWorkerRefusesBadFlags(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		args []string
 		want string
