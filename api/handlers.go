@@ -144,9 +144,17 @@ func (s *server) runCreate(c echo.Context) error {
 	return s.runAfterWrite(c, runID, http.StatusCreated)
 }
 
+// runAfterWrite answers a write to a run with the run. When the read
+// models have not caught up within SyncTimeout (a projector far behind on
+// a loaded server), the run is folded from its events in the log, which
+// hold the write: a write that was made is never answered as not found.
 func (s *server) runAfterWrite(c echo.Context, id uuid.UUID, status int) error {
 	ctx := c.Request().Context()
-	s.syncStream(ctx, id)
+	if !s.syncStream(ctx, id) {
+		if h, err := s.opts.Reads.RunHistory(ctx, id, projections.HistoryPoint{}); err == nil {
+			return c.JSON(status, h.Run)
+		}
+	}
 	run, err := s.opts.Reads.RunGet(ctx, id)
 	if err != nil {
 		return err
