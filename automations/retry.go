@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -23,7 +24,39 @@ ORDER BY id DESC LIMIT 1`
 // on being numbered and recorded after the earlier ones. A delivery that
 // is not dead is a conflict.
 func (s *Service) DeliveryRetry(ctx context.Context, automationID, firingID uuid.UUID, action int) (domain.Delivery, error) {
-	err := s.store.InTx(ctx, func(tx pgx.Tx) error {
+	// The worker records a delivery dead before River finishes its job:
+	// a retry right then waits, a bounded time, for the job to finish.
+	var err error
+	for wait := time.Now().Add(10 * time.Second); ; {
+		err = s.retry(ctx, automationID, firingID, action)
+		if !errors.Is(err, errJobRunning) || time.Now().After(wait) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return domain.Delivery{}, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if errors.Is(err, errJobRunning) {
+		err = domain.Errorf(domain.CodeConflict, "the delivery's job is still running: try again")
+	}
+	if err != nil {
+		return domain.Delivery{}, err
+	}
+	list, err := s.deliveries(ctx, `WHERE d.firing_id = $1 AND d.action = $2`, firingID, action)
+	if err != nil || len(list) == 0 {
+		return domain.Delivery{}, errors.Join(err, errors.New("the retried delivery is gone"))
+	}
+	return list[0], nil
+}
+
+// errJobRunning: a dead delivery's job is not finished yet.
+var errJobRunning = errors.New("delivery job running")
+
+// retry makes a dead delivery's job available again, in one transaction.
+func (s *Service) retry(ctx context.Context, automationID, firingID uuid.UUID, action int) error {
+	return s.store.InTx(ctx, func(tx pgx.Tx) error {
 		var status string
 		err := tx.QueryRow(ctx, `SELECT status FROM automation_deliveries WHERE firing_id = $1 AND action = $2 AND automation_id = $3 FOR UPDATE`,
 			firingID, action, automationID).Scan(&status)
@@ -46,7 +79,7 @@ func (s *Service) DeliveryRetry(ctx context.Context, automationID, firingID uuid
 			return fmt.Errorf("find delivery job: %w", err)
 		}
 		if state == "running" {
-			return domain.Errorf(domain.CodeConflict, "the delivery's job is running")
+			return errJobRunning
 		}
 		if _, err := s.river.JobRetryTx(ctx, tx, jobID); err != nil {
 			return fmt.Errorf("retry delivery job: %w", err)
@@ -57,14 +90,6 @@ func (s *Service) DeliveryRetry(ctx context.Context, automationID, firingID uuid
 		_, err = tx.Exec(ctx, `UPDATE automation_deliveries SET status = 'pending', updated_at = now() WHERE firing_id = $1 AND action = $2`, firingID, action)
 		return err
 	})
-	if err != nil {
-		return domain.Delivery{}, err
-	}
-	list, err := s.deliveries(ctx, `WHERE d.firing_id = $1 AND d.action = $2`, firingID, action)
-	if err != nil || len(list) == 0 {
-		return domain.Delivery{}, errors.Join(err, errors.New("the retried delivery is gone"))
-	}
-	return list[0], nil
 }
 
 // RunFirings returns the firings recorded for a flow run (its own events
