@@ -18,6 +18,7 @@ import (
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
 	"github.com/ordoflow/ordo/internal/apicontract"
+	"github.com/ordoflow/ordo/internal/hooktest"
 	"github.com/ordoflow/ordo/internal/pgtest"
 	"github.com/ordoflow/ordo/jobs"
 	"github.com/ordoflow/ordo/projections"
@@ -214,19 +215,7 @@ func TestAutomationsAPI(t *testing.T) {
 func TestAutomationDeliveryRetryAndRunFirings(t *testing.T) {
 	t.Parallel()
 	b := automationsAPI(t, 2)
-	var down atomic.Bool
-	down.Store(true)
-	var mu sync.Mutex
-	var keys []string
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		keys = append(keys, r.Header.Get(automations.HeaderIdempotencyKey))
-		mu.Unlock()
-		if down.Load() {
-			http.Error(w, "down", http.StatusInternalServerError)
-		}
-	}))
-	t.Cleanup(hook.Close)
+	hook := hooktest.New(t, true)
 
 	body := automationBody("cancelled runs", hook.URL)
 	body["trigger"] = map[string]any{"type": "state", "of": "flow_run", "states": []string{"CANCELLED"}}
@@ -297,7 +286,7 @@ func TestAutomationDeliveryRetryAndRunFirings(t *testing.T) {
 		t.Fatalf("retry of action x: %d %s", r.status, r.body)
 	}
 
-	down.Store(false)
+	hook.Down.Store(false)
 	r = b.do(t, "POST", "/api/v1/automations/cancelled%20runs/deliveries/"+dead.FiringID+"/0/retry", nil)
 	var retried delivery
 	r.decode(t, &retried)
@@ -308,9 +297,7 @@ func TestAutomationDeliveryRetryAndRunFirings(t *testing.T) {
 	if done.Attempts != 3 || len(done.AttemptList) != 3 || done.AttemptList[2].Attempt != 3 || *done.LastStatusCode != http.StatusOK {
 		t.Fatalf("delivered: %+v", done)
 	}
-	mu.Lock()
-	got := append([]string(nil), keys...)
-	mu.Unlock()
+	got := hook.Keys()
 	if len(got) != 3 {
 		t.Fatalf("%d requests, want 3: %v", len(got), got)
 	}

@@ -2,15 +2,13 @@ package main
 
 import (
 	"net/http"
-	"net/http/httptest"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/ordoflow/ordo/automations"
+	"github.com/ordoflow/ordo/internal/hooktest"
 )
 
 // TestUIAutomations drives the Automations page: a failed run's delivery
@@ -22,19 +20,7 @@ func TestUIAutomations(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser tests are not short")
 	}
-	var down atomic.Bool
-	down.Store(true)
-	var mu sync.Mutex
-	var keys []string
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		keys = append(keys, r.Header.Get(automations.HeaderIdempotencyKey))
-		mu.Unlock()
-		if down.Load() {
-			http.Error(w, "down", http.StatusInternalServerError)
-		}
-	}))
-	t.Cleanup(hook.Close)
+	hook := hooktest.New(t, true)
 	e := startUIWith(t, serverOptions{allowPrivateWebhooks: true, delivery: automations.DeliveryOptions{
 		MaxAttempts: 2, Backoff: 50 * time.Millisecond, Getenv: func(string) string { return "ui-secret" }}}, "uiauto")
 
@@ -62,14 +48,12 @@ func TestUIAutomations(t *testing.T) {
 		&& document.querySelector('nav a[href="/automations"]').getAttribute('aria-current') === 'page'`, row, row, row, section), time.Minute)
 	e.screenshot(t, ctx, "automations-dead")
 
-	down.Store(false)
+	hook.Down.Store(false)
 	e.run(t, ctx, "press Retry", chromedp.Click(chromedp.CSS(`section[data-automation="ui failures"] button.retry-delivery`)))
 	e.waitJS(t, ctx, "the delivery delivered", sel(`%s.dataset.status === 'delivered' && %s.children[4].innerText.trim() === '200'
 		&& !%s.querySelector('button.retry-delivery') && document.querySelector('#automations-message').className.includes('ok')`, row, row, section), time.Minute)
 	e.screenshot(t, ctx, "automations-retried")
-	mu.Lock()
-	got := append([]string(nil), keys...)
-	mu.Unlock()
+	got := hook.Keys()
 	if len(got) != 3 || got[0] != got[1] || got[1] != got[2] || got[0] == "" {
 		t.Fatalf("idempotency keys %v: want one key on 3 requests", got)
 	}

@@ -126,6 +126,6 @@ export async function render(main) {
 
   const reload = debounce(load, 300, 1500);
   onLive((m) => { if (m.type === 'reset' || m.type === 'ready' || m.stream_type === 'automation' || m.type === 'AutomationFired') reload(); });
-  setInterval(() => { if (available) load(); }, 3000);
+  setInterval(() => { if (available && !document.hidden) load(); }, 3000);
   await load();
 }
