@@ -103,7 +103,8 @@ type streamWaiter interface {
 	WaitForStream(ctx context.Context, streamID uuid.UUID) error
 }
 
-// metricsRegisterer is a Projection with metrics of its own.
+// metricsRegisterer is a Projection (or the Automations) with metrics of
+// its own.
 type metricsRegisterer interface {
 	RegisterMetrics(r prometheus.Registerer) error
 }
@@ -258,9 +259,11 @@ func newEcho(opts Options) (*echo.Echo, error) {
 		return nil, err
 	}
 	s.metrics = m
-	if p, ok := opts.Projection.(metricsRegisterer); ok {
-		if err := p.RegisterMetrics(opts.Registry); err != nil {
-			return nil, err
+	for _, c := range []any{opts.Projection, opts.Automations} {
+		if p, ok := c.(metricsRegisterer); ok {
+			if err := p.RegisterMetrics(opts.Registry); err != nil {
+				return nil, err
+			}
 		}
 	}
 

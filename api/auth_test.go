@@ -57,6 +57,8 @@ func matrixEndpoints(t *testing.T, b fullBundle) []endpoint {
 		path := r.Path
 		path = strings.ReplaceAll(path, ":id", uuid.NewString())
 		path = strings.ReplaceAll(path, ":name", "q1")
+		path = strings.ReplaceAll(path, ":firing", uuid.NewString())
+		path = strings.ReplaceAll(path, ":action", "0")
 		if strings.HasSuffix(path, "*") {
 			sub := "api/jobs?state=available"
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {

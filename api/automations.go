@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,6 +24,8 @@ type Automations interface {
 	AutomationList(ctx context.Context) ([]domain.Automation, error)
 	AutomationTest(ctx context.Context, id uuid.UUID, actor string) (uuid.UUID, error)
 	AutomationDeliveries(ctx context.Context, id uuid.UUID, limit int) ([]domain.Delivery, error)
+	DeliveryRetry(ctx context.Context, automationID, firingID uuid.UUID, action int) (domain.Delivery, error)
+	RunFirings(ctx context.Context, runID uuid.UUID) ([]domain.RunFiring, error)
 }
 
 // automationJSON is an automation as the API shows it: its spec's fields
@@ -54,6 +57,8 @@ func (s *server) routeAutomations(g *echo.Group) {
 	g.POST("/automations/:id/resume", s.automationResume)
 	g.POST("/automations/:id/test", s.automationTest)
 	g.GET("/automations/:id/deliveries", s.automationDeliveries)
+	g.POST("/automations/:id/deliveries/:firing/:action/retry", s.deliveryRetry)
+	g.GET("/runs/:id/firings", s.runFirings)
 }
 
 func (s *server) automations() (Automations, error) {
@@ -220,8 +225,64 @@ func (s *server) automationDeliveries(c echo.Context) error {
 		list = []domain.Delivery{}
 	}
 	for i := range list {
-		if list[i].AttemptList == nil {
-			list[i].AttemptList = []domain.DeliveryAttempt{}
+		emptyAttempts(&list[i])
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": list, "next_cursor": nil})
+}
+
+// emptyAttempts shows a delivery's missing attempt list as [].
+func emptyAttempts(d *domain.Delivery) {
+	if d.AttemptList == nil {
+		d.AttemptList = []domain.DeliveryAttempt{}
+	}
+}
+
+// deliveryRetry re-queues a dead delivery: POST
+// /automations/{id}/deliveries/{firing}/{action}/retry.
+func (s *server) deliveryRetry(c echo.Context) error {
+	svc, id, err := s.automationTarget(c, true)
+	if err != nil {
+		return err
+	}
+	firing, err := uuid.Parse(c.Param("firing"))
+	if err != nil {
+		return domain.Invalid("firing", "is not a firing id (a UUID): %q", c.Param("firing"))
+	}
+	action, err := strconv.Atoi(c.Param("action"))
+	if err != nil || action < 0 {
+		return domain.Invalid("action", "is not an action's index (0, 1, ...): %q", c.Param("action"))
+	}
+	d, err := svc.DeliveryRetry(c.Request().Context(), id, firing, action)
+	if err != nil {
+		return err
+	}
+	emptyAttempts(&d)
+	return c.JSON(http.StatusAccepted, d)
+}
+
+// runFirings lists what fired for a run: GET /runs/{id}/firings.
+func (s *server) runFirings(c echo.Context) error {
+	svc, err := s.automations()
+	if err != nil {
+		return err
+	}
+	id, err := s.pathRunID(c)
+	if err != nil {
+		return err
+	}
+	if _, err := s.opts.Reads.RunGet(c.Request().Context(), id); err != nil {
+		return err
+	}
+	list, err := svc.RunFirings(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []domain.RunFiring{}
+	}
+	for i := range list {
+		for j := range list[i].Deliveries {
+			emptyAttempts(&list[i].Deliveries[j])
 		}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"items": list, "next_cursor": nil})

@@ -47,6 +47,14 @@ func withAutomations(doc obj) obj {
 	paths["/api/v1/automations/{id}/deliveries"] = obj{"get": op("automationDeliveries", "the automation's latest deliveries, newest first, each with its attempts",
 		obj{"200": response("the deliveries", listOf("Delivery"))}, automationRef,
 		qparam("limit", "how many, 1 to 500 (default 100)", obj{"type": "integer", "minimum": 1, "maximum": 500}))}
+	paths["/api/v1/automations/{id}/deliveries/{firing}/{action}/retry"] = obj{"post": op("deliveryRetry",
+		"re-queue a dead delivery with a fresh budget of attempts: the same firing id (so the same Ordo-Idempotency-Key), its attempts numbered on after the earlier ones; 409 conflict naming its status when it is not dead",
+		obj{"202": response("the delivery, pending again", ref("Delivery"))}, automationRef,
+		obj{"name": "firing", "in": "path", "required": true, "schema": str, "description": "the firing's id"},
+		obj{"name": "action", "in": "path", "required": true, "schema": obj{"type": "integer", "minimum": 0}, "description": "the action's index in the automation's actions"},
+		idemHeader)}
+	paths["/api/v1/runs/{id}/firings"] = obj{"get": op("runFirings", "the automations fired for the run (by its events or its task runs'), oldest first, each with its deliveries",
+		obj{"200": response("the firings", listOf("RunFiring"))}, runRef)}
 
 	schemas := doc["components"].(obj)["schemas"].(obj)
 	schemas["AutomationSpec"] = object([]string{"name", "trigger", "actions"}, automationSpecProps)
@@ -65,6 +73,12 @@ func withAutomations(doc obj) obj {
 			"attempt": obj{"type": "integer"}, "status_code": nullable(obj{"type": "integer"}), "latency_ms": obj{"type": "number", "format": "double"},
 			"error": nullable(str), "at": dateTime,
 		})},
+	})
+	schemas["RunFiring"] = object([]string{"firing_id", "automation_id", "automation_name", "trigger_position", "trigger_type", "task_run_id", "created_at", "deliveries"}, obj{
+		"firing_id": obj{"type": "string", "description": "also the Ordo-Idempotency-Key its receivers get"}, "automation_id": str,
+		"automation_name":  obj{"type": "string", "description": "the automation's name now (a deleted one's last)"},
+		"trigger_position": nullable(obj{"type": "integer"}), "trigger_type": str, "task_run_id": nullable(str), "created_at": dateTime,
+		"deliveries": obj{"type": "array", "items": ref("Delivery")},
 	})
 	return doc
 }

@@ -19,8 +19,13 @@
 // after MaxAttempts or when its target resolves to a loopback, private or
 // link-local address (unless AllowPrivate).
 //
+// A delivery River finishes without its worker recording it (a job rescued
+// as stuck after its last attempt) is made dead by the Sweeper (sweep.go);
+// a dead delivery is retried by queueing its River job again (retry.go).
+//
 // Files: service.go (the commands and queries the API calls), fire.go
-// (recording a firing with its jobs), consumer.go, deliver.go.
+// (recording a firing with its jobs), consumer.go, deliver.go, retry.go
+// (retrying a delivery, a run's firings), sweep.go, metrics.go.
 //
 // It depends on domain, eventstore and River; it must never import
 // commands, jobs, projections or api.

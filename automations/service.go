@@ -33,11 +33,17 @@ type ServiceOptions struct {
 	// AllowPrivate accepts webhook URLs whose host is a loopback, private
 	// or link-local address, or localhost (as DeliveryOptions').
 	AllowPrivate bool
+	// RetryAttempts is the attempts a dead delivery gets when retried (as
+	// DeliveryOptions.MaxAttempts). Defaults to 8.
+	RetryAttempts int
 }
 
 // NewService returns the automations service on store; test firings insert
 // their delivery jobs with rc (NewRiverClient's).
 func NewService(store *eventstore.Store, rc *river.Client[pgx.Tx], opts ServiceOptions) *Service {
+	if opts.RetryAttempts <= 0 {
+		opts.RetryAttempts = 8
+	}
 	return &Service{store: store, river: rc, opts: opts, now: time.Now}
 }
 
@@ -224,6 +230,12 @@ func (s *Service) AutomationDeliveries(ctx context.Context, id uuid.UUID, limit 
 	if limit <= 0 || limit > 500 {
 		limit = 100
 	}
+	return s.deliveries(ctx, `WHERE d.automation_id = $1 ORDER BY d.created_at DESC, d.firing_id, d.action LIMIT $2`, id, limit)
+}
+
+// deliveries lists the deliveries that where (the WHERE clause and what
+// follows it) keeps, each with its attempts.
+func (s *Service) deliveries(ctx context.Context, where string, args ...any) ([]domain.Delivery, error) {
 	rows, err := s.store.Pool().Query(ctx, `
 SELECT d.firing_id, d.action, d.action_type, d.target, d.status, d.attempts, d.last_status_code, d.last_error,
        f.trigger_position, f.trigger_type, f.flow_run_id, f.task_run_id, d.created_at, d.updated_at,
@@ -231,9 +243,7 @@ SELECT d.firing_id, d.action, d.action_type, d.target, d.status, d.attempts, d.l
            'latency_ms', a.latency_ms, 'error', a.error, 'at', a.at) ORDER BY a.attempt)
          FROM automation_delivery_attempts a WHERE a.firing_id = d.firing_id AND a.action = d.action), '[]')
 FROM automation_deliveries d JOIN automation_firings f ON f.id = d.firing_id
-WHERE d.automation_id = $1
-ORDER BY d.created_at DESC, d.firing_id, d.action
-LIMIT $2`, id, limit)
+`+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list deliveries: %w", err)
 	}

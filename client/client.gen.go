@@ -603,6 +603,22 @@ type Output struct {
 	TaskRunID string `json:"task_run_id"`
 }
 
+// RunFiring defines model for RunFiring.
+type RunFiring struct {
+	AutomationID string `json:"automation_id"`
+
+	// AutomationName the automation's name now (a deleted one's last)
+	AutomationName string     `json:"automation_name"`
+	CreatedAt      time.Time  `json:"created_at"`
+	Deliveries     []Delivery `json:"deliveries"`
+
+	// FiringID also the Ordo-Idempotency-Key its receivers get
+	FiringID        string  `json:"firing_id"`
+	TaskRunID       *string `json:"task_run_id"`
+	TriggerPosition *int    `json:"trigger_position"`
+	TriggerType     string  `json:"trigger_type"`
+}
+
 // State defines model for State.
 type State struct {
 	Message   string    `json:"message"`
@@ -696,6 +712,12 @@ type AutomationCreateParams struct {
 type AutomationDeliveriesParams struct {
 	// Limit how many, 1 to 500 (default 100)
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// DeliveryRetryParams defines parameters for DeliveryRetry.
+type DeliveryRetryParams struct {
+	// IdempotencyKey a retried POST with the same key gets the first response again; keys are per API token, so two tokens never share an answer
+	IdempotencyKey *string `json:"Idempotency-Key,omitempty"`
 }
 
 // AutomationPauseParams defines parameters for AutomationPause.
@@ -1038,6 +1060,11 @@ type ClientInterface interface {
 	// Corresponds with GET /api/v1/automations/{id}/deliveries (the `AutomationDeliveries` operationId).
 	AutomationDeliveries(ctx context.Context, id string, params *AutomationDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// DeliveryRetry re-queue a dead delivery with a fresh budget of attempts: the same firing id (so the same Ordo-Idempotency-Key), its attempts numbered on after the earlier ones; 409 conflict naming its status when it is not dead
+	//
+	// Corresponds with POST /api/v1/automations/{id}/deliveries/{firing}/{action}/retry (the `DeliveryRetry` operationId).
+	DeliveryRetry(ctx context.Context, id string, firing string, action int, params *DeliveryRetryParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// AutomationPause stop an automation firing
 	//
 	// Corresponds with POST /api/v1/automations/{id}/pause (the `AutomationPause` operationId).
@@ -1140,6 +1167,11 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /api/v1/runs/{id}/events (the `RunEvents` operationId).
 	RunEvents(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RunFirings the automations fired for the run (by its events or its task runs'), oldest first, each with its deliveries
+	//
+	// Corresponds with GET /api/v1/runs/{id}/firings (the `RunFirings` operationId).
+	RunFirings(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// RunGraph the run's task runs and their dependencies
 	//
@@ -1339,6 +1371,21 @@ func (c *Client) AutomationUpdate(ctx context.Context, id string, body Automatio
 // Corresponds with GET /api/v1/automations/{id}/deliveries (the `AutomationDeliveries` operationId).
 func (c *Client) AutomationDeliveries(ctx context.Context, id string, params *AutomationDeliveriesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAutomationDeliveriesRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// DeliveryRetry re-queue a dead delivery with a fresh budget of attempts: the same firing id (so the same Ordo-Idempotency-Key), its attempts numbered on after the earlier ones; 409 conflict naming its status when it is not dead
+//
+// Corresponds with POST /api/v1/automations/{id}/deliveries/{firing}/{action}/retry (the `DeliveryRetry` operationId).
+func (c *Client) DeliveryRetry(ctx context.Context, id string, firing string, action int, params *DeliveryRetryParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeliveryRetryRequest(c.Server, id, firing, action, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1632,6 +1679,21 @@ func (c *Client) RunCancel(ctx context.Context, id string, params *RunCancelPara
 // Corresponds with GET /api/v1/runs/{id}/events (the `RunEvents` operationId).
 func (c *Client) RunEvents(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRunEventsRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RunFirings the automations fired for the run (by its events or its task runs'), oldest first, each with its deliveries
+//
+// Corresponds with GET /api/v1/runs/{id}/firings (the `RunFirings` operationId).
+func (c *Client) RunFirings(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRunFiringsRequest(c.Server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -2124,6 +2186,69 @@ func NewAutomationDeliveriesRequest(server string, id string, params *Automation
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewDeliveryRetryRequest constructs an http.Request for the DeliveryRetry method
+func NewDeliveryRetryRequest(server string, id string, firing string, action int, params *DeliveryRetryParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "firing", firing, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam2 string
+
+	pathParam2, err = runtime.StyleParamWithOptions("simple", false, "action", action, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/automations/%s/deliveries/%s/%s/retry", pathParam0, pathParam1, pathParam2)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -3106,6 +3231,40 @@ func NewRunEventsRequest(server string, id string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewRunFiringsRequest constructs an http.Request for the RunFirings method
+func NewRunFiringsRequest(server string, id string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/api/v1/runs/%s/firings", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewRunGraphRequest constructs an http.Request for the RunGraph method
 func NewRunGraphRequest(server string, id string) (*http.Request, error) {
 	var err error
@@ -3913,6 +4072,13 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /api/v1/automations/{id}/deliveries (the `AutomationDeliveries` operationId).
 	AutomationDeliveriesWithResponse(ctx context.Context, id string, params *AutomationDeliveriesParams, reqEditors ...RequestEditorFn) (*AutomationDeliveriesResponse, error)
 
+	// DeliveryRetryWithResponse re-queue a dead delivery with a fresh budget of attempts: the same firing id (so the same Ordo-Idempotency-Key), its attempts numbered on after the earlier ones; 409 conflict naming its status when it is not dead
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /api/v1/automations/{id}/deliveries/{firing}/{action}/retry (the `DeliveryRetry` operationId).
+	DeliveryRetryWithResponse(ctx context.Context, id string, firing string, action int, params *DeliveryRetryParams, reqEditors ...RequestEditorFn) (*DeliveryRetryResponse, error)
+
 	// AutomationPauseWithResponse stop an automation firing
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -4045,6 +4211,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /api/v1/runs/{id}/events (the `RunEvents` operationId).
 	RunEventsWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*RunEventsResponse, error)
+
+	// RunFiringsWithResponse the automations fired for the run (by its events or its task runs'), oldest first, each with its deliveries
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /api/v1/runs/{id}/firings (the `RunFirings` operationId).
+	RunFiringsWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*RunFiringsResponse, error)
 
 	// RunGraphWithResponse the run's task runs and their dependencies
 	//
@@ -4447,6 +4620,54 @@ func (r AutomationDeliveriesResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AutomationDeliveriesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type DeliveryRetryResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Delivery
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r DeliveryRetryResponse) GetJSON202() *Delivery {
+	return r.JSON202
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r DeliveryRetryResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r DeliveryRetryResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r DeliveryRetryResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r DeliveryRetryResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r DeliveryRetryResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -5329,6 +5550,64 @@ func (r RunEventsResponse) ContentType() string {
 	return ""
 }
 
+type RunFiringsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		Items []RunFiring `json:"items"`
+
+		// NextCursor pass as cursor (or after) for the next page; null on the last page
+		NextCursor *string `json:"next_cursor"`
+	}
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RunFiringsResponse) GetJSON200() *struct {
+	Items []RunFiring `json:"items"`
+
+	// NextCursor pass as cursor (or after) for the next page; null on the last page
+	NextCursor *string `json:"next_cursor"`
+} {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r RunFiringsResponse) GetJSONDefault() *Error {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RunFiringsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RunFiringsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RunFiringsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RunFiringsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type RunGraphResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6133,6 +6412,19 @@ func (c *ClientWithResponses) AutomationDeliveriesWithResponse(ctx context.Conte
 	return ParseAutomationDeliveriesResponse(rsp)
 }
 
+// DeliveryRetryWithResponse re-queue a dead delivery with a fresh budget of attempts: the same firing id (so the same Ordo-Idempotency-Key), its attempts numbered on after the earlier ones; 409 conflict naming its status when it is not dead
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /api/v1/automations/{id}/deliveries/{firing}/{action}/retry (the `DeliveryRetry` operationId).
+func (c *ClientWithResponses) DeliveryRetryWithResponse(ctx context.Context, id string, firing string, action int, params *DeliveryRetryParams, reqEditors ...RequestEditorFn) (*DeliveryRetryResponse, error) {
+	rsp, err := c.DeliveryRetry(ctx, id, firing, action, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDeliveryRetryResponse(rsp)
+}
+
 // AutomationPauseWithResponse stop an automation firing
 //
 // Returns a wrapper object for the known response body format(s).
@@ -6378,6 +6670,19 @@ func (c *ClientWithResponses) RunEventsWithResponse(ctx context.Context, id stri
 		return nil, err
 	}
 	return ParseRunEventsResponse(rsp)
+}
+
+// RunFiringsWithResponse the automations fired for the run (by its events or its task runs'), oldest first, each with its deliveries
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /api/v1/runs/{id}/firings (the `RunFirings` operationId).
+func (c *ClientWithResponses) RunFiringsWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*RunFiringsResponse, error) {
+	rsp, err := c.RunFirings(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRunFiringsResponse(rsp)
 }
 
 // RunGraphWithResponse the run's task runs and their dependencies
@@ -6766,6 +7071,39 @@ func ParseAutomationDeliveriesResponse(rsp *http.Response) (*AutomationDeliverie
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseDeliveryRetryResponse parses an HTTP response from a DeliveryRetryWithResponse call
+func ParseDeliveryRetryResponse(rsp *http.Response) (*DeliveryRetryResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &DeliveryRetryResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Delivery
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest Error
@@ -7352,6 +7690,44 @@ func ParseRunEventsResponse(rsp *http.Response) (*RunEventsResponse, error) {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest struct {
 			Items []Event `json:"items"`
+
+			// NextCursor pass as cursor (or after) for the next page; null on the last page
+			NextCursor *string `json:"next_cursor"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseRunFiringsResponse parses an HTTP response from a RunFiringsWithResponse call
+func ParseRunFiringsResponse(rsp *http.Response) (*RunFiringsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RunFiringsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			Items []RunFiring `json:"items"`
 
 			// NextCursor pass as cursor (or after) for the next page; null on the last page
 			NextCursor *string `json:"next_cursor"`

@@ -119,6 +119,7 @@ func Handler(opts Options) http.Handler {
 	mux.Handle("GET /deployments", render(page{"deployments", "Deployments"}, http.StatusOK))
 	mux.Handle("GET /deployments/{id}", render(page{"deployment", "Deployment"}, http.StatusOK))
 	mux.Handle("GET /work-queues", render(page{"queues", "Work queues"}, http.StatusOK))
+	mux.Handle("GET /automations", render(page{"automations", "Automations"}, http.StatusOK))
 	mux.Handle("GET /assets/", assets)
 	mux.Handle("GET /ui/live", &live{opts: opts})
 	notFound := render(page{"notfound", "Not found"}, http.StatusNotFound)

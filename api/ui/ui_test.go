@@ -311,6 +311,7 @@ func TestPages(t *testing.T) {
 		{"/deployments", "deployments", 200},
 		{"/deployments/0191e7a8-0000-7000-8000-000000000000", "deployment", 200},
 		{"/work-queues", "queues", 200},
+		{"/automations", "automations", 200},
 		{"/nowhere", "notfound", 404},
 	} {
 		resp, err := http.Get(srv.URL + tc.path)

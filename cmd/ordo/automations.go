@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -155,8 +156,58 @@ is an automation's id or its name.`}
 	deliveries.Flags().IntVar(&limit, "limit", 100, "how many deliveries")
 	c.register(deliveries)
 
-	cmd.AddCommand(ls, create, show, pause, resume, rm, test, deliveries)
+	retry := &cobra.Command{Use: "retry AUTOMATION FIRING [ACTION]", Short: "Deliver a dead delivery again, with the same idempotency key and a fresh budget of attempts",
+		Long: `Re-queue a dead delivery of an automation: FIRING is the firing's id (see
+` + "`ordo automations deliveries`" + `), ACTION the index of its action (0, the default, for
+the first). The receiver gets the same Ordo-Idempotency-Key as before.`,
+		Args: cobra.RangeArgs(2, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			action := 0
+			if len(args) == 3 {
+				n, err := strconv.Atoi(args[2])
+				if err != nil || n < 0 {
+					return fmt.Errorf("ACTION is an action's index (0, 1, ...), not %q", args[2])
+				}
+				action = n
+			}
+			resp, err := c.api().DeliveryRetry(cmd.Context(), args[0], args[1], action, nil)
+			d, err := read(c, resp, err, client.ParseDeliveryRetryResponse, (*client.DeliveryRetryResponse).GetJSON202)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "delivery of firing %s to %s re-queued: %s after %d attempts\n", d.FiringID, d.Target, d.Status, d.Attempts)
+			return nil
+		}}
+	c.register(retry)
+
+	cmd.AddCommand(ls, create, show, pause, resume, rm, test, deliveries, retry)
 	return cmd
+}
+
+// printRunFirings prints what fired for a run (`ordo runs show`); a server
+// without automations has nothing to print.
+func printRunFirings(cmd *cobra.Command, c *apiClient, runID string) error {
+	resp, err := c.api().RunFirings(cmd.Context(), runID)
+	page, err := read(c, resp, err, client.ParseRunFiringsResponse, (*client.RunFiringsResponse).GetJSON200)
+	if code := domain.ErrorCode(err); code == "not_implemented" || code == domain.CodeNotFound {
+		return nil
+	}
+	if err != nil || len(page.Items) == 0 {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintln(out, "fired:")
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	for _, f := range page.Items {
+		for _, d := range f.Deliveries {
+			code := "-"
+			if d.LastStatusCode != nil {
+				code = fmt.Sprint(*d.LastStatusCode)
+			}
+			fmt.Fprintf(w, "  %s\t%s\t%s %s\t%s\t%s\t%s\n", f.AutomationName, f.TriggerType, d.ActionType, d.Target, d.Status, code, f.FiringID)
+		}
+	}
+	return w.Flush()
 }
 
 // automationSwitch is `ordo automations pause|resume AUTOMATION`.

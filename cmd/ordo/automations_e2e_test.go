@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -90,6 +91,19 @@ actions:
 	}
 	if !strings.Contains(out, run) || !strings.Contains(out, "FlowRunFailed") {
 		t.Fatalf("deliveries: %s", out)
+	}
+
+	if out := c.ordo("runs", "show", run); !strings.Contains(out, "fired:") || !strings.Contains(out, "failures to ops") || !strings.Contains(out, "delivered") {
+		t.Fatalf("runs show: %s", out)
+	}
+	var event struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(got()[0]), &event); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := c.ordoCode("automations", "retry", "failures to ops", event.ID); code == 0 || !strings.Contains(out, "delivered") {
+		t.Fatalf("retry of a delivered delivery: exit %d\n%s", code, out)
 	}
 
 	if out := c.ordo("automations", "test", "failures to ops"); !strings.Contains(out, "fired") {

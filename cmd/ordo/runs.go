@@ -281,17 +281,22 @@ created ahead (SCHEDULED for a time still to come) are not among them:
 				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%s\n", t.TaskName, stateLabel(t.State), t.RunCount, strings.Join(t.DependsOn, ","), formatMetrics(t.Metrics), t.State.Message)
 				outputs += len(t.Outputs)
 			}
-			if err := w.Flush(); err != nil || outputs == 0 {
+			if err := w.Flush(); err != nil {
 				return err
 			}
-			fmt.Fprintln(out, "outputs:")
-			w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			for _, t := range run.TaskRuns {
-				for _, o := range t.Outputs {
-					fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", t.TaskName, o.Name, byteSize(o.Size), o.MediaType)
+			if outputs > 0 {
+				fmt.Fprintln(out, "outputs:")
+				w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				for _, t := range run.TaskRuns {
+					for _, o := range t.Outputs {
+						fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", t.TaskName, o.Name, byteSize(o.Size), o.MediaType)
+					}
+				}
+				if err := w.Flush(); err != nil {
+					return err
 				}
 			}
-			return w.Flush()
+			return printRunFirings(cmd, c, run.ID)
 		},
 	}
 	c.register(show)

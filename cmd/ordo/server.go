@@ -39,6 +39,8 @@ type serverOptions struct {
 	// allowPrivateWebhooks lets webhooks reach loopback and private
 	// addresses: ordo dev, or ORDO_WEBHOOK_ALLOW_PRIVATE=true.
 	allowPrivateWebhooks bool
+	// delivery tunes webhook delivery (tests: attempts, backoff, secrets).
+	delivery automations.DeliveryOptions
 }
 
 func (o *serverOptions) register(cmd *cobra.Command) {
@@ -88,6 +90,7 @@ type server struct {
 	reaper    *jobs.Reaper
 	autoRiver *river.Client[pgx.Tx] // works webhook deliveries
 	consumer  *automations.Consumer
+	sweeper   *automations.Sweeper // ends deliveries whose job River gave up on
 	handler   http.Handler
 	blobs     blobstore.Store // nil when it cannot be opened
 	logger    *slog.Logger
@@ -121,7 +124,9 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		return nil, err
 	}
 	allowPrivate := o.allowPrivateWebhooks || os.Getenv("ORDO_WEBHOOK_ALLOW_PRIVATE") == "true"
-	autoRiver, err := automations.NewRiverClient(pool, automations.DeliveryOptions{AllowPrivate: allowPrivate, Logger: logger})
+	delivery := o.delivery
+	delivery.AllowPrivate, delivery.Logger = allowPrivate, logger
+	autoRiver, err := automations.NewRiverClient(pool, delivery)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +140,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		Blobs:       blobs,
 		Pool:        pool,
 		River:       insertClient,
-		Automations: automations.NewService(store, autoRiver, automations.ServiceOptions{AllowPrivate: allowPrivate}),
+		Automations: automations.NewService(store, autoRiver, automations.ServiceOptions{AllowPrivate: allowPrivate, RetryAttempts: delivery.MaxAttempts}),
 		Context:     ctx,
 		Logger:      logger,
 	})
@@ -152,6 +157,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	}
 	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, scheduler: scheduler, reaper: reaper, blobs: blobs,
 		autoRiver: autoRiver, consumer: automations.NewConsumer(store, autoRiver, automations.ConsumerOptions{Logger: logger}),
+		sweeper: automations.NewSweeper(pool, automations.SweeperOptions{Logger: logger}),
 		handler: withUI(handler, auth.ProtectUI(ui.Handler(ui.Options{Store: store, Projection: projector, Logger: logger}))), logger: logger}, nil
 }
 
@@ -169,6 +175,7 @@ func (s *server) run(ctx context.Context, ready func(addr string)) error {
 	g.Go(func() error { return ignoreCanceled(s.scheduler.Run(ctx)) })
 	g.Go(func() error { return ignoreCanceled(s.reaper.Run(ctx)) })
 	g.Go(func() error { return ignoreCanceled(s.consumer.Run(ctx)) })
+	g.Go(func() error { return ignoreCanceled(s.sweeper.Run(ctx)) })
 	if err := s.autoRiver.Start(ctx); err != nil {
 		return fmt.Errorf("start webhook delivery: %w", err)
 	}

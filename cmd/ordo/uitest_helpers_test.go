@@ -60,6 +60,13 @@ func (b *syncBuffer) String() string {
 // first, so that its open event streams end before the server does.
 func startUI(t *testing.T, queues ...string) *uiEnv {
 	t.Helper()
+	return startUIWith(t, serverOptions{}, queues...)
+}
+
+// startUIWith is startUI with the server's options (its address and blob
+// store are the test's).
+func startUIWith(t *testing.T, so serverOptions, queues ...string) *uiEnv {
+	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Skipf("browser tests need Chromium at %s (apt-get install chromium): %v", chromiumPath, err)
 	}
@@ -68,7 +75,8 @@ func startUI(t *testing.T, queues ...string) *uiEnv {
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithCancel(context.Background())
 	blobDir := t.TempDir()
-	srv, err := newServer(ctx, pool, serverOptions{addr: "127.0.0.1:0", blobStore: "file://" + blobDir}, logger)
+	so.addr, so.blobStore = "127.0.0.1:0", "file://"+blobDir
+	srv, err := newServer(ctx, pool, so, logger)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -1,6 +1,6 @@
 // One flow run: state, timings, parameters, result, the task graph, its
 // metrics and outputs (with previews), the timeline of attempts, live
-// logs, the audit trail, parent and child runs,
+// logs, the audit trail, parent and child runs, the automations it fired,
 // Cancel and Retry, and a history slider that shows the run as it was at
 // any of its events.
 
@@ -13,6 +13,7 @@ import { onLive, debounce } from '../live.js';
 import { renderGraph, graphFromTaskRuns } from '../graph.js';
 import { renderTimeline } from '../timeline.js';
 import { metricsTable, outputsTable, runOutputs } from '../outputs.js';
+import { deliveryBadge, statusCode } from '../automations.js';
 
 const RETRYABLE = new Set(['FAILED', 'CRASHED', 'CANCELLED']);
 const MAX_LOG_LINES = 5000;
@@ -47,6 +48,9 @@ export async function render(main) {
   const params = h('div', { id: 'run-parameters' });
   const result = h('div', { id: 'run-result' });
   const relations = h('section', { class: 'panel', id: 'run-relations', 'aria-label': 'Related runs' });
+  const firingsBox = h('div', { id: 'run-firings' });
+  const firingsPanel = h('section', { class: 'panel', 'aria-labelledby': 'h-firings', hidden: true },
+    h('h2', { id: 'h-firings' }, 'Automations fired'), firingsBox);
   const banner = h('div', { class: 'history-banner', id: 'history-banner', hidden: true, role: 'status' });
   const graphBox = h('div', { class: 'graph-wrap', id: 'graph' });
   const slider = h('input', { type: 'range', id: 'history-slider', min: 1, max: Math.max(1, events.length), value: Math.max(1, events.length), step: 1, 'aria-describedby': 'history-where' });
@@ -74,6 +78,7 @@ export async function render(main) {
       h('section', { class: 'panel', 'aria-labelledby': 'h-params' },
         h('h2', { id: 'h-params' }, 'Parameters'), params, h('h2', { class: 'mt' }, 'Result'), result)),
     relations,
+    firingsPanel,
     h('section', { class: 'panel', 'aria-labelledby': 'h-graph' },
       h('div', { class: 'panel-head' }, h('h2', { id: 'h-graph' }, 'Task graph'), h('span', { class: 'muted small' }, 'Click a task to see its logs.')),
       banner, graphBox,
@@ -252,6 +257,42 @@ export async function render(main) {
     renderAudit();
     renderHistoryControls();
   }
+
+  // ---- automations fired ------------------------------------------------
+
+  // Shown once something fired; deliveries under way are read again until
+  // they end (their attempts are not events).
+  let firingsShown = '';
+  let firingsPoll = null;
+  async function loadFirings() {
+    let items;
+    try {
+      items = (await api(`/runs/${id}/firings`)).items;
+    } catch (e) {
+      if (!(e instanceof APIError && (e.status === 404 || e.status === 501))) clear(firingsBox, errorPanel(e));
+      return;
+    }
+    const rows = items.flatMap((f) => f.deliveries.map((d) => ({ f, d })));
+    const key = JSON.stringify(rows);
+    if (key !== firingsShown) {
+      firingsShown = key;
+      firingsPanel.hidden = !items.length;
+      clear(firingsBox, items.length ? h('div', { class: 'table-wrap' }, h('table', {},
+        h('thead', {}, h('tr', {}, ['Automation', 'Trigger', 'Action', 'Status', 'Code', 'Attempts', 'Fired'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, rows.map(({ f, d }) => h('tr', { dataset: { firing: f.firing_id, automation: f.automation_name, status: d.status } },
+          h('td', {}, h('a', { href: '/automations' }, f.automation_name || shortID(f.automation_id))),
+          h('td', { class: 'mono small' }, f.trigger_type),
+          h('td', { class: 'small' }, `${d.action_type} → ${d.target}`),
+          h('td', {}, deliveryBadge(d.status), d.last_error ? h('div', { class: 'small muted' }, d.last_error) : null),
+          h('td', { class: 'num' }, statusCode(d.last_status_code)),
+          h('td', { class: 'num' }, String(d.attempts)),
+          h('td', { class: 'nowrap' }, timeEl(f.created_at))))))) : null);
+    }
+    const pending = rows.some(({ d }) => d.status === 'pending');
+    if (pending && !firingsPoll) firingsPoll = setInterval(loadFirings, 3000);
+    if (!pending && firingsPoll) { clearInterval(firingsPoll); firingsPoll = null; }
+  }
+  const reloadFirings = debounce(loadFirings, 300, 1500);
 
   // ---- history ----------------------------------------------------------
 
@@ -436,7 +477,8 @@ export async function render(main) {
   }, 120, 500);
 
   onLive((m) => {
-    if (m.type === 'ready' || m.type === 'reset') { refresh(); return; }
+    if (m.type === 'AutomationFired') { reloadFirings(); return; }
+    if (m.type === 'ready' || m.type === 'reset') { refresh(); reloadFirings(); return; }
     const ours = m.stream_id === id || m.flow_run_id === id ||
       (run.task_runs || []).some((t) => t.id === m.stream_id || t.child_flow_run_id === m.stream_id);
     if (ours) refresh();
@@ -453,4 +495,5 @@ export async function render(main) {
   renderAll();
   renderLogs();
   maybeStartLogs();
+  loadFirings();
 }
