@@ -60,6 +60,9 @@ func (c *Consumer) kindsAdd(a domain.Automation) {
 
 func (c *Consumer) kindsRemove(a domain.Automation) {
 	k := a.Spec.Trigger.Type
+	if _, ok := c.kinds[k]; !ok {
+		return
+	}
 	if c.kinds[k] = slices.DeleteFunc(c.kinds[k], func(id uuid.UUID) bool { return id == a.ID }); len(c.kinds[k]) == 0 {
 		delete(c.kinds, k)
 	}
