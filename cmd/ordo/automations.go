@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -40,7 +41,14 @@ is an automation's id or its name.`}
 				for i, x := range a.Actions {
 					actions[i] = string(x.Type) + " " + x.URL
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s %s %s\t%s\t%t\n", a.ID, a.Name, a.Trigger.Type, a.Trigger.Of, strings.Join(a.Trigger.States, ","), strings.Join(actions, "; "), a.Paused)
+				trigger := strings.Join(slices.DeleteFunc([]string{string(a.Trigger.Type), string(a.Trigger.Of), strings.Join(a.Trigger.States, ",")}, func(s string) bool { return s == "" }), " ")
+				if a.Trigger.Seconds > 0 {
+					trigger += " " + (time.Duration(a.Trigger.Seconds) * time.Second).String()
+				}
+				if a.Trigger.Count > 0 {
+					trigger += fmt.Sprintf(" %d in a row", a.Trigger.Count)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%t\n", a.ID, a.Name, trigger, strings.Join(actions, "; "), a.Paused)
 			}
 			return w.Flush()
 		}}
@@ -148,7 +156,14 @@ is an automation's id or its name.`}
 				if d.FlowRunID != nil {
 					run = *d.FlowRunID
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.FiringID, run, d.TriggerType, d.Target, d.Status, d.Attempts, code, errText, d.CreatedAt.Local().Format(time.DateTime))
+				trigger := d.TriggerKind + " " + d.TriggerType
+				if d.Window != nil && d.Window.DeploymentName != "" {
+					trigger += " " + d.Window.DeploymentName
+				}
+				if d.Window != nil && !d.Window.Deadline.IsZero() {
+					trigger += " since " + d.Window.Since.Local().Format(time.TimeOnly) + " deadline " + d.Window.Deadline.Local().Format(time.TimeOnly)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.FiringID, run, trigger, d.Target, d.Status, d.Attempts, code, errText, d.CreatedAt.Local().Format(time.DateTime))
 			}
 			return w.Flush()
 		}}
