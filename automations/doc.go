@@ -19,8 +19,15 @@
 // after MaxAttempts or when its target resolves to a loopback, private or
 // link-local address (unless AllowPrivate).
 //
+// Absence triggers keep open windows (automation_timers) and
+// consecutive_failures its streaks (automation_streaks), both written in
+// the consumer's transaction; the leader fires a window at its deadline,
+// once the consumer has read the log that far, with the firing id of the
+// event that opened it (docs/AUTOMATIONS.md).
+//
 // Files: service.go (the commands and queries the API calls), fire.go
-// (recording a firing with its jobs), consumer.go, deliver.go.
+// (recording a firing with its jobs), consumer.go, windows.go (what events
+// do to windows and streaks), timers.go (firing due windows), deliver.go.
 //
 // It depends on domain, eventstore and River; it must never import
 // commands, jobs, projections or api.
