@@ -26,6 +26,17 @@ func (b bundle) createTrigger(t *testing.T, url string, trigger domain.Automatio
 	return a
 }
 
+// withTrigger sets up a test of one automation with trigger and filter,
+// whose webhook goes to the returned receiver, and starts a consumer.
+func withTrigger(t *testing.T, trigger domain.AutomationTrigger, filter domain.AutomationFilter) (bundle, *receiver, domain.Automation) {
+	t.Helper()
+	b := setup(t, automations.DeliveryOptions{AllowPrivate: true})
+	rcv := newReceiver(t, 0)
+	a := b.createTrigger(t, rcv.srv.URL, trigger, filter)
+	b.consumer(t)
+	return b, rcv, a
+}
+
 // stream is a run or deployment the test writes to the log as the write
 // side would.
 type stream struct {
@@ -118,11 +129,7 @@ func (b bundle) checkWindow(t *testing.T, d domain.Delivery, kind string, second
 // still running; a run that ends before its deadline never fires.
 func TestRunningLongerThanFiresWhileRunning(t *testing.T) {
 	t.Parallel()
-	b := setup(t, automations.DeliveryOptions{AllowPrivate: true})
-	rcv := newReceiver(t, 0)
-	a := b.createTrigger(t, rcv.srv.URL, domain.AutomationTrigger{Type: domain.TriggerRunningLongerThan, Of: domain.StreamFlowRun, Seconds: 1},
-		domain.AutomationFilter{Deployments: []string{"d"}})
-	b.consumer(t)
+	b, rcv, a := withTrigger(t, domain.AutomationTrigger{Type: domain.TriggerRunningLongerThan, Of: domain.StreamFlowRun, Seconds: 1}, domain.AutomationFilter{Deployments: []string{"d"}})
 	short := b.newRun(t, "d", uuid.New(), time.Now(), domain.FlowRunPending{}, domain.FlowRunStarted{})
 	b.write(t, short, domain.FlowRunCompleted{})
 	long := b.newRun(t, "d", uuid.New(), time.Now(), domain.FlowRunPending{})
@@ -198,11 +205,7 @@ func TestWindowFiresOnceAcrossRestartsAndConsumers(t *testing.T) {
 // A task run's window fires with the task run and its flow run.
 func TestRunningLongerThanOfTaskRun(t *testing.T) {
 	t.Parallel()
-	b := setup(t, automations.DeliveryOptions{AllowPrivate: true})
-	rcv := newReceiver(t, 0)
-	a := b.createTrigger(t, rcv.srv.URL, domain.AutomationTrigger{Type: domain.TriggerRunningLongerThan, Of: domain.StreamTaskRun, Seconds: 1},
-		domain.AutomationFilter{Deployments: []string{"d"}})
-	b.consumer(t)
+	b, rcv, a := withTrigger(t, domain.AutomationTrigger{Type: domain.TriggerRunningLongerThan, Of: domain.StreamTaskRun, Seconds: 1}, domain.AutomationFilter{Deployments: []string{"d"}})
 	run := b.newRun(t, "d", uuid.New(), time.Now(), domain.FlowRunPending{}, domain.FlowRunStarted{})
 	task := &stream{id: uuid.New()}
 	b.write(t, task, domain.TaskRunCreated{FlowRunID: run.id, Task: domain.TaskSpec{Name: "train"}}, domain.TaskRunStarted{Attempt: 1})
@@ -221,10 +224,7 @@ func TestRunningLongerThanOfTaskRun(t *testing.T) {
 // in time never does.
 func TestNotStartedWithinFiresForARunStillWaiting(t *testing.T) {
 	t.Parallel()
-	b := setup(t, automations.DeliveryOptions{AllowPrivate: true})
-	rcv := newReceiver(t, 0)
-	a := b.createTrigger(t, rcv.srv.URL, domain.AutomationTrigger{Type: domain.TriggerNotStartedWithin, Seconds: 1}, domain.AutomationFilter{})
-	b.consumer(t)
+	b, rcv, a := withTrigger(t, domain.AutomationTrigger{Type: domain.TriggerNotStartedWithin, Seconds: 1}, domain.AutomationFilter{})
 	due := time.Now().UTC().Truncate(time.Millisecond)
 	waiting := b.newRun(t, "d", uuid.New(), due, domain.FlowRunPending{})
 	b.newRun(t, "d", uuid.New(), time.Now(), domain.FlowRunPending{}, domain.FlowRunStarted{})

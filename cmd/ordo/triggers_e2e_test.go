@@ -26,21 +26,18 @@ flow:
       command: [sleep, "300"]
 `
 
-// A task RUNNING longer than the trigger's seconds fires while it is still
-// running: the webhook comes, and the task is checked RUNNING after it,
-// then cancelled; nothing more fires.
-func TestRunningLongerThanEndToEnd(t *testing.T) {
-	t.Parallel()
-	const secret = "e2e-secret"
+// signedHook is a webhook receiver that checks each request's signature
+// and key; got returns the bodies it accepted.
+func signedHook(t *testing.T, secret string) (hook *httptest.Server, got func() []string) {
 	var mu sync.Mutex
 	var bodies []string
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	hook = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		ts, sig, _ := strings.Cut(strings.TrimPrefix(r.Header.Get("Ordo-Signature"), "t="), ",v1=")
 		mac := hmac.New(sha256.New, []byte(secret))
 		mac.Write([]byte(ts + "." + string(body)))
-		if !hmac.Equal([]byte(sig), []byte(hex.EncodeToString(mac.Sum(nil)))) {
-			t.Errorf("unsigned request: %v", r.Header)
+		if !hmac.Equal([]byte(sig), []byte(hex.EncodeToString(mac.Sum(nil)))) || r.Header.Get("Ordo-Idempotency-Key") == "" {
+			t.Errorf("unsigned or unkeyed request: %v", r.Header)
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
@@ -49,12 +46,20 @@ func TestRunningLongerThanEndToEnd(t *testing.T) {
 		mu.Unlock()
 	}))
 	t.Cleanup(hook.Close)
-	got := func() []string {
+	return hook, func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		return append([]string(nil), bodies...)
 	}
+}
 
+// A task RUNNING longer than the trigger's seconds fires while it is still
+// running: the webhook comes, and the task is checked RUNNING after it,
+// then cancelled; nothing more fires.
+func TestRunningLongerThanEndToEnd(t *testing.T) {
+	t.Parallel()
+	const secret = "e2e-secret"
+	hook, got := signedHook(t, secret)
 	c := startClusterEnv(t, []string{"ORDO_WEBHOOK_ALLOW_PRIVATE=true", "ORDO_HOOK_SECRET=" + secret})
 	c.start("worker", "-q", "slow")
 	c.ordo("deploy", "-f", c.writeFile("deployment.yaml", slowDeployment))
@@ -121,7 +126,7 @@ actions:
 		}
 	}
 
-	c.ordo("cancel", run)
+	c.ordo("runs", "cancel", run)
 	for deadline := time.Now().Add(2 * time.Minute); fr.State.Type != "CANCELLED"; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("run is %s, never cancelled", fr.State.Type)
