@@ -359,3 +359,23 @@ func TestPausedAndLateAutomations(t *testing.T) {
 		t.Fatalf("the paused automation fired: %+v", ds)
 	}
 }
+
+// A deployment changed so that the filter no longer keeps it has its
+// not_completed_within window closed.
+func TestNotCompletedWithinFollowsDeploymentChanges(t *testing.T) {
+	t.Parallel()
+	b, _, a := withTrigger(t, domain.AutomationTrigger{Type: domain.TriggerNotCompletedWithin, Seconds: 3600}, domain.AutomationFilter{Tags: []string{"prod"}})
+	spec := domain.DeploymentSpec{Name: "nightly", Tags: []string{"prod"}, Flow: domain.FlowSpec{Name: "ml"}}
+	dep := &stream{id: uuid.New()}
+	b.write(t, dep, domain.DeploymentCreated{Spec: spec})
+	b.caughtUp(t)
+	if n := b.count(t, `SELECT count(*) FROM automation_timers WHERE automation_id = $1 AND subject = $2 AND deployment_name = 'nightly'`, a.ID, dep.id); n != 1 {
+		t.Fatalf("%d windows for the new deployment, want 1", n)
+	}
+	spec.Tags = nil
+	b.write(t, dep, domain.DeploymentUpdated{Spec: spec, Version: 2, Changed: []string{"tags"}})
+	b.caughtUp(t)
+	if n := b.count(t, `SELECT count(*) FROM automation_timers`); n != 0 {
+		t.Fatalf("%d windows after the deployment left the filter, want 0", n)
+	}
+}

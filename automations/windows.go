@@ -169,23 +169,36 @@ ON CONFLICT (automation_id, deployment_id) DO UPDATE SET failures = $3, since = 
 	return fs, ops
 }
 
-// deploymentWindows opens a new deployment's not_completed_within windows
-// and closes a deleted one's.
+// deploymentWindows opens the not_completed_within windows of a new
+// deployment, and closes those of one deleted or changed so that their
+// filter no longer keeps it.
 func (c *Consumer) deploymentWindows(env domain.Envelope) []op {
 	if _, ok := c.kinds[domain.TriggerNotCompletedWithin]; !ok {
 		return nil
 	}
+	var spec domain.DeploymentSpec
+	_, updated := env.Event.(domain.DeploymentUpdated)
 	switch e := env.Event.(type) {
 	case domain.DeploymentCreated:
-		var ops []op
-		for _, a := range c.matching(domain.TriggerNotCompletedWithin, deploymentContext(e.Spec)) {
-			ops = append(ops, openWindow(openWindowSQL, a, env.StreamID, env.Position, env.Type, env.RecordedAt, e.Spec.Name))
-		}
-		return ops
+		spec = e.Spec
+	case domain.DeploymentUpdated:
+		spec = e.Spec
 	case domain.DeploymentDeleted:
 		return []op{{closeWindowsSQL, []any{env.StreamID, domain.TriggerNotCompletedWithin}}}
+	default:
+		return nil
 	}
-	return nil
+	var ops []op
+	for _, id := range c.kinds[domain.TriggerNotCompletedWithin] {
+		a := c.autos[id]
+		switch {
+		case !a.Spec.Filter.Matches(deploymentContext(spec)):
+			ops = append(ops, op{`DELETE FROM automation_timers WHERE automation_id = $1 AND subject = $2`, []any{a.ID, env.StreamID}})
+		case !updated: // an updated deployment the filter now keeps waits for its next completion
+			ops = append(ops, openWindow(openWindowSQL, a, env.StreamID, env.Position, env.Type, env.RecordedAt, spec.Name))
+		}
+	}
+	return ops
 }
 
 func deploymentContext(s domain.DeploymentSpec) domain.RunContext {
