@@ -126,7 +126,7 @@ func (c *Consumer) matchWindows(env domain.Envelope, state domain.State) ([]firi
 			for _, a := range c.matching(domain.TriggerNotStartedWithin, info.RunContext) {
 				ops = append(ops, openWindow(openWindowSQL, a, env.StreamID, env.Position, env.Type, e.ScheduledAt, ""))
 			}
-		} else if state.Type == domain.Running || state.Type.Terminal() {
+		} else if notWaiting(state) {
 			ops = append(ops, op{closeWindowsSQL, []any{env.StreamID, domain.TriggerNotStartedWithin}})
 		}
 	}
@@ -199,6 +199,12 @@ func (c *Consumer) deploymentWindows(env domain.Envelope) []op {
 		}
 	}
 	return ops
+}
+
+// notWaiting reports whether a flow run in state is no longer waiting to
+// start: it started, or it ends (a cancellation before it started).
+func notWaiting(state domain.State) bool {
+	return state.Type == domain.Running || state.Type == domain.Cancelling || state.Type.Terminal()
 }
 
 func deploymentContext(s domain.DeploymentSpec) domain.RunContext {
@@ -288,8 +294,8 @@ func (c *Consumer) openWindows(ctx context.Context, a domain.Automation, env dom
 		case domain.TriggerNotStartedWithin:
 			if _, created := e.Event.(domain.FlowRunCreated); created {
 				opened[e.StreamID] = e
-			} else if state.Type == domain.Running || state.Type.Terminal() {
-				opened[e.StreamID] = domain.Envelope{} // it started: no window
+			} else if notWaiting(state) {
+				opened[e.StreamID] = domain.Envelope{} // it started or ends: no window
 			}
 		}
 	}

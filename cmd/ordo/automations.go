@@ -23,7 +23,9 @@ func newAutomationsCommand() *cobra.Command {
 	c := newAPIClient()
 	cmd := &cobra.Command{Use: "automations", Short: "Manage automations: what fires when runs reach a state, and where it is delivered",
 		Long: `Manage automations. An automation is a trigger (a flow run or task run
-reaching a state), a filter (deployments by glob, tags, work queue, flow) and
+reaching a state; a run RUNNING longer than some seconds; a deployment with no
+completed run for some seconds; a run not started some seconds after it was
+due; some flow runs of a deployment failing in a row), a filter (deployments by glob, tags, work queue, flow) and
 actions (a webhook that gets a signed CloudEvents 1.0 JSON body). AUTOMATION
 is an automation's id or its name.`}
 
