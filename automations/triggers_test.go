@@ -306,7 +306,8 @@ func TestConsecutiveFailuresFireAtTheNth(t *testing.T) {
 	second := end(dep, domain.Crashed)
 	end(dep, domain.Failed)
 	end(dep, domain.Completed)
-	end(dep, domain.Failed)
+	fifth := &stream{id: end(dep, domain.Failed), version: 4}
+	b.write(t, fifth, domain.FlowRunRetried{TaskNames: []string{"train"}}, domain.FlowRunFailed{Message: "again"}) // still one run
 	sixth := end(dep, domain.Failed)
 	b.caughtUp(t)
 

@@ -42,6 +42,7 @@ type streakKey struct{ automation, deployment uuid.UUID }
 type streak struct {
 	failures int
 	since    time.Time
+	lastRun  uuid.UUID
 }
 
 // openWindow returns the op that opens a's window on subject, opened by
@@ -82,13 +83,13 @@ func (c *Consumer) matching(kind string, rc domain.RunContext) []domain.Automati
 // loadStreaks reads the failure streaks as of the checkpoint.
 func (c *Consumer) loadStreaks(ctx context.Context) error {
 	c.streaks = map[streakKey]streak{}
-	rows, err := c.pool.Query(ctx, `SELECT automation_id, deployment_id, failures, since FROM automation_streaks`)
+	rows, err := c.pool.Query(ctx, `SELECT automation_id, deployment_id, failures, since, last_run_id FROM automation_streaks`)
 	if err != nil {
 		return fmt.Errorf("read automation streaks: %w", err)
 	}
 	var k streakKey
 	var s streak
-	_, err = pgx.ForEachRow(rows, []any{&k.automation, &k.deployment, &s.failures, &s.since}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&k.automation, &k.deployment, &s.failures, &s.since, &s.lastRun}, func() error {
 		c.streaks[k] = s
 		return nil
 	})
@@ -149,14 +150,18 @@ func (c *Consumer) matchWindows(env domain.Envelope, state domain.State) ([]firi
 			}
 		case domain.Failed, domain.Crashed:
 			s := c.streaks[k]
+			if s.failures > 0 && s.lastRun == info.FlowRunID {
+				continue // a retried run failing again is still one run
+			}
 			if s.failures == 0 {
 				s.since = env.RecordedAt
 			}
 			s.failures++
+			s.lastRun = info.FlowRunID
 			c.streaks[k] = s
 			ops = append(ops, op{`
-INSERT INTO automation_streaks (automation_id, deployment_id, failures, since) VALUES ($1, $2, $3, $4)
-ON CONFLICT (automation_id, deployment_id) DO UPDATE SET failures = $3, since = $4`, []any{k.automation, k.deployment, s.failures, s.since}})
+INSERT INTO automation_streaks (automation_id, deployment_id, failures, since, last_run_id) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (automation_id, deployment_id) DO UPDATE SET failures = $3, since = $4, last_run_id = $5`, []any{k.automation, k.deployment, s.failures, s.since, s.lastRun}})
 			if s.failures != a.Spec.Trigger.Count {
 				continue
 			}

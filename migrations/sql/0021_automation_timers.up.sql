@@ -29,6 +29,7 @@ CREATE TABLE automation_streaks (
     deployment_id uuid        NOT NULL,
     failures      int         NOT NULL,
     since         timestamptz NOT NULL,
+    last_run_id   uuid        NOT NULL,
     PRIMARY KEY (automation_id, deployment_id)
 );
 COMMENT ON TABLE automation_streaks IS 'consecutive_failures: flow runs of a deployment that ended FAILED or CRASHED in a row, kept by the automation consumer in the transaction that moves its checkpoint; a COMPLETED run removes the row.';
@@ -36,6 +37,7 @@ COMMENT ON COLUMN automation_streaks.automation_id IS 'The consecutive_failures 
 COMMENT ON COLUMN automation_streaks.deployment_id IS 'The deployment whose runs failed.';
 COMMENT ON COLUMN automation_streaks.failures IS 'Runs in a row that ended FAILED or CRASHED.';
 COMMENT ON COLUMN automation_streaks.since IS 'When the first failure of the streak was recorded.';
+COMMENT ON COLUMN automation_streaks.last_run_id IS 'The flow run that failed last: a retried run that fails again is still one run of the streak.';
 
 ALTER TABLE automation_firings
     ADD COLUMN trigger_kind text NOT NULL DEFAULT 'state',
