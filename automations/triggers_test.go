@@ -327,8 +327,8 @@ func TestConsecutiveFailuresFireAtTheNth(t *testing.T) {
 	}
 }
 
-// A paused automation's window does not fire; one created after a run
-// started still catches it.
+// A paused automation's window does not fire; one created, or resumed,
+// after a run started still catches it.
 func TestPausedAndLateAutomations(t *testing.T) {
 	t.Parallel()
 	b := setup(t, automations.DeliveryOptions{AllowPrivate: true})
@@ -359,6 +359,18 @@ func TestPausedAndLateAutomations(t *testing.T) {
 	if ds := b.deliveries(t, paused.ID); len(ds) != 0 {
 		t.Fatalf("the paused automation fired: %+v", ds)
 	}
+	// resumed, it catches the run still running, once
+	if _, err := b.svc.AutomationResume(context.Background(), paused.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if d := b.settled(t, paused.ID, 1)[0]; *d.FlowRunID != run.id {
+		t.Fatalf("resumed automation's delivery = %+v", d)
+	}
+	b.caughtUp(t)
+	if n := b.count(t, `SELECT count(*) FROM events WHERE type = 'AutomationFired'`); n != 2 {
+		t.Fatalf("%d firings, want 2", n)
+	}
+	verifyLog(t, b)
 }
 
 // A deployment changed so that the filter no longer keeps it has its
