@@ -108,7 +108,7 @@ func (c *Consumer) matchWindows(env domain.Envelope, state domain.State) ([]firi
 	}
 	info := c.runOf(env)
 	var ops []op
-	if _, ok := c.kinds[domain.TriggerRunningLongerThan]; ok {
+	if slices.ContainsFunc(c.kinds[domain.TriggerRunningLongerThan], func(id uuid.UUID) bool { return c.autos[id].Spec.Trigger.Of == env.StreamType }) {
 		if state.Type == domain.Running {
 			for _, a := range c.matching(domain.TriggerRunningLongerThan, info.RunContext) {
 				if a.Spec.Trigger.Of == env.StreamType {
