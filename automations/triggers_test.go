@@ -72,6 +72,17 @@ func (b bundle) deployment(t *testing.T, name string) *stream {
 	return s
 }
 
+// firings checks, once the consumer has read the whole log, that it holds
+// want firings and is valid.
+func (b bundle) firings(t *testing.T, want int) {
+	t.Helper()
+	b.caughtUp(t)
+	if n := b.count(t, `SELECT count(*) FROM events WHERE type = 'AutomationFired'`); n != want {
+		t.Fatalf("%d firings, want %d", n, want)
+	}
+	verifyLog(t, b)
+}
+
 // project runs the read side's projector: what an automation created late
 // looks at for windows already open.
 func (b bundle) project(t *testing.T) {
@@ -155,11 +166,7 @@ func TestRunningLongerThanFiresWhileRunning(t *testing.T) {
 		t.Fatalf("%d windows left open", n)
 	}
 	b.write(t, long, domain.FlowRunCompleted{})
-	b.caughtUp(t)
-	if n := b.count(t, `SELECT count(*) FROM events WHERE type = 'AutomationFired'`); n != 1 {
-		t.Fatalf("%d firings, want 1", n)
-	}
-	verifyLog(t, b)
+	b.firings(t, 1)
 }
 
 // A window opened before a restart, or watched by two consumers at once,
@@ -190,14 +197,10 @@ func TestWindowFiresOnceAcrossRestartsAndConsumers(t *testing.T) {
 				t.Fatalf("delivery = %+v", d)
 			}
 			b.checkWindow(t, d, domain.TriggerRunningLongerThan, 2)
-			b.caughtUp(t)
-			if n := b.count(t, `SELECT count(*) FROM events WHERE type = 'AutomationFired'`); n != 1 {
-				t.Fatalf("%d firings, want 1", n)
-			}
+			b.firings(t, 1)
 			if keys, _ := rcv.got(); len(keys) != 1 {
 				t.Fatalf("receiver got %d requests, want 1", len(keys))
 			}
-			verifyLog(t, b)
 		})
 	}
 }
@@ -366,11 +369,7 @@ func TestPausedAndLateAutomations(t *testing.T) {
 	if d := b.settled(t, paused.ID, 1)[0]; *d.FlowRunID != run.id {
 		t.Fatalf("resumed automation's delivery = %+v", d)
 	}
-	b.caughtUp(t)
-	if n := b.count(t, `SELECT count(*) FROM events WHERE type = 'AutomationFired'`); n != 2 {
-		t.Fatalf("%d firings, want 2", n)
-	}
-	verifyLog(t, b)
+	b.firings(t, 2)
 }
 
 // A deployment changed so that the filter no longer keeps it has its
