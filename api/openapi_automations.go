@@ -9,9 +9,12 @@ var automationSpecProps = obj{
 	"name":        str,
 	"description": omitted(str),
 	"trigger": object([]string{"type"}, obj{
-		"type":   obj{"type": "string", "enum": []string{"state"}},
-		"of":     omitted(obj{"type": "string", "enum": []string{"flow_run", "task_run"}}),
-		"states": omitted(obj{"type": "array", "items": str, "description": "state types (FAILED) or named states (TimedOut, Late, Retrying, ...)"}),
+		"type": obj{"type": "string", "enum": []string{"state", "running_longer_than", "not_completed_within", "not_started_within", "consecutive_failures"},
+			"description": "state: a run reached one of states; running_longer_than: a run has been RUNNING for seconds and still is; not_completed_within: a deployment had no COMPLETED flow run for seconds; not_started_within: a flow run had not started seconds after it was due; consecutive_failures: count flow runs of a deployment in a row ended FAILED or CRASHED"},
+		"of":      omitted(obj{"type": "string", "enum": []string{"flow_run", "task_run"}, "description": "state and running_longer_than only (required there)"}),
+		"states":  omitted(obj{"type": "array", "items": str, "description": "state only: state types (FAILED) or named states (TimedOut, Late, Retrying, ...)"}),
+		"seconds": omitted(obj{"type": "integer", "minimum": 1, "maximum": 366 * 24 * 3600, "description": "running_longer_than, not_completed_within, not_started_within only: the window's length"}),
+		"count":   omitted(obj{"type": "integer", "minimum": 1, "description": "consecutive_failures only: failed runs in a row"}),
 	}),
 	"filter": omitted(object(nil, obj{
 		"deployments": omitted(obj{"type": "array", "items": str, "description": "deployment names, with globs (model_*)"}),
@@ -63,12 +66,24 @@ func withAutomations(doc obj) obj {
 		props[k] = v
 	}
 	schemas["Automation"] = object([]string{"id", "name", "trigger", "actions", "paused", "version", "created_at", "updated_at"}, props)
-	schemas["Delivery"] = object([]string{"firing_id", "action", "action_type", "target", "status", "attempts", "last_status_code", "last_error", "trigger_position", "trigger_type", "flow_run_id", "task_run_id", "created_at", "updated_at", "attempt_list"}, obj{
+	window := object([]string{"since"}, obj{
+		"since":           obj{"type": "string", "format": "date-time", "description": "when the window opened: running since, due at, last completion or the automation's creation, first failure of the streak"},
+		"deadline":        omitted(obj{"type": "string", "format": "date-time", "description": "since + seconds: when it fired"}),
+		"seconds":         omitted(obj{"type": "integer"}),
+		"count":           omitted(obj{"type": "integer", "description": "consecutive_failures: failed runs in a row"}),
+		"deployment_id":   omitted(str),
+		"deployment_name": omitted(str),
+	})
+	window["description"] = "absence and count triggers: the window that fired"
+	schemas["Delivery"] = object([]string{"firing_id", "action", "action_type", "target", "status", "attempts", "last_status_code", "last_error", "trigger_position", "trigger_type", "trigger_kind", "window", "flow_run_id", "task_run_id", "created_at", "updated_at", "attempt_list"}, obj{
 		"firing_id": obj{"type": "string", "description": "the firing, and the Ordo-Idempotency-Key of every attempt"}, "action": obj{"type": "integer"},
 		"action_type": str, "target": str, "status": obj{"type": "string", "enum": []string{"pending", "delivered", "dead"}},
 		"attempts": obj{"type": "integer"}, "last_status_code": nullable(obj{"type": "integer"}), "last_error": nullable(str),
 		"trigger_position": nullable(obj{"type": "integer", "description": "the triggering event's log position; null for a test firing"}),
-		"trigger_type":     str, "flow_run_id": nullable(str), "task_run_id": nullable(str), "created_at": dateTime, "updated_at": dateTime,
+		"trigger_type":     str,
+		"trigger_kind":     obj{"type": "string", "description": "the automation's trigger type when it fired (state, running_longer_than, ...), or test"},
+		"window":           nullable(window),
+		"flow_run_id":      nullable(str), "task_run_id": nullable(str), "created_at": dateTime, "updated_at": dateTime,
 		"attempt_list": obj{"type": "array", "items": object([]string{"attempt", "status_code", "latency_ms", "error", "at"}, obj{
 			"attempt": obj{"type": "integer"}, "status_code": nullable(obj{"type": "integer"}), "latency_ms": obj{"type": "number", "format": "double"},
 			"error": nullable(str), "at": dateTime,

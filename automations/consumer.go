@@ -62,6 +62,9 @@ type Consumer struct {
 	index map[triggerKey]*bucket
 	runs  map[uuid.UUID]runInfo   // flow runs seen or looked up
 	tasks map[uuid.UUID]uuid.UUID // task run -> flow run
+	// absence and count triggers (windows.go)
+	kinds   map[string][]uuid.UUID // live automations of each kind but state
+	streaks map[streakKey]streak   // consecutive_failures, as of cp
 }
 
 // triggerKey is what an automation is indexed by: the kind of run and one
@@ -74,7 +77,8 @@ type triggerKey struct {
 
 type runInfo struct {
 	domain.RunContext
-	name string
+	name         string
+	deploymentID uuid.UUID
 }
 
 // maxCachedRuns bounds the runs remembered between events.
@@ -178,6 +182,13 @@ func (c *Consumer) session(ctx context.Context) error {
 	if err := c.load(ctx); err != nil {
 		return err
 	}
+	tctx, stop := context.WithCancel(ctx)
+	timers := make(chan struct{})
+	go func() {
+		defer close(timers)
+		c.runTimers(tctx)
+	}()
+	defer func() { stop(); <-timers }()
 	return c.store.Subscribe(ctx, c.cp, eventstore.SubscribeOptions{BatchSize: c.opts.BatchSize, PollInterval: c.opts.PollInterval}, c.handle)
 }
 
@@ -193,6 +204,10 @@ func (c *Consumer) load(ctx context.Context) error {
 	c.cp = cp
 	c.autos, c.index = map[uuid.UUID]domain.Automation{}, map[triggerKey]*bucket{}
 	c.runs, c.tasks = map[uuid.UUID]runInfo{}, map[uuid.UUID]uuid.UUID{}
+	c.kinds = map[string][]uuid.UUID{}
+	if err := c.loadStreaks(ctx); err != nil {
+		return err
+	}
 	envs, err := c.automationEvents(ctx)
 	if err != nil {
 		return err
@@ -284,28 +299,31 @@ func literalDeployments(f domain.AutomationFilter) []string {
 	return slices.Compact(deps)
 }
 
-// applyAutomation folds an automation event into the index.
-func (c *Consumer) applyAutomation(env domain.Envelope) {
+// applyAutomation folds an automation event into the index, and returns the
+// automation before and after it.
+func (c *Consumer) applyAutomation(env domain.Envelope) (before, after domain.Automation) {
 	before, had := c.autos[env.StreamID]
 	if !had {
 		before.ID = env.StreamID
 	}
-	after := before.Apply(env.Event, env.RecordedAt)
+	after = before.Apply(env.Event, env.RecordedAt)
 	after.Stream = env.Version
 	if live(before) {
 		c.unindex(before)
 	}
 	if after.Deleted {
 		delete(c.autos, after.ID)
-		return
+		return before, after
 	}
 	c.autos[after.ID] = after
 	if live(after) {
 		c.indexAdd(after)
 	}
+	return before, after
 }
 
 func (c *Consumer) indexAdd(a domain.Automation) {
+	c.kindsAdd(a)
 	deps := literalDeployments(a.Spec.Filter)
 	for _, k := range keysOf(a.Spec) {
 		b := c.index[k]
@@ -324,6 +342,7 @@ func (c *Consumer) indexAdd(a domain.Automation) {
 }
 
 func (c *Consumer) unindex(a domain.Automation) {
+	c.kindsRemove(a)
 	deps := literalDeployments(a.Spec.Filter)
 	other := func(id uuid.UUID) bool { return id == a.ID }
 	for _, k := range keysOf(a.Spec) {
@@ -379,7 +398,7 @@ func (c *Consumer) handle(ctx context.Context, envs []domain.Envelope) error {
 	var need []domain.Envelope
 	for _, env := range envs {
 		if state, ok := domain.StateReached(env.Event, env.RecordedAt); ok {
-			if b1, b2 := c.buckets(env.StreamType, state); changes || b1 != nil || b2 != nil {
+			if b1, b2 := c.buckets(env.StreamType, state); changes || b1 != nil || b2 != nil || len(c.kinds) > 0 {
 				need = append(need, env)
 			}
 		}
@@ -388,13 +407,25 @@ func (c *Consumer) handle(ctx context.Context, envs []domain.Envelope) error {
 		return err
 	}
 	var fs []firing
+	var ops []op
 	for _, env := range envs {
-		if env.StreamType == domain.StreamAutomation {
-			c.applyAutomation(env)
+		switch env.StreamType {
+		case domain.StreamAutomation:
+			before, after := c.applyAutomation(env)
+			o, err := c.automationWindows(ctx, env, before, after)
+			if err != nil {
+				return err
+			}
+			ops = append(ops, o...)
+			continue
+		case domain.StreamDeployment:
+			ops = append(ops, c.deploymentWindows(env)...)
 			continue
 		}
 		if state, ok := domain.StateReached(env.Event, env.RecordedAt); ok {
 			fs = append(fs, c.match(env, state)...)
+			wfs, o := c.matchWindows(env, state)
+			fs, ops = append(fs, wfs...), append(ops, o...)
 		}
 	}
 	next := eventstore.CheckpointOf(envs[len(envs)-1])
@@ -407,6 +438,9 @@ func (c *Consumer) handle(ctx context.Context, envs []domain.Envelope) error {
 			return errCheckpointMoved
 		}
 		if err := recordFirings(ctx, tx, c.store, c.river, "automations", fs); err != nil {
+			return err
+		}
+		if err := runOps(ctx, tx, ops); err != nil {
 			return err
 		}
 		_, err = tx.Exec(ctx, `UPDATE automation_checkpoints SET transaction_id = $2::text::xid8, position = $3, updated_at = now() WHERE name = $1`,
@@ -447,7 +481,8 @@ func (c *Consumer) remember(env domain.Envelope) {
 }
 
 func runInfoOf(id uuid.UUID, e domain.FlowRunCreated) runInfo {
-	return runInfo{RunContext: domain.RunContext{FlowRunID: id, DeploymentName: e.DeploymentName, Tags: e.Tags, WorkQueue: e.WorkQueue, Flow: e.Flow.Name}, name: e.Name}
+	return runInfo{RunContext: domain.RunContext{FlowRunID: id, DeploymentName: e.DeploymentName, Tags: e.Tags, WorkQueue: e.WorkQueue, Flow: e.Flow.Name},
+		name: e.Name, deploymentID: e.DeploymentID}
 }
 
 // lookUpRuns reads, from the log, the runs of events that the consumer has
@@ -501,6 +536,16 @@ func (c *Consumer) flowRunOf(env domain.Envelope) (uuid.UUID, bool) {
 	return id, ok
 }
 
+// runOf returns the flow run of a run's event, as far as it is known.
+func (c *Consumer) runOf(env domain.Envelope) runInfo {
+	var info runInfo
+	if id, ok := c.flowRunOf(env); ok {
+		info = c.runs[id]
+		info.FlowRunID = id
+	}
+	return info
+}
+
 // match returns the firings of an event that reached state: the
 // automations under its state's buckets, for any deployment or for its
 // run's, whose trigger and filter it passes.
@@ -509,11 +554,7 @@ func (c *Consumer) match(env domain.Envelope, state domain.State) []firing {
 	if b1 == nil && b2 == nil {
 		return nil
 	}
-	var info runInfo
-	if id, ok := c.flowRunOf(env); ok {
-		info = c.runs[id]
-		info.FlowRunID = id
-	}
+	info := c.runOf(env)
 	var ids []uuid.UUID
 	for _, b := range []*bucket{b1, b2} {
 		if b != nil {
@@ -530,7 +571,7 @@ func (c *Consumer) match(env domain.Envelope, state domain.State) []firing {
 		if !a.Spec.Trigger.MatchesState(state) || !a.Spec.Filter.Matches(info.RunContext) {
 			continue
 		}
-		fired := domain.AutomationFired{AutomationID: id, TriggerPosition: env.Position, TriggerType: env.Type,
+		fired := domain.AutomationFired{AutomationID: id, TriggerPosition: env.Position, TriggerType: env.Type, Trigger: domain.TriggerState,
 			FlowRunID: info.FlowRunID, State: state}
 		if env.StreamType == domain.StreamTaskRun {
 			t := env.StreamID

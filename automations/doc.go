@@ -23,9 +23,16 @@
 // as stuck after its last attempt) is made dead by the Sweeper (sweep.go);
 // a dead delivery is retried by queueing its River job again (retry.go).
 //
+// Absence triggers keep open windows (automation_timers) and
+// consecutive_failures its streaks (automation_streaks), both written in
+// the consumer's transaction; the leader fires a window at its deadline,
+// once the consumer has read the log that far, with the firing id of the
+// event that opened it (docs/AUTOMATIONS.md).
+//
 // Files: service.go (the commands and queries the API calls), fire.go
-// (recording a firing with its jobs), consumer.go, deliver.go, retry.go
-// (retrying a delivery, a run's firings), sweep.go, metrics.go.
+// (recording a firing with its jobs), consumer.go, windows.go (what events
+// do to windows and streaks), timers.go (firing due windows), deliver.go,
+// retry.go (retrying a delivery, a run's firings), sweep.go, metrics.go.
 //
 // It depends on domain, eventstore and River; it must never import
 // commands, jobs, projections or api.

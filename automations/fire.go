@@ -31,6 +31,17 @@ func (f firing) id() uuid.UUID {
 	return domain.FiringID(f.automation.ID, f.fired.TriggerPosition)
 }
 
+// kind is the firing's trigger type as automation_firings keeps it.
+func (f firing) kind() string {
+	switch {
+	case f.fired.Test:
+		return "test"
+	case f.fired.Trigger == "":
+		return domain.TriggerState
+	}
+	return f.fired.Trigger
+}
+
 // CloudEvent is the CloudEvents 1.0 structured JSON body a webhook gets.
 type CloudEvent struct {
 	SpecVersion     string    `json:"specversion"`
@@ -50,8 +61,10 @@ type EventData struct {
 		Name string    `json:"name"`
 	} `json:"automation"`
 	Trigger struct {
-		Position  int64  `json:"position,omitempty"`
-		EventType string `json:"event_type"`
+		Position  int64                `json:"position,omitempty"`
+		EventType string               `json:"event_type"`
+		Kind      string               `json:"kind"`             // the trigger's type, "test" for a test firing
+		Window    *domain.FiringWindow `json:"window,omitempty"` // absence and count triggers
 	} `json:"trigger"`
 	FlowRun   *EventRun     `json:"flow_run,omitempty"`
 	TaskRunID *uuid.UUID    `json:"task_run_id,omitempty"`
@@ -76,6 +89,7 @@ func (f firing) body() ([]byte, error) {
 	d := &ce.Data
 	d.Automation.ID, d.Automation.Name = f.automation.ID, f.automation.Spec.Name
 	d.Trigger.Position, d.Trigger.EventType = f.fired.TriggerPosition, f.fired.TriggerType
+	d.Trigger.Kind, d.Trigger.Window = f.kind(), f.fired.Window
 	d.TaskRunID, d.Test = f.fired.TaskRunID, f.fired.Test
 	if !f.fired.State.IsZero() {
 		st := f.fired.State
@@ -117,8 +131,8 @@ func recordFirings(ctx context.Context, tx pgx.Tx, store *eventstore.Store, rc *
 			flowRun = &f.run.FlowRunID
 		}
 		if _, err := tx.Exec(ctx, `
-INSERT INTO automation_firings (id, automation_id, trigger_position, trigger_type, flow_run_id, task_run_id)
-VALUES ($1, $2, $3, $4, $5, $6)`, id, f.automation.ID, position, f.fired.TriggerType, flowRun, f.fired.TaskRunID); err != nil {
+INSERT INTO automation_firings (id, automation_id, trigger_position, trigger_type, flow_run_id, task_run_id, trigger_kind, trigger_window)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, id, f.automation.ID, position, f.fired.TriggerType, flowRun, f.fired.TaskRunID, f.kind(), f.fired.Window); err != nil {
 			return fmt.Errorf("record firing: %w", err)
 		}
 		body, err := f.body()

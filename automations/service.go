@@ -238,7 +238,7 @@ func (s *Service) AutomationDeliveries(ctx context.Context, id uuid.UUID, limit 
 func (s *Service) deliveries(ctx context.Context, where string, args ...any) ([]domain.Delivery, error) {
 	rows, err := s.store.Pool().Query(ctx, `
 SELECT d.firing_id, d.action, d.action_type, d.target, d.status, d.attempts, d.last_status_code, d.last_error,
-       f.trigger_position, f.trigger_type, f.flow_run_id, f.task_run_id, d.created_at, d.updated_at,
+       f.trigger_position, f.trigger_type, f.trigger_kind, f.trigger_window, f.flow_run_id, f.task_run_id, d.created_at, d.updated_at,
        coalesce((SELECT jsonb_agg(jsonb_build_object('attempt', a.attempt, 'status_code', a.status_code,
            'latency_ms', a.latency_ms, 'error', a.error, 'at', a.at) ORDER BY a.attempt)
          FROM automation_delivery_attempts a WHERE a.firing_id = d.firing_id AND a.action = d.action), '[]')
@@ -251,7 +251,7 @@ FROM automation_deliveries d JOIN automation_firings f ON f.id = d.firing_id
 		var d domain.Delivery
 		var attempts []byte
 		err := r.Scan(&d.FiringID, &d.Action, &d.ActionType, &d.Target, &d.Status, &d.Attempts, &d.LastStatusCode, &d.LastError,
-			&d.TriggerPosition, &d.TriggerType, &d.FlowRunID, &d.TaskRunID, &d.CreatedAt, &d.UpdatedAt, &attempts)
+			&d.TriggerPosition, &d.TriggerType, &d.TriggerKind, &d.Window, &d.FlowRunID, &d.TaskRunID, &d.CreatedAt, &d.UpdatedAt, &attempts)
 		if err != nil {
 			return d, err
 		}

@@ -53,12 +53,24 @@ func (e AutomationTriggerOf) Valid() bool {
 
 // Defines values for AutomationTriggerType.
 const (
-	AutomationTriggerTypeState AutomationTriggerType = "state"
+	AutomationTriggerTypeConsecutiveFailures AutomationTriggerType = "consecutive_failures"
+	AutomationTriggerTypeNotCompletedWithin  AutomationTriggerType = "not_completed_within"
+	AutomationTriggerTypeNotStartedWithin    AutomationTriggerType = "not_started_within"
+	AutomationTriggerTypeRunningLongerThan   AutomationTriggerType = "running_longer_than"
+	AutomationTriggerTypeState               AutomationTriggerType = "state"
 )
 
 // Valid indicates whether the value is a known member of the AutomationTriggerType enum.
 func (e AutomationTriggerType) Valid() bool {
 	switch e {
+	case AutomationTriggerTypeConsecutiveFailures:
+		return true
+	case AutomationTriggerTypeNotCompletedWithin:
+		return true
+	case AutomationTriggerTypeNotStartedWithin:
+		return true
+	case AutomationTriggerTypeRunningLongerThan:
+		return true
 	case AutomationTriggerTypeState:
 		return true
 	default:
@@ -101,12 +113,24 @@ func (e AutomationSpecTriggerOf) Valid() bool {
 
 // Defines values for AutomationSpecTriggerType.
 const (
-	AutomationSpecTriggerTypeState AutomationSpecTriggerType = "state"
+	AutomationSpecTriggerTypeConsecutiveFailures AutomationSpecTriggerType = "consecutive_failures"
+	AutomationSpecTriggerTypeNotCompletedWithin  AutomationSpecTriggerType = "not_completed_within"
+	AutomationSpecTriggerTypeNotStartedWithin    AutomationSpecTriggerType = "not_started_within"
+	AutomationSpecTriggerTypeRunningLongerThan   AutomationSpecTriggerType = "running_longer_than"
+	AutomationSpecTriggerTypeState               AutomationSpecTriggerType = "state"
 )
 
 // Valid indicates whether the value is a known member of the AutomationSpecTriggerType enum.
 func (e AutomationSpecTriggerType) Valid() bool {
 	switch e {
+	case AutomationSpecTriggerTypeConsecutiveFailures:
+		return true
+	case AutomationSpecTriggerTypeNotCompletedWithin:
+		return true
+	case AutomationSpecTriggerTypeNotStartedWithin:
+		return true
+	case AutomationSpecTriggerTypeRunningLongerThan:
+		return true
 	case AutomationSpecTriggerTypeState:
 		return true
 	default:
@@ -327,11 +351,20 @@ type Automation struct {
 	Name    string `json:"name"`
 	Paused  bool   `json:"paused"`
 	Trigger struct {
+		// Count consecutive_failures only: failed runs in a row
+		Count int `json:"count,omitempty"`
+
+		// Of state and running_longer_than only (required there)
 		Of AutomationTriggerOf `json:"of,omitempty"`
 
-		// States state types (FAILED) or named states (TimedOut, Late, Retrying, ...)
-		States []string              `json:"states,omitempty"`
-		Type   AutomationTriggerType `json:"type"`
+		// Seconds running_longer_than, not_completed_within, not_started_within only: the window's length
+		Seconds int `json:"seconds,omitempty"`
+
+		// States state only: state types (FAILED) or named states (TimedOut, Late, Retrying, ...)
+		States []string `json:"states,omitempty"`
+
+		// Type state: a run reached one of states; running_longer_than: a run has been RUNNING for seconds and still is; not_completed_within: a deployment had no COMPLETED flow run for seconds; not_started_within: a flow run had not started seconds after it was due; consecutive_failures: count flow runs of a deployment in a row ended FAILED or CRASHED
+		Type AutomationTriggerType `json:"type"`
 	} `json:"trigger"`
 	UpdatedAt time.Time `json:"updated_at"`
 	Version   int       `json:"version"`
@@ -340,10 +373,10 @@ type Automation struct {
 // AutomationActionsType defines model for Automation.Actions.Type.
 type AutomationActionsType string
 
-// AutomationTriggerOf defines model for Automation.Trigger.Of.
+// AutomationTriggerOf state and running_longer_than only (required there)
 type AutomationTriggerOf string
 
-// AutomationTriggerType defines model for Automation.Trigger.Type.
+// AutomationTriggerType state: a run reached one of states; running_longer_than: a run has been RUNNING for seconds and still is; not_completed_within: a deployment had no COMPLETED flow run for seconds; not_started_within: a flow run had not started seconds after it was due; consecutive_failures: count flow runs of a deployment in a row ended FAILED or CRASHED
 type AutomationTriggerType string
 
 // AutomationSpec defines model for AutomationSpec.
@@ -370,21 +403,30 @@ type AutomationSpec struct {
 	} `json:"filter,omitempty"`
 	Name    string `json:"name"`
 	Trigger struct {
+		// Count consecutive_failures only: failed runs in a row
+		Count int `json:"count,omitempty"`
+
+		// Of state and running_longer_than only (required there)
 		Of AutomationSpecTriggerOf `json:"of,omitempty"`
 
-		// States state types (FAILED) or named states (TimedOut, Late, Retrying, ...)
-		States []string                  `json:"states,omitempty"`
-		Type   AutomationSpecTriggerType `json:"type"`
+		// Seconds running_longer_than, not_completed_within, not_started_within only: the window's length
+		Seconds int `json:"seconds,omitempty"`
+
+		// States state only: state types (FAILED) or named states (TimedOut, Late, Retrying, ...)
+		States []string `json:"states,omitempty"`
+
+		// Type state: a run reached one of states; running_longer_than: a run has been RUNNING for seconds and still is; not_completed_within: a deployment had no COMPLETED flow run for seconds; not_started_within: a flow run had not started seconds after it was due; consecutive_failures: count flow runs of a deployment in a row ended FAILED or CRASHED
+		Type AutomationSpecTriggerType `json:"type"`
 	} `json:"trigger"`
 }
 
 // AutomationSpecActionsType defines model for AutomationSpec.Actions.Type.
 type AutomationSpecActionsType string
 
-// AutomationSpecTriggerOf defines model for AutomationSpec.Trigger.Of.
+// AutomationSpecTriggerOf state and running_longer_than only (required there)
 type AutomationSpecTriggerOf string
 
-// AutomationSpecTriggerType defines model for AutomationSpec.Trigger.Type.
+// AutomationSpecTriggerType state: a run reached one of states; running_longer_than: a run has been RUNNING for seconds and still is; not_completed_within: a deployment had no COMPLETED flow run for seconds; not_started_within: a flow run had not started seconds after it was due; consecutive_failures: count flow runs of a deployment in a row ended FAILED or CRASHED
 type AutomationSpecTriggerType string
 
 // Delivery defines model for Delivery.
@@ -410,10 +452,28 @@ type Delivery struct {
 	Target         string         `json:"target"`
 	TaskRunID      *string        `json:"task_run_id"`
 
+	// TriggerKind the automation's trigger type when it fired (state, running_longer_than, ...), or test
+	TriggerKind string `json:"trigger_kind"`
+
 	// TriggerPosition the triggering event's log position; null for a test firing
 	TriggerPosition *int      `json:"trigger_position"`
 	TriggerType     string    `json:"trigger_type"`
 	UpdatedAt       time.Time `json:"updated_at"`
+
+	// Window absence and count triggers: the window that fired
+	Window *struct {
+		// Count consecutive_failures: failed runs in a row
+		Count int `json:"count,omitempty"`
+
+		// Deadline since + seconds: when it fired
+		Deadline       time.Time `json:"deadline,omitempty"`
+		DeploymentID   string    `json:"deployment_id,omitempty"`
+		DeploymentName string    `json:"deployment_name,omitempty"`
+		Seconds        int       `json:"seconds,omitempty"`
+
+		// Since when the window opened: running since, due at, last completion or the automation's creation, first failure of the streak
+		Since time.Time `json:"since"`
+	} `json:"window"`
 }
 
 // DeliveryStatus defines model for Delivery.Status.

@@ -23,10 +23,17 @@ const (
 	StreamAutomationFiring = "automation_firing"
 )
 
-// Trigger types of automations that are implemented.
+// Trigger types of automations.
 const (
-	TriggerState = "state" // a flow run or task run reached a state
+	TriggerState               = "state"                // a flow run or task run reached a state
+	TriggerRunningLongerThan   = "running_longer_than"  // a run has been RUNNING for Seconds, and still is
+	TriggerNotCompletedWithin  = "not_completed_within" // a deployment had no COMPLETED flow run for Seconds
+	TriggerNotStartedWithin    = "not_started_within"   // a flow run had not started Seconds after it was due
+	TriggerConsecutiveFailures = "consecutive_failures" // Count flow runs of a deployment in a row ended FAILED or CRASHED
 )
+
+// maxTriggerSeconds bounds a trigger's window (a year).
+const maxTriggerSeconds = 366 * 24 * 3600
 
 // Action types of automations that are implemented.
 const (
@@ -34,7 +41,7 @@ const (
 )
 
 var (
-	triggerTypes = []string{TriggerState}
+	triggerTypes = []string{TriggerState, TriggerRunningLongerThan, TriggerNotCompletedWithin, TriggerNotStartedWithin, TriggerConsecutiveFailures}
 	actionTypes  = []string{ActionWebhook}
 	triggerOfs   = []string{StreamFlowRun, StreamTaskRun}
 	stateNames   = []string{NameScheduled, NameLate, NameAwaitingRetry, NamePending, NameRunning, NameRetrying,
@@ -54,9 +61,11 @@ type AutomationSpec struct {
 
 // AutomationTrigger says which events fire an automation.
 type AutomationTrigger struct {
-	Type   string   `json:"type"`             // "state"
-	Of     string   `json:"of,omitempty"`     // "flow_run" or "task_run"
-	States []string `json:"states,omitempty"` // state types (FAILED) or named states (TimedOut)
+	Type    string   `json:"type"`              // one of the Trigger* kinds
+	Of      string   `json:"of,omitempty"`      // state, running_longer_than: "flow_run" or "task_run"
+	States  []string `json:"states,omitempty"`  // state: state types (FAILED) or named states (TimedOut)
+	Seconds int      `json:"seconds,omitempty"` // running_longer_than, not_completed_within, not_started_within
+	Count   int      `json:"count,omitempty"`   // consecutive_failures
 }
 
 // AutomationFilter narrows the runs an automation fires for; empty fields
@@ -86,25 +95,7 @@ func (s AutomationSpec) Validate() error {
 	} else if len(s.Name) > 200 {
 		p.Add("name", "is longer than 200 characters")
 	}
-	t := s.Trigger
-	switch {
-	case t.Type == "":
-		p.Add("trigger.type", "is required (one of %s)", strings.Join(triggerTypes, ", "))
-	case !slices.Contains(triggerTypes, t.Type):
-		p.Add("trigger.type", "unknown trigger type %q (one of %s)", t.Type, strings.Join(triggerTypes, ", "))
-	case t.Type == TriggerState:
-		if !slices.Contains(triggerOfs, t.Of) {
-			p.Add("trigger.of", "must be one of %s, not %q", strings.Join(triggerOfs, ", "), t.Of)
-		}
-		if len(t.States) == 0 {
-			p.Add("trigger.states", "name at least one state type or named state")
-		}
-		for i, st := range t.States {
-			if !StateType(st).Valid() && !slices.Contains(stateNames, st) {
-				p.Add("trigger.states["+strconv.Itoa(i)+"]", "unknown state %q (a type such as FAILED or a named state such as TimedOut)", st)
-			}
-		}
-	}
+	s.Trigger.validate(&p)
 	for i, g := range s.Filter.Deployments {
 		if _, err := path.Match(g, ""); err != nil || g == "" {
 			p.Add("filter.deployments["+strconv.Itoa(i)+"]", "%q is not a valid glob", g)
@@ -134,6 +125,54 @@ func (s AutomationSpec) Validate() error {
 	}
 	return p.Err()
 }
+
+// validate names each bad field of the trigger: a kind's own fields are
+// required, the other kinds' refused.
+func (t AutomationTrigger) validate(p *Problems) {
+	switch {
+	case t.Type == "":
+		p.Add("trigger.type", "is required (one of %s)", strings.Join(triggerTypes, ", "))
+		return
+	case !slices.Contains(triggerTypes, t.Type):
+		p.Add("trigger.type", "unknown trigger type %q (one of %s)", t.Type, strings.Join(triggerTypes, ", "))
+		return
+	}
+	hasOf := t.Type == TriggerState || t.Type == TriggerRunningLongerThan
+	hasSeconds := t.Type == TriggerRunningLongerThan || t.Type == TriggerNotCompletedWithin || t.Type == TriggerNotStartedWithin
+	if hasOf && !slices.Contains(triggerOfs, t.Of) {
+		p.Add("trigger.of", "must be one of %s, not %q", strings.Join(triggerOfs, ", "), t.Of)
+	} else if !hasOf && t.Of != "" {
+		p.Add("trigger.of", "applies only to state and running_longer_than triggers (a %s trigger is about flow runs)", t.Type)
+	}
+	if t.Type == TriggerState {
+		if len(t.States) == 0 {
+			p.Add("trigger.states", "name at least one state type or named state")
+		}
+		for i, st := range t.States {
+			if !StateType(st).Valid() && !slices.Contains(stateNames, st) {
+				p.Add("trigger.states["+strconv.Itoa(i)+"]", "unknown state %q (a type such as FAILED or a named state such as TimedOut)", st)
+			}
+		}
+	} else if len(t.States) > 0 {
+		p.Add("trigger.states", "applies only to state triggers")
+	}
+	switch {
+	case hasSeconds && t.Seconds <= 0:
+		p.Add("trigger.seconds", "must be a positive number of seconds for a %s trigger", t.Type)
+	case hasSeconds && t.Seconds > maxTriggerSeconds:
+		p.Add("trigger.seconds", "must be at most %d (a year)", maxTriggerSeconds)
+	case !hasSeconds && t.Seconds != 0:
+		p.Add("trigger.seconds", "applies only to running_longer_than, not_completed_within and not_started_within triggers")
+	}
+	if t.Type == TriggerConsecutiveFailures && t.Count < 1 {
+		p.Add("trigger.count", "must be at least 1 for a consecutive_failures trigger")
+	} else if t.Type != TriggerConsecutiveFailures && t.Count != 0 {
+		p.Add("trigger.count", "applies only to consecutive_failures triggers")
+	}
+}
+
+// Window returns how long the trigger's absence window lasts.
+func (t AutomationTrigger) Window() time.Duration { return time.Duration(t.Seconds) * time.Second }
 
 // MatchesState reports whether a state reached fires the trigger: its
 // type or its name is one of the trigger's states.
@@ -193,16 +232,35 @@ type (
 	AutomationDeleted struct{}
 	// AutomationFired: the automation matched the event at
 	// TriggerPosition (0 for a test firing), on the firing's own stream.
+	// For an absence trigger, TriggerPosition is the event that opened
+	// the window (a run's start, a run's creation, a deployment's last
+	// completion) and Window says when it opened and closed.
 	AutomationFired struct {
-		AutomationID    uuid.UUID  `json:"automation_id"`
-		TriggerPosition int64      `json:"trigger_position,omitempty"`
-		TriggerType     string     `json:"trigger_type"` // the triggering event's type, "test" for a test firing
-		FlowRunID       uuid.UUID  `json:"flow_run_id,omitzero"`
-		TaskRunID       *uuid.UUID `json:"task_run_id,omitempty"`
-		State           State      `json:"state,omitzero"`
-		Test            bool       `json:"test,omitempty"`
+		AutomationID    uuid.UUID     `json:"automation_id"`
+		TriggerPosition int64         `json:"trigger_position,omitempty"`
+		TriggerType     string        `json:"trigger_type"`      // the triggering event's type, "test" for a test firing
+		Trigger         string        `json:"trigger,omitempty"` // the trigger's kind; empty in firings recorded before there were others
+		FlowRunID       uuid.UUID     `json:"flow_run_id,omitzero"`
+		TaskRunID       *uuid.UUID    `json:"task_run_id,omitempty"`
+		State           State         `json:"state,omitzero"`
+		Window          *FiringWindow `json:"window,omitempty"`
+		Test            bool          `json:"test,omitempty"`
 	}
 )
+
+// FiringWindow is what an absence or count trigger saw when it fired.
+type FiringWindow struct {
+	// Since is when the window opened: running since (running_longer_than),
+	// due at (not_started_within), last completion or the automation's
+	// creation (not_completed_within), first failure of the streak
+	// (consecutive_failures).
+	Since          time.Time `json:"since"`
+	Deadline       time.Time `json:"deadline,omitzero"` // Since + Seconds: when it fired
+	Seconds        int       `json:"seconds,omitempty"`
+	Count          int       `json:"count,omitempty"` // consecutive_failures: failures in a row
+	DeploymentID   uuid.UUID `json:"deployment_id,omitzero"`
+	DeploymentName string    `json:"deployment_name,omitempty"`
+}
 
 func (AutomationCreated) EventType() string  { return "AutomationCreated" }
 func (AutomationChanged) EventType() string  { return "AutomationChanged" }
@@ -331,6 +389,8 @@ type Delivery struct {
 	LastError       *string           `json:"last_error"`
 	TriggerPosition *int64            `json:"trigger_position"` // null for a test firing
 	TriggerType     string            `json:"trigger_type"`
+	TriggerKind     string            `json:"trigger_kind"` // the automation's trigger type when it fired; "test" for a test firing
+	Window          *FiringWindow     `json:"window"`       // absence and count triggers
 	FlowRunID       *uuid.UUID        `json:"flow_run_id"`
 	TaskRunID       *uuid.UUID        `json:"task_run_id"`
 	CreatedAt       time.Time         `json:"created_at"`

@@ -26,7 +26,7 @@ func TestAutomationSpecValidateNamesTheField(t *testing.T) {
 		want string
 	}{
 		"NoName":             {func(s *domain.AutomationSpec) { s.Name = " " }, "name: is required"},
-		"UnknownTrigger":     {func(s *domain.AutomationSpec) { s.Trigger.Type = "sometimes" }, `trigger.type: unknown trigger type "sometimes" (one of state)`},
+		"UnknownTrigger":     {func(s *domain.AutomationSpec) { s.Trigger.Type = "sometimes" }, `trigger.type: unknown trigger type "sometimes" (one of state, running_longer_than`},
 		"BadOf":              {func(s *domain.AutomationSpec) { s.Trigger.Of = "deployment" }, "trigger.of: must be one of flow_run, task_run"},
 		"UnknownState":       {func(s *domain.AutomationSpec) { s.Trigger.States = []string{"FAILED", "Exploded"} }, `trigger.states[1]: unknown state "Exploded"`},
 		"BadGlob":            {func(s *domain.AutomationSpec) { s.Filter.Deployments = []string{"model_["} }, "filter.deployments[0]"},
@@ -133,5 +133,45 @@ func TestAutomationLifecycle(t *testing.T) {
 	afterDelete := append(log, domain.Envelope{Position: 6, StreamID: id, StreamType: domain.StreamAutomation, Version: 6, Type: "AutomationPaused", Event: domain.AutomationPaused{}})
 	if err := domain.ValidateLog(domain.NewRegistry(), afterDelete); err == nil {
 		t.Fatal("an event after deletion passes")
+	}
+}
+
+func TestAutomationTriggerKindsNameTheField(t *testing.T) {
+	t.Parallel()
+	cases := map[string]struct {
+		trigger domain.AutomationTrigger
+		want    string // "" when valid
+	}{
+		"RunningLongerThan":         {domain.AutomationTrigger{Type: "running_longer_than", Of: "task_run", Seconds: 60}, ""},
+		"NotCompletedWithin":        {domain.AutomationTrigger{Type: "not_completed_within", Seconds: 3600}, ""},
+		"NotStartedWithin":          {domain.AutomationTrigger{Type: "not_started_within", Seconds: 300}, ""},
+		"ConsecutiveFailures":       {domain.AutomationTrigger{Type: "consecutive_failures", Count: 3}, ""},
+		"RunningWithoutSeconds":     {domain.AutomationTrigger{Type: "running_longer_than", Of: "flow_run"}, "trigger.seconds: must be a positive number"},
+		"RunningNegativeSeconds":    {domain.AutomationTrigger{Type: "running_longer_than", Of: "flow_run", Seconds: -5}, "trigger.seconds: must be a positive number"},
+		"RunningWithoutOf":          {domain.AutomationTrigger{Type: "running_longer_than", Seconds: 5}, "trigger.of: must be one of flow_run, task_run"},
+		"RunningWithStates":         {domain.AutomationTrigger{Type: "running_longer_than", Of: "flow_run", Seconds: 5, States: []string{"FAILED"}}, "trigger.states: applies only to state triggers"},
+		"SecondsTooLong":            {domain.AutomationTrigger{Type: "not_started_within", Seconds: 400 * 24 * 3600}, "trigger.seconds: must be at most"},
+		"FreshnessWithOf":           {domain.AutomationTrigger{Type: "not_completed_within", Seconds: 5, Of: "flow_run"}, "trigger.of: applies only to state and running_longer_than"},
+		"FreshnessWithCount":        {domain.AutomationTrigger{Type: "not_completed_within", Seconds: 5, Count: 2}, "trigger.count: applies only to consecutive_failures"},
+		"FailuresWithoutCount":      {domain.AutomationTrigger{Type: "consecutive_failures"}, "trigger.count: must be at least 1"},
+		"FailuresWithSeconds":       {domain.AutomationTrigger{Type: "consecutive_failures", Count: 2, Seconds: 5}, "trigger.seconds: applies only to running_longer_than"},
+		"StateWithSeconds":          {domain.AutomationTrigger{Type: "state", Of: "flow_run", States: []string{"FAILED"}, Seconds: 5}, "trigger.seconds: applies only to"},
+		"StateWithCount":            {domain.AutomationTrigger{Type: "state", Of: "flow_run", States: []string{"FAILED"}, Count: 1}, "trigger.count: applies only to"},
+		"NotStartedWithoutSeconds":  {domain.AutomationTrigger{Type: "not_started_within"}, "trigger.seconds: must be a positive number of seconds for a not_started_within trigger"},
+		"NotCompletedWithoutSecond": {domain.AutomationTrigger{Type: "not_completed_within"}, "trigger.seconds: must be a positive number"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := validAutomation()
+			s.Trigger = c.trigger
+			err := s.Validate()
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("valid trigger refused: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want) || domain.ErrorCode(err) != domain.CodeInvalid):
+				t.Fatalf("err = %v, want one containing %q", err, c.want)
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -23,7 +24,9 @@ func newAutomationsCommand() *cobra.Command {
 	c := newAPIClient()
 	cmd := &cobra.Command{Use: "automations", Short: "Manage automations: what fires when runs reach a state, and where it is delivered",
 		Long: `Manage automations. An automation is a trigger (a flow run or task run
-reaching a state), a filter (deployments by glob, tags, work queue, flow) and
+reaching a state; a run RUNNING longer than some seconds; a deployment with no
+completed run for some seconds; a run not started some seconds after it was
+due; some flow runs of a deployment failing in a row), a filter (deployments by glob, tags, work queue, flow) and
 actions (a webhook that gets a signed CloudEvents 1.0 JSON body). AUTOMATION
 is an automation's id or its name.`}
 
@@ -41,7 +44,14 @@ is an automation's id or its name.`}
 				for i, x := range a.Actions {
 					actions[i] = string(x.Type) + " " + x.URL
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s %s %s\t%s\t%t\n", a.ID, a.Name, a.Trigger.Type, a.Trigger.Of, strings.Join(a.Trigger.States, ","), strings.Join(actions, "; "), a.Paused)
+				trigger := strings.Join(slices.DeleteFunc([]string{string(a.Trigger.Type), string(a.Trigger.Of), strings.Join(a.Trigger.States, ",")}, func(s string) bool { return s == "" }), " ")
+				if a.Trigger.Seconds > 0 {
+					trigger += " " + (time.Duration(a.Trigger.Seconds) * time.Second).String()
+				}
+				if a.Trigger.Count > 0 {
+					trigger += fmt.Sprintf(" %d in a row", a.Trigger.Count)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%t\n", a.ID, a.Name, trigger, strings.Join(actions, "; "), a.Paused)
 			}
 			return w.Flush()
 		}}
@@ -149,7 +159,14 @@ is an automation's id or its name.`}
 				if d.FlowRunID != nil {
 					run = *d.FlowRunID
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.FiringID, run, d.TriggerType, d.Target, d.Status, d.Attempts, code, errText, d.CreatedAt.Local().Format(time.DateTime))
+				trigger := d.TriggerKind + " " + d.TriggerType
+				if d.Window != nil && d.Window.DeploymentName != "" {
+					trigger += " " + d.Window.DeploymentName
+				}
+				if d.Window != nil && !d.Window.Deadline.IsZero() {
+					trigger += " since " + d.Window.Since.Local().Format(time.TimeOnly) + " deadline " + d.Window.Deadline.Local().Format(time.TimeOnly)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.FiringID, run, trigger, d.Target, d.Status, d.Attempts, code, errText, d.CreatedAt.Local().Format(time.DateTime))
 			}
 			return w.Flush()
 		}}

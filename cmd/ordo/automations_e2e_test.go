@@ -1,15 +1,8 @@
 package main
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -31,28 +24,7 @@ flow:
 func TestAutomationsEndToEnd(t *testing.T) {
 	t.Parallel()
 	const secret = "e2e-secret"
-	var mu sync.Mutex
-	var bodies []string
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		ts, sig, _ := strings.Cut(strings.TrimPrefix(r.Header.Get("Ordo-Signature"), "t="), ",v1=")
-		mac := hmac.New(sha256.New, []byte(secret))
-		mac.Write([]byte(ts + "." + string(body)))
-		if !hmac.Equal([]byte(sig), []byte(hex.EncodeToString(mac.Sum(nil)))) || r.Header.Get("Ordo-Idempotency-Key") == "" {
-			t.Errorf("unsigned or unkeyed request: %v", r.Header)
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		mu.Lock()
-		bodies = append(bodies, string(body))
-		mu.Unlock()
-	}))
-	t.Cleanup(hook.Close)
-	got := func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]string(nil), bodies...)
-	}
+	hook, got := signedHook(t, secret)
 
 	c := startClusterEnv(t, []string{"ORDO_WEBHOOK_ALLOW_PRIVATE=true", "ORDO_HOOK_SECRET=" + secret})
 	c.start("worker", "-q", "autos")
