@@ -41,9 +41,13 @@ func NewService(store *eventstore.Store, rc *river.Client[pgx.Tx], opts ServiceO
 	return &Service{store: store, river: rc, opts: opts, now: time.Now}
 }
 
-// checkTargets refuses, when saving, the webhook URLs that name a private
-// address outright; names are resolved, and checked again, at delivery.
+// checkTargets refuses, when saving, bad templates and the webhook and
+// Slack URLs that name a private address outright; names are resolved, and
+// checked again, at delivery.
 func (s *Service) checkTargets(spec domain.AutomationSpec) error {
+	if err := checkActions(spec); err != nil {
+		return err
+	}
 	if s.opts.AllowPrivate {
 		return nil
 	}
