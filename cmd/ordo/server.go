@@ -36,6 +36,7 @@ type serverOptions struct {
 	addr        string
 	migrate     bool
 	blobStore   string
+	publicURL   string // where people reach the UI; links in messages
 	// allowPrivateWebhooks lets webhooks reach loopback and private
 	// addresses: ordo dev, or ORDO_WEBHOOK_ALLOW_PRIVATE=true.
 	allowPrivateWebhooks bool
@@ -45,8 +46,20 @@ func (o *serverOptions) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.databaseURL, "database-url", "", flagHelp("database-url", "PostgreSQL connection URL; also read from DATABASE_URL"))
 	cmd.Flags().StringVar(&o.addr, "addr", "127.0.0.1:4200", flagHelp("addr", "address the API and UI listen on"))
 	cmd.Flags().BoolVar(&o.migrate, "migrate", false, flagHelp("migrate", "apply pending database migrations before starting"))
+	cmd.Flags().StringVar(&o.publicURL, "public-url", "", flagHelp("public-url", "the server's URL as people reach it, for links to runs in automation messages; defaults to http://<addr>"))
 	cmd.Flags().StringVar(&o.blobStore, "blob-store", "", flagHelp("blob-store", "where task outputs are stored, as the workers have it: postgres (the default), file:///path or s3://bucket/prefix"))
 }
+
+// publicBase is the base of links to the UI: --public-url, else the listen address.
+func (o serverOptions) publicBase() string {
+	if o.publicURL != "" {
+		return o.publicURL
+	}
+	return "http://" + o.addr
+}
+
+// The Ordo actions of automations are the commands'.
+var _ automations.OrdoActions = (*commands.AutomationActions)(nil)
 
 func newServerCommand() *cobra.Command {
 	var o serverOptions
@@ -121,7 +134,8 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		return nil, err
 	}
 	allowPrivate := o.allowPrivateWebhooks || os.Getenv("ORDO_WEBHOOK_ALLOW_PRIVATE") == "true"
-	autoRiver, err := automations.NewRiverClient(pool, automations.DeliveryOptions{AllowPrivate: allowPrivate, Logger: logger})
+	autoRiver, err := automations.NewRiverClient(pool, automations.DeliveryOptions{AllowPrivate: allowPrivate, Logger: logger,
+		Store: store, PublicURL: o.publicBase(), Ordo: commands.NewAutomationActions(svc, deployments)})
 	if err != nil {
 		return nil, err
 	}
