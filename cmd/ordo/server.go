@@ -55,7 +55,14 @@ func (o serverOptions) publicBase() string {
 	if o.publicURL != "" {
 		return o.publicURL
 	}
-	return "http://" + o.addr
+	host, port, err := net.SplitHostPort(o.addr)
+	if err != nil {
+		return "http://" + o.addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost" // listening on every address
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // The Ordo actions of automations are the commands'.
