@@ -22,7 +22,16 @@ import (
 // that have not started (see Schedules).
 type DeploymentCommands struct {
 	store *eventstore.Store
+	saved DeploymentHook
 }
+
+// DeploymentHook runs in the transaction of every command that changed a
+// deployment, with the deployment as it is then (Deleted when deleted):
+// the server keeps the automations of a deployment's notifications with it.
+type DeploymentHook func(ctx context.Context, tx pgx.Tx, d domain.Deployment, actor string) error
+
+// OnChange sets the hook every changing command runs.
+func (c *DeploymentCommands) OnChange(h DeploymentHook) { c.saved = h }
 
 // NewDeploymentCommands returns the deployment commands on store.
 func NewDeploymentCommands(store *eventstore.Store) *DeploymentCommands {
@@ -183,6 +192,11 @@ func (c *DeploymentCommands) deploymentAppend(ctx context.Context, tx pgx.Tx, cu
 	for _, env := range envs {
 		cur = cur.Apply(env.Event, env.RecordedAt)
 		cur.Stream = env.Version
+	}
+	if c.saved != nil {
+		if err := c.saved(ctx, tx, cur, actor); err != nil {
+			return domain.Deployment{}, err
+		}
 	}
 	return cur, nil
 }

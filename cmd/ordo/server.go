@@ -146,6 +146,8 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	if err != nil {
 		return nil, err
 	}
+	autoSvc := automations.NewService(store, autoRiver, automations.ServiceOptions{AllowPrivate: allowPrivate})
+	deployments.OnChange(autoSvc.DeploymentChanged) // a deployment's notifications, in its transaction
 	auth := api.NewAuth(pool, api.AuthOptions{Logger: logger})
 	handler, err := api.New(api.Options{
 		Auth:        auth,
@@ -156,7 +158,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		Blobs:       blobs,
 		Pool:        pool,
 		River:       insertClient,
-		Automations: automations.NewService(store, autoRiver, automations.ServiceOptions{AllowPrivate: allowPrivate}),
+		Automations: autoSvc,
 		Context:     ctx,
 		Logger:      logger,
 	})
