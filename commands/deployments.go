@@ -25,12 +25,12 @@ type DeploymentCommands struct {
 	saved DeploymentHook
 }
 
-// DeploymentHook runs in the transaction of every command that changed a
-// deployment, with the deployment as it is then (Deleted when deleted):
-// the server keeps the automations of a deployment's notifications with it.
+// DeploymentHook runs in the transaction that saves (with a change) or
+// deletes a deployment, with the deployment as it is then: the server
+// keeps the automations of a deployment's notifications with it.
 type DeploymentHook func(ctx context.Context, tx pgx.Tx, d domain.Deployment, actor string) error
 
-// OnChange sets the hook every changing command runs.
+// OnChange sets the hook DeploymentSave and DeploymentDelete run.
 func (c *DeploymentCommands) OnChange(h DeploymentHook) { c.saved = h }
 
 // NewDeploymentCommands returns the deployment commands on store.
@@ -74,6 +74,9 @@ func (c *DeploymentCommands) DeploymentSave(ctx context.Context, spec domain.Dep
 			return err
 		}
 		created = events[0].EventType() == (domain.DeploymentCreated{}).EventType()
+		if err := c.changed(ctx, tx, d, actor); err != nil {
+			return err
+		}
 		return cancelObsoleteScheduledRuns(ctx, tx, c.store, id, actor)
 	})
 	if err != nil {
@@ -143,6 +146,11 @@ func (c *DeploymentCommands) deploymentCommand(ctx context.Context, id uuid.UUID
 		if err != nil || len(events) == 0 {
 			return err
 		}
+		if d.Deleted {
+			if err := c.changed(ctx, tx, d, actor); err != nil {
+				return err
+			}
+		}
 		return cancelObsoleteScheduledRuns(ctx, tx, c.store, id, actor)
 	})
 	return d, err
@@ -193,10 +201,13 @@ func (c *DeploymentCommands) deploymentAppend(ctx context.Context, tx pgx.Tx, cu
 		cur = cur.Apply(env.Event, env.RecordedAt)
 		cur.Stream = env.Version
 	}
-	if c.saved != nil {
-		if err := c.saved(ctx, tx, cur, actor); err != nil {
-			return domain.Deployment{}, err
-		}
-	}
 	return cur, nil
+}
+
+// changed runs the hook, if any, for a deployment saved or deleted.
+func (c *DeploymentCommands) changed(ctx context.Context, tx pgx.Tx, d domain.Deployment, actor string) error {
+	if c.saved == nil {
+		return nil
+	}
+	return c.saved(ctx, tx, d, actor)
 }
