@@ -101,7 +101,7 @@ func (w *deliveryWorker) messageContext(ctx context.Context, a DeliveryArgs, ce 
 	}
 	c.RunURL = notify.RunURL(w.opts.PublicURL, c.FlowRun.ID)
 	if d.TaskRunID != nil {
-		tr, err := w.taskRunAt(ctx, *d.TaskRunID, d.Trigger.Position)
+		tr, err := foldAt(ctx, w, *d.TaskRunID, d.Trigger.Position, domain.TaskRun{ID: *d.TaskRunID})
 		if err != nil {
 			return c, err
 		}
@@ -146,34 +146,23 @@ func utc(t *time.Time) time.Time {
 	return t.UTC()
 }
 
-// runAt folds a flow run's events up to the log position at (all of them
-// when at is 0).
-func (w *deliveryWorker) runAt(ctx context.Context, id uuid.UUID, at int64) (domain.FlowRun, error) {
+// foldAt folds a stream's events up to the log position at (all of them
+// when at is 0) into zero.
+func foldAt[T interface{ Apply(domain.Event, time.Time) T }](ctx context.Context, w *deliveryWorker, id uuid.UUID, at int64, zero T) (T, error) {
 	envs, err := w.store.ReadStream(ctx, w.pool, id, 0)
 	if err != nil {
-		return domain.FlowRun{}, err
+		return zero, err
 	}
-	r := domain.FlowRun{ID: id}
 	for _, env := range envs {
 		if at == 0 || env.Position <= at {
-			r = r.Apply(env.Event, env.RecordedAt)
+			zero = zero.Apply(env.Event, env.RecordedAt)
 		}
 	}
-	return r, nil
+	return zero, nil
 }
 
-func (w *deliveryWorker) taskRunAt(ctx context.Context, id uuid.UUID, at int64) (domain.TaskRun, error) {
-	envs, err := w.store.ReadStream(ctx, w.pool, id, 0)
-	if err != nil {
-		return domain.TaskRun{}, err
-	}
-	t := domain.TaskRun{ID: id}
-	for _, env := range envs {
-		if at == 0 || env.Position <= at {
-			t = t.Apply(env.Event, env.RecordedAt)
-		}
-	}
-	return t, nil
+func (w *deliveryWorker) runAt(ctx context.Context, id uuid.UUID, at int64) (domain.FlowRun, error) {
+	return foldAt(ctx, w, id, at, domain.FlowRun{ID: id})
 }
 
 // act delivers a non-webhook action.
