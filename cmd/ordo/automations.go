@@ -23,8 +23,9 @@ func newAutomationsCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "automations", Short: "Manage automations: what fires when runs reach a state, and where it is delivered",
 		Long: `Manage automations. An automation is a trigger (a flow run or task run
 reaching a state), a filter (deployments by glob, tags, work queue, flow) and
-actions (a webhook that gets a signed CloudEvents 1.0 JSON body). AUTOMATION
-is an automation's id or its name.`}
+actions (a webhook that gets a signed CloudEvents 1.0 JSON body, a Slack
+message, an email, cancelling the run, pausing its deployment or starting a
+run of a deployment). AUTOMATION is an automation's id or its name.`}
 
 	ls := &cobra.Command{Use: "ls", Short: "List automations", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -38,7 +39,7 @@ is an automation's id or its name.`}
 			for _, a := range page.Items {
 				actions := make([]string, len(a.Actions))
 				for i, x := range a.Actions {
-					actions[i] = string(x.Type) + " " + x.URL
+					actions[i] = strings.TrimSpace(string(x.Type) + " " + x.URL + x.Deployment + strings.Join(x.To, ","))
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s %s %s\t%s\t%t\n", a.ID, a.Name, a.Trigger.Type, a.Trigger.Of, strings.Join(a.Trigger.States, ","), strings.Join(actions, "; "), a.Paused)
 			}

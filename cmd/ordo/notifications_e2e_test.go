@@ -44,7 +44,8 @@ func TestDeploymentNotificationsEndToEnd(t *testing.T) {
 			t.Fatal("the Slack message never came")
 		}
 	}
-	if m := got()[0]; !strings.Contains(m, "<https://ordo.example/runs/"+run+"|") || !strings.Contains(m, "model_fails") || !strings.Contains(m, "FAILED") {
+	// The JSON escapes < and >, as encoding/json does.
+	if m := strings.NewReplacer(`\u003c`, "<", `\u003e`, ">").Replace(got()[0]); !strings.Contains(m, "<https://ordo.example/runs/"+run+"|") || !strings.Contains(m, "model_fails") || !strings.Contains(m, "FAILED") {
 		t.Fatalf("slack message: %s", m)
 	}
 	c.ordo("deploy", "-f", c.writeFile("deployment2.yaml", automationsDeployment))
