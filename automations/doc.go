@@ -13,14 +13,19 @@
 // the checkpoint has moved, and the log's unique (stream, version) and
 // automation_firings' unique (automation, position) would refuse it.
 //
-// Delivery (deliver.go) is at least once: a webhook receiver gets the
-// firing's id as Ordo-Idempotency-Key on every attempt. Attempts are kept
+// Delivery (deliver.go, actions.go) is at least once: a webhook receiver
+// gets the firing's id as Ordo-Idempotency-Key on every attempt, an email
+// the same Message-ID, and the Ordo actions (cancel_run, pause_deployment,
+// run_deployment) happen once because what does them, OrdoActions (the
+// commands, wired in cmd/ordo), is idempotent for the firing. Attempts are kept
 // in automation_delivery_attempts; a delivery ends delivered, or dead
 // after MaxAttempts or when its target resolves to a loopback, private or
 // link-local address (unless AllowPrivate).
 //
-// Files: service.go (the commands and queries the API calls), fire.go
-// (recording a firing with its jobs), consumer.go, deliver.go.
+// Files: service.go (the commands and queries the API calls),
+// notifications.go (the automations of a deployment's notifications), fire.go
+// (recording a firing with its jobs), consumer.go, deliver.go (the job and
+// webhooks), actions.go (Slack, email and Ordo actions).
 //
 // It depends on domain, eventstore and River; it must never import
 // commands, jobs, projections or api.
