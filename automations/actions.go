@@ -146,11 +146,14 @@ func utc(t *time.Time) time.Time {
 	return t.UTC()
 }
 
+// applier is a run's state, folded one event at a time.
+type applier[T any] interface {
+	Apply(domain.Event, time.Time) T
+}
+
 // foldAt folds a stream's events up to the log position at (all of them
 // when at is 0) into zero.
-func foldAt[T interface {
-	Apply(domain.Event, time.Time) T
-}](ctx context.Context, w *deliveryWorker, id uuid.UUID, at int64, zero T) (T, error) {
+func foldAt[T applier[T]](ctx context.Context, w *deliveryWorker, id uuid.UUID, at int64, zero T) (T, error) {
 	envs, err := w.store.ReadStream(ctx, w.pool, id, 0)
 	if err != nil {
 		return zero, err
