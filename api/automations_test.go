@@ -139,6 +139,11 @@ func TestAutomationsAPI(t *testing.T) {
 			m["actions"] = []any{map[string]any{"type": "carrier_pigeon"}}
 			return m
 		}(), http.StatusBadRequest, "one of webhook"},
+		"BadTemplate": {func() any {
+			m := automationBody("x", hook.URL)
+			m["actions"] = []any{map[string]any{"type": "slack", "url": hook.URL, "text": "{{.FlowRun.Nmae}}"}}
+			return m
+		}(), http.StatusBadRequest, `actions[0].text: bad template`},
 	} {
 		if r := b.do(t, "POST", "/api/v1/automations", c.body); r.status != c.status || !strings.Contains(string(r.body), c.want) {
 			t.Errorf("%s: %d %s", name, r.status, r.body)

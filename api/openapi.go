@@ -261,7 +261,7 @@ var openAPIDocument = withAutomations(obj{
 			"timestamp": dateTime,
 			"message":   str,
 		}),
-		"DeploymentSpec": obj{"type": "object", "description": "name, description, work_queue, tags, parameters, parameters_schema, schedule, flow {name, tasks}, concurrency_limit, concurrency_policy, catch_up, paused; unknown fields are refused", "required": []string{"name", "flow"}},
+		"DeploymentSpec": obj{"type": "object", "description": "name, description, work_queue, tags, parameters, parameters_schema, schedule, flow {name, tasks}, concurrency_limit, concurrency_policy, catch_up, paused, notifications [{on, slack | webhook + secret_env | email}] (docs/AUTOMATIONS.md); unknown fields are refused", "required": []string{"name", "flow"}},
 		"Deployment": object([]string{"id", "name", "version", "description", "work_queue", "tags", "parameters", "schedule", "paused", "flow", "next_runs", "created_at", "updated_at"}, obj{
 			"id": obj{"type": "string", "format": "uuid"}, "name": str, "version": obj{"type": "integer"}, "description": str,
 			"work_queue": str, "tags": strList, "parameters": obj{"type": "object"}, "schedule": nullable(obj{"type": "object"}),

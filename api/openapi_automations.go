@@ -23,9 +23,17 @@ var automationSpecProps = obj{
 		"flow":        omitted(obj{"type": "string", "description": "the flow's name"}),
 	})),
 	"actions": obj{"type": "array", "minItems": 1, "items": object([]string{"type"}, obj{
-		"type":       obj{"type": "string", "enum": []string{"webhook"}},
-		"url":        omitted(obj{"type": "string", "description": "webhook: where the CloudEvents 1.0 JSON body is POSTed"}),
+		"type":       obj{"type": "string", "enum": []string{"webhook", "slack", "email", "cancel_run", "pause_deployment", "run_deployment"}},
+		"url":        omitted(obj{"type": "string", "description": "webhook: where the CloudEvents 1.0 JSON body is POSTed; slack: the incoming-webhook URL"}),
 		"secret_env": omitted(obj{"type": "string", "description": "webhook: the server's environment variable holding the HMAC-SHA256 signing secret (never stored or returned)"}),
+		"text":       omitted(obj{"type": "string", "description": "slack: the message's text, a Go text/template over the message context (docs/AUTOMATIONS.md); checked when saved"}),
+		"to":         omitted(obj{"type": "array", "items": str, "description": "email: recipients, at most 50"}),
+		"subject":    omitted(obj{"type": "string", "description": "email: a template, as text"}),
+		"body":       omitted(obj{"type": "string", "description": "email: the plain-text body, a template, as text"}),
+		"deployment": omitted(obj{"type": "string", "description": "run_deployment: the deployment to run (required); pause_deployment: the one to pause (default: the triggering run's)"}),
+		"parameters": omitted(obj{"type": "object", "description": "run_deployment: parameters of the new run, over the deployment's"}),
+		"from_run": omitted(obj{"type": "object", "additionalProperties": str,
+			"description": "run_deployment: parameter of the new run -> a parameter of the triggering run, or $run_id, $run_name, $deployment"}),
 	})},
 }
 

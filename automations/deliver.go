@@ -23,6 +23,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/notify"
 )
 
 // KindDelivery is the River job kind that delivers one action of a firing.
@@ -47,6 +51,9 @@ type DeliveryArgs struct {
 	URL       string    `json:"url"`
 	SecretEnv string    `json:"secret_env"`
 	Body      string    `json:"body"` // a string, so that jsonb keeps its bytes as signed
+	// Spec is the action as it was when fired; nil for a webhook.
+	Spec    *domain.AutomationAction `json:"spec,omitempty"`
+	Trigger string                   `json:"trigger,omitempty"` // the automation's trigger type
 }
 
 // Kind is the River job kind.
@@ -70,8 +77,18 @@ type DeliveryOptions struct {
 	AllowPrivate bool
 	// Workers is how many deliveries one server runs at once. Defaults to 20.
 	Workers int
-	// Getenv reads the signing secrets. Defaults to os.Getenv.
+	// Getenv reads the signing secrets and the ORDO_SMTP_* settings.
+	// Defaults to os.Getenv.
 	Getenv func(string) string
+	// SMTP, when set, is used instead of the ORDO_SMTP_* settings.
+	SMTP *notify.SMTPConfig
+	// PublicURL is where the UI is served, for the links to runs in
+	// messages (ORDO_PUBLIC_URL). None when empty.
+	PublicURL string
+	// Ordo does the Ordo actions; without it they end dead.
+	Ordo OrdoActions
+	// Store reads the triggering runs. Defaults to one on the pool.
+	Store *eventstore.Store
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -121,12 +138,13 @@ func NewRiverClient(pool *pgxpool.Pool, opts DeliveryOptions) (*river.Client[pgx
 	})
 }
 
-// deliveryWorker POSTs a firing's body to a webhook.
+// deliveryWorker delivers one action of a firing.
 type deliveryWorker struct {
 	river.WorkerDefaults[DeliveryArgs]
 	pool   *pgxpool.Pool
+	store  *eventstore.Store
 	opts   DeliveryOptions
-	client *http.Client
+	client *http.Client // refuses private addresses unless allowed
 }
 
 func newDeliveryWorker(pool *pgxpool.Pool, opts DeliveryOptions) *deliveryWorker {
@@ -142,7 +160,11 @@ func newDeliveryWorker(pool *pgxpool.Pool, opts DeliveryOptions) *deliveryWorker
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       90 * time.Second,
 	}
-	return &deliveryWorker{pool: pool, opts: opts, client: &http.Client{
+	store := opts.Store
+	if store == nil {
+		store = eventstore.New(pool, domain.NewRegistry())
+	}
+	return &deliveryWorker{pool: pool, store: store, opts: opts, client: &http.Client{
 		Transport:     transport,
 		Timeout:       opts.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -197,17 +219,23 @@ func Sign(secret []byte, t time.Time, body []byte) string {
 	return "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil))
 }
 
-// attemptResult is what one attempt got.
+// attemptResult is what one attempt got; permanent when no retry helps.
 type attemptResult struct {
-	code    *int
-	latency time.Duration
-	err     error
+	code      *int
+	latency   time.Duration
+	err       error
+	permanent bool
 }
 
 func (w *deliveryWorker) Work(ctx context.Context, job *river.Job[DeliveryArgs]) error {
 	a := job.Args
-	res := w.post(ctx, a)
-	refused := errors.Is(res.err, errRefusedTarget)
+	var res attemptResult
+	if a.Spec == nil || a.Spec.Type == domain.ActionWebhook {
+		res = w.post(ctx, a)
+	} else {
+		res = w.act(ctx, a)
+	}
+	refused := res.permanent || errors.Is(res.err, errRefusedTarget)
 	status := "pending"
 	switch {
 	case res.err == nil:
@@ -247,7 +275,7 @@ WHERE firing_id = $1 AND action = $2`, a.FiringID, a.Action, status, job.Attempt
 	case refused:
 		return river.JobCancel(res.err)
 	}
-	w.opts.Logger.Warn("webhook delivery failed", "firing", a.FiringID, "attempt", job.Attempt, "of", job.MaxAttempts, "err", res.err)
+	w.opts.Logger.Warn("automation delivery failed", "firing", a.FiringID, "action", a.Action, "attempt", job.Attempt, "of", job.MaxAttempts, "err", res.err)
 	return res.err
 }
 

@@ -13,8 +13,11 @@
 // the checkpoint has moved, and the log's unique (stream, version) and
 // automation_firings' unique (automation, position) would refuse it.
 //
-// Delivery (deliver.go) is at least once: a webhook receiver gets the
-// firing's id as Ordo-Idempotency-Key on every attempt. Attempts are kept
+// Delivery (deliver.go, actions.go) is at least once: a webhook receiver
+// gets the firing's id as Ordo-Idempotency-Key on every attempt, an email
+// the same Message-ID, and the Ordo actions (cancel_run, pause_deployment,
+// run_deployment) happen once because what does them, OrdoActions (the
+// commands, wired in cmd/ordo), is idempotent for the firing. Attempts are kept
 // in automation_delivery_attempts; a delivery ends delivered, or dead
 // after MaxAttempts or when its target resolves to a loopback, private or
 // link-local address (unless AllowPrivate).
@@ -29,9 +32,11 @@
 // once the consumer has read the log that far, with the firing id of the
 // event that opened it (docs/AUTOMATIONS.md).
 //
-// Files: service.go (the commands and queries the API calls), fire.go
+// Files: service.go (the commands and queries the API calls),
+// notifications.go (the automations of a deployment's notifications), fire.go
 // (recording a firing with its jobs), consumer.go, windows.go (what events
-// do to windows and streaks), timers.go (firing due windows), deliver.go,
+// do to windows and streaks), timers.go (firing due windows), deliver.go
+// (the job and webhooks), actions.go (Slack, email and Ordo actions),
 // retry.go (retrying a delivery, a run's firings), sweep.go, metrics.go.
 //
 // It depends on domain, eventstore and River; it must never import

@@ -142,11 +142,15 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, id, f.automation.ID, position, f.fired
 		for ai, a := range f.automation.Spec.Actions {
 			if _, err := tx.Exec(ctx, `
 INSERT INTO automation_deliveries (firing_id, action, automation_id, action_type, target) VALUES ($1, $2, $3, $4, $5)`,
-				id, ai, f.automation.ID, a.Type, a.URL); err != nil {
+				id, ai, f.automation.ID, a.Type, target(a)); err != nil {
 				return fmt.Errorf("record delivery: %w", err)
 			}
+			args := DeliveryArgs{FiringID: id, Action: ai, URL: a.URL, SecretEnv: a.SecretEnv, Body: string(body), Trigger: f.automation.Spec.Trigger.Type}
+			if a.Type != domain.ActionWebhook {
+				args.Spec = &a
+			}
 			jobs = append(jobs, river.InsertManyParams{
-				Args:       DeliveryArgs{FiringID: id, Action: ai, URL: a.URL, SecretEnv: a.SecretEnv, Body: string(body)},
+				Args:       args,
 				InsertOpts: &river.InsertOpts{Queue: QueueAutomations},
 			})
 		}

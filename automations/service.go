@@ -47,9 +47,13 @@ func NewService(store *eventstore.Store, rc *river.Client[pgx.Tx], opts ServiceO
 	return &Service{store: store, river: rc, opts: opts, now: time.Now}
 }
 
-// checkTargets refuses, when saving, the webhook URLs that name a private
-// address outright; names are resolved, and checked again, at delivery.
+// checkTargets refuses, when saving, bad templates and the webhook and
+// Slack URLs that name a private address outright; names are resolved, and
+// checked again, at delivery.
 func (s *Service) checkTargets(spec domain.AutomationSpec) error {
+	if err := checkActions(spec); err != nil {
+		return err
+	}
 	if s.opts.AllowPrivate {
 		return nil
 	}
@@ -101,51 +105,57 @@ func (s *Service) AutomationDelete(ctx context.Context, id uuid.UUID, actor stri
 func (s *Service) command(ctx context.Context, id uuid.UUID, cmd domain.AutomationCommand, actor, reason string, create bool) (domain.Automation, error) {
 	var a domain.Automation
 	err := s.store.InTx(ctx, func(tx pgx.Tx) error {
-		cur, err := s.load(ctx, tx, id, !create)
-		if err != nil {
-			return err
-		}
-		if create && cur.Stream > 0 {
-			return domain.Errorf(domain.CodeConflict, "automation %s exists", id)
-		}
-		if !create && cur.Stream == 0 {
-			return domain.Errorf(domain.CodeNotFound, "automation %s not found", id)
-		}
-		events, err := domain.DecideAutomation(cur, cmd)
-		if err != nil || len(events) == 0 {
-			a = cur
-			return err
-		}
-		envs, err := s.store.Append(ctx, tx, eventstore.Append{StreamID: id, ExpectedVersion: cur.Stream, Events: events,
-			Metadata: domain.Metadata{Actor: actor, Reason: "automation " + reason}})
-		if err != nil {
-			return err
-		}
-		for _, env := range envs {
-			cur = cur.Apply(env.Event, env.RecordedAt)
-			cur.Stream = env.Version
-		}
-		a = cur
-		spec, err := json.Marshal(a.Spec)
-		if err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `
+		var err error
+		a, err = s.commandTx(ctx, tx, id, cmd, actor, reason, create)
+		return err
+	})
+	return a, err
+}
+
+// commandTx runs cmd on the automation id within tx.
+func (s *Service) commandTx(ctx context.Context, tx pgx.Tx, id uuid.UUID, cmd domain.AutomationCommand, actor, reason string, create bool) (domain.Automation, error) {
+	cur, err := s.load(ctx, tx, id, !create)
+	if err != nil {
+		return domain.Automation{}, err
+	}
+	if create && cur.Stream > 0 {
+		return domain.Automation{}, domain.Errorf(domain.CodeConflict, "automation %s exists", id)
+	}
+	if !create && cur.Stream == 0 {
+		return domain.Automation{}, domain.Errorf(domain.CodeNotFound, "automation %s not found", id)
+	}
+	events, err := domain.DecideAutomation(cur, cmd)
+	if err != nil || len(events) == 0 {
+		return cur, err
+	}
+	envs, err := s.store.Append(ctx, tx, eventstore.Append{StreamID: id, ExpectedVersion: cur.Stream, Events: events,
+		Metadata: domain.Metadata{Actor: actor, Reason: "automation " + reason}})
+	if err != nil {
+		return domain.Automation{}, err
+	}
+	a := cur
+	for _, env := range envs {
+		a = a.Apply(env.Event, env.RecordedAt)
+		a.Stream = env.Version
+	}
+	spec, err := json.Marshal(a.Spec)
+	if err != nil {
+		return domain.Automation{}, err
+	}
+	_, err = tx.Exec(ctx, `
 INSERT INTO automations (id, name, spec, paused, deleted, version, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (id) DO UPDATE SET name = $2, spec = $3, paused = $4, deleted = $5, version = $6, updated_at = $8`,
-			a.ID, a.Spec.Name, spec, a.Paused, a.Deleted, a.Stream, a.CreatedAt, a.UpdatedAt)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
-			return &domain.Error{Code: domain.CodeConflict, Message: fmt.Sprintf("an automation named %q exists", a.Spec.Name),
-				Details: []domain.Detail{{Field: "name", Message: "is taken"}}}
-		}
-		if err != nil {
-			return fmt.Errorf("save automation row: %w", err)
-		}
-		return nil
-	})
-	return a, err
+		a.ID, a.Spec.Name, spec, a.Paused, a.Deleted, a.Stream, a.CreatedAt, a.UpdatedAt)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return domain.Automation{}, &domain.Error{Code: domain.CodeConflict, Message: fmt.Sprintf("an automation named %q exists", a.Spec.Name),
+			Details: []domain.Detail{{Field: "name", Message: "is taken"}}}
+	}
+	if err != nil {
+		return domain.Automation{}, fmt.Errorf("save automation row: %w", err)
+	}
+	return a, nil
 }
 
 // load folds an automation's stream; lock takes its row first, so that

@@ -20,12 +20,27 @@ import (
 
 // Defines values for AutomationActionsType.
 const (
-	AutomationActionsTypeWebhook AutomationActionsType = "webhook"
+	AutomationActionsTypeCancelRun       AutomationActionsType = "cancel_run"
+	AutomationActionsTypeEmail           AutomationActionsType = "email"
+	AutomationActionsTypePauseDeployment AutomationActionsType = "pause_deployment"
+	AutomationActionsTypeRunDeployment   AutomationActionsType = "run_deployment"
+	AutomationActionsTypeSlack           AutomationActionsType = "slack"
+	AutomationActionsTypeWebhook         AutomationActionsType = "webhook"
 )
 
 // Valid indicates whether the value is a known member of the AutomationActionsType enum.
 func (e AutomationActionsType) Valid() bool {
 	switch e {
+	case AutomationActionsTypeCancelRun:
+		return true
+	case AutomationActionsTypeEmail:
+		return true
+	case AutomationActionsTypePauseDeployment:
+		return true
+	case AutomationActionsTypeRunDeployment:
+		return true
+	case AutomationActionsTypeSlack:
+		return true
 	case AutomationActionsTypeWebhook:
 		return true
 	default:
@@ -80,12 +95,27 @@ func (e AutomationTriggerType) Valid() bool {
 
 // Defines values for AutomationSpecActionsType.
 const (
-	AutomationSpecActionsTypeWebhook AutomationSpecActionsType = "webhook"
+	AutomationSpecActionsTypeCancelRun       AutomationSpecActionsType = "cancel_run"
+	AutomationSpecActionsTypeEmail           AutomationSpecActionsType = "email"
+	AutomationSpecActionsTypePauseDeployment AutomationSpecActionsType = "pause_deployment"
+	AutomationSpecActionsTypeRunDeployment   AutomationSpecActionsType = "run_deployment"
+	AutomationSpecActionsTypeSlack           AutomationSpecActionsType = "slack"
+	AutomationSpecActionsTypeWebhook         AutomationSpecActionsType = "webhook"
 )
 
 // Valid indicates whether the value is a known member of the AutomationSpecActionsType enum.
 func (e AutomationSpecActionsType) Valid() bool {
 	switch e {
+	case AutomationSpecActionsTypeCancelRun:
+		return true
+	case AutomationSpecActionsTypeEmail:
+		return true
+	case AutomationSpecActionsTypePauseDeployment:
+		return true
+	case AutomationSpecActionsTypeRunDeployment:
+		return true
+	case AutomationSpecActionsTypeSlack:
+		return true
 	case AutomationSpecActionsTypeWebhook:
 		return true
 	default:
@@ -327,11 +357,32 @@ func (e Ready200JSONResponseBodyStatus) Valid() bool {
 // Automation defines model for Automation.
 type Automation struct {
 	Actions []struct {
-		// SecretEnv webhook: the server's environment variable holding the HMAC-SHA256 signing secret (never stored or returned)
-		SecretEnv string                `json:"secret_env,omitempty"`
-		Type      AutomationActionsType `json:"type"`
+		// Body email: the plain-text body, a template, as text
+		Body string `json:"body,omitempty"`
 
-		// URL webhook: where the CloudEvents 1.0 JSON body is POSTed
+		// Deployment run_deployment: the deployment to run (required); pause_deployment: the one to pause (default: the triggering run's)
+		Deployment string `json:"deployment,omitempty"`
+
+		// FromRun run_deployment: parameter of the new run -> a parameter of the triggering run, or $run_id, $run_name, $deployment
+		FromRun map[string]string `json:"from_run,omitempty"`
+
+		// Parameters run_deployment: parameters of the new run, over the deployment's
+		Parameters map[string]interface{} `json:"parameters,omitempty"`
+
+		// SecretEnv webhook: the server's environment variable holding the HMAC-SHA256 signing secret (never stored or returned)
+		SecretEnv string `json:"secret_env,omitempty"`
+
+		// Subject email: a template, as text
+		Subject string `json:"subject,omitempty"`
+
+		// Text slack: the message's text, a Go text/template over the message context (docs/AUTOMATIONS.md); checked when saved
+		Text string `json:"text,omitempty"`
+
+		// To email: recipients, at most 50
+		To   []string              `json:"to,omitempty"`
+		Type AutomationActionsType `json:"type"`
+
+		// URL webhook: where the CloudEvents 1.0 JSON body is POSTed; slack: the incoming-webhook URL
 		URL string `json:"url,omitempty"`
 	} `json:"actions"`
 	CreatedAt   time.Time `json:"created_at"`
@@ -382,11 +433,32 @@ type AutomationTriggerType string
 // AutomationSpec defines model for AutomationSpec.
 type AutomationSpec struct {
 	Actions []struct {
-		// SecretEnv webhook: the server's environment variable holding the HMAC-SHA256 signing secret (never stored or returned)
-		SecretEnv string                    `json:"secret_env,omitempty"`
-		Type      AutomationSpecActionsType `json:"type"`
+		// Body email: the plain-text body, a template, as text
+		Body string `json:"body,omitempty"`
 
-		// URL webhook: where the CloudEvents 1.0 JSON body is POSTed
+		// Deployment run_deployment: the deployment to run (required); pause_deployment: the one to pause (default: the triggering run's)
+		Deployment string `json:"deployment,omitempty"`
+
+		// FromRun run_deployment: parameter of the new run -> a parameter of the triggering run, or $run_id, $run_name, $deployment
+		FromRun map[string]string `json:"from_run,omitempty"`
+
+		// Parameters run_deployment: parameters of the new run, over the deployment's
+		Parameters map[string]interface{} `json:"parameters,omitempty"`
+
+		// SecretEnv webhook: the server's environment variable holding the HMAC-SHA256 signing secret (never stored or returned)
+		SecretEnv string `json:"secret_env,omitempty"`
+
+		// Subject email: a template, as text
+		Subject string `json:"subject,omitempty"`
+
+		// Text slack: the message's text, a Go text/template over the message context (docs/AUTOMATIONS.md); checked when saved
+		Text string `json:"text,omitempty"`
+
+		// To email: recipients, at most 50
+		To   []string                  `json:"to,omitempty"`
+		Type AutomationSpecActionsType `json:"type"`
+
+		// URL webhook: where the CloudEvents 1.0 JSON body is POSTed; slack: the incoming-webhook URL
 		URL string `json:"url,omitempty"`
 	} `json:"actions"`
 	Description string `json:"description,omitempty"`
@@ -494,7 +566,7 @@ type Deployment struct {
 	Paused     bool                    `json:"paused"`
 	Schedule   *map[string]interface{} `json:"schedule"`
 
-	// Spec name, description, work_queue, tags, parameters, parameters_schema, schedule, flow {name, tasks}, concurrency_limit, concurrency_policy, catch_up, paused; unknown fields are refused
+	// Spec name, description, work_queue, tags, parameters, parameters_schema, schedule, flow {name, tasks}, concurrency_limit, concurrency_policy, catch_up, paused, notifications [{on, slack | webhook + secret_env | email}] (docs/AUTOMATIONS.md); unknown fields are refused
 	Spec      *DeploymentSpec `json:"spec,omitempty"`
 	Tags      []string        `json:"tags"`
 	UpdatedAt time.Time       `json:"updated_at"`
@@ -502,7 +574,7 @@ type Deployment struct {
 	WorkQueue string          `json:"work_queue"`
 }
 
-// DeploymentSpec name, description, work_queue, tags, parameters, parameters_schema, schedule, flow {name, tasks}, concurrency_limit, concurrency_policy, catch_up, paused; unknown fields are refused
+// DeploymentSpec name, description, work_queue, tags, parameters, parameters_schema, schedule, flow {name, tasks}, concurrency_limit, concurrency_policy, catch_up, paused, notifications [{on, slack | webhook + secret_env | email}] (docs/AUTOMATIONS.md); unknown fields are refused
 type DeploymentSpec = map[string]interface{}
 
 // Error defines model for Error.

@@ -22,7 +22,16 @@ import (
 // that have not started (see Schedules).
 type DeploymentCommands struct {
 	store *eventstore.Store
+	saved DeploymentHook
 }
+
+// DeploymentHook runs in the transaction that saves (with a change) or
+// deletes a deployment, with the deployment as it is then: the server
+// keeps the automations of a deployment's notifications with it.
+type DeploymentHook func(ctx context.Context, tx pgx.Tx, d domain.Deployment, actor string) error
+
+// OnChange sets the hook DeploymentSave and DeploymentDelete run.
+func (c *DeploymentCommands) OnChange(h DeploymentHook) { c.saved = h }
 
 // NewDeploymentCommands returns the deployment commands on store.
 func NewDeploymentCommands(store *eventstore.Store) *DeploymentCommands {
@@ -65,6 +74,9 @@ func (c *DeploymentCommands) DeploymentSave(ctx context.Context, spec domain.Dep
 			return err
 		}
 		created = events[0].EventType() == (domain.DeploymentCreated{}).EventType()
+		if err := c.changed(ctx, tx, d, actor); err != nil {
+			return err
+		}
 		return cancelObsoleteScheduledRuns(ctx, tx, c.store, id, actor)
 	})
 	if err != nil {
@@ -134,6 +146,11 @@ func (c *DeploymentCommands) deploymentCommand(ctx context.Context, id uuid.UUID
 		if err != nil || len(events) == 0 {
 			return err
 		}
+		if d.Deleted {
+			if err := c.changed(ctx, tx, d, actor); err != nil {
+				return err
+			}
+		}
 		return cancelObsoleteScheduledRuns(ctx, tx, c.store, id, actor)
 	})
 	return d, err
@@ -185,4 +202,12 @@ func (c *DeploymentCommands) deploymentAppend(ctx context.Context, tx pgx.Tx, cu
 		cur.Stream = env.Version
 	}
 	return cur, nil
+}
+
+// changed runs the hook, if any, for a deployment saved or deleted.
+func (c *DeploymentCommands) changed(ctx context.Context, tx pgx.Tx, d domain.Deployment, actor string) error {
+	if c.saved == nil {
+		return nil
+	}
+	return c.saved(ctx, tx, d, actor)
 }

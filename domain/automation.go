@@ -2,7 +2,6 @@ package domain
 
 import (
 	"encoding/json"
-	"net/url"
 	"path"
 	"reflect"
 	"regexp"
@@ -42,7 +41,7 @@ const (
 
 var (
 	triggerTypes = []string{TriggerState, TriggerRunningLongerThan, TriggerNotCompletedWithin, TriggerNotStartedWithin, TriggerConsecutiveFailures}
-	actionTypes  = []string{ActionWebhook}
+	actionTypes  = []string{ActionWebhook, ActionSlack, ActionEmail, ActionCancelRun, ActionPauseDeployment, ActionRunDeployment}
 	triggerOfs   = []string{StreamFlowRun, StreamTaskRun}
 	stateNames   = []string{NameScheduled, NameLate, NameAwaitingRetry, NamePending, NameRunning, NameRetrying,
 		NameCompleted, NameCached, NameFailed, NameTimedOut, NameCancelling, NameCancelled, NameNotRun, NameCrashed, NamePaused}
@@ -77,15 +76,6 @@ type AutomationFilter struct {
 	Flow        string   `json:"flow,omitempty"` // the flow's name
 }
 
-// AutomationAction is one thing an automation does when it fires.
-type AutomationAction struct {
-	Type string `json:"type"` // "webhook"
-	URL  string `json:"url,omitempty"`
-	// SecretEnv names the server's environment variable that holds the
-	// signing secret; the secret itself is never stored.
-	SecretEnv string `json:"secret_env,omitempty"`
-}
-
 // Validate checks the spec and names each bad field.
 func (s AutomationSpec) Validate() error {
 	var p Problems
@@ -105,23 +95,7 @@ func (s AutomationSpec) Validate() error {
 		p.Add("actions", "name at least one action")
 	}
 	for i, a := range s.Actions {
-		field := "actions[" + strconv.Itoa(i) + "]"
-		switch a.Type {
-		case ActionWebhook:
-			u, err := url.Parse(a.URL)
-			if a.URL == "" {
-				p.Add(field+".url", "is required")
-			} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				p.Add(field+".url", "must be an absolute http or https URL")
-			}
-			if !envName.MatchString(a.SecretEnv) {
-				p.Add(field+".secret_env", "must name an environment variable of the server (letters, digits, _)")
-			}
-		case "":
-			p.Add(field+".type", "is required (one of %s)", strings.Join(actionTypes, ", "))
-		default:
-			p.Add(field+".type", "unknown action type %q (one of %s)", a.Type, strings.Join(actionTypes, ", "))
-		}
+		a.validate("actions["+strconv.Itoa(i)+"]", &p)
 	}
 	return p.Err()
 }

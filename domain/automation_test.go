@@ -31,7 +31,7 @@ func TestAutomationSpecValidateNamesTheField(t *testing.T) {
 		"UnknownState":       {func(s *domain.AutomationSpec) { s.Trigger.States = []string{"FAILED", "Exploded"} }, `trigger.states[1]: unknown state "Exploded"`},
 		"BadGlob":            {func(s *domain.AutomationSpec) { s.Filter.Deployments = []string{"model_["} }, "filter.deployments[0]"},
 		"NoActions":          {func(s *domain.AutomationSpec) { s.Actions = nil }, "actions: name at least one action"},
-		"UnknownAction":      {func(s *domain.AutomationSpec) { s.Actions[0].Type = "pigeon" }, `actions[0].type: unknown action type "pigeon" (one of webhook)`},
+		"UnknownAction":      {func(s *domain.AutomationSpec) { s.Actions[0].Type = "pigeon" }, `actions[0].type: unknown action type "pigeon" (one of webhook, slack, email`},
 		"RelativeURL":        {func(s *domain.AutomationSpec) { s.Actions[0].URL = "/hook" }, "actions[0].url: must be an absolute http or https URL"},
 		"NoSecretEnv":        {func(s *domain.AutomationSpec) { s.Actions[0].SecretEnv = "" }, "actions[0].secret_env"},
 		"SecretEnvIsASecret": {func(s *domain.AutomationSpec) { s.Actions[0].SecretEnv = "abc=def" }, "actions[0].secret_env"},

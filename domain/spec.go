@@ -53,6 +53,8 @@ type DeploymentSpec struct {
 	ConcurrencyPolicy string `json:"concurrency_policy,omitempty"` // ConcurrencyEnqueue (default) or ConcurrencyCancelNew
 	CatchUp           string `json:"catch_up,omitempty"`           // CatchUpAll, CatchUpLatest (default) or CatchUpNone
 	Paused            bool   `json:"paused,omitempty"`
+
+	Notifications []DeploymentNotification `json:"notifications,omitempty"` // automations owned by the deployment
 }
 
 // FlowSpec is a DAG of tasks.

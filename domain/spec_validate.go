@@ -57,6 +57,7 @@ func (d *DeploymentSpec) Validate() error {
 			d.checkDefaults(p, sch)
 		}
 	}
+	d.validateNotifications(p)
 	return p.Err()
 }
 

@@ -18,8 +18,12 @@ type Error struct {
 	Step      string // dial, starttls, auth, mail, rcpt, data, post, status, ...
 	Code      int    // HTTP status or SMTP reply code; 0 when none came
 	Msg       string
-	Permanent bool // the receiver refused for good (SMTP 5xx, HTTP 4xx other than 408/429)
+	Permanent bool  // the receiver refused for good (SMTP 5xx, HTTP 4xx other than 408/429)
+	cause     error // for errors.Is, e.g. the caller's dialer refusing an address
 }
+
+// Unwrap returns the error that made the step fail, when kept.
+func (e *Error) Unwrap() error { return e.cause }
 
 func (e *Error) Error() string {
 	if e.Code != 0 {

@@ -117,7 +117,7 @@ func PostSlack(ctx context.Context, client *http.Client, url string, payload []b
 	start := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
-		return Result{Latency: time.Since(start)}, &Error{Step: "post", Msg: withoutURL(err)}
+		return Result{Latency: time.Since(start)}, &Error{Step: "post", Msg: withoutURL(err), cause: causeOf(err)}
 	}
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
@@ -134,13 +134,16 @@ func permanentHTTP(code int) bool {
 	return code >= 400 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests
 }
 
-func withoutURL(err error) string {
+// causeOf is err without the url.Error that holds the URL.
+func causeOf(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return ue.Err.Error()
+		return ue.Err
 	}
-	return err.Error()
+	return err
 }
+
+func withoutURL(err error) string { return causeOf(err).Error() }
 
 func excerpt(b []byte) string {
 	return strings.ToValidUTF8(cut(string(b), maxExcerpt), "")

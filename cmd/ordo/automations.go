@@ -27,8 +27,9 @@ func newAutomationsCommand() *cobra.Command {
 reaching a state; a run RUNNING longer than some seconds; a deployment with no
 completed run for some seconds; a run not started some seconds after it was
 due; some flow runs of a deployment failing in a row), a filter (deployments by glob, tags, work queue, flow) and
-actions (a webhook that gets a signed CloudEvents 1.0 JSON body). AUTOMATION
-is an automation's id or its name.`}
+actions (a webhook that gets a signed CloudEvents 1.0 JSON body, a Slack
+message, an email, cancelling the run, pausing its deployment or starting a
+run of a deployment). AUTOMATION is an automation's id or its name.`}
 
 	ls := &cobra.Command{Use: "ls", Short: "List automations", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -42,7 +43,7 @@ is an automation's id or its name.`}
 			for _, a := range page.Items {
 				actions := make([]string, len(a.Actions))
 				for i, x := range a.Actions {
-					actions[i] = string(x.Type) + " " + x.URL
+					actions[i] = strings.TrimSpace(string(x.Type) + " " + x.URL + x.Deployment + strings.Join(x.To, ","))
 				}
 				trigger := strings.Join(slices.DeleteFunc([]string{string(a.Trigger.Type), string(a.Trigger.Of), strings.Join(a.Trigger.States, ",")}, func(s string) bool { return s == "" }), " ")
 				if a.Trigger.Seconds > 0 {

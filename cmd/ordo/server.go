@@ -36,6 +36,7 @@ type serverOptions struct {
 	addr        string
 	migrate     bool
 	blobStore   string
+	publicURL   string // where people reach the UI; links in messages
 	// allowPrivateWebhooks lets webhooks reach loopback and private
 	// addresses: ordo dev, or ORDO_WEBHOOK_ALLOW_PRIVATE=true.
 	allowPrivateWebhooks bool
@@ -47,8 +48,27 @@ func (o *serverOptions) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.databaseURL, "database-url", "", flagHelp("database-url", "PostgreSQL connection URL; also read from DATABASE_URL"))
 	cmd.Flags().StringVar(&o.addr, "addr", "127.0.0.1:4200", flagHelp("addr", "address the API and UI listen on"))
 	cmd.Flags().BoolVar(&o.migrate, "migrate", false, flagHelp("migrate", "apply pending database migrations before starting"))
+	cmd.Flags().StringVar(&o.publicURL, "public-url", "", flagHelp("public-url", "the server's URL as people reach it, for links to runs in automation messages; defaults to http://<addr>"))
 	cmd.Flags().StringVar(&o.blobStore, "blob-store", "", flagHelp("blob-store", "where task outputs are stored, as the workers have it: postgres (the default), file:///path or s3://bucket/prefix"))
 }
+
+// publicBase is the base of links to the UI: --public-url, else the listen address.
+func (o serverOptions) publicBase() string {
+	if o.publicURL != "" {
+		return o.publicURL
+	}
+	host, port, err := net.SplitHostPort(o.addr)
+	if err != nil {
+		return "http://" + o.addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost" // listening on every address
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// The Ordo actions of automations are the commands'.
+var _ automations.OrdoActions = (*commands.AutomationActions)(nil)
 
 func newServerCommand() *cobra.Command {
 	var o serverOptions
@@ -126,10 +146,13 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	allowPrivate := o.allowPrivateWebhooks || os.Getenv("ORDO_WEBHOOK_ALLOW_PRIVATE") == "true"
 	delivery := o.delivery
 	delivery.AllowPrivate, delivery.Logger = allowPrivate, logger
+	delivery.Store, delivery.PublicURL, delivery.Ordo = store, o.publicBase(), commands.NewAutomationActions(svc, deployments)
 	autoRiver, err := automations.NewRiverClient(pool, delivery)
 	if err != nil {
 		return nil, err
 	}
+	autoSvc := automations.NewService(store, autoRiver, automations.ServiceOptions{AllowPrivate: allowPrivate, RetryAttempts: delivery.MaxAttempts})
+	deployments.OnChange(autoSvc.DeploymentChanged) // a deployment's notifications, in its transaction
 	auth := api.NewAuth(pool, api.AuthOptions{Logger: logger})
 	handler, err := api.New(api.Options{
 		Auth:        auth,
@@ -140,7 +163,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		Blobs:       blobs,
 		Pool:        pool,
 		River:       insertClient,
-		Automations: automations.NewService(store, autoRiver, automations.ServiceOptions{AllowPrivate: allowPrivate, RetryAttempts: delivery.MaxAttempts}),
+		Automations: autoSvc,
 		Context:     ctx,
 		Logger:      logger,
 	})
