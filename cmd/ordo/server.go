@@ -121,7 +121,13 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		return nil, err
 	}
 	allowPrivate := o.allowPrivateWebhooks || os.Getenv("ORDO_WEBHOOK_ALLOW_PRIVATE") == "true"
-	autoRiver, err := automations.NewRiverClient(pool, automations.DeliveryOptions{AllowPrivate: allowPrivate, Logger: logger})
+	delivery := automations.DeliveryOptions{AllowPrivate: allowPrivate, Logger: logger}
+	if v := os.Getenv("ORDO_AUTOMATION_BACKOFF"); v != "" {
+		if delivery.Backoff, err = time.ParseDuration(v); err != nil || delivery.Backoff <= 0 {
+			return nil, fmt.Errorf("ORDO_AUTOMATION_BACKOFF=%q: want a positive duration such as 5s", v)
+		}
+	}
+	autoRiver, err := automations.NewRiverClient(pool, delivery)
 	if err != nil {
 		return nil, err
 	}
