@@ -108,7 +108,7 @@ func QuickSizes() Sizes {
 		ScheduledDeployments: 10, SchedulePeriod: 2 * time.Second,
 		BlobMiB: 8, WorkerBlobMiB: 32,
 		PythonRounds: 1, PythonRows: 500, PythonTrivialRuns: 5,
-		Automations: 1_000, AutomationTime: 3 * time.Second, AutomationsMany: 1_000, AutomationEvents: 5_000, AutomationRounds: 2,
+		Automations: 1_000, AutomationTime: 3 * time.Second, AutomationsMany: 1_000, AutomationEvents: 5_000, AutomationRounds: 3,
 	}
 }
 
