@@ -101,8 +101,8 @@ func (o *DeliveryOptions) setDefaults() {
 }
 
 // RescueAfter is how long a delivery job stays running before another
-// server takes it up: a server killed mid-delivery leaves its job running,
-// so it waits until an attempt surely ended.
+// server takes it up (RunRescuer): a server killed mid-delivery leaves its
+// job running, so it waits until an attempt surely ended.
 func (o DeliveryOptions) RescueAfter() time.Duration {
 	o.setDefaults()
 	return 2*o.Timeout + time.Minute
@@ -122,9 +122,8 @@ func NewRiverClient(pool *pgxpool.Pool, opts DeliveryOptions) (*river.Client[pgx
 		Workers:       workers,
 		MaxAttempts:   opts.MaxAttempts,
 		FetchCooldown: 10 * time.Millisecond,
-		// A server killed mid-delivery leaves its job running: another
-		// server takes it up once an attempt surely ended.
-		RescueStuckJobsAfter: opts.RescueAfter(),
+		// Not RescueAfter: see riverRescueAfter.
+		RescueStuckJobsAfter: riverRescueAfter,
 		Logger:               opts.Logger,
 	})
 }

@@ -174,10 +174,10 @@ func TestChaosAutomations(t *testing.T) {
 	want := expectedFirings(l, autos[0], autos[1])
 
 	// A delivery whose server was killed mid-request stays running until
-	// River's rescuer, which runs every 30 s, finds it older than the
-	// rescue bound; only then is it tried again. So the quiet bound is
-	// that, on top of quietBound's allowance for a loaded machine.
-	rescue := automations.DeliveryOptions{}.RescueAfter() + 30*time.Second
+	// a server's rescuer, which looks every RescueEvery, finds it older
+	// than the rescue bound; only then is it tried again. So the quiet
+	// bound is that, on top of quietBound's allowance for a loaded machine.
+	rescue := automations.DeliveryOptions{}.RescueAfter() + automations.RescueEvery
 	c.progressing(fmt.Sprintf("all %d firings delivered", len(want)), rescue+quietBound, func() (int, bool) {
 		var recorded, delivered int
 		if err := c.db.QueryRow(context.Background(), `

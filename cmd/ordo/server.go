@@ -87,6 +87,7 @@ type server struct {
 	scheduler *jobs.Scheduler
 	reaper    *jobs.Reaper
 	autoRiver *river.Client[pgx.Tx] // works webhook deliveries
+	delivery  automations.DeliveryOptions
 	consumer  *automations.Consumer
 	handler   http.Handler
 	blobs     blobstore.Store // nil when it cannot be opened
@@ -157,7 +158,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		return nil, err
 	}
 	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, scheduler: scheduler, reaper: reaper, blobs: blobs,
-		autoRiver: autoRiver, consumer: automations.NewConsumer(store, autoRiver, automations.ConsumerOptions{Logger: logger}),
+		autoRiver: autoRiver, delivery: delivery, consumer: automations.NewConsumer(store, autoRiver, automations.ConsumerOptions{Logger: logger}),
 		handler: withUI(handler, auth.ProtectUI(ui.Handler(ui.Options{Store: store, Projection: projector, Logger: logger}))), logger: logger}, nil
 }
 
@@ -175,6 +176,7 @@ func (s *server) run(ctx context.Context, ready func(addr string)) error {
 	g.Go(func() error { return ignoreCanceled(s.scheduler.Run(ctx)) })
 	g.Go(func() error { return ignoreCanceled(s.reaper.Run(ctx)) })
 	g.Go(func() error { return ignoreCanceled(s.consumer.Run(ctx)) })
+	g.Go(func() error { return ignoreCanceled(automations.RunRescuer(ctx, s.pool, s.delivery)) })
 	if err := s.autoRiver.Start(ctx); err != nil {
 		return fmt.Errorf("start webhook delivery: %w", err)
 	}
