@@ -20,7 +20,8 @@
 // link-local address (unless AllowPrivate).
 //
 // Files: service.go (the commands and queries the API calls), fire.go
-// (recording a firing with its jobs), consumer.go, deliver.go.
+// (recording a firing with its jobs), consumer.go, deliver.go, rescue.go
+// (deliveries left running by a server that stopped).
 //
 // It depends on domain, eventstore and River; it must never import
 // commands, jobs, projections or api.
