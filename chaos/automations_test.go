@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ordoflow/ordo/automations"
 	"github.com/ordoflow/ordo/domain"
@@ -208,37 +209,27 @@ SELECT (SELECT count(*) FROM automation_firings), (SELECT count(*) FROM automati
 	l = c.readLog()
 	got := hook.receipts()
 	report(t, "firings not recorded exactly once or not delivered", firingProblems(want, l, got))
-	var statuses []string
-	rows, err := c.db.Query(context.Background(), `SELECT status || ' ' || count(*) FROM automation_deliveries GROUP BY status ORDER BY status`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
+	query := func(sql string) []string {
+		rows, err := c.db.Query(context.Background(), sql)
+		if err != nil {
 			t.Fatal(err)
 		}
-		statuses = append(statuses, s)
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
 	}
-	if rows.Close(); len(statuses) != 1 || !strings.HasPrefix(statuses[0], "delivered ") {
+	statuses := query(`SELECT status || ' ' || count(*) FROM automation_deliveries GROUP BY status ORDER BY status`)
+	if len(statuses) != 1 || !strings.HasPrefix(statuses[0], "delivered ") {
 		t.Errorf("deliveries by status: %v, want all delivered", statuses)
 	}
 	// A request the receiver got whose attempt was never recorded is one a
 	// kill cut short.
 	recordedAttempts := map[string]int{}
-	rows, err = c.db.Query(context.Background(), `SELECT firing_id::text, count(*) FROM automation_delivery_attempts GROUP BY firing_id`)
-	if err != nil {
-		t.Fatal(err)
+	for _, id := range query(`SELECT firing_id::text FROM automation_delivery_attempts`) {
+		recordedAttempts[id]++
 	}
-	for rows.Next() {
-		var id string
-		var n int
-		if err := rows.Scan(&id, &n); err != nil {
-			t.Fatal(err)
-		}
-		recordedAttempts[id] = n
-	}
-	rows.Close()
 	again, lostAnswers := 0, 0
 	for key, rs := range got {
 		if len(rs) > 1 {
