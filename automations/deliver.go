@@ -117,6 +117,14 @@ func (o *DeliveryOptions) setDefaults() {
 	}
 }
 
+// RescueAfter is how long a delivery job stays running before another
+// server takes it up (RunRescuer): a server killed mid-delivery leaves its
+// job running, so it waits until an attempt surely ended.
+func (o DeliveryOptions) RescueAfter() time.Duration {
+	o.setDefaults()
+	return 2*o.Timeout + time.Minute
+}
+
 // NewRiverClient returns a River client that works delivery jobs on
 // QueueAutomations (once started) and inserts them (the Consumer and
 // Service insert with it).
@@ -131,9 +139,8 @@ func NewRiverClient(pool *pgxpool.Pool, opts DeliveryOptions) (*river.Client[pgx
 		Workers:       workers,
 		MaxAttempts:   opts.MaxAttempts,
 		FetchCooldown: 10 * time.Millisecond,
-		// A server killed mid-delivery leaves its job running: another
-		// server takes it up once an attempt surely ended.
-		RescueStuckJobsAfter: 2*opts.Timeout + time.Minute,
+		// Not RescueAfter: see riverRescueAfter.
+		RescueStuckJobsAfter: riverRescueAfter,
 		Logger:               opts.Logger,
 	})
 }

@@ -37,7 +37,8 @@
 // (recording a firing with its jobs), consumer.go, windows.go (what events
 // do to windows and streaks), timers.go (firing due windows), deliver.go
 // (the job and webhooks), actions.go (Slack, email and Ordo actions),
-// retry.go (retrying a delivery, a run's firings), sweep.go, metrics.go.
+// retry.go (retrying a delivery, a run's firings), sweep.go, rescue.go
+// (deliveries left running by a server that stopped), metrics.go.
 //
 // It depends on domain, eventstore and River; it must never import
 // commands, jobs, projections or api.

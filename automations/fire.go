@@ -114,6 +114,10 @@ func recordFirings(ctx context.Context, tx pgx.Tx, store *eventstore.Store, rc *
 	}
 	appends := make([]eventstore.Append, len(fs))
 	var jobs []river.InsertManyParams
+	// The rows go in one round trip: one statement each would make a
+	// batch's transaction, and the events waiting behind it, as slow as
+	// its firings are many.
+	var rows pgx.Batch
 	for i, f := range fs {
 		id := f.id()
 		reason := fmt.Sprintf("automation %q matched %s at position %d", f.automation.Spec.Name, f.fired.TriggerType, f.fired.TriggerPosition)
@@ -130,21 +134,17 @@ func recordFirings(ctx context.Context, tx pgx.Tx, store *eventstore.Store, rc *
 		if f.run.FlowRunID != uuid.Nil {
 			flowRun = &f.run.FlowRunID
 		}
-		if _, err := tx.Exec(ctx, `
+		rows.Queue(`
 INSERT INTO automation_firings (id, automation_id, trigger_position, trigger_type, flow_run_id, task_run_id, trigger_kind, trigger_window)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, id, f.automation.ID, position, f.fired.TriggerType, flowRun, f.fired.TaskRunID, f.kind(), f.fired.Window); err != nil {
-			return fmt.Errorf("record firing: %w", err)
-		}
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, id, f.automation.ID, position, f.fired.TriggerType, flowRun, f.fired.TaskRunID, f.kind(), f.fired.Window)
 		body, err := f.body()
 		if err != nil {
 			return err
 		}
 		for ai, a := range f.automation.Spec.Actions {
-			if _, err := tx.Exec(ctx, `
+			rows.Queue(`
 INSERT INTO automation_deliveries (firing_id, action, automation_id, action_type, target) VALUES ($1, $2, $3, $4, $5)`,
-				id, ai, f.automation.ID, a.Type, target(a)); err != nil {
-				return fmt.Errorf("record delivery: %w", err)
-			}
+				id, ai, f.automation.ID, a.Type, target(a))
 			args := DeliveryArgs{FiringID: id, Action: ai, URL: a.URL, SecretEnv: a.SecretEnv, Body: string(body), Trigger: f.automation.Spec.Trigger.Type}
 			if a.Type != domain.ActionWebhook {
 				args.Spec = &a
@@ -154,6 +154,9 @@ INSERT INTO automation_deliveries (firing_id, action, automation_id, action_type
 				InsertOpts: &river.InsertOpts{Queue: QueueAutomations},
 			})
 		}
+	}
+	if err := tx.SendBatch(ctx, &rows).Close(); err != nil {
+		return fmt.Errorf("record firings and their deliveries: %w", err)
 	}
 	if _, err := store.Append(ctx, tx, appends...); err != nil {
 		return err

@@ -5,8 +5,9 @@
 // Afterwards each test reads the event log and checks what a user would
 // notice: every run ended, no task completion lost or recorded twice, no
 // schedule tick lost or doubled, no task run executed twice at the same
-// time, the read models equal a fresh replay and every event is a legal
-// transition. Each test logs what it did and what it checked (go test -v).
+// time, no automation firing lost, recorded twice or delivered under
+// another key, the read models equal a fresh replay and every event is a
+// legal transition. Each test logs what it did and what it checked (go test -v).
 //
 // The package has no code besides its tests, and nothing imports it.
 // docs/RELIABILITY.md describes the tests and how to run them longer.

@@ -68,6 +68,9 @@ type cluster struct {
 	dir    string
 	ledger string // where tasks record each execution (see ledgerTask)
 	db     *pgxpool.Pool
+	// extraEnv is more environment for the ordo processes started after
+	// it is set.
+	extraEnv []string
 }
 
 // newCluster migrates the database at dbURL with `ordo migrate up`.
@@ -100,10 +103,11 @@ func (c *cluster) env(app string) []string {
 	q := u.Query()
 	q.Set("application_name", app)
 	u.RawQuery = q.Encode()
-	return append(os.Environ(),
+	env := append(os.Environ(),
 		"ORDO_DATABASE_URL="+u.String(),
 		"ORDO_WORKSPACE_DIR="+filepath.Join(c.dir, "workspaces"),
 		"ORDO_LOG_LEVEL=info")
+	return append(env, c.extraEnv...)
 }
 
 // ordo runs an ordo command to its end and returns its output.

@@ -109,6 +109,7 @@ type server struct {
 	scheduler *jobs.Scheduler
 	reaper    *jobs.Reaper
 	autoRiver *river.Client[pgx.Tx] // works webhook deliveries
+	delivery  automations.DeliveryOptions
 	consumer  *automations.Consumer
 	sweeper   *automations.Sweeper // ends deliveries whose job River gave up on
 	handler   http.Handler
@@ -147,6 +148,11 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 	delivery := o.delivery
 	delivery.AllowPrivate, delivery.Logger = allowPrivate, logger
 	delivery.Store, delivery.PublicURL, delivery.Ordo = store, o.publicBase(), commands.NewAutomationActions(svc, deployments)
+	if v := os.Getenv("ORDO_AUTOMATION_BACKOFF"); v != "" {
+		if delivery.Backoff, err = time.ParseDuration(v); err != nil || delivery.Backoff <= 0 {
+			return nil, fmt.Errorf("ORDO_AUTOMATION_BACKOFF=%q: want a positive duration such as 5s", v)
+		}
+	}
 	autoRiver, err := automations.NewRiverClient(pool, delivery)
 	if err != nil {
 		return nil, err
@@ -179,7 +185,7 @@ func newServer(ctx context.Context, pool *pgxpool.Pool, o serverOptions, logger 
 		return nil, err
 	}
 	return &server{opts: o, pool: pool, store: store, projector: projector, dueTimer: dueTimer, scheduler: scheduler, reaper: reaper, blobs: blobs,
-		autoRiver: autoRiver, consumer: automations.NewConsumer(store, autoRiver, automations.ConsumerOptions{Logger: logger}),
+		autoRiver: autoRiver, delivery: delivery, consumer: automations.NewConsumer(store, autoRiver, automations.ConsumerOptions{Logger: logger}),
 		sweeper: automations.NewSweeper(pool, automations.SweeperOptions{Logger: logger}),
 		handler: withUI(handler, auth.ProtectUI(ui.Handler(ui.Options{Store: store, Projection: projector, Logger: logger}))), logger: logger}, nil
 }
@@ -199,6 +205,7 @@ func (s *server) run(ctx context.Context, ready func(addr string)) error {
 	g.Go(func() error { return ignoreCanceled(s.reaper.Run(ctx)) })
 	g.Go(func() error { return ignoreCanceled(s.consumer.Run(ctx)) })
 	g.Go(func() error { return ignoreCanceled(s.sweeper.Run(ctx)) })
+	g.Go(func() error { return ignoreCanceled(automations.RunRescuer(ctx, s.pool, s.delivery)) })
 	if err := s.autoRiver.Start(ctx); err != nil {
 		return fmt.Errorf("start webhook delivery: %w", err)
 	}

@@ -73,6 +73,12 @@ type Sizes struct {
 	PythonRounds         int   // rounds of the Python example pipeline, each run locally, warm and cold
 	PythonRows           int   // the houses the Python example pipeline reads
 	PythonTrivialRuns    int   // runs of the trivial Python task, warm and cold
+
+	Automations      int           // automations defined in the automation latency scenario
+	AutomationTime   time.Duration // how long runs fail at 100 a second there
+	AutomationsMany  int           // automations defined on the many side of the consumer throughput scenario (10 on the other)
+	AutomationEvents int           // events a round there
+	AutomationRounds int           // its interleaved rounds
 }
 
 // FullSizes are the sizes the targets are set for.
@@ -86,6 +92,7 @@ func FullSizes() Sizes {
 		ScheduledDeployments: 1_000, SchedulePeriod: time.Minute,
 		BlobMiB: 256, WorkerBlobMiB: 1024,
 		PythonRounds: 5, PythonRows: 5000, PythonTrivialRuns: 100,
+		Automations: 1_000, AutomationTime: 30 * time.Second, AutomationsMany: 10_000, AutomationEvents: 50_000, AutomationRounds: 5,
 	}
 }
 
@@ -101,6 +108,7 @@ func QuickSizes() Sizes {
 		ScheduledDeployments: 10, SchedulePeriod: 2 * time.Second,
 		BlobMiB: 8, WorkerBlobMiB: 32,
 		PythonRounds: 1, PythonRows: 500, PythonTrivialRuns: 5,
+		Automations: 1_000, AutomationTime: 3 * time.Second, AutomationsMany: 1_000, AutomationEvents: 5_000, AutomationRounds: 3,
 	}
 }
 
@@ -206,6 +214,8 @@ func Scenarios() []Scenario {
 		{"blobs-s3", "the s3 blob store next to bare PutObject/GetObject on SeaweedFS", blobsS3Scenario},
 		{"python-pipeline", "the Python example pipeline next to the same flow called locally", pythonPipelineScenario},
 		{"python-trivial", "a trivial Python task's start to end", pythonTrivialScenario},
+		{"automation-latency", "an automation's webhook after the failure that fires it", automationLatencyScenario},
+		{"automation-consumer", "the automation consumer with 10,000 automations next to 10", consumerThroughputScenario},
 	}
 }
 
