@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,4 +101,62 @@ func TestPostgresRestartMidFlow(t *testing.T) {
 		t.Errorf("b's output lines %q, want before and after: lines written while the database was down are kept", said)
 	}
 	b.validate(t)
+}
+
+// TestWorkerWithoutPrimaryStartsNothing keeps the database down for longer
+// than the worker's heartbeat timeout: the worker says it starts no new
+// attempts, and once the database is back it says it starts them again and
+// a flow run created then completes.
+func TestWorkerWithoutPrimaryStartsNothing(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "ordo-cutoff-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil { // the server may run as the postgres user
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	opts := localpg.Options{DataDir: filepath.Join(dir, "data"), Fast: true}
+	srv, err := localpg.Start(ctx, opts)
+	if err != nil {
+		t.Skipf("no private PostgreSQL server for this test: %v", err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
+	pool, err := pgxpool.New(ctx, srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := migrations.Up(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("worker logs:\n%s", logs.String())
+		}
+	})
+	b := bundleOn(t, pool)
+	b.startWorker(t, jobs.WorkerOptions{HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: 500 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, time.Minute, "the worker says it starts no new attempts", func() bool {
+		return strings.Contains(logs.String(), "starting no new attempts")
+	})
+	opts.Port = srv.Port()
+	if srv, err = localpg.Start(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, time.Minute, "the worker says it starts attempts again", func() bool {
+		return strings.Contains(logs.String(), "starting new attempts again")
+	})
+	fr := b.create(t, domain.FlowSpec{Name: "after", Tasks: []domain.TaskSpec{sh("a", `echo '"a"' > "$ORDO_RESULT_PATH"`)}}, nil)
+	waitUntil(t, time.Minute, "the run created after the outage completes", func() bool {
+		return b.flowRun(t, fr.ID).State.Type == domain.Completed
+	})
 }

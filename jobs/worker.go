@@ -79,6 +79,12 @@ type WorkerOptions struct {
 	// HeartbeatInterval is how often the worker records that it is alive.
 	// Defaults to 5s.
 	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how long the worker may go without recording a
+	// heartbeat (no primary reachable) before it starts no new attempts,
+	// since the reapers may then declare it dead; it starts them again once
+	// a heartbeat is recorded. Match the reapers' DeadAfter. Defaults to
+	// 15s.
+	HeartbeatTimeout time.Duration
 	// MaxBatch is the most task starts or outcomes committed in one
 	// transaction. Defaults to 500.
 	MaxBatch int
@@ -185,6 +191,9 @@ func (o *WorkerOptions) setDefaults() {
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = 5 * time.Second
 	}
+	if o.HeartbeatTimeout == 0 {
+		o.HeartbeatTimeout = 15 * time.Second
+	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 500
 	}
@@ -241,6 +250,7 @@ type Worker struct {
 	starts    *groupcommit.Committer[*commands.Op]
 	finishes  *groupcommit.Committer[*commands.Op]
 	deleted   *deletedJobs // jobs the worker's commits deleted, left out of River's completions
+	cutOff    *cutOff      // set while no heartbeat was recorded for HeartbeatTimeout
 	cache     *blobCache   // input blobs on this worker's disk
 	outDirs   *dirPool     // attempts' ORDO_OUTPUT_DIR
 	inDirs    *dirPool     // attempts' ORDO_INPUT_DIR
@@ -269,6 +279,7 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		wake:      newWaker(pool, opts.Logger),
 		logs:      newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
 		deleted:   &deletedJobs{},
+		cutOff:    newCutOff(),
 		cache:     newBlobCache(opts.BlobCacheDir, opts.BlobCacheBytes, opts.BlobStore),
 		recording: map[string]chan struct{}{},
 		stopping:  make(chan struct{}),
@@ -381,6 +392,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 func (w *Worker) heartbeat() {
 	t := time.NewTicker(w.opts.HeartbeatInterval)
 	defer t.Stop()
+	lastBeat := time.Now() // Start registered the worker
 	for {
 		select {
 		case <-w.ctx.Done():
@@ -395,6 +407,15 @@ UPDATE workers SET last_heartbeat_at = now(), dead_at = NULL
 FROM before WHERE workers.id = $1
 RETURNING before.dead_at`, w.id).Scan(&deadAt)
 		cancel()
+		if err == nil {
+			lastBeat = time.Now()
+			if w.cutOff.set(false) {
+				w.opts.Logger.Info("a heartbeat was recorded again: starting new attempts again")
+			}
+		} else if since := time.Since(lastBeat); since > w.opts.HeartbeatTimeout && w.ctx.Err() == nil && w.cutOff.set(true) {
+			w.opts.Logger.Error("no heartbeat recorded for longer than the heartbeat timeout (no primary reachable): starting no new attempts until one is",
+				"since", since.Round(time.Second).String(), "heartbeat_timeout", w.opts.HeartbeatTimeout.String())
+		}
 		switch {
 		case err != nil && w.ctx.Err() == nil:
 			w.opts.Logger.Warn("worker heartbeat", "err", err)
@@ -428,6 +449,9 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[riverjob.TaskRu
 	w.running.add(job.Args.FlowRunID, job.ID, stop)
 	defer w.running.remove(job.Args.FlowRunID, job.ID)
 
+	if err := w.cutOff.wait(ctx); err != nil {
+		return err
+	}
 	start := opOf(commands.OpStart, job)
 	if err := w.commit(w.starts, start, "start task run"); err != nil {
 		return err
@@ -582,4 +606,49 @@ func (w *Worker) commitBatch(ctx context.Context, ops []*commands.Op) error {
 		w.due.WakeAt(c.DueAt)
 	}
 	return nil
+}
+
+// cutOff is set while the worker could not record a heartbeat for longer
+// than its timeout: the reapers may declare it dead meanwhile, so it starts
+// no attempt until a heartbeat is recorded again.
+type cutOff struct {
+	mu    sync.Mutex
+	ready chan struct{} // closed while not cut off
+}
+
+func newCutOff() *cutOff {
+	c := &cutOff{ready: make(chan struct{})}
+	close(c.ready)
+	return c
+}
+
+// set sets or clears the state and reports whether it changed.
+func (c *cutOff) set(on bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.ready:
+		if on {
+			c.ready = make(chan struct{})
+		}
+		return on
+	default:
+		if !on {
+			close(c.ready)
+		}
+		return !on
+	}
+}
+
+// wait returns once the worker is not cut off, or with ctx's error.
+func (c *cutOff) wait(ctx context.Context) error {
+	c.mu.Lock()
+	ready := c.ready
+	c.mu.Unlock()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
