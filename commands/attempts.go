@@ -301,6 +301,14 @@ func (r *Attempts) decideOp(ctx context.Context, tx pgx.Tx, s *settlement, op *O
 	if landed {
 		return false, nil // this outcome was recorded by an earlier commit whose answer was lost
 	}
+	if a.ChildFlowRunID == uuid.Nil && tr.Attempt == a.Attempt-1 && (tr.State.Type == domain.Pending || tr.State.Type == domain.Scheduled) {
+		// The database has lost the start this outcome follows (a failover
+		// to an asynchronous standby loses the last commits): the attempt
+		// is queued again, and its outcome dropped, as the log never
+		// started it.
+		r.opts.Logger.Warn("outcome of an attempt whose start the database lost: the attempt is queued again", "task_run_id", a.TaskRunID, "attempt", a.Attempt)
+		return true, s.addJob(riverjob.Job{Args: a, Queue: op.Queue})
+	}
 	cmd, err := r.outcomeCommand(s, op, fr, tr)
 	if err != nil {
 		return false, err

@@ -17,11 +17,10 @@ import (
 	"github.com/ordoflow/ordo/migrations"
 )
 
-// TestPostgresRestartMidFlow restarts the database while a task runs: the
-// worker keeps the outcome until it can record it, reconnects, and the run
-// finishes. It runs on a private server, never the shared test server.
-func TestPostgresRestartMidFlow(t *testing.T) {
-	t.Parallel()
+// privateServer starts a migrated PostgreSQL server of the test's own,
+// which it may stop and start again with opts: never the shared one.
+func privateServer(t *testing.T) (localpg.Options, *localpg.Server, *pgxpool.Pool) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "ordo-restart-")
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +44,17 @@ func TestPostgresRestartMidFlow(t *testing.T) {
 	if err := migrations.Up(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
+	opts.Port = srv.Port()
+	return opts, srv, pool
+}
+
+// TestPostgresRestartMidFlow restarts the database while a task runs: the
+// worker keeps the outcome until it can record it, reconnects, and the run
+// finishes. It runs on a private server, never the shared test server.
+func TestPostgresRestartMidFlow(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	opts, srv, pool := privateServer(t)
 	b := bundleOn(t, pool)
 	b.startWorker(t, jobs.WorkerOptions{HeartbeatInterval: 200 * time.Millisecond, Logger: testLogger(t)})
 
@@ -62,8 +72,8 @@ func TestPostgresRestartMidFlow(t *testing.T) {
 	}
 	down := time.Now()
 	time.Sleep(1500 * time.Millisecond) // b ends while the server is down
-	opts.Port = srv.Port()
-	if srv, err = localpg.Start(ctx, opts); err != nil {
+	srv, err := localpg.Start(ctx, opts)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("the server was down for %v", time.Since(down).Round(time.Millisecond))
@@ -109,29 +119,8 @@ func TestPostgresRestartMidFlow(t *testing.T) {
 // a flow run created then completes.
 func TestWorkerWithoutPrimaryStartsNothing(t *testing.T) {
 	t.Parallel()
-	dir, err := os.MkdirTemp("", "ordo-cutoff-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil { // the server may run as the postgres user
-		t.Fatal(err)
-	}
 	ctx := t.Context()
-	opts := localpg.Options{DataDir: filepath.Join(dir, "data"), Fast: true}
-	srv, err := localpg.Start(ctx, opts)
-	if err != nil {
-		t.Skipf("no private PostgreSQL server for this test: %v", err)
-	}
-	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
-	pool, err := pgxpool.New(ctx, srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := migrations.Up(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	opts, srv, pool := privateServer(t)
 	logs := &lockedBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -148,8 +137,8 @@ func TestWorkerWithoutPrimaryStartsNothing(t *testing.T) {
 	waitUntil(t, time.Minute, "the worker says it starts no new attempts", func() bool {
 		return strings.Contains(logs.String(), "starting no new attempts")
 	})
-	opts.Port = srv.Port()
-	if srv, err = localpg.Start(ctx, opts); err != nil {
+	srv, err := localpg.Start(ctx, opts)
+	if err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, time.Minute, "the worker says it starts attempts again", func() bool {

@@ -251,6 +251,7 @@ type Worker struct {
 	finishes  *groupcommit.Committer[*commands.Op]
 	deleted   *deletedJobs // jobs the worker's commits deleted, left out of River's completions
 	cutOff    *cutOff      // set while no heartbeat was recorded for HeartbeatTimeout
+	held      *heldJobs    // jobs in Work or whose outcome is being recorded
 	cache     *blobCache   // input blobs on this worker's disk
 	outDirs   *dirPool     // attempts' ORDO_OUTPUT_DIR
 	inDirs    *dirPool     // attempts' ORDO_INPUT_DIR
@@ -280,6 +281,7 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		logs:      newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
 		deleted:   &deletedJobs{},
 		cutOff:    newCutOff(),
+		held:      &heldJobs{n: map[int64]int{}},
 		cache:     newBlobCache(opts.BlobCacheDir, opts.BlobCacheBytes, opts.BlobStore),
 		recording: map[string]chan struct{}{},
 		stopping:  make(chan struct{}),
@@ -412,6 +414,7 @@ RETURNING before.dead_at`, w.id).Scan(&deadAt)
 			if w.cutOff.set(false) {
 				w.opts.Logger.Info("a heartbeat was recorded again: starting new attempts again")
 			}
+			w.giveBackUnheld()
 		} else if since := time.Since(lastBeat); since > w.opts.HeartbeatTimeout && w.ctx.Err() == nil && w.cutOff.set(true) {
 			w.opts.Logger.Error("no heartbeat recorded for longer than the heartbeat timeout (no primary reachable): starting no new attempts until one is",
 				"since", since.Round(time.Second).String(), "heartbeat_timeout", w.opts.HeartbeatTimeout.String())
@@ -426,6 +429,76 @@ RETURNING before.dead_at`, w.id).Scan(&deadAt)
 	}
 }
 
+// giveBackUnheld gives back the task run jobs running in this worker's name
+// that it does not hold: their outcome was recorded and then lost, as the
+// last transactions are when PostgreSQL fails over to an asynchronous
+// standby. Nothing else would ever end them. The worker that takes one
+// again records the lost attempt as crashed, and its retry policy applies.
+// Jobs fetched within the last HeartbeatInterval are left alone: River may
+// not have handed them to Work yet.
+func (w *Worker) giveBackUnheld() {
+	ctx, cancel := context.WithTimeout(w.ctx, max(w.opts.HeartbeatInterval, 5*time.Second))
+	defer cancel()
+	rows, err := w.pool.Query(ctx, `
+SELECT id, attempt >= max_attempts FROM river_job
+WHERE state = 'running' AND kind = $1 AND attempted_by[cardinality(attempted_by)] = $2
+  AND attempted_at < now() - make_interval(secs => $3)`, riverjob.KindTaskRun, w.id.String(), w.opts.HeartbeatInterval.Seconds())
+	type running struct {
+		id      int64
+		discard bool
+	}
+	var jobs []running
+	if err == nil {
+		jobs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (running, error) {
+			var j running
+			return j, row.Scan(&j.id, &j.discard)
+		})
+	}
+	if err != nil {
+		if w.ctx.Err() == nil {
+			w.opts.Logger.Warn("look for task run jobs running in this worker's name", "err", err) // the next heartbeat looks again
+		}
+		return
+	}
+	for _, j := range jobs {
+		if w.held.has(j.id) {
+			continue
+		}
+		if err := riverjob.GiveBack(ctx, w.pool, j.id, j.discard); err != nil {
+			return
+		}
+		w.opts.Logger.Warn("a task run job was running in this worker's name without the worker holding it (its outcome was lost, as in a failover to an asynchronous standby): given back, the attempt will be recorded as crashed",
+			"job_id", j.id, "discarded", j.discard)
+	}
+}
+
+// heldJobs counts, by job, the holds of Work and of an outcome being
+// recorded.
+type heldJobs struct {
+	mu sync.Mutex
+	n  map[int64]int
+}
+
+func (h *heldJobs) add(id int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n[id]++
+}
+
+func (h *heldJobs) remove(id int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.n[id]--; h.n[id] <= 0 {
+		delete(h.n, id)
+	}
+}
+
+func (h *heldJobs) has(id int64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[id] > 0
+}
+
 // taskRunWorker is the River worker of ordo.task_run jobs.
 type taskRunWorker struct {
 	river.WorkerDefaults[riverjob.TaskRunArgs]
@@ -438,6 +511,8 @@ type taskRunWorker struct {
 // (recordOutcome), without waiting for that commit.
 func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[riverjob.TaskRunArgs]) error {
 	w := t.w
+	w.held.add(job.ID)
+	defer w.held.remove(job.ID)
 	if job.Args.ChildFlowRunID != uuid.Nil {
 		// A sub-flow run ended: settle the parent attempt.
 		return w.commit(w.finishes, opOf(commands.OpFinish, job), "record the end of sub-flow run")
@@ -503,10 +578,12 @@ func (w *Worker) recordOutcome(job *river.Job[riverjob.TaskRunArgs], out command
 	op.Outcome = out
 	op.Slot, op.Early = slot, true
 	w.recorders.Add(1)
+	w.held.add(job.ID)
 	done := func() {
 		if room != nil {
 			<-room
 		}
+		w.held.remove(job.ID)
 		w.recorders.Done()
 	}
 	const what = "record outcome of task run"

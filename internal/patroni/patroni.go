@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -93,6 +94,8 @@ type Cluster struct {
 	done  chan struct{} // closed when etcd exited
 	stop  sync.Once
 	logs  []*os.File
+	// stalled are the WAL senders StallReplication stopped.
+	stalled []int
 }
 
 // Start starts etcd and two Patroni nodes and returns once one node leads
@@ -317,7 +320,42 @@ func (c *Cluster) KillPrimary(ctx context.Context) (*Node, time.Time, error) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		return nil, time.Time{}, fmt.Errorf("patroni: SIGKILL the postmaster of %s: %w", leader.Name, err)
 	}
+	c.killStalled()
 	return leader, at, nil
+}
+
+// StallReplication stops (SIGSTOP) the leader's WAL senders, so that what
+// the primary commits from now on reaches no standby: with asynchronous
+// replication a failover then loses it. KillPrimary kills them with the
+// postmaster.
+func (c *Cluster) StallReplication(ctx context.Context) error {
+	leader, err := c.Leader(ctx)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, leader.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rows, err := conn.Query(ctx, `SELECT pid FROM pg_stat_replication`)
+	if err != nil {
+		return err
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return err
+	}
+	if len(pids) == 0 {
+		return errors.New("patroni: the leader has no WAL sender")
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(int(pid), syscall.SIGSTOP); err != nil {
+			return fmt.Errorf("patroni: SIGSTOP the WAL sender %d: %w", pid, err)
+		}
+		c.stalled = append(c.stalled, int(pid))
+	}
+	return nil
 }
 
 // Switchover asks Patroni (patronictl) to hand the leadership from the
@@ -406,6 +444,7 @@ type Promotion struct {
 func (c *Cluster) Stop() error {
 	var errs []error
 	c.stop.Do(func() {
+		c.killStalled()
 		for _, n := range c.Nodes {
 			if n.patroni == nil {
 				continue
@@ -426,6 +465,15 @@ func (c *Cluster) Stop() error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// killStalled kills the WAL senders StallReplication stopped: stopped, they
+// would not see their postmaster die.
+func (c *Cluster) killStalled() {
+	for _, pid := range c.stalled {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	c.stalled = nil
 }
 
 // stopProcess sends SIGTERM to cmd's process group, SIGKILL after grace,
@@ -657,4 +705,41 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// StartTest starts a cluster for a test in a directory of its own, stopped
+// when the test ends (its files kept when the test failed). It skips the
+// test, saying why, when Patroni or etcd is not installed, unless
+// ORDO_REQUIRE_HA=1 (as in CI), which fails it instead.
+func StartTest(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if m := Missing(); m != "" {
+		if os.Getenv("ORDO_REQUIRE_HA") == "1" {
+			t.Fatalf("ORDO_REQUIRE_HA=1 but %s", m)
+		}
+		t.Skip(m)
+	}
+	dir, err := os.MkdirTemp("", "ordo-patroni-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil { // the postgres user enters it
+		t.Fatal(err)
+	}
+	opts.Dir = filepath.Join(dir, "ha")
+	c, err := Start(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Error(err)
+		}
+		if t.Failed() {
+			t.Logf("the Patroni cluster's files and logs are kept in %s", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+	return c
 }

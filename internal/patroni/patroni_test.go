@@ -14,47 +14,12 @@ import (
 	"github.com/ordoflow/ordo/internal/patroni"
 )
 
-// start starts a cluster for the test, or skips it when Patroni is not
-// installed (unless ORDO_REQUIRE_HA=1, as in CI).
-func start(t *testing.T, opts patroni.Options) *patroni.Cluster {
-	t.Helper()
-	if m := patroni.Missing(); m != "" {
-		if os.Getenv("ORDO_REQUIRE_HA") == "1" {
-			t.Fatalf("ORDO_REQUIRE_HA=1 but %s", m)
-		}
-		t.Skip(m)
-	}
-	dir, err := os.MkdirTemp("", "ordo-patroni-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil { // the postgres user enters it
-		t.Fatal(err)
-	}
-	opts.Dir = filepath.Join(dir, "ha")
-	c, err := patroni.Start(t.Context(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			t.Logf("cluster files kept in %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
-	return c
-}
-
 // TestFailoverKeepsCommittedRows writes through the multi-host URL, kills
 // the primary's postmaster, writes again on the promoted node, switches
 // back over, and finds every committed row; Stop leaves nothing running.
 func TestFailoverKeepsCommittedRows(t *testing.T) {
 	t.Parallel()
-	c := start(t, patroni.Options{})
+	c := patroni.StartTest(t, patroni.Options{})
 	ctx := t.Context()
 	insert := func(v int) {
 		t.Helper()
