@@ -241,8 +241,7 @@ func (c *Cluster) waitLeader(ctx context.Context, timeout time.Duration) (*Node,
 }
 
 // WaitReplicating waits until a node leads, accepts writes, and the other
-// one streams from it (as its synchronous standby when sync), and returns
-// the leader.
+// one streams from it (as its synchronous standby when sync).
 func (c *Cluster) WaitReplicating(ctx context.Context, sync bool) error {
 	return c.poll(ctx, 3*time.Minute, "a leader with a streaming standby", func(ctx context.Context) (bool, error) {
 		leader, err := c.waitLeader(ctx, time.Minute)
