@@ -286,7 +286,7 @@ func (r *Attempts) decideOp(ctx context.Context, tx pgx.Tx, s *settlement, op *O
 		// A start whose job ended with its earlier commit (a cache hit,
 		// or a wait that handed the attempt to another job) is done.
 		res := &StartResult{Action: ActionSkip, Reason: "the job ended with an earlier commit whose answer was lost"}
-		if !landed {
+		if !landed || startLost(tr, a) {
 			var err error
 			if res, err = r.decideStart(ctx, tx, s, op, fr, tr, meta, slots); err != nil {
 				return false, err
@@ -298,6 +298,14 @@ func (r *Attempts) decideOp(ctx context.Context, tx pgx.Tx, s *settlement, op *O
 		return res.Action == ActionDone, nil
 	}
 	slots.finished(op)
+	if a.ChildFlowRunID == uuid.Nil && startLost(tr, a) {
+		// The database has lost the start this outcome follows (a failover
+		// to an asynchronous standby loses the last commits): the attempt
+		// is queued again, and its outcome dropped, as the log never
+		// started it.
+		r.opts.Logger.Warn("outcome of an attempt whose start the database lost: the attempt is queued again", "task_run_id", a.TaskRunID, "attempt", a.Attempt)
+		return true, s.addJob(riverjob.Job{Args: a, Queue: op.Queue})
+	}
 	if landed {
 		return false, nil // this outcome was recorded by an earlier commit whose answer was lost
 	}
@@ -311,6 +319,14 @@ func (r *Attempts) decideOp(ctx context.Context, tx pgx.Tx, s *settlement, op *O
 		}
 	}
 	return true, nil
+}
+
+// startLost reports whether the log has not started the job's attempt
+// although it is the next one: with a job that is no longer running, or an
+// outcome, that means the database lost the start (and perhaps the fetch)
+// in a failover to an asynchronous standby, not that it committed earlier.
+func startLost(tr domain.TaskRun, a riverjob.TaskRunArgs) bool {
+	return tr.Attempt == a.Attempt-1 && (tr.State.Type == domain.Pending || tr.State.Type == domain.Scheduled)
 }
 
 // endJobs notes the jobs the batch deletes: those it finishes, and those

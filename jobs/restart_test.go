@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,11 +17,10 @@ import (
 	"github.com/ordoflow/ordo/migrations"
 )
 
-// TestPostgresRestartMidFlow restarts the database while a task runs: the
-// worker keeps the outcome until it can record it, reconnects, and the run
-// finishes. It runs on a private server, never the shared test server.
-func TestPostgresRestartMidFlow(t *testing.T) {
-	t.Parallel()
+// privateServer starts a migrated PostgreSQL server of the test's own,
+// which it may stop and start again with opts: never the shared one.
+func privateServer(t *testing.T) (localpg.Options, *localpg.Server, *pgxpool.Pool) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "ordo-restart-")
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +44,17 @@ func TestPostgresRestartMidFlow(t *testing.T) {
 	if err := migrations.Up(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
+	opts.Port = srv.Port()
+	return opts, srv, pool
+}
+
+// TestPostgresRestartMidFlow restarts the database while a task runs: the
+// worker keeps the outcome until it can record it, reconnects, and the run
+// finishes. It runs on a private server, never the shared test server.
+func TestPostgresRestartMidFlow(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	opts, srv, pool := privateServer(t)
 	b := bundleOn(t, pool)
 	b.startWorker(t, jobs.WorkerOptions{HeartbeatInterval: 200 * time.Millisecond, Logger: testLogger(t)})
 
@@ -61,8 +72,8 @@ func TestPostgresRestartMidFlow(t *testing.T) {
 	}
 	down := time.Now()
 	time.Sleep(1500 * time.Millisecond) // b ends while the server is down
-	opts.Port = srv.Port()
-	if srv, err = localpg.Start(ctx, opts); err != nil {
+	srv, err := localpg.Start(ctx, opts)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("the server was down for %v", time.Since(down).Round(time.Millisecond))
@@ -100,4 +111,41 @@ func TestPostgresRestartMidFlow(t *testing.T) {
 		t.Errorf("b's output lines %q, want before and after: lines written while the database was down are kept", said)
 	}
 	b.validate(t)
+}
+
+// TestWorkerWithoutPrimaryStartsNothing keeps the database down for longer
+// than the worker's heartbeat timeout: the worker says it starts no new
+// attempts, and once the database is back it says it starts them again and
+// a flow run created then completes.
+func TestWorkerWithoutPrimaryStartsNothing(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	opts, srv, pool := privateServer(t)
+	logs := &lockedBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("worker logs:\n%s", logs.String())
+		}
+	})
+	b := bundleOn(t, pool)
+	b.startWorker(t, jobs.WorkerOptions{HeartbeatInterval: 100 * time.Millisecond, HeartbeatTimeout: 500 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, time.Minute, "the worker says it starts no new attempts", func() bool {
+		return strings.Contains(logs.String(), "starting no new attempts")
+	})
+	srv, err := localpg.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, time.Minute, "the worker says it starts attempts again", func() bool {
+		return strings.Contains(logs.String(), "starting new attempts again")
+	})
+	fr := b.create(t, domain.FlowSpec{Name: "after", Tasks: []domain.TaskSpec{sh("a", `echo '"a"' > "$ORDO_RESULT_PATH"`)}}, nil)
+	waitUntil(t, time.Minute, "the run created after the outage completes", func() bool {
+		return b.flowRun(t, fr.ID).State.Type == domain.Completed
+	})
 }

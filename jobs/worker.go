@@ -79,6 +79,12 @@ type WorkerOptions struct {
 	// HeartbeatInterval is how often the worker records that it is alive.
 	// Defaults to 5s.
 	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how long the worker may go without recording a
+	// heartbeat (no primary reachable) before it starts no new attempts,
+	// since the reapers may then declare it dead; it starts them again once
+	// a heartbeat is recorded. Match the reapers' DeadAfter. Defaults to
+	// 15s.
+	HeartbeatTimeout time.Duration
 	// MaxBatch is the most task starts or outcomes committed in one
 	// transaction. Defaults to 500.
 	MaxBatch int
@@ -185,6 +191,9 @@ func (o *WorkerOptions) setDefaults() {
 	if o.HeartbeatInterval == 0 {
 		o.HeartbeatInterval = 5 * time.Second
 	}
+	if o.HeartbeatTimeout == 0 {
+		o.HeartbeatTimeout = 15 * time.Second
+	}
 	if o.MaxBatch == 0 {
 		o.MaxBatch = 500
 	}
@@ -241,6 +250,8 @@ type Worker struct {
 	starts    *groupcommit.Committer[*commands.Op]
 	finishes  *groupcommit.Committer[*commands.Op]
 	deleted   *deletedJobs // jobs the worker's commits deleted, left out of River's completions
+	cutOff    *cutOff      // set while no heartbeat was recorded for HeartbeatTimeout
+	held      *heldJobs    // jobs in Work or whose outcome is being recorded
 	cache     *blobCache   // input blobs on this worker's disk
 	outDirs   *dirPool     // attempts' ORDO_OUTPUT_DIR
 	inDirs    *dirPool     // attempts' ORDO_INPUT_DIR
@@ -269,6 +280,8 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		wake:      newWaker(pool, opts.Logger),
 		logs:      newLogWriter(pool, opts.Logger, opts.MaxLogBytes),
 		deleted:   &deletedJobs{},
+		cutOff:    newCutOff(),
+		held:      &heldJobs{n: map[int64]int{}},
 		cache:     newBlobCache(opts.BlobCacheDir, opts.BlobCacheBytes, opts.BlobStore),
 		recording: map[string]chan struct{}{},
 		stopping:  make(chan struct{}),
@@ -381,6 +394,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 func (w *Worker) heartbeat() {
 	t := time.NewTicker(w.opts.HeartbeatInterval)
 	defer t.Stop()
+	lastBeat := time.Now() // Start registered the worker
 	for {
 		select {
 		case <-w.ctx.Done():
@@ -395,6 +409,16 @@ UPDATE workers SET last_heartbeat_at = now(), dead_at = NULL
 FROM before WHERE workers.id = $1
 RETURNING before.dead_at`, w.id).Scan(&deadAt)
 		cancel()
+		if err == nil {
+			lastBeat = time.Now()
+			if w.cutOff.set(false) {
+				w.opts.Logger.Info("a heartbeat was recorded again: starting new attempts again")
+			}
+			w.giveBackUnheld()
+		} else if since := time.Since(lastBeat); since > w.opts.HeartbeatTimeout && w.ctx.Err() == nil && w.cutOff.set(true) {
+			w.opts.Logger.Error("no heartbeat recorded for longer than the heartbeat timeout (no primary reachable): starting no new attempts until one is",
+				"since", since.Round(time.Second).String(), "heartbeat_timeout", w.opts.HeartbeatTimeout.String())
+		}
 		switch {
 		case err != nil && w.ctx.Err() == nil:
 			w.opts.Logger.Warn("worker heartbeat", "err", err)
@@ -403,6 +427,76 @@ RETURNING before.dead_at`, w.id).Scan(&deadAt)
 				"the attempts it was running were recorded as crashed and their results will be refused", "declared_dead_at", *deadAt)
 		}
 	}
+}
+
+// giveBackUnheld gives back the task run jobs running in this worker's name
+// that it does not hold: their outcome was recorded and then lost, as the
+// last transactions are when PostgreSQL fails over to an asynchronous
+// standby. Nothing else would ever end them. The worker that takes one
+// again records the lost attempt as crashed, and its retry policy applies.
+// Jobs fetched within the last HeartbeatInterval are left alone: River may
+// not have handed them to Work yet.
+func (w *Worker) giveBackUnheld() {
+	ctx, cancel := context.WithTimeout(w.ctx, max(w.opts.HeartbeatInterval, 5*time.Second))
+	defer cancel()
+	rows, err := w.pool.Query(ctx, `
+SELECT id, attempt >= max_attempts FROM river_job
+WHERE state = 'running' AND kind = $1 AND attempted_by[cardinality(attempted_by)] = $2
+  AND attempted_at < now() - make_interval(secs => $3)`, riverjob.KindTaskRun, w.id.String(), w.opts.HeartbeatInterval.Seconds())
+	type running struct {
+		id      int64
+		discard bool
+	}
+	var jobs []running
+	if err == nil {
+		jobs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (running, error) {
+			var j running
+			return j, row.Scan(&j.id, &j.discard)
+		})
+	}
+	if err != nil {
+		if w.ctx.Err() == nil {
+			w.opts.Logger.Warn("look for task run jobs running in this worker's name", "err", err) // the next heartbeat looks again
+		}
+		return
+	}
+	for _, j := range jobs {
+		if w.held.has(j.id) {
+			continue
+		}
+		if err := riverjob.GiveBack(ctx, w.pool, j.id, j.discard); err != nil {
+			return
+		}
+		w.opts.Logger.Warn("a task run job was running in this worker's name without the worker holding it (its outcome was lost, as in a failover to an asynchronous standby): given back, the attempt will be recorded as crashed",
+			"job_id", j.id, "discarded", j.discard)
+	}
+}
+
+// heldJobs counts, by job, the holds of Work and of an outcome being
+// recorded.
+type heldJobs struct {
+	mu sync.Mutex
+	n  map[int64]int
+}
+
+func (h *heldJobs) add(id int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n[id]++
+}
+
+func (h *heldJobs) remove(id int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.n[id]--; h.n[id] <= 0 {
+		delete(h.n, id)
+	}
+}
+
+func (h *heldJobs) has(id int64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[id] > 0
 }
 
 // taskRunWorker is the River worker of ordo.task_run jobs.
@@ -417,6 +511,8 @@ type taskRunWorker struct {
 // (recordOutcome), without waiting for that commit.
 func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[riverjob.TaskRunArgs]) error {
 	w := t.w
+	w.held.add(job.ID)
+	defer w.held.remove(job.ID)
 	if job.Args.ChildFlowRunID != uuid.Nil {
 		// A sub-flow run ended: settle the parent attempt.
 		return w.commit(w.finishes, opOf(commands.OpFinish, job), "record the end of sub-flow run")
@@ -428,6 +524,9 @@ func (t *taskRunWorker) Work(ctx context.Context, job *river.Job[riverjob.TaskRu
 	w.running.add(job.Args.FlowRunID, job.ID, stop)
 	defer w.running.remove(job.Args.FlowRunID, job.ID)
 
+	if err := w.cutOff.wait(ctx); err != nil {
+		return err
+	}
 	start := opOf(commands.OpStart, job)
 	if err := w.commit(w.starts, start, "start task run"); err != nil {
 		return err
@@ -479,10 +578,12 @@ func (w *Worker) recordOutcome(job *river.Job[riverjob.TaskRunArgs], out command
 	op.Outcome = out
 	op.Slot, op.Early = slot, true
 	w.recorders.Add(1)
+	w.held.add(job.ID)
 	done := func() {
 		if room != nil {
 			<-room
 		}
+		w.held.remove(job.ID)
 		w.recorders.Done()
 	}
 	const what = "record outcome of task run"
@@ -582,4 +683,49 @@ func (w *Worker) commitBatch(ctx context.Context, ops []*commands.Op) error {
 		w.due.WakeAt(c.DueAt)
 	}
 	return nil
+}
+
+// cutOff is set while the worker could not record a heartbeat for longer
+// than its timeout: the reapers may declare it dead meanwhile, so it starts
+// no attempt until a heartbeat is recorded again.
+type cutOff struct {
+	mu    sync.Mutex
+	ready chan struct{} // closed while not cut off
+}
+
+func newCutOff() *cutOff {
+	c := &cutOff{ready: make(chan struct{})}
+	close(c.ready)
+	return c
+}
+
+// set sets or clears the state and reports whether it changed.
+func (c *cutOff) set(on bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.ready:
+		if on {
+			c.ready = make(chan struct{})
+		}
+		return on
+	default:
+		if !on {
+			close(c.ready)
+		}
+		return !on
+	}
+}
+
+// wait returns once the worker is not cut off, or with ctx's error.
+func (c *cutOff) wait(ctx context.Context) error {
+	c.mu.Lock()
+	ready := c.ready
+	c.mu.Unlock()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

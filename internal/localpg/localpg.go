@@ -423,6 +423,13 @@ func runningPort(dataDir string) (int, bool) {
 	return port, true
 }
 
+// Binaries returns the directory of the PostgreSQL server binaries Start
+// would use (of major version wantMajor when set), for harnesses that run
+// the server their own way.
+func Binaries(ctx context.Context, wantMajor string) (string, error) {
+	return findBinaries(ctx, wantMajor)
+}
+
 // findBinaries returns the first directory holding initdb, pg_ctl and
 // postgres: the one on PATH, then /usr/lib/postgresql/*/bin newest version
 // first, then Homebrew's postgresql@* kegs, then /usr/local/pgsql/bin. When
