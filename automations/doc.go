@@ -40,6 +40,6 @@
 // retry.go (retrying a delivery, a run's firings), sweep.go, rescue.go
 // (deliveries left running by a server that stopped), metrics.go.
 //
-// It depends on domain, eventstore and River; it must never import
-// commands, jobs, projections or api.
+// It depends on domain, eventstore, riverjob (its SQL on River's jobs),
+// notify and River; it must never import commands, jobs, projections or api.
 package automations

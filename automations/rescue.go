@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // RescueEvery is how often RunRescuer looks for deliveries left running by
@@ -51,14 +53,7 @@ func RescueStuckDeliveries(ctx context.Context, pool *pgxpool.Pool, after time.D
 	var n int64
 	err := pool.QueryRow(ctx, `
 WITH stuck AS (
-    UPDATE river_job SET
-        state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END::river_job_state,
-        scheduled_at = now(),
-        finalized_at = CASE WHEN attempt >= max_attempts THEN now() END,
-        errors = array_append(errors, jsonb_build_object('at', now(), 'attempt', attempt,
-            'error', 'its server stopped during the attempt', 'trace', ''))
-    WHERE kind = $1 AND queue = $2 AND state = 'running' AND attempted_at < now() - make_interval(secs => $3)
-    RETURNING args, state
+    `+riverjob.RescueStuckSQL("$1", "$2", "$3", "'its server stopped during the attempt'")+`
 ), dead AS (
     UPDATE automation_deliveries d SET status = 'dead', last_error = 'its server stopped during the last attempt', updated_at = now()
     FROM stuck WHERE stuck.state = 'discarded' AND d.firing_id = (stuck.args->>'firing_id')::uuid AND d.action = (stuck.args->>'action')::int

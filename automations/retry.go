@@ -10,13 +10,12 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // deliveryJobSQL finds the River job of a delivery ($1 firing, $2 action);
 // the args' GIN index serves it.
-const deliveryJobSQL = `SELECT id, state::text FROM river_job
-WHERE kind = '` + KindDelivery + `' AND args @> jsonb_build_object('firing_id', $1::text, 'action', $2::int)
-ORDER BY id DESC LIMIT 1`
+var deliveryJobSQL = riverjob.LastJobByArgsSQL(`'`+KindDelivery+`'`, `jsonb_build_object('firing_id', $1::text, 'action', $2::int)`)
 
 // DeliveryRetry re-queues a dead delivery of the automation: its River job
 // is made available again with a fresh budget of RetryAttempts, so that it
@@ -84,7 +83,7 @@ func (s *Service) retry(ctx context.Context, automationID, firingID uuid.UUID, a
 		if _, err := s.river.JobRetryTx(ctx, tx, jobID); err != nil {
 			return fmt.Errorf("retry delivery job: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE river_job SET max_attempts = attempt + $2 WHERE id = $1`, jobID, s.opts.RetryAttempts); err != nil {
+		if err := riverjob.AllowAttempts(ctx, tx, jobID, s.opts.RetryAttempts); err != nil {
 			return fmt.Errorf("retry delivery job: %w", err)
 		}
 		_, err = tx.Exec(ctx, `UPDATE automation_deliveries SET status = 'pending', updated_at = now() WHERE firing_id = $1 AND action = $2`, firingID, action)

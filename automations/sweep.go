@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ordoflow/ordo/riverjob"
 )
 
 // sweepSQL ends the deliveries left pending by a job River finished without
@@ -15,13 +17,12 @@ import (
 // worker, and a job cancelled from outside never reaches it. The attempt
 // that was cut off is recorded, and the delivery is dead (retry it).
 // River's index on (state, finalized_at) finds the finished jobs.
-const sweepSQL = `
+var sweepSQL = `
 WITH cut AS (
-    SELECT d.firing_id, d.action, j.attempt,
-           'the attempt was cut off: ' || coalesce(j.errors[array_length(j.errors, 1)]->>'error', 'its job was ' || j.state::text) AS error
-    FROM river_job j
+    SELECT d.firing_id, d.action, j.attempt, 'the attempt was cut off: ' || j.error AS error
+    FROM (` + riverjob.EndedUnworkedSQL(`'`+KindDelivery+`'`) + `) j
     JOIN automation_deliveries d ON d.firing_id = (j.args->>'firing_id')::uuid AND d.action = (j.args->>'action')::int
-    WHERE j.state IN ('discarded', 'cancelled') AND j.finalized_at IS NOT NULL AND j.kind = '` + KindDelivery + `' AND d.status = 'pending'
+    WHERE d.status = 'pending'
     FOR UPDATE OF d SKIP LOCKED
 ), attempts AS (
     INSERT INTO automation_delivery_attempts (firing_id, action, attempt, status_code, latency_ms, error)

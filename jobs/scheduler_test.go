@@ -571,11 +571,26 @@ func TestSchedulerLateRunsAndCatchUpWithoutWorker(t *testing.T) {
 			stop := runScheduler(t, b.scheduler(t, jobs.SchedulerOptions{
 				Lookahead: 3 * time.Second, LateAfter: time.Second, Interval: 100 * time.Millisecond,
 			}))
-			time.Sleep(5 * time.Second)
-			// Stopped, so that no newer run turns late, and under catch_up
-			// latest cancels the run kept here, before the worker takes it.
+			// Until the scheduler has dealt with (made late, or cancelled)
+			// the runs of at least three ticks, however slowly a loaded
+			// machine lets it; stopped then, so that no newer run turns
+			// late, and under catch_up latest cancels the run kept here,
+			// before the worker takes it.
+			var cutoff time.Time // the latest due time dealt with
+			eventually(t, 2*time.Minute, "the scheduler dealt with no late run", func() bool {
+				dealt := 0
+				for _, r := range b.runsOf(t, d.ID) {
+					if fr := b.flowRun(t, r.ID); fr.State.Type == domain.Cancelled || fr.State.Name == domain.NameLate {
+						dealt++
+						if r.ScheduledAt.After(cutoff) {
+							cutoff = r.ScheduledAt
+						}
+					}
+				}
+				return dealt >= 3
+			})
 			stop()
-			cutoff := time.Now().Add(-2 * time.Second) // runs due before it are surely late now
+			cutoff = cutoff.Add(time.Nanosecond) // runs due before it, and so by it, were dealt with
 
 			var late []domain.FlowRun
 			for _, r := range b.runsOf(t, d.ID) {

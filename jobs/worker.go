@@ -439,21 +439,7 @@ RETURNING before.dead_at`, w.id).Scan(&deadAt)
 func (w *Worker) giveBackUnheld() {
 	ctx, cancel := context.WithTimeout(w.ctx, max(w.opts.HeartbeatInterval, 5*time.Second))
 	defer cancel()
-	rows, err := w.pool.Query(ctx, `
-SELECT id, attempt >= max_attempts FROM river_job
-WHERE state = 'running' AND kind = $1 AND attempted_by[cardinality(attempted_by)] = $2
-  AND attempted_at < now() - make_interval(secs => $3)`, riverjob.KindTaskRun, w.id.String(), w.opts.HeartbeatInterval.Seconds())
-	type running struct {
-		id      int64
-		discard bool
-	}
-	var jobs []running
-	if err == nil {
-		jobs, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (running, error) {
-			var j running
-			return j, row.Scan(&j.id, &j.discard)
-		})
-	}
+	jobs, err := riverjob.RunningInWorker(ctx, w.pool, w.id.String(), w.opts.HeartbeatInterval)
 	if err != nil {
 		if w.ctx.Err() == nil {
 			w.opts.Logger.Warn("look for task run jobs running in this worker's name", "err", err) // the next heartbeat looks again
@@ -461,14 +447,14 @@ WHERE state = 'running' AND kind = $1 AND attempted_by[cardinality(attempted_by)
 		return
 	}
 	for _, j := range jobs {
-		if w.held.has(j.id) {
+		if w.held.has(j.ID) {
 			continue
 		}
-		if err := riverjob.GiveBack(ctx, w.pool, j.id, j.discard); err != nil {
+		if err := riverjob.GiveBack(ctx, w.pool, j.ID, j.Spent); err != nil {
 			return
 		}
 		w.opts.Logger.Warn("a task run job was running in this worker's name without the worker holding it (its outcome was lost, as in a failover to an asynchronous standby): given back, the attempt will be recorded as crashed",
-			"job_id", j.id, "discarded", j.discard)
+			"job_id", j.ID, "discarded", j.Spent)
 	}
 }
 
