@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -157,7 +158,13 @@ func (c *cluster) ordoCode(args ...string) (string, int) {
 // environment, and returns its output and exit status.
 func (c *cluster) ordoAt(dir string, env []string, args ...string) (string, int) {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// A guard against a hang, not a judgment of speed: a --watch lasts as
+	// long as its run, which a loaded machine may make long.
+	guard := 2 * time.Minute
+	if slices.Contains(args, "--watch") {
+		guard = 15 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.bin, args...)
 	cmd.Dir = dir
