@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
-
 	"github.com/ordoflow/ordo/automations"
 	"github.com/ordoflow/ordo/internal/hooktest"
 )
@@ -49,7 +47,7 @@ func TestUIAutomations(t *testing.T) {
 	e.screenshot(t, ctx, "automations-dead")
 
 	hook.Down.Store(false)
-	e.run(t, ctx, "press Retry", chromedp.Click(chromedp.CSS(`section[data-automation="ui failures"] button.retry-delivery`)))
+	e.run(t, ctx, "press Retry", click(`section[data-automation="ui failures"] button.retry-delivery`))
 	e.waitJS(t, ctx, "the delivery delivered", sel(`%s.dataset.status === 'delivered' && %s.children[4].innerText.trim() === '200'
 		&& !%s.querySelector('button.retry-delivery') && document.querySelector('#automations-message').className.includes('ok')`, row, row, section), time.Minute)
 	e.screenshot(t, ctx, "automations-retried")

@@ -95,7 +95,7 @@ func TestUI(t *testing.T) {
 		e.waitJS(t, ctx, "the parameters form from the schema", `document.querySelector('#param-table').value === 'houses' && document.querySelector('#param-test_size').value === '0.2' && document.querySelector('#param-verbose').type === 'checkbox'`, 5*time.Second)
 		e.waitJS(t, ctx, "the recent runs", sel(`!!document.querySelector('#recent-runs tr[data-run-id=%q]')`, run.ID), 10*time.Second)
 		e.screenshot(t, ctx, "deployment-detail")
-		e.run(t, ctx, "run with a parameter", fill(`#param-table`, "apartments"), chromedp.Click(chromedp.CSS(`#run-submit`)))
+		e.run(t, ctx, "run with a parameter", fill(`#param-table`, "apartments"), click(`#run-submit`))
 		e.waitJS(t, ctx, "the created run's link", `!!document.querySelector('#created-run')`, 15*time.Second)
 		href := evalJS[string](t, ctx, `document.querySelector('#created-run').getAttribute('href')`)
 		var created struct {
@@ -109,13 +109,13 @@ func TestUI(t *testing.T) {
 		e.open(t, ctx, "/deployments/"+cron.ID)
 		e.waitJS(t, ctx, "the JSON parameters form", `!!document.querySelector('#param-json')`, 10*time.Second)
 		// a refusal is shown with its message once (the message holds its details)
-		e.run(t, ctx, "run with a parameter the deployment does not take", fill(`#param-json`, `{"tabel": "houses"}`), chromedp.Click(chromedp.CSS(`#run-submit`)))
+		e.run(t, ctx, "run with a parameter the deployment does not take", fill(`#param-json`, `{"tabel": "houses"}`), click(`#run-submit`))
 		e.waitJS(t, ctx, "the refusal", `document.querySelector('#run-message').className.includes('error')`, 15*time.Second)
 		refusal := evalJS[string](t, ctx, `document.querySelector('#run-message').textContent`)
 		if want := `unknown parameter "tabel" (deployment ui-pages-cron takes no parameters)`; strings.Count(refusal, want) != 1 {
 			t.Errorf("the run form shows %q, want %q once", refusal, want)
 		}
-		e.run(t, ctx, "pause the schedule", chromedp.Click(chromedp.CSS(`#pause-toggle`)))
+		e.run(t, ctx, "pause the schedule", click(`#pause-toggle`))
 		e.waitJS(t, ctx, "the paused deployment", `document.querySelector('#pause-toggle').getAttribute('aria-pressed') === 'true' && document.querySelector('.page-head [data-paused]').textContent === 'Paused'`, 10*time.Second)
 		var paused struct {
 			Paused bool `json:"paused"`
@@ -123,7 +123,7 @@ func TestUI(t *testing.T) {
 		if e.mustAPI(t, http.MethodGet, "/deployments/"+cron.ID, nil, &paused); !paused.Paused {
 			t.Error("the toggle did not pause the deployment")
 		}
-		e.run(t, ctx, "resume the schedule", chromedp.Click(chromedp.CSS(`#pause-toggle`)))
+		e.run(t, ctx, "resume the schedule", click(`#pause-toggle`))
 		e.waitJS(t, ctx, "the active deployment", `document.querySelector('#pause-toggle').getAttribute('aria-pressed') === 'false' && document.querySelector('.page-head [data-paused]').textContent === 'Active'`, 10*time.Second)
 
 		e.open(t, ctx, "/work-queues")
@@ -286,15 +286,15 @@ func TestUI(t *testing.T) {
 		rows := `document.querySelectorAll('#runs-table tbody tr').length`
 		e.open(t, ctx, "/runs?upcoming=true&tag=filtertest") // runs scheduled for later: the Upcoming tab
 		e.waitJS(t, ctx, "three runs", rows+` === 3`, 15*time.Second)
-		e.run(t, ctx, "filter by name", fill(`#f-name`, "alphaflow"), chromedp.Click(chromedp.CSS(`form.filters button[type="submit"]`)))
+		e.run(t, ctx, "filter by name", fill(`#f-name`, "alphaflow"), click(`form.filters button[type="submit"]`))
 		e.waitJS(t, ctx, "two runs named alphaflow", rows+` === 2 && location.search.includes('name=alphaflow') && [...document.querySelectorAll('#runs-table tbody tr')].every(r => r.innerText.includes('alphaflow'))`, 10*time.Second)
 		e.run(t, ctx, "reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`body[data-ready="true"]`)))
 		e.waitJS(t, ctx, "the same two runs after the reload", rows+` === 2 && document.querySelector('#f-name').value === 'alphaflow' && document.querySelector('#f-tag').value === 'filtertest'`, 10*time.Second)
 		e.screenshot(t, ctx, "runs-filtered")
-		e.run(t, ctx, "filter by state", fill(`#f-state`, "COMPLETED"), chromedp.Click(chromedp.CSS(`form.filters button[type="submit"]`)))
+		e.run(t, ctx, "filter by state", fill(`#f-state`, "COMPLETED"), click(`form.filters button[type="submit"]`))
 		e.waitJS(t, ctx, "no completed alphaflow run", rows+` === 0 && document.querySelector('#runs-table').innerText.includes('No run matches') && location.search.includes('state=COMPLETED')`, 10*time.Second)
 		e.run(t, ctx, "filter by deployment", fill(`#f-state`, ""), fill(`#f-name`, ""),
-			fill(`#f-deployment`, "ui-filter-beta"), chromedp.Click(chromedp.CSS(`form.filters button[type="submit"]`)))
+			fill(`#f-deployment`, "ui-filter-beta"), click(`form.filters button[type="submit"]`))
 		e.waitJS(t, ctx, "the beta run", rows+` === 1 && document.querySelector('#runs-table tbody tr').innerText.includes('ui-filter-beta')`, 10*time.Second)
 		e.run(t, ctx, "go back", chromedp.NavigateBack())
 		e.waitJS(t, ctx, "the state filter again", `location.search.includes('state=COMPLETED') && document.querySelector('#f-state').value === 'COMPLETED'`, 10*time.Second)
@@ -308,7 +308,7 @@ func TestUI(t *testing.T) {
 		ctx := e.tab(t)
 		e.open(t, ctx, "/runs/"+run.ID)
 		e.waitJS(t, ctx, "a SCHEDULED run with Cancel enabled", `document.querySelector('#run-state .badge').dataset.state === 'SCHEDULED' && !document.querySelector('#cancel-run').disabled`, 10*time.Second)
-		e.run(t, ctx, "click Cancel", chromedp.Click(chromedp.CSS(`#cancel-run`)))
+		e.run(t, ctx, "click Cancel", click(`#cancel-run`))
 		e.waitJS(t, ctx, "the answer", `['ok', 'error'].some(c => document.querySelector('#action-message').classList.contains(c))`, 15*time.Second)
 		msg := evalJS[string](t, ctx, `document.querySelector('#action-message').textContent`)
 		var after apiRun
@@ -373,7 +373,7 @@ func TestUI(t *testing.T) {
 			const f = document.querySelector('svg.graph g.node[data-task="first"]'), s = document.querySelector('svg.graph g.node[data-task="second"]');
 			return !!f && !!s && f.dataset.state === 'COMPLETED' && s.dataset.state !== 'COMPLETED' && document.querySelector('#history-state .badge').dataset.state === 'RUNNING' })()`, 10*time.Second)
 		e.screenshot(t, ctx, "run-history-middle")
-		e.run(t, ctx, "back to now", chromedp.Click(chromedp.CSS(`#history-live`)))
+		e.run(t, ctx, "back to now", click(`#history-live`))
 		e.waitJS(t, ctx, "every task COMPLETED now", `document.querySelector('#history-banner').hidden && document.querySelectorAll('svg.graph g.node[data-state="COMPLETED"]').length === 2`, 10*time.Second)
 	})
 
@@ -416,7 +416,7 @@ func TestUI(t *testing.T) {
 		e.run(t, ctx, "open the deployments", chromedp.Navigate(e.url+"/deployments"))
 		e.waitJS(t, ctx, "the token dialog", `document.querySelector('#token-dialog').open && document.querySelector('#token-reason').textContent.includes('an API token is required')`, 10*time.Second)
 		e.screenshot(t, ctx, "token-dialog")
-		e.run(t, ctx, "give the token", fill(`#token-input`, token), chromedp.Click(chromedp.CSS(`#token-form button[type="submit"]`)))
+		e.run(t, ctx, "give the token", fill(`#token-input`, token), click(`#token-form button[type="submit"]`))
 		e.waitJS(t, ctx, "the page, with the token kept", sel(`!document.querySelector('#token-dialog').open && localStorage.getItem('ordo.apiToken') === %s
 			&& !!document.querySelector('#deployments table, #deployments .empty')`, jsString(token)), 10*time.Second)
 		mu.Lock()
