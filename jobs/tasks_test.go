@@ -343,11 +343,14 @@ func TestWorkerHeartbeat(t *testing.T) {
 	}
 	var started, beat time.Time
 	var queues []string
-	time.Sleep(300 * time.Millisecond)
-	if err := b.pool.QueryRow(t.Context(), `SELECT started_at, last_heartbeat_at, queues FROM workers WHERE name = 'hb'`).Scan(&started, &beat, &queues); err != nil {
-		t.Fatal(err)
-	}
-	if !beat.After(started) || !slices.Equal(queues, []string{"q1", "q2"}) {
+	// a heartbeat comes every 50 ms; a loaded machine may delay the first
+	eventually(t, time.Minute, "no heartbeat after the worker's start", func() bool {
+		if err := b.pool.QueryRow(t.Context(), `SELECT started_at, last_heartbeat_at, queues FROM workers WHERE name = 'hb'`).Scan(&started, &beat, &queues); err != nil {
+			t.Fatal(err)
+		}
+		return beat.After(started)
+	})
+	if !slices.Equal(queues, []string{"q1", "q2"}) {
 		t.Errorf("worker row: started %v, heartbeat %v, queues %v", started, beat, queues)
 	}
 	if err := w.Stop(t.Context()); err != nil {
