@@ -58,6 +58,7 @@ type Consumer struct {
 
 	// state as of cp, rebuilt at each session's start
 	cp    eventstore.Checkpoint
+	epoch uint64 // the database history the session reads (eventstore.HistoryEpoch)
 	autos map[uuid.UUID]domain.Automation
 	index map[triggerKey]*bucket
 	runs  map[uuid.UUID]runInfo   // flow runs seen or looked up
@@ -179,6 +180,7 @@ func (c *Consumer) lead(ctx context.Context) error {
 }
 
 func (c *Consumer) session(ctx context.Context) error {
+	c.epoch = eventstore.HistoryEpoch()
 	if err := c.load(ctx); err != nil {
 		return err
 	}
@@ -436,6 +438,12 @@ func (c *Consumer) handle(ctx context.Context, envs []domain.Envelope) error {
 		}
 		if cp != c.cp {
 			return errCheckpointMoved
+		}
+		// Read in a history a failover replaced: they may be events the
+		// log no longer has. The session starts again from the stored
+		// checkpoint.
+		if eventstore.HistoryEpoch() != c.epoch {
+			return fmt.Errorf("%w: the database's history changed (a failover)", errCheckpointMoved)
 		}
 		if err := recordFirings(ctx, tx, c.store, c.river, "automations", fs); err != nil {
 			return err

@@ -303,7 +303,7 @@ const quietBound = time.Minute
 // done; negative when it could not be read). There is no deadline, since
 // how long the work takes follows the machine's load: the test fails when
 // the measure has not changed for quiet.
-func (c *cluster) progressing(what string, quiet time.Duration, check func() (progress int, done bool)) {
+func (c *cluster) progressing(what string, quiet time.Duration, check func() (progress int, done bool), stalled ...func()) {
 	c.t.Helper()
 	start := time.Now()
 	lastLog, lastProgress := start, start
@@ -323,6 +323,9 @@ func (c *cluster) progressing(what string, quiet time.Duration, check func() (pr
 			return
 		}
 		if now.Sub(lastProgress) > quiet {
+			for _, f := range stalled { // what the caller logs to explain it
+				f()
+			}
 			c.t.Fatalf("%s: no progress for %v (progress measure stuck at %d after %v)", what, quiet, seen, now.Sub(start).Round(time.Second))
 		}
 		if now.Sub(lastLog) > 10*time.Second {

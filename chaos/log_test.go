@@ -96,7 +96,48 @@ FROM events WHERE stream_id = ANY($3)`, runs, terminalFlowRunEvents, streams).Sc
 			return -1, false
 		}
 		return events, ended == len(runs)
-	})
+	}, func() { c.explainNotEnded(runs) })
+}
+
+// explainNotEnded logs why runs that do not end stay open: for a few of
+// them, the last event of each stream and their task run jobs; and the work
+// queue slots, which a waiting attempt needs.
+func (c *cluster) explainNotEnded(runs []uuid.UUID) {
+	ctx := context.Background()
+	rows, err := c.db.Query(ctx, `
+SELECT r.id FROM unnest($1::uuid[]) AS r(id)
+WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = r.id AND e.type = ANY($2)) LIMIT 5`, runs, terminalFlowRunEvents)
+	if err != nil {
+		c.t.Logf("find runs not ended: %v", err)
+		return
+	}
+	open, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		c.t.Logf("find runs not ended: %v", err)
+		return
+	}
+	for _, id := range open {
+		c.t.Logf("  not ended: run %s: %s", id, c.whyNotEnded(id))
+	}
+	rows, err = c.db.Query(ctx, `
+SELECT s.queue, s.state, s.job_id, coalesce(j.state::text, 'gone'), coalesce(s.worker_id::text, '-'), now() - s.created_at, now() - s.updated_at
+FROM work_queue_slots s LEFT JOIN river_job j ON j.id = s.job_id
+ORDER BY s.state = 'waiting', s.created_at LIMIT 40`)
+	if err != nil {
+		c.t.Logf("read work queue slots: %v", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			queue, state, jobState, worker string
+			job                            int64
+			age, changed                   time.Duration
+		)
+		if rows.Scan(&queue, &state, &job, &jobState, &worker, &age, &changed) == nil {
+			c.t.Logf("  slot row: queue %s %s, job %d %s, worker %s, asked %v ago, changed %v ago", queue, state, job, jobState, worker, age.Round(time.Second), changed.Round(time.Second))
+		}
+	}
 }
 
 // attemptOutcome returns the attempt an event ends and whether it ends one:

@@ -22,6 +22,16 @@ type flowRunCache struct {
 	max   int
 	runs  map[uuid.UUID]*cachedFlowRun
 	order []uuid.UUID // insertion order, for eviction
+	epoch uint64      // the database history the states are of
+}
+
+// fresh empties the cache when the database's history changed since it
+// was filled, and returns the current history; called with c.mu held.
+func (c *flowRunCache) fresh() uint64 {
+	if e := eventstore.HistoryEpoch(); e != c.epoch {
+		c.runs, c.order, c.epoch = map[uuid.UUID]*cachedFlowRun{}, nil, e
+	}
+	return c.epoch
 }
 
 type cachedFlowRun struct {
@@ -95,11 +105,13 @@ func newFlowRunCache(max int) *flowRunCache {
 	return &flowRunCache{max: max, runs: map[uuid.UUID]*cachedFlowRun{}}
 }
 
-// load returns the flow run's current state as seen by q, and its index.
-func (c *flowRunCache) load(ctx context.Context, store *eventstore.Store, q eventstore.Querier, id uuid.UUID) (domain.FlowRun, *flowIndex, error) {
+// load returns the flow run's current state as seen by q, and its index;
+// epoch is the database history q reads.
+func (c *flowRunCache) load(ctx context.Context, store *eventstore.Store, q eventstore.Querier, id uuid.UUID, epoch uint64) (domain.FlowRun, *flowIndex, error) {
 	r := domain.FlowRun{ID: id}
 	var ix *flowIndex
 	c.mu.Lock()
+	c.fresh()
 	if cached, ok := c.runs[id]; ok {
 		r, ix = cached.run, cached.index
 	}
@@ -122,17 +134,18 @@ func (c *flowRunCache) load(ctx context.Context, store *eventstore.Store, q even
 		ix = newFlowIndex(r)
 	}
 	if len(envs) > 0 {
-		c.put(r, ix)
+		c.put(r, ix, epoch)
 	}
 	return r, ix, nil
 }
 
 // loadMany is load for several flow runs, in one query. Runs that do not
 // exist are missing from the result.
-func (c *flowRunCache) loadMany(ctx context.Context, store *eventstore.Store, q eventstore.Querier, ids []uuid.UUID) (map[uuid.UUID]*cachedFlowRun, error) {
+func (c *flowRunCache) loadMany(ctx context.Context, store *eventstore.Store, q eventstore.Querier, ids []uuid.UUID, epoch uint64) (map[uuid.UUID]*cachedFlowRun, error) {
 	out := make(map[uuid.UUID]*cachedFlowRun, len(ids))
 	after := make(map[uuid.UUID]int64, len(ids))
 	c.mu.Lock()
+	c.fresh()
 	for _, id := range ids {
 		if cached, ok := c.runs[id]; ok {
 			out[id] = &cachedFlowRun{run: cached.run, index: cached.index}
@@ -170,7 +183,7 @@ func (c *flowRunCache) loadMany(ctx context.Context, store *eventstore.Store, q 
 			ent.index = newFlowIndex(ent.run)
 		}
 		if changed[id] {
-			c.put(ent.run, ent.index)
+			c.put(ent.run, ent.index, epoch)
 		}
 	}
 	return out, nil
@@ -182,6 +195,7 @@ func (c *flowRunCache) snapshot(ids []uuid.UUID) (map[uuid.UUID]*cachedFlowRun, 
 	out := make(map[uuid.UUID]*cachedFlowRun, len(ids))
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.fresh()
 	for _, id := range ids {
 		cached, ok := c.runs[id]
 		if !ok {
@@ -192,9 +206,13 @@ func (c *flowRunCache) snapshot(ids []uuid.UUID) (map[uuid.UUID]*cachedFlowRun, 
 	return out, true
 }
 
-func (c *flowRunCache) put(r domain.FlowRun, ix *flowIndex) {
+// put keeps r, read or committed in database history epoch.
+func (c *flowRunCache) put(r domain.FlowRun, ix *flowIndex, epoch uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.fresh() != epoch {
+		return
+	}
 	if old, ok := c.runs[r.ID]; ok {
 		if old.run.Version < r.Version {
 			old.run = r

@@ -118,7 +118,7 @@ func (s *settlement) loadFlowRun(ctx context.Context, q eventstore.Querier, id u
 	if fr, ok := s.u.flowRun(id); ok {
 		return fr, s.index[id], nil
 	}
-	fr, ix, err := s.e.cache.load(ctx, s.e.store, q, id)
+	fr, ix, err := s.e.cache.load(ctx, s.e.store, q, id, s.u.epoch)
 	if err != nil {
 		return domain.FlowRun{}, nil, err
 	}
@@ -141,7 +141,7 @@ func (s *settlement) loadFlowRuns(ctx context.Context, q eventstore.Querier, ids
 	if len(missing) == 0 {
 		return nil
 	}
-	runs, err := s.e.cache.loadMany(ctx, s.e.store, q, missing)
+	runs, err := s.e.cache.loadMany(ctx, s.e.store, q, missing, s.u.epoch)
 	if err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ func (s *settlement) loadRunsAndTasks(ctx context.Context, q eventstore.Querier,
 		s.u.putFlowRun(snap.run)
 		s.index[id] = snap.index
 		if changed[id] {
-			s.e.cache.put(snap.run, snap.index)
+			s.e.cache.put(snap.run, snap.index, s.u.epoch)
 		}
 	}
 	return s.u.applyTaskEvents(envs, taskAfter)
@@ -232,7 +232,7 @@ func (s *settlement) loadRunsAndTasks(ctx context.Context, q eventstore.Querier,
 func (s *settlement) rememberFlowRuns() {
 	for id, ent := range s.u.flowRuns {
 		if ix := s.index[id]; ix != nil {
-			s.e.cache.put(ent.run, ix)
+			s.e.cache.put(ent.run, ix, s.u.epoch)
 		}
 	}
 }

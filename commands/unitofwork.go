@@ -35,6 +35,10 @@ type unitOfWork struct {
 	// verify reads the others.
 	trusted    map[uuid.UUID]bool
 	unverified map[uuid.UUID]int64
+	// epoch is the database history this unit reads (eventstore's
+	// HistoryEpoch when it began): what it learns is cached only while
+	// that history is current.
+	epoch uint64
 }
 
 type taskRunEntry struct{ run domain.TaskRun }
@@ -54,6 +58,7 @@ func newUnitOfWork(store *eventstore.Store) *unitOfWork {
 		flowRuns: map[uuid.UUID]*flowRunEntry{},
 		chunks:   map[uuid.UUID][]chunk{},
 		base:     map[uuid.UUID]int64{},
+		epoch:    eventstore.HistoryEpoch(),
 	}
 }
 
@@ -186,7 +191,7 @@ func (u *unitOfWork) remember() {
 	}
 	for _, ent := range u.taskRuns {
 		if !ent.run.State.IsZero() {
-			u.tasks.put(ent.run)
+			u.tasks.put(ent.run, u.epoch)
 		}
 	}
 }
@@ -200,6 +205,17 @@ type taskRunCache struct {
 	max   int
 	runs  map[uuid.UUID]domain.TaskRun
 	order []uuid.UUID // insertion order, for eviction
+	epoch uint64      // the database history the states are of
+}
+
+// fresh empties the cache when the database's history changed since it
+// was filled (a failover lost commits whose states it may hold), and
+// returns the current history; called with c.mu held.
+func (c *taskRunCache) fresh() uint64 {
+	if e := eventstore.HistoryEpoch(); e != c.epoch {
+		c.runs, c.order, c.epoch = map[uuid.UUID]domain.TaskRun{}, nil, e
+	}
+	return c.epoch
 }
 
 func newTaskRunCache(max int) *taskRunCache {
@@ -212,13 +228,18 @@ func (c *taskRunCache) get(id uuid.UUID) (domain.TaskRun, bool) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.fresh()
 	r, ok := c.runs[id]
 	return r, ok
 }
 
-func (c *taskRunCache) put(r domain.TaskRun) {
+// put keeps r, read or committed in database history epoch.
+func (c *taskRunCache) put(r domain.TaskRun, epoch uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.fresh() != epoch {
+		return
+	}
 	if old, ok := c.runs[r.ID]; ok {
 		if old.Version < r.Version {
 			c.runs[r.ID] = r

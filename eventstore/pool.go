@@ -13,11 +13,14 @@ import (
 // (uuid.UUID) are sent in PostgreSQL's binary format. Without it pgx sends
 // each one through its database/sql Value method, as text that PostgreSQL
 // parses again, which costs more than anything else in binding a task's
-// statements. It keeps an AfterConnect the config already has.
+// statements. Each new connection also notes the database history it
+// reached (see HistoryEpoch). It keeps an AfterConnect the config already
+// has.
 func ConfigurePool(cfg *pgxpool.Config) {
 	after := cfg.AfterConnect
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 		RegisterTypes(conn.TypeMap())
+		noteHistory(ctx, conn)
 		if after != nil {
 			return after(ctx, conn)
 		}

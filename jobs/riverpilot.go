@@ -75,6 +75,25 @@ func (d *deletedJobs) take(ids []int64) (deleted []bool, n int) {
 	return deleted, n
 }
 
+// putBack returns to the set the ids that take took: River sends a
+// completion whose statement failed again, with the same ids, and those
+// must be left out again. Sent the second time, the completion of a job
+// whose deletion a failover to an asynchronous standby lost would mark it
+// completed, with nothing in the log to say so, once it runs again.
+func (d *deletedJobs) putBack(ids []int64, deleted []bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ids == nil {
+		d.ids = make(map[int64]struct{})
+	}
+	for i, gone := range deleted {
+		if gone {
+			d.ids[ids[i]] = struct{}{}
+			d.leftOut--
+		}
+	}
+}
+
 // workerDriver is River's pgx driver with the worker's pilot.
 type workerDriver struct {
 	*riverpgxv5.Driver
@@ -105,7 +124,11 @@ func (p *workerPilot) JobSetStateIfRunningMany(ctx context.Context, exec riverdr
 	case len(params.ID):
 		return nil, nil // the rows are gone: nothing to complete, and no job to report
 	}
-	return p.StandardPilot.JobSetStateIfRunningMany(ctx, exec, withoutDeleted(params, deleted))
+	rows, err := p.StandardPilot.JobSetStateIfRunningMany(ctx, exec, withoutDeleted(params, deleted))
+	if err != nil {
+		p.deleted.putBack(params.ID, deleted)
+	}
+	return rows, err
 }
 
 // withoutDeleted returns the completions of params whose job is not

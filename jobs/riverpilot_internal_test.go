@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"slices"
 	"testing"
@@ -15,10 +16,15 @@ import (
 type completionsExec struct {
 	riverdriver.Executor // any other call panics
 	got                  []*riverdriver.JobSetStateIfRunningManyParams
+	fail                 int // how many of the next calls fail
 }
 
 func (e *completionsExec) JobSetStateIfRunningMany(_ context.Context, p *riverdriver.JobSetStateIfRunningManyParams) ([]*rivertype.JobRow, error) {
 	e.got = append(e.got, p)
+	if e.fail > 0 {
+		e.fail--
+		return nil, errors.New("connection refused")
+	}
 	return nil, nil
 }
 
@@ -64,6 +70,31 @@ func TestWorkerPilotLeavesOutDeletedJobs(t *testing.T) {
 	}
 	if len(deleted.ids) != 0 || deleted.leftOut != 3 {
 		t.Errorf("pending %v, left out %d; want none pending and 3 left out", deleted.ids, deleted.leftOut)
+	}
+}
+
+// TestWorkerPilotLeavesOutDeletedJobsOnRetry: River sends a completion
+// whose statement failed again with the same ids, and a deleted job is left
+// out of every try (sent late, after a failover to an asynchronous standby
+// lost the deletion, it would mark the job completed).
+func TestWorkerPilotLeavesOutDeletedJobsOnRetry(t *testing.T) {
+	deleted := &deletedJobs{}
+	pilot := &workerPilot{deleted: deleted}
+	exec := &completionsExec{fail: 2}
+	deleted.add([]int64{2})
+	for try := range 3 {
+		_, err := pilot.JobSetStateIfRunningMany(t.Context(), exec, completions(1, 2))
+		if (err != nil) != (try < 2) {
+			t.Fatalf("try %d: err %v", try, err)
+		}
+	}
+	for i, p := range exec.got {
+		if !slices.Equal(p.ID, []int64{1}) {
+			t.Errorf("try %d sent the completions of jobs %v, want job 1's only", i, p.ID)
+		}
+	}
+	if len(exec.got) != 3 || len(deleted.ids) != 0 || deleted.leftOut != 1 {
+		t.Errorf("%d statements, pending %v, left out %d; want 3, none pending and 1 left out", len(exec.got), deleted.ids, deleted.leftOut)
 	}
 }
 

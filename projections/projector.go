@@ -27,6 +27,12 @@ const ReadModels = "read_models"
 // it. The projector starts again from the stored one.
 var errCheckpointMoved = errors.New("projection checkpoint moved by another projector")
 
+// errHistoryChanged says that the events of a batch were read in a database
+// history that is no longer current (a failover lost commits): the batch
+// may hold events the log no longer has, and miss others. The projector
+// reads again from its stored checkpoint, as when the checkpoint moved.
+var errHistoryChanged = fmt.Errorf("%w: the database's history changed (a failover)", errCheckpointMoved)
+
 // ProjectorOptions tune a Projector. The zero value is usable.
 type ProjectorOptions struct {
 	// BatchSize is the most events applied in one transaction. Defaults to 2000.
@@ -162,13 +168,14 @@ func (p *Projector) Run(ctx context.Context) error {
 }
 
 func (p *Projector) follow(ctx context.Context) error {
+	epoch := eventstore.HistoryEpoch()
 	from, err := p.loadCheckpoint(ctx)
 	if err != nil {
 		return err
 	}
 	opts := eventstore.SubscribeOptions{BatchSize: p.opts.BatchSize, PollInterval: p.opts.PollInterval}
 	return p.store.Subscribe(ctx, from, opts, func(ctx context.Context, envs []domain.Envelope) error {
-		next, err := p.applyBatch(ctx, from, envs)
+		next, err := p.applyBatch(ctx, from, envs, epoch)
 		if err != nil {
 			return err
 		}
@@ -187,6 +194,7 @@ func (p *Projector) CatchUp(ctx context.Context) (int, error) {
 	if err != nil || !ok {
 		return 0, err
 	}
+	epoch := eventstore.HistoryEpoch()
 	from, err := p.loadCheckpoint(ctx)
 	if err != nil {
 		return 0, err
@@ -210,8 +218,9 @@ func (p *Projector) CatchUp(ctx context.Context) (int, error) {
 			continue
 		}
 		pending = p.prefetch(ctx, eventstore.CheckpointOf(res.envs[len(res.envs)-1]))
-		next, err := p.applyBatch(ctx, from, res.envs)
+		next, err := p.applyBatch(ctx, from, res.envs, epoch)
 		if errors.Is(err, errCheckpointMoved) {
+			epoch = eventstore.HistoryEpoch()
 			if from, err = p.loadCheckpoint(ctx); err != nil {
 				return n, err
 			}
@@ -336,8 +345,9 @@ func (p *Projector) loadCheckpoint(ctx context.Context) (eventstore.Checkpoint, 
 }
 
 // applyBatch applies envs, which follow checkpoint from in the log, in one
-// transaction with the checkpoint, and returns the new checkpoint.
-func (p *Projector) applyBatch(ctx context.Context, from eventstore.Checkpoint, envs []domain.Envelope) (eventstore.Checkpoint, error) {
+// transaction with the checkpoint, and returns the new checkpoint. envs
+// were read in database history epoch.
+func (p *Projector) applyBatch(ctx context.Context, from eventstore.Checkpoint, envs []domain.Envelope, epoch uint64) (eventstore.Checkpoint, error) {
 	start := time.Now()
 	next := eventstore.CheckpointOf(envs[len(envs)-1])
 	var ended []taskEnd
@@ -350,6 +360,10 @@ func (p *Projector) applyBatch(ctx context.Context, from eventstore.Checkpoint, 
 		}
 		if stored, err := eventstore.ParseCheckpoint(txid + "-" + strconv.FormatInt(pos, 10)); err != nil || stored != from {
 			return errCheckpointMoved
+		}
+		// This transaction's connection noted the history it reached.
+		if eventstore.HistoryEpoch() != epoch {
+			return errHistoryChanged
 		}
 		b := newBatch()
 		if err := b.load(ctx, tx, envs); err != nil {

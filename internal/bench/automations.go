@@ -392,7 +392,9 @@ func (db *consumerDB) round(ctx context.Context, events int) (float64, error) {
 	}
 	for {
 		var at int64
-		if err := db.pool.QueryRow(ctx, `SELECT position FROM automation_checkpoints`).Scan(&at); err != nil {
+		// No row yet: the consumer has not started (it creates its
+		// checkpoint when it does).
+		if err := db.pool.QueryRow(ctx, `SELECT coalesce(max(position), -1) FROM automation_checkpoints`).Scan(&at); err != nil {
 			return 0, err
 		}
 		if at >= last {

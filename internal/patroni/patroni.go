@@ -140,7 +140,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	go func() { _ = c.etcd.Wait(); close(c.done) }()
 
 	for i := range 2 {
-		n := &Node{Name: fmt.Sprintf("pg%d", i), Port: ports[2+2*i], API: ports[3+2*i], exited: make(chan struct{})}
+		n := &Node{Name: fmt.Sprintf("pg%d", i), Port: ports[2+2*i], API: ports[3+2*i]}
 		n.dataDir = filepath.Join(c.dir, n.Name)
 		n.config = filepath.Join(c.dir, n.Name+".yml")
 		if err := c.writeConfig(n, etcdClient, bin, !opts.Asynchronous); err != nil {
@@ -151,10 +151,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	// The first node bootstraps alone, so that the second one finds it and
 	// becomes its standby rather than racing for the initialisation.
 	for i, n := range c.Nodes {
-		if n.patroni, err = c.spawn(n.Name, "patroni", n.config); err != nil {
+		if err := c.startPatroni(n); err != nil {
 			return nil, err
 		}
-		go func() { _ = n.patroni.Wait(); close(n.exited) }()
 		if i == 0 {
 			if _, err := c.waitLeader(ctx, 2*time.Minute); err != nil {
 				return nil, err
@@ -321,6 +320,59 @@ func (c *Cluster) KillPrimary(ctx context.Context) (*Node, time.Time, error) {
 	}
 	c.killStalled()
 	return leader, at, nil
+}
+
+// LosePrimary SIGKILLs the leader's Patroni and then its postmaster, as
+// when the primary's machine is lost, and returns that node and when it
+// was lost. Patroni promotes the other node once the leader's key expires
+// (ttl), even when the lost node had commits the other never received:
+// with the node's Patroni alive, Patroni would rather restart the old
+// primary, the most advanced node, than lose them. StartNode brings it
+// back.
+func (c *Cluster) LosePrimary(ctx context.Context) (*Node, time.Time, error) {
+	leader, err := c.Leader(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	pid, err := postmasterPID(leader.dataDir)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	at := time.Now()
+	_ = syscall.Kill(-leader.patroni.Process.Pid, syscall.SIGKILL)
+	<-leader.exited
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return nil, time.Time{}, fmt.Errorf("patroni: SIGKILL the postmaster of %s: %w", leader.Name, err)
+	}
+	c.killStalled()
+	if err := waitGone(pid, time.Minute); err != nil {
+		return nil, time.Time{}, err
+	}
+	return leader, at, nil
+}
+
+// StartNode starts the Patroni of a node LosePrimary lost: it rejoins the
+// cluster as a standby of the new leader, rewinding (or, failing that,
+// cloning again) the commits of its own that the new leader never had.
+func (c *Cluster) StartNode(n *Node) error {
+	select {
+	case <-n.exited:
+	default:
+		return fmt.Errorf("patroni: %s runs", n.Name)
+	}
+	return c.startPatroni(n)
+}
+
+// startPatroni spawns n's Patroni.
+func (c *Cluster) startPatroni(n *Node) error {
+	cmd, err := c.spawn(n.Name, "patroni", n.config)
+	if err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	n.patroni, n.exited = cmd, exited
+	return nil
 }
 
 // StallReplication stops (SIGSTOP) the leader's WAL senders, so that what
