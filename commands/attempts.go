@@ -185,7 +185,10 @@ func (r *Attempts) decideBatch(ctx context.Context, tx pgx.Tx, s *settlement, op
 	if err != nil {
 		return err
 	}
-	slots, err := r.lockQueueSlots(ctx, tx, ops)
+	slots, err := r.lockQueueSlots(ctx, tx, ops, func(id uuid.UUID) time.Time {
+		fr, _ := s.u.flowRun(id)
+		return fr.ScheduledAt
+	})
 	if err != nil {
 		return err
 	}

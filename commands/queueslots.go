@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -24,8 +25,14 @@ import (
 //     new River job scheduled for later, so that waiting uses no retry (of
 //     the task or of River) and holds no worker.
 //   - The transaction that records the outcome frees the slot and grants it
-//     to the oldest waiting attempt, whose job it makes available at once.
-//     That attempt's start then finds its granted row and takes it.
+//     to the first waiting attempt in line, whose job it makes available at
+//     once (one being looked at again keeps its place: its start finds the
+//     grant). That attempt's start then finds its granted row and takes it.
+//   - The line: attempts of the run that was due first (run_at), then the
+//     one that asked first (created_at, set under the lock). A run's later
+//     tasks ask only once the earlier ones ended; by their run they go
+//     ahead of the runs that became due meanwhile. A start takes a free
+//     slot only when no waiting attempt is ahead of it.
 //   - Cancelling a run removes the rows of its queued jobs and grants the
 //     slots they were granted to the next waiting attempts.
 //   - The reaper frees the slots of dead workers and of jobs that ended, and
@@ -39,12 +46,13 @@ import (
 // per batch of starts, and nothing per outcome.
 
 // A waiting attempt sleeps as long as it has waited so far, within these
-// bounds, before it looks for a free slot by itself. That is a safety net: a
-// freed slot wakes the oldest waiting attempt at once, and the reaper grants
-// the slots that a raised limit frees. The growing sleep keeps a long queue
-// of waiting attempts from polling the database.
+// bounds, before it looks for a free slot by itself. That is a safety net
+// for a reaper that does not run: a freed slot is granted at once, and the
+// reaper grants the slots that a raised limit or attempts started before
+// the limit free. A long sleep keeps waiting attempts from churning through
+// fetches that find no slot.
 const (
-	slotRecheckMin = 2 * time.Second
+	slotRecheckMin = 30 * time.Second
 	slotRecheckMax = 2 * time.Minute
 )
 
@@ -54,9 +62,12 @@ const (
 type queueSlots struct {
 	worker  uuid.UUID
 	recheck [2]time.Duration // the shortest and longest a waiting attempt sleeps
+	runAt   func(flowRunID uuid.UUID) time.Time
 	limit   map[string]int64 // limited queues of the batch, locked
 	used    map[string]int64 // their slots in use, counted under the lock
 	rows    map[int64]slotRow
+	win     map[int64]bool  // starts without a slot that are first in line for a free one
+	ahead   map[string]bool // queues where waiting attempts are in line for a free slot
 
 	hold, wait []slotJob
 	release    []int64
@@ -66,6 +77,26 @@ type queueSlots struct {
 type slotRow struct {
 	state  string // waiting, granted or held
 	waited time.Duration
+	key    slotKey
+}
+
+// slotKey is an attempt's place in its queue's line (see the top).
+type slotKey struct {
+	runAt, asked time.Time
+	jobID        int64
+}
+
+// askingNow is the asked time of a start without a row: after every row.
+var askingNow = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func (k slotKey) compare(o slotKey) int {
+	if c := k.runAt.Compare(o.runAt); c != 0 {
+		return c
+	}
+	if c := k.asked.Compare(o.asked); c != 0 {
+		return c
+	}
+	return cmp.Compare(k.jobID, o.jobID)
 }
 
 type slotJob struct {
@@ -73,16 +104,18 @@ type slotJob struct {
 	queue     string
 	taskRunID uuid.UUID
 	attempt   int
+	runAt     time.Time     // when its run was due
 	recheck   time.Duration // waiting: when to look again
 }
 
-func jobOf(op *Op) slotJob {
-	return slotJob{jobID: op.JobID, queue: op.Queue, taskRunID: op.Args.TaskRunID, attempt: op.Args.Attempt}
+func (qs *queueSlots) jobOf(op *Op) slotJob {
+	return slotJob{jobID: op.JobID, queue: op.Queue, taskRunID: op.Args.TaskRunID, attempt: op.Args.Attempt, runAt: qs.runAt(op.Args.FlowRunID)}
 }
 
 // lockQueueSlots locks the limited queues of a batch's starts and of its
-// outcomes that free a slot, and reads what deciding the starts needs.
-func (r *Attempts) lockQueueSlots(ctx context.Context, tx pgx.Tx, ops []*Op) (*queueSlots, error) {
+// outcomes that free a slot, and reads what deciding the starts needs;
+// runAt gives when a flow run of the batch was due.
+func (r *Attempts) lockQueueSlots(ctx context.Context, tx pgx.Tx, ops []*Op, runAt func(uuid.UUID) time.Time) (*queueSlots, error) {
 	var queues, starting []string
 	for _, op := range ops {
 		if op.Kind == OpStart {
@@ -116,7 +149,8 @@ ORDER BY name FOR NO KEY UPDATE`, queues)
 		return nil, fmt.Errorf("lock work queue limits: %w", err)
 	}
 	qs := &queueSlots{worker: r.opts.WorkerID, recheck: [2]time.Duration{slotRecheckMin, slotRecheckMax},
-		limit: map[string]int64{}, used: map[string]int64{}, rows: map[int64]slotRow{}}
+		limit: map[string]int64{}, used: map[string]int64{}, rows: map[int64]slotRow{},
+		win: map[int64]bool{}, ahead: map[string]bool{}, runAt: runAt}
 	if r.opts.SlotRecheck > 0 {
 		qs.recheck = [2]time.Duration{r.opts.SlotRecheck, r.opts.SlotRecheck}
 	}
@@ -140,9 +174,11 @@ ORDER BY name FOR NO KEY UPDATE`, queues)
 	return qs, qs.read(ctx, tx, ops)
 }
 
-// read reads the slot rows of the batch's starts in limited queues and the
+// read reads the slot rows of the batch's starts in limited queues, the
 // slots in use of those queues (not counting the batch's own jobs, which
-// run without a slot row while they start).
+// run without a slot row while they start), and the waiting attempts first
+// in line for their free slots; then picks the starts that are in line for
+// one (win).
 func (qs *queueSlots) read(ctx context.Context, tx pgx.Tx, ops []*Op) error {
 	var jobs []int64
 	for _, op := range ops {
@@ -153,41 +189,84 @@ func (qs *queueSlots) read(ctx context.Context, tx pgx.Tx, ops []*Op) error {
 	if len(jobs) == 0 {
 		return nil
 	}
-	rows, err := tx.Query(ctx, `
-SELECT s.job_id, s.queue, s.state, extract(epoch FROM now() - s.created_at)::float8 FROM work_queue_slots s WHERE s.job_id = ANY($1)
-UNION ALL
-SELECT NULL, w.name, NULL, work_queue_slots_in_use(w.name, w.updated_at, $1) FROM work_queues w WHERE w.name = ANY($2)`,
-		jobs, slices.Sorted(maps.Keys(qs.limit)))
+	rows, err := tx.Query(ctx, readSlotsSQL, jobs, slices.Sorted(maps.Keys(qs.limit)))
 	if err != nil {
 		return fmt.Errorf("read work queue slots: %w", err)
 	}
 	defer rows.Close()
+	line := map[string][]slotKey{} // by queue: those in line, a batch's start with its job id
 	for rows.Next() {
 		var (
-			job   *int64
-			queue string
-			state *string
-			n     float64
+			job          *int64
+			queue        string
+			state        *string
+			n            float64
+			runAt, asked *time.Time
 		)
-		if err := rows.Scan(&job, &queue, &state, &n); err != nil {
+		if err := rows.Scan(&job, &queue, &state, &n, &runAt, &asked); err != nil {
 			return fmt.Errorf("read work queue slots: %w", err)
 		}
-		if job == nil {
+		switch {
+		case job == nil:
 			qs.used[queue] = int64(n)
-			continue
+		case *state == "ahead":
+			line[queue] = append(line[queue], slotKey{runAt: *runAt, asked: *asked})
+			qs.ahead[queue] = true
+		default:
+			qs.rows[*job] = slotRow{state: *state, waited: time.Duration(n * float64(time.Second)),
+				key: slotKey{runAt: *runAt, asked: *asked, jobID: *job}}
 		}
-		qs.rows[*job] = slotRow{state: *state, waited: time.Duration(n * float64(time.Second))}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read work queue slots: %w", err)
 	}
+	for _, op := range ops {
+		if _, limited := qs.limit[op.Queue]; !limited || op.Kind != OpStart {
+			continue
+		}
+		row, has := qs.rows[op.JobID]
+		switch {
+		case !has:
+			line[op.Queue] = append(line[op.Queue], slotKey{runAt: qs.runAt(op.Args.FlowRunID), asked: askingNow, jobID: op.JobID})
+		case row.state == "waiting":
+			line[op.Queue] = append(line[op.Queue], row.key)
+		}
+	}
+	for q, keys := range line {
+		slices.SortFunc(keys, slotKey.compare)
+		for _, k := range keys[:max(0, min(len(keys), int(qs.limit[q]-qs.used[q])))] {
+			if k.jobID != 0 {
+				qs.win[k.jobID] = true
+			}
+		}
+	}
 	return nil
 }
 
+// readSlotsSQL reads, for the jobs $1 of a batch's starts in the limited
+// queues $2, the slots in use of each queue (job NULL), the jobs' rows, and
+// the waiting attempts first in line for the free slots (state 'ahead').
+var readSlotsSQL = `
+WITH q AS (
+    SELECT w.name, w.concurrency_limit AS lim, work_queue_slots_in_use(w.name, w.updated_at, $1) AS used
+    FROM work_queues w WHERE w.name = ANY($2)
+)
+SELECT NULL::bigint, q.name, NULL::text, q.used::float8, NULL::timestamptz, NULL::timestamptz FROM q
+UNION ALL
+SELECT s.job_id, s.queue, s.state, extract(epoch FROM now() - s.created_at)::float8, s.run_at, s.created_at
+FROM work_queue_slots s WHERE s.job_id = ANY($1)
+UNION ALL
+SELECT 0, q.name, 'ahead', 0, a.run_at, a.created_at FROM q CROSS JOIN LATERAL (
+    SELECT s.run_at, s.created_at FROM work_queue_slots s
+    WHERE s.queue = q.name AND s.state = 'waiting' AND s.job_id <> ALL ($1) AND ` + riverjob.UnfinishedSQL("s.job_id") + `
+    ORDER BY s.run_at, s.created_at, s.job_id
+    LIMIT greatest(q.lim - q.used, 0)
+) a`
+
 // acquire takes a slot for a start that is about to run, and reports
 // whether it may run: when its queue has no limit, holds a slot granted to
-// it (or taken by an earlier commit of this start), or has one free.
-// Otherwise the start waits.
+// it (or taken by an earlier commit of this start), or is in line for a
+// free one. Otherwise the start waits.
 func (qs *queueSlots) acquire(op *Op) bool {
 	if qs == nil {
 		return true
@@ -200,15 +279,15 @@ func (qs *queueSlots) acquire(op *Op) bool {
 	row, has := qs.rows[op.JobID]
 	switch {
 	case has && row.state != "waiting":
-	case qs.used[q] < limit:
+	case qs.win[op.JobID] && qs.used[q] < limit:
 		qs.used[q]++
 	default:
-		j := jobOf(op)
+		j := qs.jobOf(op)
 		j.recheck = min(max(row.waited, qs.recheck[0]), qs.recheck[1])
 		qs.wait = append(qs.wait, j)
 		return false
 	}
-	qs.hold = append(qs.hold, jobOf(op))
+	qs.hold = append(qs.hold, qs.jobOf(op))
 	return true
 }
 
@@ -218,7 +297,7 @@ func (qs *queueSlots) resume(op *Op) {
 		return
 	}
 	if row, has := qs.rows[op.JobID]; has && row.state != "waiting" {
-		qs.hold = append(qs.hold, jobOf(op))
+		qs.hold = append(qs.hold, qs.jobOf(op))
 	}
 }
 
@@ -260,19 +339,22 @@ func (qs *queueSlots) free(jobID int64, queue string, inUse bool) {
 // was fetched with, as a finished one (a job set back to scheduled instead
 // could be fetched again before River records the end of this work on it,
 // and that record would then complete the new work); and frees released
-// slots.
+// slots. A new row asks at the statement's time, after the lock: later
+// than every row it could see.
 var applySlotsSQL = `
 WITH held AS (
-    INSERT INTO work_queue_slots (task_run_id, attempt, queue, job_id, state, worker_id)
-    SELECT h.task_run_id, h.attempt, h.queue, h.job_id, 'held', $5
-    FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::int[]) AS h(job_id, queue, task_run_id, attempt)
+    INSERT INTO work_queue_slots (task_run_id, attempt, queue, job_id, state, worker_id, run_at, created_at)
+    SELECT h.task_run_id, h.attempt, h.queue, h.job_id, 'held', $5, h.run_at, statement_timestamp()
+    FROM unnest($1::bigint[], $2::text[], $3::uuid[], $4::int[], $9::timestamptz[]) AS h(job_id, queue, task_run_id, attempt, run_at)
     ON CONFLICT (task_run_id, attempt) DO UPDATE
     SET state = 'held', job_id = EXCLUDED.job_id, worker_id = EXCLUDED.worker_id, updated_at = now()
     RETURNING 1
 ), ` + riverjob.RequeueRunningSQL(`$6::bigint[]`, `$7::interval[]`) + `, waiting AS (
-    INSERT INTO work_queue_slots (task_run_id, attempt, queue, job_id, state)
-    SELECT (r.args ->> 'task_run_id')::uuid, (r.args ->> 'attempt')::int, r.queue, r.id, 'waiting'
+    INSERT INTO work_queue_slots (task_run_id, attempt, queue, job_id, state, run_at, created_at)
+    SELECT w.task_run_id, w.attempt, r.queue, r.id, 'waiting', w.run_at, statement_timestamp()
     FROM requeued r
+    JOIN unnest($10::uuid[], $11::int[], $12::timestamptz[]) AS w(task_run_id, attempt, run_at)
+        ON w.task_run_id = (r.args ->> 'task_run_id')::uuid AND w.attempt = (r.args ->> 'attempt')::int
     ON CONFLICT (task_run_id, attempt) DO UPDATE SET job_id = EXCLUDED.job_id, updated_at = now()
     RETURNING 1
 ), released AS (
@@ -288,30 +370,44 @@ func (qs *queueSlots) apply(ctx context.Context, tx pgx.Tx, s *settlement) error
 		return nil
 	}
 	n := len(qs.hold)
-	hIDs, hQueues, hRuns, hAttempts := make([]int64, n), make([]string, n), make([][16]byte, n), make([]int32, n)
+	hIDs, hQueues, hRuns, hAttempts, hRunAt := make([]int64, n), make([]string, n), make([][16]byte, n), make([]int32, n), make([]time.Time, n)
 	for i, j := range qs.hold {
-		hIDs[i], hQueues[i], hRuns[i], hAttempts[i] = j.jobID, j.queue, j.taskRunID, int32(j.attempt)
+		hIDs[i], hQueues[i], hRuns[i], hAttempts[i], hRunAt[i] = j.jobID, j.queue, j.taskRunID, int32(j.attempt), j.runAt
 	}
-	waitIDs, rechecks := make([]int64, len(qs.wait)), make([]time.Duration, len(qs.wait))
+	n = len(qs.wait)
+	waitIDs, rechecks, wRuns, wAttempts, wRunAt := make([]int64, n), make([]time.Duration, n), make([][16]byte, n), make([]int32, n), make([]time.Time, n)
 	for i, j := range qs.wait {
-		waitIDs[i], rechecks[i] = j.jobID, j.recheck
+		waitIDs[i], rechecks[i], wRuns[i], wAttempts[i], wRunAt[i] = j.jobID, j.recheck, j.taskRunID, int32(j.attempt), j.runAt
 	}
-	if _, err := tx.Exec(ctx, applySlotsSQL, hIDs, hQueues, hRuns, hAttempts, qs.worker, waitIDs, rechecks, qs.release); err != nil {
+	if _, err := tx.Exec(ctx, applySlotsSQL, hIDs, hQueues, hRuns, hAttempts, qs.worker, waitIDs, rechecks, qs.release,
+		hRunAt, wRuns, wAttempts, wRunAt); err != nil {
 		return fmt.Errorf("record work queue slots: %w", err)
 	}
-	if len(qs.freed) == 0 {
+	// Free slots go to those in line: the waiting attempts read as ahead
+	// of the batch's starts, and starts that were in line but did not run.
+	grant := maps.Clone(qs.freed)
+	for q, limit := range qs.limit {
+		if qs.used[q] < limit && (qs.ahead[q] || slices.ContainsFunc(qs.wait, func(j slotJob) bool { return j.queue == q })) {
+			if grant == nil {
+				grant = map[string]bool{}
+			}
+			grant[q] = true
+		}
+	}
+	if len(grant) == 0 {
 		return nil
 	}
-	woken, err := grantSlots(ctx, tx, slices.Sorted(maps.Keys(qs.freed)))
+	woken, err := grantSlots(ctx, tx, slices.Sorted(maps.Keys(grant)))
 	for _, q := range woken {
 		s.wakeQueue(q)
 	}
 	return err
 }
 
-// grantSlotsSQL grants the free slots of limited queues to their oldest
-// waiting attempts and makes their jobs available now, ahead of the jobs
-// queued after the attempt first waited.
+// grantSlotsSQL grants the free slots of limited queues to the waiting
+// attempts first in line and makes their jobs available now, ahead of the
+// jobs queued after the attempt first waited. An attempt whose job runs (a
+// worker looks again) is granted too: its start finds the grant.
 var grantSlotsSQL = `
 WITH q AS (
     SELECT w.name, w.concurrency_limit - work_queue_slots_in_use(w.name, w.updated_at, '{}') AS free
@@ -319,8 +415,8 @@ WITH q AS (
 ), chosen AS (
     SELECT c.job_id FROM q CROSS JOIN LATERAL (
         SELECT s.job_id FROM work_queue_slots s
-        WHERE s.queue = q.name AND s.state = 'waiting' AND ` + riverjob.QueuedSQL("s.job_id") + `
-        ORDER BY s.created_at, s.job_id
+        WHERE s.queue = q.name AND s.state = 'waiting' AND ` + riverjob.UnfinishedSQL("s.job_id") + `
+        ORDER BY s.run_at, s.created_at, s.job_id
         LIMIT greatest(q.free, 0)
     ) c
 ), granted AS (

@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ordoflow/ordo/commands"
 	"github.com/ordoflow/ordo/domain"
@@ -585,4 +589,101 @@ func (b testBundle) waitsForAdvisoryLock(t *testing.T) func() bool {
 	return func() bool {
 		return b.count(t, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`) > 0
 	}
+}
+
+// TestQueueSlotsServeEarlierRunsFirst: on a queue limited to 1, runs of two
+// chained tasks arrive while the slot is taken, and waiting attempts look
+// again by themselves all the time. No attempt takes a slot (a grant, or a
+// start that finds one free) while an attempt of a run due earlier, or of
+// the same run that asked earlier, waits: so a run's second task does not
+// queue behind the first tasks of the runs created after it. What the
+// design allows: a slot goes to an attempt that waits when it frees, and an
+// attempt that asks later (the second task, queued by the outcome that
+// freed the slot) waits for that one.
+func TestQueueSlotsServeEarlierRunsFirst(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.setQueueLimit(t, "fifo", 1)
+	const runs = 6
+	// Every take of a slot is checked against the attempts then waiting,
+	// by their runs' order (slot_order, filled as the runs are created).
+	if _, err := b.pool.Exec(t.Context(), `
+CREATE TABLE slot_order (task_run_id uuid PRIMARY KEY, run int NOT NULL, label text NOT NULL);
+CREATE TABLE slot_jumps (taker text, ahead text);
+CREATE FUNCTION check_slot_order() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.state IN ('granted', 'held') AND (TG_OP = 'INSERT' OR OLD.state = 'waiting') THEN
+        INSERT INTO slot_jumps
+        SELECT n.label, o.label
+        FROM work_queue_slots w
+        JOIN slot_order o ON o.task_run_id = w.task_run_id
+        JOIN slot_order n ON n.task_run_id = NEW.task_run_id
+        WHERE w.queue = NEW.queue AND w.state = 'waiting' AND (o.run, w.created_at) < (n.run, NEW.created_at);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER check_slot_order AFTER INSERT OR UPDATE ON work_queue_slots FOR EACH ROW EXECUTE FUNCTION check_slot_order();`); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		started []string
+		labels  = map[uuid.UUID]string{}
+	)
+	g := make(chan struct{})
+	handlers := &jobs.Handlers{}
+	handlers.Handle("gated", func(ctx context.Context, tc jobs.TaskContext) (any, error) {
+		mu.Lock()
+		started = append(started, labels[tc.TaskRunID])
+		mu.Unlock()
+		return nil, gate(g)(ctx)
+	})
+	for i := range 2 {
+		opts := jobs.WorkerOptions{Name: fmt.Sprintf("w%d", i), Queues: []string{"fifo"}, Concurrency: 4, Handlers: handlers}
+		jobs.SetSlotRecheck(&opts, 100*time.Millisecond) // waiting attempts are often being looked at again
+		b.startWorker(t, opts)
+	}
+	chain := domain.FlowSpec{Name: "chain", Tasks: []domain.TaskSpec{{Name: "a", Handler: "gated"}, {Name: "b", Handler: "gated", DependsOn: []string{"a"}}}}
+	var created []domain.FlowRun
+	for i := range runs {
+		fr := b.createOn(t, "fifo", chain)
+		created = append(created, fr)
+		mu.Lock()
+		for name, id := range fr.TaskRunIDs {
+			label := fmt.Sprintf("run %d task %s", i+1, name)
+			labels[id] = label
+			if _, err := b.pool.Exec(t.Context(), `INSERT INTO slot_order VALUES ($1, $2, $3)`, id, i+1, label); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mu.Unlock()
+		if i == 0 {
+			waitUntil(t, time.Minute, "the first run's task starts", func() bool { mu.Lock(); defer mu.Unlock(); return len(started) == 1 })
+		}
+	}
+	waitUntil(t, time.Minute, "the later runs' first tasks wait", func() bool { return b.waitingFor(t, "fifo") == runs-1 })
+	feed(t, g, 2*runs)
+	for _, fr := range created {
+		if fr = b.wait(t, fr.ID); fr.State.Type != domain.Completed {
+			t.Fatalf("run ended %s (%s), want COMPLETED", fr.State.Type, fr.State.Message)
+		}
+	}
+	rows, err := b.pool.Query(t.Context(), `SELECT taker, ahead FROM slot_jumps`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jumps []string
+	var taker, ahead string
+	if _, err := pgx.ForEachRow(rows, []any{&taker, &ahead}, func() error {
+		jumps = append(jumps, taker+" took a slot while "+ahead+" waited")
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(jumps) > 0 {
+		mu.Lock()
+		t.Errorf("slots went to attempts behind others that waited:\n  %s\nstarts in order: %s", strings.Join(jumps, "\n  "), strings.Join(started, ", "))
+		mu.Unlock()
+	}
+	b.noSlotsLeft(t)
 }

@@ -71,12 +71,6 @@ func RequeueRunningSQL(ids, delays string) string {
 )`
 }
 
-// QueuedSQL is a condition: the job with id jobID waits to be worked
-// (scheduled or available).
-func QueuedSQL(jobID string) string {
-	return `EXISTS (SELECT 1 FROM river_job j WHERE j.id = ` + jobID + ` AND j.state IN ('scheduled', 'available'))`
-}
-
 // RunningSQL is a condition: the job with id jobID is running.
 func RunningSQL(jobID string) string {
 	return `EXISTS (SELECT 1 FROM river_job j WHERE j.id = ` + jobID + ` AND j.state = 'running')`

@@ -1,0 +1,5 @@
+DROP INDEX work_queue_slots_queue_idx;
+ALTER TABLE work_queue_slots DROP COLUMN run_at;
+CREATE INDEX work_queue_slots_queue_idx ON work_queue_slots (queue, state, created_at);
+COMMENT ON COLUMN work_queue_slots.created_at IS 'When the attempt first asked for a slot: waiting attempts are granted slots in this order.';
+COMMENT ON TABLE work_queue_slots IS 'Task run attempts of work queues that have a concurrency_limit: those that hold a slot (granted, held) and those that wait for one. A worker takes a slot in the transaction that records TaskRunStarted and frees it in the one that records the outcome. An attempt that finds no slot free records nothing in the log: its River job is completed and a new one, scheduled for later, carries the attempt; when a slot frees it is granted to the oldest waiting attempt and that job is made available at once. The reaper frees the slots of dead workers and of jobs that ended. Changed only while holding the queue''s work_queues row lock (FOR NO KEY UPDATE).';
