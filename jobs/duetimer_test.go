@@ -150,12 +150,24 @@ func TestDueTimerHearsJobsQueuedLaterElsewhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, time.Minute, "the run's job made available", func() bool {
-		var state string
-		err := b.pool.QueryRow(ctx, `
-SELECT state FROM river_job WHERE kind = $1 AND args->>'flow_run_id' = $2`, riverjob.KindTaskRun, run.ID.String()).Scan(&state)
-		return err == nil && state == "available"
-	})
+	var state string
+	deadline := time.Now().Add(time.Minute)
+	for state != "available" {
+		if time.Now().After(deadline) {
+			// What the timer did meanwhile, to tell a lost notification
+			// from a wake-up that read no due job.
+			var seen []string
+			for len(events) > 0 {
+				seen = append(seen, <-events)
+			}
+			t.Fatalf("the run's job is %q a minute after it was queued for %v; the timer's events since it slept: %v", state, due, seen)
+		}
+		time.Sleep(20 * time.Millisecond)
+		if err := b.pool.QueryRow(ctx, `
+SELECT state FROM river_job WHERE kind = $1 AND args->>'flow_run_id' = $2`, riverjob.KindTaskRun, run.ID.String()).Scan(&state); err != nil {
+			state = err.Error()
+		}
+	}
 	if time.Now().Before(due) {
 		t.Errorf("made available before its time %v", due)
 	}
