@@ -306,6 +306,12 @@ func (c *Cluster) WaitPrimary(ctx context.Context, n *Node, timeout time.Duratio
 // by themselves), and returns that node and when it was killed. Patroni
 // promotes the other node at once (primary_start_timeout is 0).
 func (c *Cluster) KillPrimary(ctx context.Context) (*Node, time.Time, error) {
+	return c.killLeader(ctx, false)
+}
+
+// killLeader SIGKILLs the leader's postmaster, after its Patroni when
+// withPatroni, and the WAL senders StallReplication stopped.
+func (c *Cluster) killLeader(ctx context.Context, withPatroni bool) (*Node, time.Time, error) {
 	leader, err := c.Leader(ctx)
 	if err != nil {
 		return nil, time.Time{}, err
@@ -315,10 +321,19 @@ func (c *Cluster) KillPrimary(ctx context.Context) (*Node, time.Time, error) {
 		return nil, time.Time{}, err
 	}
 	at := time.Now()
+	if withPatroni {
+		_ = syscall.Kill(-leader.patroni.Process.Pid, syscall.SIGKILL)
+		<-leader.exited
+	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		return nil, time.Time{}, fmt.Errorf("patroni: SIGKILL the postmaster of %s: %w", leader.Name, err)
 	}
 	c.killStalled()
+	if withPatroni { // nothing restarts it: wait until it is gone
+		if err := waitGone(pid, time.Minute); err != nil {
+			return nil, time.Time{}, err
+		}
+	}
 	return leader, at, nil
 }
 
@@ -330,25 +345,7 @@ func (c *Cluster) KillPrimary(ctx context.Context) (*Node, time.Time, error) {
 // primary, the most advanced node, than lose them. StartNode brings it
 // back.
 func (c *Cluster) LosePrimary(ctx context.Context) (*Node, time.Time, error) {
-	leader, err := c.Leader(ctx)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	pid, err := postmasterPID(leader.dataDir)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	at := time.Now()
-	_ = syscall.Kill(-leader.patroni.Process.Pid, syscall.SIGKILL)
-	<-leader.exited
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		return nil, time.Time{}, fmt.Errorf("patroni: SIGKILL the postmaster of %s: %w", leader.Name, err)
-	}
-	c.killStalled()
-	if err := waitGone(pid, time.Minute); err != nil {
-		return nil, time.Time{}, err
-	}
-	return leader, at, nil
+	return c.killLeader(ctx, true)
 }
 
 // StartNode starts the Patroni of a node LosePrimary lost: it rejoins the
