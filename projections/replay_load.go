@@ -56,6 +56,9 @@ func (r *replayer) load(ctx context.Context) (eventstore.Checkpoint, *batch, err
 	}
 
 	history := make(chan []historyRow, 8)
+	// Slices of rows written go back to the folder: a new one for each
+	// chunk was megabytes to allocate and clear, a chunk at a time.
+	written := make(chan []historyRow, 10)
 	b := newBatch()
 	g.Go(func() error { // fold
 		defer close(history)
@@ -83,7 +86,11 @@ func (r *replayer) load(ctx context.Context) (eventstore.Checkpoint, *batch, err
 				case <-ctx.Done():
 					return ctx.Err()
 				}
-				b.history = make([]historyRow, 0, len(b.history))
+				select {
+				case b.history = <-written:
+				default:
+					b.history = make([]historyRow, 0, len(b.history))
+				}
 			}
 			last = eventstore.CheckpointOf(c.envs[len(c.envs)-1])
 			r.events.Add(int64(len(c.envs)))
@@ -92,23 +99,31 @@ func (r *replayer) load(ctx context.Context) (eventstore.Checkpoint, *batch, err
 	})
 	g.Go(func() error { // write state_history as it comes
 		var rows []historyRow
+		next := 0
 		src := func(c *copyBuf) (int, error) {
-			for len(rows) == 0 {
+			for next == len(rows) {
+				if rows != nil {
+					select {
+					case written <- rows[:0]:
+					default:
+					}
+				}
 				var ok bool
 				select {
 				case rows, ok = <-history:
 					if !ok {
 						return 0, nil
 					}
+					next = 0
 				case <-ctx.Done():
 					return 0, ctx.Err()
 				}
 			}
-			n := min(len(rows), 1000)
-			for i := range n {
+			n := min(len(rows)-next, 1000)
+			for i := next; i < next+n; i++ {
 				_ = rows[i].encode(c)
 			}
-			rows = rows[n:]
+			next += n
 			return n, nil
 		}
 		return r.copy(ctx, historyTable, src)
@@ -177,7 +192,10 @@ func (r *replayer) read(ctx context.Context, work, ordered chan<- *chunk) error 
 	c := newChunk()
 	var arena []byte
 	for rows.Next() {
-		var e domain.Envelope
+		// Filled in place: an Envelope is large, and a local one escaped
+		// to the heap, once per event.
+		c.envs = append(c.envs, domain.Envelope{})
+		e := &c.envs[len(c.envs)-1]
 		if binaryRows {
 			v := rows.RawValues()
 			if len(v[0]) != 8 || len(v[1]) != 8 || len(v[2]) != 16 || len(v[4]) != 8 || len(v[6]) < dataSkip || len(v[7]) < metaSkip || len(v[8]) != 8 {
@@ -208,7 +226,6 @@ func (r *replayer) read(ctx context.Context, work, ordered chan<- *chunk) error 
 			e.TransactionID = uint64(txid)
 			c.metas = append(c.metas, meta)
 		}
-		c.envs = append(c.envs, e)
 		if len(c.envs) == chunkSize {
 			if err := send(c); err != nil {
 				return err
