@@ -1,13 +1,16 @@
 package projections
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ordoflow/ordo/domain"
@@ -15,6 +18,9 @@ import (
 )
 
 const chunkSize = 4096
+
+// logReadBuffer is the read buffer of the connection that reads the log.
+const logReadBuffer = 256 << 10
 
 // chunk is a run of events, read in order, decoded by any decoder.
 type chunk struct {
@@ -138,11 +144,18 @@ func (r *replayer) load(ctx context.Context) (eventstore.Checkpoint, *batch, err
 // read streams the log into chunks, handing each to a decoder and, in
 // order, to the folder.
 func (r *replayer) read(ctx context.Context, work, ordered chan<- *chunk) error {
-	conn, err := r.pool.Acquire(ctx)
+	// A connection of its own, whose reads fill a large buffer: the log
+	// comes in hundreds of megabytes, and the default 8 KB reads made a
+	// system call (and often a goroutine switch) per few dozen events.
+	cfg := r.pool.Config().ConnConfig.Copy()
+	cfg.BuildFrontend = func(rd io.Reader, w io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(rd, logReadBuffer), w)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
-	defer conn.Release()
+	defer conn.Close(context.WithoutCancel(ctx))
 	rows, err := r.store.LogRows(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
