@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -144,17 +143,6 @@ func ordoTruePerSecond(ctx context.Context, env Env, runs, tasks int) (rate, cpu
 		return 0, 0, fmt.Errorf("%d task runs completed, want %d", completed, runs*tasks)
 	}
 	return float64(runs*tasks) / took.Seconds(), perTask(used, runs*tasks), nil
-}
-
-// cpuTime is the CPU time this process and its waited-for children have
-// used: the worker's side of a task, the task's process included, and not
-// PostgreSQL's.
-func cpuTime() time.Duration {
-	var self, children syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
-	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children)
-	tv := func(t syscall.Timeval) time.Duration { return time.Duration(t.Nano()) }
-	return tv(self.Utime) + tv(self.Stime) + tv(children.Utime) + tv(children.Stime)
 }
 
 // perTask is d over n tasks, in milliseconds.

@@ -137,7 +137,7 @@ func pythonWorker(ctx context.Context, env Env, warm bool, taskEnv ...string) (*
 		BlobStore:     blobstore.NewPostgres(o.pool), // ordo worker's default
 		FetchCooldown: FetchCooldown, FetchPollInterval: FetchPollInterval,
 		WorkspaceDir: filepath.Join(env.TempDir, "workspaces-python-"+name), Logger: quiet,
-		Env:          append(os.Environ(), taskEnv...),
+		Env: append(os.Environ(), taskEnv...),
 	})
 	if err == nil {
 		err = w.Start(ctx)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"slices"
 	"time"
 
@@ -25,6 +26,9 @@ type Replay struct {
 	Rate     float64 // events per second rebuilding every read model
 	Took     time.Duration
 	ScanRate float64 // events per second of the plain scan
+	// The CPU time the replay took: ordo's (this process's) and
+	// PostgreSQL's, when its processes are visible here (else 0).
+	OrdoCPU, ServerCPU time.Duration
 }
 
 // MeasureReplay loads a log of at least events events into a new database
@@ -48,12 +52,14 @@ func MeasureReplay(ctx context.Context, env Env, events, rounds int) ([]Replay, 
 	if _, err := pool.Exec(ctx, `VACUUM (ANALYZE) events`); err != nil {
 		return nil, err
 	}
+	server := newServerCPU(ctx, pool)
 	var out []Replay
 	for round := 1; round <= rounds; round++ {
 		of := fmt.Sprintf("round %d of %d", round, rounds)
 		var (
-			scan float64
-			res  projections.ReplayResult
+			scan           float64
+			res            projections.ReplayResult
+			ordoCPU, pgCPU time.Duration
 		)
 		measureScan := func() (err error) {
 			env.logf("%s: scanning the events table", of)
@@ -63,6 +69,8 @@ func MeasureReplay(ctx context.Context, env Env, events, rounds int) ([]Replay, 
 		measureReplay := func() (err error) {
 			env.logf("%s: replaying %s events", of, count(gen.total))
 			last := ""
+			ordo0, pg0 := cpuTime(), server.used()
+			defer func() { ordoCPU, pgCPU = cpuTime()-ordo0, server.used()-pg0 }()
 			res, err = projections.Replay(ctx, pool, store, projections.ReplayOptions{Logger: quiet, Progress: func(p projections.ReplayProgress) {
 				if p.Phase != last {
 					env.logf("%s: replay: %s at %s", of, p.Phase, p.Elapsed.Round(time.Millisecond))
@@ -89,7 +97,7 @@ func MeasureReplay(ctx context.Context, env Env, events, rounds int) ([]Replay, 
 				return nil, err
 			}
 		}
-		out = append(out, Replay{Events: res.Events, Rate: res.Rate(), Took: res.Duration, ScanRate: scan})
+		out = append(out, Replay{Events: res.Events, Rate: res.Rate(), Took: res.Duration, ScanRate: scan, OrdoCPU: ordoCPU, ServerCPU: pgCPU})
 	}
 	return out, nil
 }
@@ -116,6 +124,16 @@ func replayScenario(ctx context.Context, env Env, opts Options) ([]Row, error) {
 	if len(rounds) > 1 {
 		row.Note = fmt.Sprintf("median of %d rounds, each a scan and a replay in alternating order; ratios %s to %s",
 			len(rounds), fmt.Sprintf("%.2f", row.Metrics["ratio_min"]), fmt.Sprintf("%.2f", row.Metrics["ratio_max"]))
+	}
+	// Where the time goes: a replay keeps every core busy, so what it
+	// costs is CPU, PostgreSQL's (reading the log, COPY, index builds)
+	// and ordo's (decoding and folding).
+	if r.ServerCPU > 0 {
+		row.Metrics["ordo_cpu_s"], row.Metrics["server_cpu_s"] = r.OrdoCPU.Seconds(), r.ServerCPU.Seconds()
+		if row.Note != "" {
+			row.Note += "; "
+		}
+		row.Note += fmt.Sprintf("CPU time of that replay: PostgreSQL %.1f s, ordo %.1f s, on %d CPUs", r.ServerCPU.Seconds(), r.OrdoCPU.Seconds(), runtime.NumCPU())
 	}
 	return []Row{row}, nil
 }
