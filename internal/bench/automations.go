@@ -22,6 +22,7 @@ import (
 	"github.com/ordoflow/ordo/automations"
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/internal/bench/loggen"
 )
 
 // failRate is how many runs fail per second in the automation latency
@@ -343,10 +344,10 @@ func automationLatencyScenario(ctx context.Context, env Env, opts Options) ([]Ro
 }
 
 // consumerDB is a database whose automation consumer is measured: the
-// synthetic log of logGen is loaded into it a round at a time.
+// synthetic log of loggen is loaded into it a round at a time.
 type consumerDB struct {
 	*automationStack
-	gen     *logGen
+	gen     *loggen.Gen
 	defined int
 }
 
@@ -355,8 +356,8 @@ func newConsumerDB(ctx context.Context, env Env, defined int) (*consumerDB, erro
 	if err != nil {
 		return nil, err
 	}
-	db := &consumerDB{automationStack: s, gen: newLogGen(), defined: defined}
-	// What logGen's runs match: their failures, and their task runs'
+	db := &consumerDB{automationStack: s, gen: loggen.New(), defined: defined}
+	// What loggen's runs match: their failures, and their task runs'
 	// (through a glob, which every event of its kind is checked against).
 	err = defineAutomations(ctx, s.svc, defined,
 		domain.AutomationSpec{Name: "training failures",
@@ -380,8 +381,8 @@ func newConsumerDB(ctx context.Context, env Env, defined int) (*consumerDB, erro
 // round loads events more events and returns how many the consumer went
 // through per second: from their commit until its checkpoint is past them.
 func (db *consumerDB) round(ctx context.Context, events int) (float64, error) {
-	from := db.gen.total
-	if err := db.gen.load(ctx, Env{}, db.pool, from+events); err != nil {
+	from := db.gen.Total
+	if err := db.gen.Load(ctx, db.pool, from+events, nil); err != nil {
 		return 0, err
 	}
 	began := time.Now()
@@ -398,7 +399,7 @@ func (db *consumerDB) round(ctx context.Context, events int) (float64, error) {
 			return 0, err
 		}
 		if at >= last {
-			return float64(db.gen.total-from) / time.Since(began).Seconds(), nil
+			return float64(db.gen.Total-from) / time.Since(began).Seconds(), nil
 		}
 		if err := ctx.Err(); err != nil {
 			return 0, err

@@ -38,6 +38,13 @@ func (e Env) logf(format string, args ...any) {
 	}
 }
 
+// loadProgress reports the loading of a synthetic log of n events.
+func (e Env) loadProgress(n int) func(total int, perSecond float64) {
+	return func(total int, perSecond float64) {
+		e.logf("%s of %s events loaded (%s events/s)", count(total), count(n), count(perSecond))
+	}
+}
+
 // Sizes scale every scenario. FullSizes are the sizes of the targets;
 // QuickSizes run the whole set in well under a minute.
 type Sizes struct {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/ordoflow/ordo/internal/bench/loggen"
 )
 
 // growthScenario is scenario 9: scenario 1's two workloads on one database
@@ -23,12 +25,12 @@ func growthScenario(ctx context.Context, env Env, opts Options) ([]Row, error) {
 	if err := grown.warmUp(ctx, sz); err != nil {
 		return nil, err
 	}
-	gen := newLogGen()
+	gen := loggen.New()
 	var rows []Row
 	for _, n := range sz.GrowthEvents {
-		if n > gen.total {
+		if n > gen.Total {
 			env.logf("loading synthetic events, up to %s", count(n))
-			if err := gen.load(ctx, env, grown.pool, n); err != nil {
+			if err := gen.Load(ctx, grown.pool, n, env.loadProgress(n)); err != nil {
 				return nil, err
 			}
 			if _, err := grown.pool.Exec(ctx, `VACUUM (ANALYZE) events`); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ordoflow/ordo/domain"
 	"github.com/ordoflow/ordo/eventstore"
+	"github.com/ordoflow/ordo/internal/bench/loggen"
 	"github.com/ordoflow/ordo/projections"
 )
 
@@ -89,15 +90,15 @@ func appendUntil(ctx context.Context, store *eventstore.Store, n *atomic.Int64) 
 func replayUntil(ctx context.Context, env Env, pool *pgxpool.Pool, events int, bg *backgroundLoad) error {
 	store := eventstore.New(pool, domain.NewRegistry())
 	defer store.Close()
-	gen := newLogGen()
+	gen := loggen.New()
 	for pass := 1; ctx.Err() == nil; pass++ {
 		env.logf("load: loading %s more synthetic events on another database", count(events))
-		before := gen.total
-		if err := gen.load(ctx, Env{}, pool, gen.total+events); err != nil {
+		before := gen.Total
+		if err := gen.Load(ctx, pool, gen.Total+events, nil); err != nil {
 			return err
 		}
-		bg.loaded.Add(int64(gen.total - before))
-		env.logf("load: replaying %s events", count(gen.total))
+		bg.loaded.Add(int64(gen.Total - before))
+		env.logf("load: replaying %s events", count(gen.Total))
 		res, err := projections.Replay(ctx, pool, store, projections.ReplayOptions{Logger: quiet})
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
