@@ -161,22 +161,22 @@ func (r FlowRun) Apply(e Event, at time.Time) FlowRun {
 	case FlowRunStarted:
 		r.RunCount++
 		if r.StartedAt == nil {
-			r.StartedAt = &at
+			r.StartedAt = timeAt(at)
 		}
 		set(Running, NameRunning, "")
 	case FlowRunCompleted:
-		r.Result, r.EndedAt = e.Result, &at
+		r.Result, r.EndedAt = e.Result, timeAt(at)
 		set(Completed, NameCompleted, "")
 	case FlowRunFailed:
-		r.EndedAt = &at
+		r.EndedAt = timeAt(at)
 		set(Failed, NameFailed, e.Message)
 	case FlowRunCrashed:
-		r.EndedAt = &at
+		r.EndedAt = timeAt(at)
 		set(Crashed, NameCrashed, e.Message)
 	case FlowRunCancelling:
 		set(Cancelling, NameCancelling, "")
 	case FlowRunCancelled:
-		r.EndedAt = &at
+		r.EndedAt = timeAt(at)
 		set(Cancelled, NameCancelled, "")
 	case FlowRunRetried:
 		r.EndedAt, r.Result = nil, nil

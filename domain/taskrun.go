@@ -152,6 +152,11 @@ func (t TaskRun) refuseStale(attempt int, outcome string) []Event {
 	return []Event{TaskRunResultRefused{Attempt: attempt, CurrentAttempt: t.Attempt, Outcome: outcome}}
 }
 
+// timeAt returns a new pointer to t. Apply stores times through it: taking
+// the address of its at parameter put every event's time on the heap, also
+// for the many events that store none.
+func timeAt(t time.Time) *time.Time { return &t }
+
 // Apply folds one event into the task run's state. at is when the event was
 // recorded.
 func (t TaskRun) Apply(e Event, at time.Time) TaskRun {
@@ -167,7 +172,7 @@ func (t TaskRun) Apply(e Event, at time.Time) TaskRun {
 		t.ChildFlowRunID = e.ChildFlowRunID
 		t.EndedAt = nil
 		if t.StartedAt == nil {
-			t.StartedAt = &at
+			t.StartedAt = timeAt(at)
 		}
 		if e.Attempt > 1 {
 			set(Running, NameRetrying, "attempt "+strconv.Itoa(e.Attempt))
@@ -177,12 +182,12 @@ func (t TaskRun) Apply(e Event, at time.Time) TaskRun {
 	case TaskRunCompleted:
 		t.Result, t.CacheKey, t.LastFailure = e.Result, e.CacheKey, nil
 		t.Outputs, t.Metrics = e.Outputs, e.Metrics
-		t.EndedAt = &at
+		t.EndedAt = timeAt(at)
 		set(Completed, NameCompleted, "")
 	case TaskRunCached:
 		t.Result, t.CacheKey = e.Result, e.CacheKey
 		t.Outputs, t.Metrics = e.Outputs, e.Metrics
-		t.EndedAt = &at
+		t.EndedAt = timeAt(at)
 		set(Completed, NameCached, "result from task run "+e.SourceTaskRunID.String())
 	case TaskRunRetryScheduled:
 		f := e.AttemptFailure
@@ -194,7 +199,7 @@ func (t TaskRun) Apply(e Event, at time.Time) TaskRun {
 	case TaskRunFailed:
 		f := e.AttemptFailure
 		t.LastFailure = &f
-		t.EndedAt = &at
+		t.EndedAt = timeAt(at)
 		switch {
 		case f.Crashed:
 			set(Crashed, NameCrashed, f.Error)
@@ -204,7 +209,7 @@ func (t TaskRun) Apply(e Event, at time.Time) TaskRun {
 			set(Failed, NameFailed, f.Error)
 		}
 	case TaskRunCancelled:
-		t.EndedAt = &at
+		t.EndedAt = timeAt(at)
 		if e.NotRun {
 			set(Cancelled, NameNotRun, "an upstream task did not complete")
 		} else {

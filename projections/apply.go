@@ -35,6 +35,11 @@ type batch struct {
 	flowSlab    slab[flowRunRow]
 	taskSlab    slab[taskRunRow]
 	attemptSlab slab[attemptRow]
+	timeSlab    slab[time.Time]
+	// fromStrings are the from_type and from_name values of history rows,
+	// one pointer per distinct string: a new one for every row was two
+	// allocations an event.
+	fromStrings map[string]*string
 	// metricFlows are the flow runs whose metrics (the union of their task
 	// runs') an event of the batch may have changed.
 	metricFlows map[uuid.UUID]bool
@@ -349,7 +354,12 @@ func carve[T any](s *slab[T]) *T {
 // foldAttempt keeps task_run_attempts: a row per started attempt, closed by
 // the event that ends it.
 func (b *batch) foldAttempt(env domain.Envelope, before, after domain.TaskRun) {
-	at := env.RecordedAt
+	// each time stored gets a pointer of its own, carved from a slab
+	at := func() *time.Time {
+		p := carve(&b.timeSlab)
+		*p = env.RecordedAt
+		return p
+	}
 	get := func(attempt int) *attemptRow {
 		k := attemptKey{after.ID, attempt}
 		a := b.attempts[k]
@@ -363,7 +373,7 @@ func (b *batch) foldAttempt(env domain.Envelope, before, after domain.TaskRun) {
 	}
 	fail := func(f domain.AttemptFailure) {
 		a := get(f.Attempt)
-		a.EndedAt, a.Error, a.ExitCode = &at, &f.Error, f.ExitCode
+		a.EndedAt, a.Error, a.ExitCode = at(), &f.Error, f.ExitCode
 		switch {
 		case f.Crashed:
 			a.Outcome = "crashed"
@@ -376,10 +386,10 @@ func (b *batch) foldAttempt(env domain.Envelope, before, after domain.TaskRun) {
 	switch e := env.Event.(type) {
 	case domain.TaskRunStarted:
 		a := get(e.Attempt)
-		a.Worker, a.StartedAt, a.Outcome = e.Worker, &at, "running"
+		a.Worker, a.StartedAt, a.Outcome = e.Worker, at(), "running"
 	case domain.TaskRunCompleted:
 		a := get(e.Attempt)
-		a.EndedAt, a.Outcome = &at, "completed"
+		a.EndedAt, a.Outcome = at(), "completed"
 	case domain.TaskRunRetryScheduled:
 		fail(e.AttemptFailure)
 	case domain.TaskRunFailed:
@@ -387,7 +397,7 @@ func (b *batch) foldAttempt(env domain.Envelope, before, after domain.TaskRun) {
 	case domain.TaskRunCancelled:
 		if before.State.Type == domain.Running && before.Attempt > 0 {
 			a := get(before.Attempt)
-			a.EndedAt, a.Outcome = &at, "cancelled"
+			a.EndedAt, a.Outcome = at(), "cancelled"
 		}
 	}
 }
@@ -400,10 +410,22 @@ func (b *batch) addHistory(env domain.Envelope, flowRunID uuid.UUID, before, aft
 		Actor: env.Metadata.Actor, Reason: env.Metadata.Reason, At: env.RecordedAt,
 	}
 	if !before.IsZero() {
-		ft := string(before.Type)
-		h.FromType, h.FromName = &ft, &before.Name
+		h.FromType, h.FromName = b.fromString(string(before.Type)), b.fromString(before.Name)
 	}
 	b.history = append(b.history, h)
+}
+
+// fromString returns the batch's one pointer to s.
+func (b *batch) fromString(s string) *string {
+	if p, ok := b.fromStrings[s]; ok {
+		return p
+	}
+	if b.fromStrings == nil {
+		b.fromStrings = map[string]*string{}
+	}
+	p := &s
+	b.fromStrings[s] = p
+	return p
 }
 
 // Row shapes for jsonb_to_recordset.

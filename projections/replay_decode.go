@@ -32,13 +32,17 @@ func (d *decoder) decode(envs []domain.Envelope, metas [][]byte) error {
 		raw := metas[i]
 		m, ok := d.metas[string(raw)]
 		if !ok {
-			if err := json.Unmarshal(raw, &m); err != nil {
+			// decoded into a variable of its own: one whose address is
+			// taken lives on the heap, an allocation per event
+			var decoded domain.Metadata
+			if err := json.Unmarshal(raw, &decoded); err != nil {
 				return fmt.Errorf("replay: event %d: decode metadata: %w", e.Position, err)
 			}
 			if len(d.metas) >= decodeCacheMax {
 				clear(d.metas)
 			}
-			d.metas[string(raw)] = m
+			d.metas[string(raw)] = decoded
+			m = decoded
 		}
 		e.Metadata = m
 		if d.creation(e) {
@@ -80,21 +84,29 @@ func (d *decoder) creation(e *domain.Envelope) bool {
 		if !ok {
 			return false
 		}
+		// Variables whose address a decoder takes live on the heap: the
+		// fast paths keep to others.
 		var ev domain.TaskRunCreated
 		if id, ok := flowRunIDOnly(rest); ok {
 			ev.FlowRunID = id
-		} else if json.Unmarshal(rest, &ev) != nil {
-			return false
+		} else {
+			var decoded domain.TaskRunCreated
+			if json.Unmarshal(rest, &decoded) != nil {
+				return false
+			}
+			ev = decoded
 		}
 		task, ok := d.tasks[string(raw)]
 		if !ok {
-			if json.Unmarshal(raw, &task) != nil {
+			var decoded domain.TaskSpec
+			if json.Unmarshal(raw, &decoded) != nil {
 				return false
 			}
 			if len(d.tasks) >= decodeCacheMax {
 				clear(d.tasks)
 			}
-			d.tasks[string(raw)] = task
+			d.tasks[string(raw)] = decoded
+			task = decoded
 		}
 		ev.Task = task
 		e.Event = ev
@@ -110,13 +122,15 @@ func (d *decoder) creation(e *domain.Envelope) bool {
 		}
 		flow, ok := d.flows[string(raw)]
 		if !ok {
-			if json.Unmarshal(raw, &flow) != nil {
+			var decoded domain.FlowSpec
+			if json.Unmarshal(raw, &decoded) != nil {
 				return false
 			}
 			if len(d.flows) >= decodeCacheMax {
 				clear(d.flows)
 			}
-			d.flows[string(raw)] = flow
+			d.flows[string(raw)] = decoded
+			flow = decoded
 		}
 		ev.Flow = flow
 		e.Event = ev
