@@ -14,12 +14,6 @@ import (
 	"github.com/ordoflow/ordo/internal/seaweed"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	seaweed.StopShared()
-	os.Exit(code)
-}
-
 // s3Deployment trains on the gpu host and evaluates on the other: the
 // model reaches evaluate only through the blob store, and the report
 // holds the digest of the model evaluate read.
