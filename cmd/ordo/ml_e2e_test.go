@@ -27,12 +27,17 @@ import (
 // interpreter a developer's shell puts first.
 func debianPython(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("/usr/bin/python3", "-c", "import sklearn, pandas, psycopg2").CombinedOutput()
-	if err != nil {
+	if out, err := mlLibraries(); err != nil {
 		t.Fatalf("the ML example needs Debian's python3 with scikit-learn, pandas and psycopg2 (run scripts/install-deps ml): %v\n%s", err, out)
 	}
 	return "PATH=/usr/bin:" + os.Getenv("PATH")
 }
+
+// mlLibraries imports the example's libraries in /usr/bin/python3, once
+// for all the tests that need them: the import is slow.
+var mlLibraries = sync.OnceValues(func() ([]byte, error) {
+	return exec.Command(fallbackPython, "-c", "import sklearn, pandas, psycopg2").CombinedOutput()
+})
 
 // refusingProxy forwards TCP connections to target, but refuses every
 // connection from its start until refuseFor after the first one it
