@@ -193,128 +193,118 @@ func TestEndToEndPythonFlows(t *testing.T) {
 		c.pyDeploy(python, small+":"+f, "py_"+f)
 	}
 
-	// The two ML pipelines run one after the other (the proxy refuses only
-	// the first load_data), beside the small flows, which share their own
-	// warm interpreter, one after the other too.
-	t.Run("Flows", func(t *testing.T) {
-		t.Run("MLPipelines", func(t *testing.T) {
-			t.Parallel()
-			t.Run("PipelineRetriesAndScores", func(t *testing.T) {
-				run := c.watchRun("house_prices", 0)
-				if run.Metrics["r2"] < 0.8 || run.Metrics["rmse"] <= 0 || run.Metrics["mae"] <= 0 {
-					t.Errorf("run metrics %v: want r2 ≥ 0.8, rmse and mae > 0", run.Metrics)
-				}
-				ev := taskRunNamed(t, run, "evaluate")
-				if len(ev.Outputs) == 0 || !hasOutput(ev.Outputs, "report.md") {
-					t.Errorf("evaluate's outputs %+v lack report.md", ev.Outputs)
-				}
-				retries := checkRetriedAfterRefusal(t, c, run.ID, "ConnectionError: cannot reach the data database", proxy)
-				t.Logf("R² %.4f, RMSE %.0f; load_data retried %d time(s)", run.Metrics["r2"], run.Metrics["rmse"], retries)
-			})
+	t.Run("PipelineRetriesAndScores", func(t *testing.T) {
+		run := c.watchRun("house_prices", 0)
+		if run.Metrics["r2"] < 0.8 || run.Metrics["rmse"] <= 0 || run.Metrics["mae"] <= 0 {
+			t.Errorf("run metrics %v: want r2 ≥ 0.8, rmse and mae > 0", run.Metrics)
+		}
+		ev := taskRunNamed(t, run, "evaluate")
+		if len(ev.Outputs) == 0 || !hasOutput(ev.Outputs, "report.md") {
+			t.Errorf("evaluate's outputs %+v lack report.md", ev.Outputs)
+		}
+		retries := checkRetriedAfterRefusal(t, c, run.ID, "ConnectionError: cannot reach the data database", proxy)
+		t.Logf("R² %.4f, RMSE %.0f; load_data retried %d time(s)", run.Metrics["r2"], run.Metrics["rmse"], retries)
+	})
 
-			t.Run("TrainOnAnotherHost", func(t *testing.T) {
-				run := c.watchRun("house_prices_gpu", 0)
-				on := ranOn(t, c, run.ID)
-				if !strings.HasPrefix(on["train"], "gpu-host") || !strings.HasPrefix(on["evaluate"], "cpu-host") || !strings.HasPrefix(on["split"], "cpu-host") {
-					t.Errorf("tasks ran on %v; want train on the gpu host, the others on the cpu host", on)
-				}
-				if run.Metrics["r2"] < 0.8 {
-					t.Errorf("run metrics %v: want r2 ≥ 0.8", run.Metrics)
-				}
-				// the model and the data frames never went through a workspace
-				if m, _ := filepath.Glob(filepath.Join(c.dir, "ws-*", "*", "*.pkl")); len(m) != 0 {
-					t.Errorf("pickles in a workspace: %v", m)
-				}
-			})
-		})
-		t.Run("SmallFlows", func(t *testing.T) {
-			t.Parallel()
-			t.Run("CachedOnTheSecondRun", func(t *testing.T) {
-				first := taskRunNamed(t, c.watchRun("py_cached", 0), "double")
-				run := c.watchRun("py_cached", 0)
-				second := taskRunNamed(t, run, "double")
-				if first.State.Name == "Cached" || second.State.Name != "Cached" {
-					t.Errorf("double: %s then %s; want it run, then Cached", first.State.Name, second.State.Name)
-				}
-				if show := c.ordo("runs", "show", run.ID); !strings.Contains(show, "Cached") {
-					t.Errorf("runs show does not show double Cached:\n%s", show)
-				}
-				if string(second.Result) != "42" || string(first.Result) != "42" {
-					t.Errorf("double's results %s and %s, want 42", first.Result, second.Result)
-				}
-			})
+	t.Run("TrainOnAnotherHost", func(t *testing.T) {
+		run := c.watchRun("house_prices_gpu", 0)
+		on := ranOn(t, c, run.ID)
+		if !strings.HasPrefix(on["train"], "gpu-host") || !strings.HasPrefix(on["evaluate"], "cpu-host") || !strings.HasPrefix(on["split"], "cpu-host") {
+			t.Errorf("tasks ran on %v; want train on the gpu host, the others on the cpu host", on)
+		}
+		if run.Metrics["r2"] < 0.8 {
+			t.Errorf("run metrics %v: want r2 ≥ 0.8", run.Metrics)
+		}
+		// the model and the data frames never went through a workspace
+		if m, _ := filepath.Glob(filepath.Join(c.dir, "ws-*", "*", "*.pkl")); len(m) != 0 {
+			t.Errorf("pickles in a workspace: %v", m)
+		}
+	})
 
-			t.Run("SubFlow", func(t *testing.T) {
-				run := c.watchRun("py_parent", 0)
-				sub := taskRunNamed(t, run, "cached")
-				if sub.State.Type != "COMPLETED" || string(taskRunNamed(t, run, "double").Result) != "10" {
-					t.Errorf("sub-flow task %s, double %s; want COMPLETED and 10", sub.State.Type, taskRunNamed(t, run, "double").Result)
-				}
-				var children struct {
-					Items []client.FlowRun `json:"items"`
-				}
-				getJSON(t, c, "/runs?deployment=py_parent.cached", &children)
-				if len(children.Items) != 1 || children.Items[0].State.Type != "COMPLETED" || fmt.Sprint(children.Items[0].Parameters["n"]) != "4" {
-					t.Errorf("the sub-flow's runs: %+v; want one COMPLETED with n=4", children.Items)
-				}
-			})
+	t.Run("CachedOnTheSecondRun", func(t *testing.T) {
+		first := taskRunNamed(t, c.watchRun("py_cached", 0), "double")
+		run := c.watchRun("py_cached", 0)
+		second := taskRunNamed(t, run, "double")
+		if first.State.Name == "Cached" || second.State.Name != "Cached" {
+			t.Errorf("double: %s then %s; want it run, then Cached", first.State.Name, second.State.Name)
+		}
+		if show := c.ordo("runs", "show", run.ID); !strings.Contains(show, "Cached") {
+			t.Errorf("runs show does not show double Cached:\n%s", show)
+		}
+		if string(second.Result) != "42" || string(first.Result) != "42" {
+			t.Errorf("double's results %s and %s, want 42", first.Result, second.Result)
+		}
+	})
 
-			t.Run("RaisesWithItsTraceback", func(t *testing.T) {
-				run := c.watchRun("py_failing", 1)
-				tr := taskRunNamed(t, run, "refuse")
-				const last = "ValueError: x must not be positive, got 7"
-				if tr.Error == nil || !strings.HasSuffix(*tr.Error, last) {
-					t.Errorf("the failure's message is %v, want it to end with %q", deref(tr.Error), last)
-				}
-				logs := c.ordo("runs", "logs", run.ID)
-				for _, want := range []string{"checking 7", "Traceback (most recent call last)", "small.py\", line", "in check", last} {
-					if !strings.Contains(logs, want) {
-						t.Errorf("the task's log lacks %q:\n%s", want, logs)
-					}
-				}
-			})
+	t.Run("SubFlow", func(t *testing.T) {
+		run := c.watchRun("py_parent", 0)
+		sub := taskRunNamed(t, run, "cached")
+		if sub.State.Type != "COMPLETED" || string(taskRunNamed(t, run, "double").Result) != "10" {
+			t.Errorf("sub-flow task %s, double %s; want COMPLETED and 10", sub.State.Type, taskRunNamed(t, run, "double").Result)
+		}
+		var children struct {
+			Items []client.FlowRun `json:"items"`
+		}
+		getJSON(t, c, "/runs?deployment=py_parent.cached", &children)
+		if len(children.Items) != 1 || children.Items[0].State.Type != "COMPLETED" || fmt.Sprint(children.Items[0].Parameters["n"]) != "4" {
+			t.Errorf("the sub-flow's runs: %+v; want one COMPLETED with n=4", children.Items)
+		}
+	})
 
-			t.Run("WarmInterpreterKilledAndEdited", func(t *testing.T) {
-				out := c.ordo("run", "py_warm")
-				runID := runIDIn(t, out)
-				// SIGKILL the warm interpreter while the attempt runs: the attempt
-				// is handed back and runs again
-				for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
-					if _, err := os.Stat(marker); err == nil {
-						break
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("the task never started")
-					}
-				}
-				zygote := warmPID(t, small)
-				if err := syscall.Kill(zygote, syscall.SIGKILL); err != nil {
-					t.Fatal(err)
-				}
-				run := waitRun(t, c, runID)
-				if run.State.Type != "COMPLETED" {
-					t.Fatalf("the run whose warm interpreter was killed ended %s: %s", run.State.Type, run.State.Message)
-				}
-				if got := string(taskRunNamed(t, run, "slow").Result); got != `{"attempt":2,"version":1}` {
-					t.Errorf("slow's result %s, want the second attempt's", got)
-				}
-				next := warmPID(t, small)
-				if next == zygote {
-					t.Errorf("the warm interpreter %d was killed, and is still the one", zygote)
-				}
+	t.Run("RaisesWithItsTraceback", func(t *testing.T) {
+		run := c.watchRun("py_failing", 1)
+		tr := taskRunNamed(t, run, "refuse")
+		const last = "ValueError: x must not be positive, got 7"
+		if tr.Error == nil || !strings.HasSuffix(*tr.Error, last) {
+			t.Errorf("the failure's message is %v, want it to end with %q", deref(tr.Error), last)
+		}
+		logs := c.ordo("runs", "logs", run.ID)
+		for _, want := range []string{"checking 7", "Traceback (most recent call last)", "small.py\", line", "in check", last} {
+			if !strings.Contains(logs, want) {
+				t.Errorf("the task's log lacks %q:\n%s", want, logs)
+			}
+		}
+	})
 
-				// editing the file: the next run runs the new code
-				b, err := os.ReadFile(small)
-				if err != nil {
-					t.Fatal(err)
-				}
-				writeFlow(t, small, strings.Replace(string(b), "VERSION = 1", "VERSION = 22", 1))
-				run = c.watchRun("py_warm", 0)
-				if got := string(taskRunNamed(t, run, "slow").Result); got != `{"attempt":1,"version":22}` {
-					t.Errorf("after the edit, slow returned %s; want version 22", got)
-				}
-			})
-		})
+	t.Run("WarmInterpreterKilledAndEdited", func(t *testing.T) {
+		out := c.ordo("run", "py_warm")
+		runID := runIDIn(t, out)
+		// SIGKILL the warm interpreter while the attempt runs: the attempt
+		// is handed back and runs again
+		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(marker); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the task never started")
+			}
+		}
+		zygote := warmPID(t, small)
+		if err := syscall.Kill(zygote, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		run := waitRun(t, c, runID)
+		if run.State.Type != "COMPLETED" {
+			t.Fatalf("the run whose warm interpreter was killed ended %s: %s", run.State.Type, run.State.Message)
+		}
+		if got := string(taskRunNamed(t, run, "slow").Result); got != `{"attempt":2,"version":1}` {
+			t.Errorf("slow's result %s, want the second attempt's", got)
+		}
+		next := warmPID(t, small)
+		if next == zygote {
+			t.Errorf("the warm interpreter %d was killed, and is still the one", zygote)
+		}
+
+		// editing the file: the next run runs the new code
+		b, err := os.ReadFile(small)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFlow(t, small, strings.Replace(string(b), "VERSION = 1", "VERSION = 22", 1))
+		run = c.watchRun("py_warm", 0)
+		if got := string(taskRunNamed(t, run, "slow").Result); got != `{"attempt":1,"version":22}` {
+			t.Errorf("after the edit, slow returned %s; want version 22", got)
+		}
 	})
 	c.validateLog()
 }
