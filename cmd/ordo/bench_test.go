@@ -20,21 +20,26 @@ import (
 	"github.com/ordoflow/ordo/internal/seaweed"
 )
 
-// TestBenchQuick runs `ordo bench --quick` as a user would, so that the
-// benchmark harness cannot rot: every scenario runs and gives figures, and
-// the Markdown, JSON and SVG files are written and well-formed. It never
-// judges a speed, so it runs beside the other tests, and its scenarios run
-// in a few `ordo bench --only` processes at once (most of their time is
-// spent waiting for schedules, interpreters and servers to start).
-func TestBenchQuick(t *testing.T) {
+// TestBenchQuickGroup1 and the others run `ordo bench --quick` as a user
+// would, so that the benchmark harness cannot rot: every scenario runs and
+// gives figures, and the Markdown, JSON and SVG files are written and
+// well-formed. They never judge a speed, so they run beside the other
+// tests, each on a group of the scenarios (most of their time is spent
+// waiting for schedules, interpreters and servers to start). They are
+// top-level tests rather than parallel subtests, which would only start
+// once every other test of the package has had its turn, and would then
+// be all that is left running.
+func TestBenchQuickGroup1(t *testing.T) { benchQuickGroup(t, 0) }
+func TestBenchQuickGroup2(t *testing.T) { benchQuickGroup(t, 1) }
+func TestBenchQuickGroup3(t *testing.T) { benchQuickGroup(t, 2) }
+
+func benchQuickGroup(t *testing.T, i int) {
 	t.Parallel()
-	bin := ordoBinary(t)
-	for i, only := range benchGroups() {
-		t.Run(fmt.Sprintf("group%d", i+1), func(t *testing.T) {
-			t.Parallel()
-			benchQuick(t, bin, only)
-		})
+	groups := benchGroups()
+	if len(groups) != 3 {
+		t.Fatalf("%d groups of scenarios, want one per TestBenchQuickGroup test", len(groups))
 	}
+	benchQuick(t, ordoBinary(t), groups[i])
 }
 
 // benchGroups splits the scenarios into groups of about the same quick
