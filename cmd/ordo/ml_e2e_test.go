@@ -240,20 +240,7 @@ func checkMLDataPlane(t *testing.T, c *cluster, runID string) {
 	if run.Metrics["r2"] < 0.8 || run.Metrics["rmse"] <= 0 {
 		t.Errorf("run metrics %v: want r2 ≥ 0.8 and rmse > 0", run.Metrics)
 	}
-	var outputs struct {
-		Items []struct {
-			TaskName string `json:"task_name"`
-			Name     string `json:"name"`
-			SHA256   string `json:"sha256"`
-			Size     int64  `json:"size"`
-			URL      string `json:"download_url"`
-		} `json:"items"`
-	}
-	getJSON(t, c, "/runs/"+runID+"/outputs", &outputs)
-	got := map[string]bool{}
-	for _, o := range outputs.Items {
-		got[o.TaskName+"/"+o.Name] = true
-	}
+	got := runOutputs(t, c, runID)
 	for _, want := range []string{"load_data/raw.csv", "train/model.pkl", "evaluate/report.md", "evaluate/residuals.png"} {
 		if !got[want] {
 			t.Errorf("outputs %v lack %s", got, want)
@@ -268,6 +255,24 @@ func checkMLDataPlane(t *testing.T, c *cluster, runID string) {
 	if m, _ := filepath.Glob(filepath.Join(c.dir, "ws-*", "*", "model.pkl")); len(m) != 0 {
 		t.Errorf("model.pkl is in a workspace: %v", m)
 	}
+}
+
+// runOutputs is the set of the run's outputs, as TASK/NAME, that the API
+// lists.
+func runOutputs(t *testing.T, c *cluster, runID string) map[string]bool {
+	t.Helper()
+	var outputs struct {
+		Items []struct {
+			TaskName string `json:"task_name"`
+			Name     string `json:"name"`
+		} `json:"items"`
+	}
+	getJSON(t, c, "/runs/"+runID+"/outputs", &outputs)
+	got := map[string]bool{}
+	for _, o := range outputs.Items {
+		got[o.TaskName+"/"+o.Name] = true
+	}
+	return got
 }
 
 func hostPort(t *testing.T, rawURL string) (string, string) {
