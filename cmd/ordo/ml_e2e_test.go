@@ -228,17 +228,8 @@ func runMLPipeline(t *testing.T, c *cluster) string {
 // output downloads intact through the API.
 func checkMLDataPlane(t *testing.T, c *cluster, runID string) {
 	t.Helper()
-	on := ranOn(t, c, runID)
-	if !strings.HasPrefix(on["train"], "gpu-host") || !strings.HasPrefix(on["evaluate"], "cpu-host") {
-		t.Errorf("train ran on %q and evaluate on %q; want the gpu host, then the other", on["train"], on["evaluate"])
-	}
-
-	var run struct {
-		Metrics map[string]float64 `json:"metrics"`
-	}
-	getJSON(t, c, "/runs/"+runID, &run)
-	if run.Metrics["r2"] < 0.8 || run.Metrics["rmse"] <= 0 {
-		t.Errorf("run metrics %v: want r2 ≥ 0.8 and rmse > 0", run.Metrics)
+	if m := checkTwoHostsMetrics(t, c, runID); m["r2"] < 0.8 || m["rmse"] <= 0 {
+		t.Errorf("run metrics %v: want r2 ≥ 0.8 and rmse > 0", m)
 	}
 	got := runOutputs(t, c, runID)
 	for _, want := range []string{"load_data/raw.csv", "train/model.pkl", "evaluate/report.md", "evaluate/residuals.png"} {
@@ -255,6 +246,21 @@ func checkMLDataPlane(t *testing.T, c *cluster, runID string) {
 	if m, _ := filepath.Glob(filepath.Join(c.dir, "ws-*", "*", "model.pkl")); len(m) != 0 {
 		t.Errorf("model.pkl is in a workspace: %v", m)
 	}
+}
+
+// checkTwoHostsMetrics checks that train ran on the gpu host and evaluate
+// on the other, and returns the run's metrics.
+func checkTwoHostsMetrics(t *testing.T, c *cluster, runID string) map[string]float64 {
+	t.Helper()
+	on := ranOn(t, c, runID)
+	if !strings.HasPrefix(on["train"], "gpu-host") || !strings.HasPrefix(on["evaluate"], "cpu-host") {
+		t.Errorf("train ran on %q and evaluate on %q; want the gpu host, then the other", on["train"], on["evaluate"])
+	}
+	var run struct {
+		Metrics map[string]float64 `json:"metrics"`
+	}
+	getJSON(t, c, "/runs/"+runID, &run)
+	return run.Metrics
 }
 
 // runOutputs is the set of the run's outputs, as TASK/NAME, that the API

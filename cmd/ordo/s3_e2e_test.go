@@ -38,16 +38,8 @@ func TestEndToEndFilesBetweenHostsOnS3(t *testing.T) {
 	}
 	runID := runIDFrom(t, out)
 
-	on := ranOn(t, c, runID)
-	if !strings.HasPrefix(on["train"], "gpu-host") || !strings.HasPrefix(on["evaluate"], "cpu-host") {
-		t.Errorf("train ran on %q and evaluate on %q; want the gpu host, then the other", on["train"], on["evaluate"])
-	}
-	var run struct {
-		Metrics map[string]float64 `json:"metrics"`
-	}
-	getJSON(t, c, "/runs/"+runID, &run)
-	if run.Metrics["r2"] != 0.96 {
-		t.Errorf("run metrics %v: want evaluate's r2", run.Metrics)
+	if m := checkTwoHostsMetrics(t, c, runID); m["r2"] != 0.96 {
+		t.Errorf("run metrics %v: want evaluate's r2", m)
 	}
 	if got := runOutputs(t, c, runID); len(got) != 2 || !got["train/model/weights.bin"] || !got["evaluate/seen.txt"] {
 		t.Errorf("outputs %v, want train/model/weights.bin and evaluate/seen.txt", got)
