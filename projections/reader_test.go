@@ -23,6 +23,7 @@ import (
 // or a tag no run has. Pages of rare tags, read the other way, are the
 // pages the time-ordered query gives.
 func TestRunListFindsFewRunsWithoutAScan(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	pool := pgtest.Pool(t)
 	_, err := pool.Exec(ctx, `

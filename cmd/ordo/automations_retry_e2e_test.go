@@ -75,17 +75,17 @@ func (r *downReceiver) got() []string {
 var uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 
 // A failed run fires two automations whose receivers are down: one comes
-// back after a minute and gets the firing once, the other never does and
-// its delivery ends dead after the retry budget, in the API and the CLI.
-// ORDO_AUTOMATION_BACKOFF=1s makes the budget of 8 attempts 1+2+...+64 =
-// 127 s from the first, so the receiver that is down for a real minute
-// from the first failed attempt is back with at least 67 s of attempts
-// left (load only delays attempts, which leaves it more).
+// back after its delivery has failed four times and gets the firing once,
+// the other never does and its delivery ends dead after the retry budget,
+// in the API and the CLI. ORDO_AUTOMATION_BACKOFF=200ms makes the budget of
+// 8 attempts 0.2+0.4+...+12.8 = 25.4 s from the first; the receiver comes
+// back when the test sees the fourth failure, which leaves four attempts
+// over 24 s (load only delays them).
 func TestAutomationsReceiverDownThenBack(t *testing.T) {
 	t.Parallel()
 	const secret = "down-secret"
 	back, gone := newDownReceiver(t, secret), newDownReceiver(t, secret)
-	c := startClusterEnv(t, []string{"ORDO_WEBHOOK_ALLOW_PRIVATE=true", "ORDO_DOWN_SECRET=" + secret, "ORDO_AUTOMATION_BACKOFF=1s"})
+	c := startClusterEnv(t, []string{"ORDO_WEBHOOK_ALLOW_PRIVATE=true", "ORDO_DOWN_SECRET=" + secret, "ORDO_AUTOMATION_BACKOFF=200ms"})
 	c.start("worker", "-q", "autos")
 	c.ordo("deploy", "-f", c.writeFile("deployment.yaml", automationsDeployment))
 	create := func(name, url string) string {
@@ -119,11 +119,10 @@ actions:
 		return page.Items
 	}
 	// waitFor polls the one delivery of automation id until cond holds.
-	// Its guard is against a hang only: the retry budget (127 s) plus
-	// a few minutes for a loaded machine.
+	// Its guard is against a hang only.
 	waitFor := func(id, what string, cond func(domain.Delivery) bool) domain.Delivery {
 		t.Helper()
-		for deadline := time.Now().Add(6 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		for deadline := time.Now().Add(6 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
 			if ds := deliveries(id); len(ds) == 1 && cond(ds[0]) {
 				return ds[0]
 			} else if len(ds) > 1 {
@@ -139,19 +138,22 @@ actions:
 	if first.Status != "pending" || first.AttemptList[0].Error == nil {
 		t.Fatalf("the first attempt at a receiver that is down: %+v", first)
 	}
-	time.Sleep(time.Until(downSince.Add(time.Minute)))
+	fourth := waitFor(backID, "four attempts at the receiver that is down", func(d domain.Delivery) bool { return d.Attempts >= 4 })
+	if fourth.Status != "pending" {
+		t.Fatalf("the receiver is still down and its delivery has attempts left: %+v", fourth)
+	}
 	back.up()
-	t.Logf("receiver up again %v after the first failed attempt, which was refused: %s", time.Since(downSince).Round(time.Second), *first.AttemptList[0].Error)
+	t.Logf("receiver up again %v after the first failed attempt, which was refused: %s", time.Since(downSince).Round(time.Millisecond), *first.AttemptList[0].Error)
 
 	d := waitFor(backID, "delivered once the receiver is back", func(d domain.Delivery) bool { return d.Status != "pending" })
-	if d.Status != "delivered" || d.Attempts < 2 || d.FlowRunID == nil || d.FlowRunID.String() != run {
+	if d.Status != "delivered" || d.Attempts < 5 || d.FlowRunID == nil || d.FlowRunID.String() != run {
 		t.Fatalf("after the receiver came back: %+v", d)
 	}
 	keys := back.got()
 	if len(keys) != 1 || keys[0] != d.FiringID.String() {
 		t.Fatalf("the receiver got %q, want the firing %s once", keys, d.FiringID)
 	}
-	t.Logf("delivered at attempt %d, %v after the first", d.Attempts, d.AttemptList[len(d.AttemptList)-1].At.Sub(downSince).Round(time.Second))
+	t.Logf("delivered at attempt %d, %v after the first", d.Attempts, d.AttemptList[len(d.AttemptList)-1].At.Sub(downSince).Round(time.Millisecond))
 
 	dead := waitFor(goneID, "the delivery to the receiver that never comes back ends", func(d domain.Delivery) bool { return d.Status != "pending" })
 	if dead.Status != "dead" || dead.Attempts != 8 || len(dead.AttemptList) != 8 || dead.LastError == nil {

@@ -20,21 +20,27 @@ import (
 	"github.com/ordoflow/ordo/internal/seaweed"
 )
 
-// TestBenchQuick runs `ordo bench --quick` as a user would, so that the
-// benchmark harness cannot rot: every scenario runs and gives figures, and
-// the Markdown, JSON and SVG files are written and well-formed. It never
-// judges a speed, so it runs beside the other tests, and its scenarios run
-// in a few `ordo bench --only` processes at once (most of their time is
-// spent waiting for schedules, interpreters and servers to start).
-func TestBenchQuick(t *testing.T) {
-	t.Parallel()
-	bin := ordoBinary(t)
-	for i, only := range benchGroups() {
-		t.Run(fmt.Sprintf("group%d", i+1), func(t *testing.T) {
-			t.Parallel()
-			benchQuick(t, bin, only)
-		})
+// TestBenchQuickGroup1 and the others run `ordo bench --quick` as a user
+// would, so that the benchmark harness cannot rot: every scenario runs and
+// gives figures, and the Markdown, JSON and SVG files are written and
+// well-formed. They never judge a speed, so they run beside the other
+// tests, each on a group of the scenarios (most of their time is spent
+// waiting for schedules, interpreters and servers to start). Each starts
+// its `ordo bench` before t.Parallel: go test resumes parallel tests in no
+// set order, and these, the longest of the package, were often the last
+// ones running.
+func TestBenchQuickGroup1(t *testing.T) { benchQuickGroup(t, 0) }
+func TestBenchQuickGroup2(t *testing.T) { benchQuickGroup(t, 1) }
+func TestBenchQuickGroup3(t *testing.T) { benchQuickGroup(t, 2) }
+
+func benchQuickGroup(t *testing.T, i int) {
+	groups := benchGroups()
+	if len(groups) != 3 {
+		t.Fatalf("%d groups of scenarios, want one per TestBenchQuickGroup test", len(groups))
 	}
+	run := startBenchQuick(t, groups[i])
+	t.Parallel()
+	run.check(t)
 }
 
 // benchGroups splits the scenarios into groups of about the same quick
@@ -57,20 +63,49 @@ func benchGroups() [][]string {
 	return groups
 }
 
-// benchQuick runs `ordo bench --quick --only` the named scenarios and
-// checks its report, table and chart.
-func benchQuick(t *testing.T, bin string, only []string) {
+// quickBench is an `ordo bench --quick --only` under way.
+type quickBench struct {
+	only           []string
+	md, js, svg    string
+	stdout, stderr bytes.Buffer
+	done           chan struct{}
+	err            error
+}
+
+// startBenchQuick starts `ordo bench --quick --only` the named scenarios
+// (once the binary is built) without waiting for it.
+func startBenchQuick(t *testing.T, only []string) *quickBench {
 	dir := t.TempDir()
-	md, js, svg := filepath.Join(dir, "bench.md"), filepath.Join(dir, "bench.json"), filepath.Join(dir, "bench.svg")
+	r := &quickBench{only: only, md: filepath.Join(dir, "bench.md"), js: filepath.Join(dir, "bench.json"), svg: filepath.Join(dir, "bench.svg"), done: make(chan struct{})}
+	env := append(os.Environ(), "ORDO_DATABASE_URL="+pgtest.URL(t))
 	// A guard against a hang, not a speed assertion.
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "bench", "--quick", "--only", strings.Join(only, ","), "--markdown", md, "--json", js, "--svg", svg)
-	cmd.Env = append(os.Environ(), "ORDO_DATABASE_URL="+pgtest.URL(t))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("ordo bench --quick: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), tail(stderr.String(), 6000))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(func() { // before the database is dropped
+		cancel()
+		<-r.done
+	})
+	go func() {
+		defer close(r.done)
+		bin, err := buildOrdo()
+		if err != nil {
+			r.err = err
+			return
+		}
+		cmd := exec.CommandContext(ctx, bin, "bench", "--quick", "--only", strings.Join(only, ","), "--markdown", r.md, "--json", r.js, "--svg", r.svg)
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = &r.stdout, &r.stderr
+		r.err = cmd.Run()
+	}()
+	return r
+}
+
+// check waits for the bench to end and checks its report, table and chart.
+func (r *quickBench) check(t *testing.T) {
+	<-r.done
+	only, md, js, svg := r.only, r.md, r.js, r.svg
+	stdout, stderr := &r.stdout, &r.stderr
+	if r.err != nil {
+		t.Fatalf("ordo bench --quick: %v\nstdout:\n%s\nstderr:\n%s", r.err, stdout.String(), tail(stderr.String(), 6000))
 	}
 
 	var rep bench.Report

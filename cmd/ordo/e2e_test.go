@@ -38,6 +38,15 @@ var (
 
 func ordoBinary(t *testing.T) string {
 	t.Helper()
+	bin, err := buildOrdo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// buildOrdo builds the ordo binary once for the package's tests.
+func buildOrdo() (string, error) {
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "ordo-e2e-bin-")
 		if err != nil {
@@ -50,10 +59,7 @@ func ordoBinary(t *testing.T) string {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return binPath, buildErr
 }
 
 // cluster is one database with a server and workers on it.

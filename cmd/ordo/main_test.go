@@ -1,9 +1,21 @@
 package main
 
 import (
+	"os"
 	"runtime/debug"
 	"testing"
+
+	"github.com/ordoflow/ordo/internal/seaweed"
 )
+
+// TestMain stops what the package's tests share once they are all done:
+// the S3 server and the browser.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	seaweed.StopShared()
+	stopSharedBrowser()
+	os.Exit(code)
+}
 
 // TestGCTarget: ordo collects garbage at gcPercent unless GOGC is set.
 func TestGCTarget(t *testing.T) {

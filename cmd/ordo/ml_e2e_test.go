@@ -27,12 +27,17 @@ import (
 // interpreter a developer's shell puts first.
 func debianPython(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("/usr/bin/python3", "-c", "import sklearn, pandas, psycopg2").CombinedOutput()
-	if err != nil {
+	if out, err := mlLibraries(); err != nil {
 		t.Fatalf("the ML example needs Debian's python3 with scikit-learn, pandas and psycopg2 (run scripts/install-deps ml): %v\n%s", err, out)
 	}
 	return "PATH=/usr/bin:" + os.Getenv("PATH")
 }
+
+// mlLibraries imports the example's libraries in /usr/bin/python3, once
+// for all the tests that need them: the import is slow.
+var mlLibraries = sync.OnceValues(func() ([]byte, error) {
+	return exec.Command(fallbackPython, "-c", "import sklearn, pandas, psycopg2").CombinedOutput()
+})
 
 // refusingProxy forwards TCP connections to target, but refuses every
 // connection from its start until refuseFor after the first one it
@@ -223,32 +228,10 @@ func runMLPipeline(t *testing.T, c *cluster) string {
 // output downloads intact through the API.
 func checkMLDataPlane(t *testing.T, c *cluster, runID string) {
 	t.Helper()
-	on := ranOn(t, c, runID)
-	if !strings.HasPrefix(on["train"], "gpu-host") || !strings.HasPrefix(on["evaluate"], "cpu-host") {
-		t.Errorf("train ran on %q and evaluate on %q; want the gpu host, then the other", on["train"], on["evaluate"])
+	if m := checkTwoHostsMetrics(t, c, runID); m["r2"] < 0.8 || m["rmse"] <= 0 {
+		t.Errorf("run metrics %v: want r2 ≥ 0.8 and rmse > 0", m)
 	}
-
-	var run struct {
-		Metrics map[string]float64 `json:"metrics"`
-	}
-	getJSON(t, c, "/runs/"+runID, &run)
-	if run.Metrics["r2"] < 0.8 || run.Metrics["rmse"] <= 0 {
-		t.Errorf("run metrics %v: want r2 ≥ 0.8 and rmse > 0", run.Metrics)
-	}
-	var outputs struct {
-		Items []struct {
-			TaskName string `json:"task_name"`
-			Name     string `json:"name"`
-			SHA256   string `json:"sha256"`
-			Size     int64  `json:"size"`
-			URL      string `json:"download_url"`
-		} `json:"items"`
-	}
-	getJSON(t, c, "/runs/"+runID+"/outputs", &outputs)
-	got := map[string]bool{}
-	for _, o := range outputs.Items {
-		got[o.TaskName+"/"+o.Name] = true
-	}
+	got := runOutputs(t, c, runID)
 	for _, want := range []string{"load_data/raw.csv", "train/model.pkl", "evaluate/report.md", "evaluate/residuals.png"} {
 		if !got[want] {
 			t.Errorf("outputs %v lack %s", got, want)
@@ -263,6 +246,39 @@ func checkMLDataPlane(t *testing.T, c *cluster, runID string) {
 	if m, _ := filepath.Glob(filepath.Join(c.dir, "ws-*", "*", "model.pkl")); len(m) != 0 {
 		t.Errorf("model.pkl is in a workspace: %v", m)
 	}
+}
+
+// checkTwoHostsMetrics checks that train ran on the gpu host and evaluate
+// on the other, and returns the run's metrics.
+func checkTwoHostsMetrics(t *testing.T, c *cluster, runID string) map[string]float64 {
+	t.Helper()
+	on := ranOn(t, c, runID)
+	if !strings.HasPrefix(on["train"], "gpu-host") || !strings.HasPrefix(on["evaluate"], "cpu-host") {
+		t.Errorf("train ran on %q and evaluate on %q; want the gpu host, then the other", on["train"], on["evaluate"])
+	}
+	var run struct {
+		Metrics map[string]float64 `json:"metrics"`
+	}
+	getJSON(t, c, "/runs/"+runID, &run)
+	return run.Metrics
+}
+
+// runOutputs is the set of the run's outputs, as TASK/NAME, that the API
+// lists.
+func runOutputs(t *testing.T, c *cluster, runID string) map[string]bool {
+	t.Helper()
+	var outputs struct {
+		Items []struct {
+			TaskName string `json:"task_name"`
+			Name     string `json:"name"`
+		} `json:"items"`
+	}
+	getJSON(t, c, "/runs/"+runID+"/outputs", &outputs)
+	got := map[string]bool{}
+	for _, o := range outputs.Items {
+		got[o.TaskName+"/"+o.Name] = true
+	}
+	return got
 }
 
 func hostPort(t *testing.T, rawURL string) (string, string) {

@@ -22,7 +22,7 @@ import (
 // libraries (scripts/install-deps ml installs them; CI has them).
 func mlPython(t *testing.T) string {
 	t.Helper()
-	if out, err := exec.Command(fallbackPython, "-c", "import sklearn, pandas, psycopg2").CombinedOutput(); err != nil {
+	if out, err := mlLibraries(); err != nil {
 		t.Skipf("%s lacks scikit-learn, pandas or psycopg2 (scripts/install-deps ml): %v\n%s", fallbackPython, err, out)
 	}
 	return fallbackPython

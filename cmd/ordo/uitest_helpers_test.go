@@ -127,9 +127,38 @@ func startUIWith(t *testing.T, so serverOptions, queues ...string) *uiEnv {
 	return e
 }
 
-// newBrowser starts headless Chromium with a fresh profile.
+// sharedBrowser is the one headless Chromium of the package's tests,
+// started by the first that needs it and stopped by TestMain: each test
+// gets a browser context of its own in it, as fresh as a new profile.
+var sharedBrowser struct {
+	once   sync.Once
+	ctx    context.Context
+	cancel func()
+	err    error
+}
+
+// newBrowser returns a fresh browser context (no cookies, storage or cache
+// of other tests) in the shared Chromium; its tabs close when the test ends.
 func newBrowser(t *testing.T) context.Context {
 	t.Helper()
+	sharedBrowser.once.Do(startSharedBrowser)
+	if sharedBrowser.err != nil {
+		t.Fatalf("start chromium: %v", sharedBrowser.err)
+	}
+	ctx, cancel := chromedp.NewContext(sharedBrowser.ctx, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("open a browser context: %v", err)
+	}
+	return ctx
+}
+
+func startSharedBrowser() {
+	profile, err := os.MkdirTemp("", "ordo-ui-chromium-")
+	if err != nil {
+		sharedBrowser.err = err
+		return
+	}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath),
 		chromedp.Headless,
@@ -143,19 +172,25 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.Flag("disable-extensions", true),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(1440, 1000),
 	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
+	sharedBrowser.ctx = ctx
+	sharedBrowser.cancel = func() {
 		cancelCtx()
 		cancelAlloc()
-	})
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
+		os.RemoveAll(profile)
 	}
-	return ctx
+	sharedBrowser.err = chromedp.Do(ctx)
+}
+
+// stopSharedBrowser stops the shared Chromium, if a test started it.
+func stopSharedBrowser() {
+	if sharedBrowser.cancel != nil {
+		sharedBrowser.cancel()
+	}
 }
 
 // tab opens a new browser tab for a subtest. Uncaught JavaScript errors
