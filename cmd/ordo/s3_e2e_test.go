@@ -16,9 +16,9 @@ import (
 // store on a real S3-compatible server (SeaweedFS's S3 gateway, started by
 // the test): the server and both workers open s3://bucket/prefix from the
 // usual AWS variables, and the model written on one host is read whole on
-// the other, with the deployment of TestEndToEndFilesBetweenWorkers.
-// (TestEndToEndMLPipeline runs the ML example itself, on the default
-// store, which this one stands in for.)
+// the other, with the deployment of TestEndToEndFilesBetweenWorkers: a
+// cheap check of what the ML example on S3 (TestEndToEndMLPipelineOnS3)
+// does not look at, that every byte read is the byte written.
 func TestEndToEndFilesBetweenHostsOnS3(t *testing.T) {
 	t.Parallel()
 	s3 := seaweed.Shared(t)
