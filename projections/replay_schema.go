@@ -24,6 +24,12 @@ func (r *replayer) prepare(ctx context.Context) error {
 				replaySchema, t, t)); err != nil {
 				return fmt.Errorf("replay: create %s: %w", t, err)
 			}
+			// No autovacuum while the rows go in: it scanned the table being
+			// built and was cancelled at the swap, its work lost. The swap
+			// gives the table the live one's settings.
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`ALTER TABLE %s.%s SET (autovacuum_enabled = false)`, replaySchema, t)); err != nil {
+				return fmt.Errorf("replay: %w", err)
+			}
 			var comment *string
 			if err := tx.QueryRow(ctx, `SELECT obj_description(('public.' || $1)::regclass, 'pg_class')`, t).Scan(&comment); err != nil {
 				return fmt.Errorf("replay: read comment of %s: %w", t, err)
@@ -57,3 +63,26 @@ WHERE c.oid = ('public.' || $1)::regclass AND a.grantee <> c.relowner`, t, repla
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// tableSettings returns the statements that give the new table t the
+// storage parameters of the live one (fillfactor, autovacuum tuning), which
+// CREATE TABLE LIKE does not copy, in place of those it was built with.
+func tableSettings(ctx context.Context, tx pgx.Tx, t string) ([]string, error) {
+	var live []string
+	if err := tx.QueryRow(ctx, `SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = ('public.' || $1)::regclass`, t).Scan(&live); err != nil {
+		return nil, fmt.Errorf("replay: read the settings of %s: %w", t, err)
+	}
+	stmts := []string{`ALTER TABLE ` + replaySchema + `.` + t + ` RESET (autovacuum_enabled)`}
+	var set []string
+	for _, o := range live {
+		name, value, ok := strings.Cut(o, "=")
+		if !ok {
+			continue
+		}
+		set = append(set, pgx.Identifier{name}.Sanitize()+" = "+quoteLiteral(value))
+	}
+	if len(set) > 0 {
+		stmts = append(stmts, `ALTER TABLE `+replaySchema+`.`+t+` SET (`+strings.Join(set, ", ")+`)`)
+	}
+	return stmts, nil
+}

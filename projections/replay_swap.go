@@ -152,6 +152,13 @@ func (r *replayer) swap(ctx context.Context, conn *pgxpool.Conn, from eventstore
 	}
 	stmts := []string{`CREATE SCHEMA ` + oldSchema}
 	for _, t := range readModelTables {
+		settings, err := tableSettings(ctx, tx, t)
+		if err != nil {
+			return false, from, err
+		}
+		stmts = append(stmts, settings...)
+	}
+	for _, t := range readModelTables {
 		stmts = append(stmts, `ALTER TABLE public.`+t+` SET SCHEMA `+oldSchema, `ALTER TABLE `+replaySchema+`.`+t+` SET SCHEMA public`)
 	}
 	for _, v := range views {

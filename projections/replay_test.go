@@ -266,3 +266,34 @@ func TestCreationDecodesAsJSONDoes(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayKeepsTableSettings checks that the rebuilt tables get the live
+// ones' storage parameters, and not the autovacuum switch a replay turns
+// off while it writes them.
+func TestReplayKeepsTableSettings(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	b.log.CreateRun(projtest.RunSpec{}).Complete()
+	if _, err := b.pool.Exec(ctx, `ALTER TABLE state_history SET (autovacuum_vacuum_scale_factor = 0.05, fillfactor = 90)`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Replay(ctx, b.pool, b.store, ReplayOptions{})
+	if err != nil || !res.Swapped {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	settings := func(table string) []string {
+		var opts []string
+		if err := b.pool.QueryRow(ctx, `SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = ('public.' || $1)::regclass`, table).Scan(&opts); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(opts)
+		return opts
+	}
+	if got, want := settings("state_history"), []string{"autovacuum_vacuum_scale_factor=0.05", "fillfactor=90"}; !slices.Equal(got, want) {
+		t.Errorf("state_history's settings after a replay: %v, want %v", got, want)
+	}
+	if got := settings("task_runs"); len(got) != 0 {
+		t.Errorf("task_runs' settings after a replay: %v, want none", got)
+	}
+}
