@@ -21,9 +21,10 @@ WITHPG     = $(GO) run ./internal/localpg/withpg --
 deps:
 	@scripts/install-deps
 
-# scripts/test-go runs every package but the chaos tests first, three at
-# once (each package clones its own databases from one template), then the
-# chaos tests alone, since they need the machine to themselves.
+# scripts/test-go runs every package but the chaos tests first, as many at
+# once as there are CPUs (each package clones its own databases from one
+# template), then the chaos tests alone, since they need the machine to
+# themselves.
 test: deps vet
 	$(WITHPG) env GO=$(GO) scripts/test-go '$(PKGS)' $(TESTFLAGS)
 
