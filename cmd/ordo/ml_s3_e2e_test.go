@@ -1,12 +1,9 @@
 package main
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"testing"
-
-	"github.com/minio/minio-go/v7"
 
 	"github.com/ordoflow/ordo/internal/seaweed"
 )
@@ -36,17 +33,7 @@ func TestEndToEndMLPipelineOnS3(t *testing.T) {
 	checkMLDataPlane(t, c, runID)
 
 	// the files are in the bucket, under the prefix, and nowhere else
-	cl, err := s3.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stored int
-	for obj := range cl.ListObjects(context.Background(), seaweed.TestBucket, minio.ListObjectsOptions{Prefix: prefix + "/sha256/", Recursive: true}) {
-		if obj.Err != nil {
-			t.Fatal(obj.Err)
-		}
-		stored++
-	}
+	stored := bucketBlobs(t, s3, prefix)
 	if stored < 7 { // raw, features, train, test, model, report, plot
 		t.Errorf("the bucket holds %d blobs under %s, want the run's 7 files at least", stored, prefix)
 	}

@@ -59,6 +59,16 @@ func TestEndToEndFilesBetweenHostsOnS3(t *testing.T) {
 	}
 
 	// the files are in the bucket, under the prefix
+	stored := bucketBlobs(t, s3, prefix)
+	if stored != 1 {
+		t.Errorf("the bucket holds %d blobs under %s, want 1: the model and evaluate's copy of it, the same bytes stored once", stored, prefix)
+	}
+	c.validateLog()
+}
+
+// bucketBlobs counts the blobs stored under prefix in the test bucket.
+func bucketBlobs(t *testing.T, s3 *seaweed.Server, prefix string) int {
+	t.Helper()
 	cl, err := s3.Client()
 	if err != nil {
 		t.Fatal(err)
@@ -70,8 +80,5 @@ func TestEndToEndFilesBetweenHostsOnS3(t *testing.T) {
 		}
 		stored++
 	}
-	if stored != 1 {
-		t.Errorf("the bucket holds %d blobs under %s, want 1: the model and evaluate's copy of it, the same bytes stored once", stored, prefix)
-	}
-	c.validateLog()
+	return stored
 }
