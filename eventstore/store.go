@@ -88,6 +88,14 @@ var ErrConflict = errors.New("stream version conflict")
 // when the event at that version exists (0: the stream is new; the unique
 // key on (stream_id, version) refuses a second writer). When any stream of
 // the batch is behind, nothing is inserted.
+//
+// The event at the expected version must also come before this
+// transaction in the log's order, (transaction_id, position). A
+// transaction's id is given at its first write (a row lock, a job), so a
+// transaction that wrote before a newer one appended that event would
+// otherwise put the next version before it in the log, where every reader
+// would find a gap. Such a writer is behind, like one that lost the race:
+// the command is decided again in a new transaction.
 const appendSQL = appendInput + appendInsert + `
 RETURNING position, transaction_id::text::bigint, stream_id, version, recorded_at`
 
@@ -107,7 +115,8 @@ WITH u AS (
 ), behind AS (
     SELECT 1 FROM u
     WHERE u.expected > 0
-      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream_id AND e.version = u.expected)
+      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = u.stream_id AND e.version = u.expected
+                                               AND e.transaction_id <= pg_current_xact_id())
       AND NOT EXISTS (SELECT 1 FROM u AS earlier WHERE earlier.stream_id = u.stream_id AND earlier.version = u.expected)
     LIMIT 1
 )`
@@ -124,7 +133,8 @@ const appendOneSQL = `
 INSERT INTO events (stream_id, stream_type, version, type, data, metadata)
 SELECT $1::uuid, $2::text, $3::bigint, $4::text, $5::jsonb, $6::jsonb
 WHERE $7::bigint = 0
-   OR EXISTS (SELECT 1 FROM events e WHERE e.stream_id = $1::uuid AND e.version = $7::bigint)
+   OR EXISTS (SELECT 1 FROM events e WHERE e.stream_id = $1::uuid AND e.version = $7::bigint
+                                       AND e.transaction_id <= pg_current_xact_id())
 RETURNING position, transaction_id::text::bigint, stream_id, version, recorded_at`
 
 // Append adds events to their streams within tx, in one statement, and

@@ -186,6 +186,53 @@ func TestOptimisticConcurrency(t *testing.T) {
 		}
 	})
 
+	// The log's order is (transaction_id, position), and a transaction's id
+	// is given at its first write, not at its commit. A transaction that
+	// wrote something (a lock, a job) before a newer one appended version 2
+	// must not append version 3: it would come before version 2 in the log,
+	// and every reader of the log would find a gap. It loses the race and
+	// is decided again, in a transaction that follows version 2.
+	t.Run("AnOlderTransactionDoesNotFollowANewerOne", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := context.Background()
+		id := uuid.New()
+		if _, err := appendTx(t, b, eventstore.Append{StreamID: id, Events: []domain.Event{domain.FlowRunLate{}}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{1, 2} { // the single-event statement and the batch
+			older, err := b.pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := older.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil { // its id, as a first write gives it
+				t.Fatal(err)
+			}
+			have := int64(len(readAll(t, b, id)))
+			if _, err := appendTx(t, b, eventstore.Append{StreamID: id, ExpectedVersion: have, Events: []domain.Event{domain.FlowRunPending{}}}); err != nil {
+				t.Fatal(err)
+			}
+			events := make([]domain.Event, n)
+			for i := range events {
+				events[i] = domain.FlowRunLate{}
+			}
+			_, err = b.store.Append(ctx, older, eventstore.Append{StreamID: id, ExpectedVersion: have + 1, Events: events})
+			_ = older.Rollback(ctx)
+			if !errors.Is(err, eventstore.ErrConflict) {
+				t.Fatalf("%d events after a newer transaction's version %d: got %v, want a conflict", n, have+1, err)
+			}
+			if _, err := appendTx(t, b, eventstore.Append{StreamID: id, ExpectedVersion: have + 1, Events: events}); err != nil {
+				t.Fatalf("decided again in a new transaction: %v", err)
+			}
+		}
+		var inOrder bool
+		if err := b.pool.QueryRow(ctx, `
+SELECT array_agg(version ORDER BY transaction_id, position) = array_agg(version ORDER BY version)
+FROM events WHERE stream_id = $1`, id).Scan(&inOrder); err != nil || !inOrder {
+			t.Fatalf("the stream's versions are not in log order (%v)", err)
+		}
+	})
+
 	// Save, which returns no envelopes, stores what Append would and
 	// refuses what Append would: a stream behind, and a stream ahead.
 	t.Run("Save", func(t *testing.T) {
@@ -579,4 +626,13 @@ func readUntil(t *testing.T, n int, read func() ([]domain.Envelope, error)) []do
 		}
 	}
 	return got
+}
+
+func readAll(t *testing.T, b testBundle, id uuid.UUID) []domain.Envelope {
+	t.Helper()
+	envs, err := b.store.ReadStream(context.Background(), b.pool, id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return envs
 }
