@@ -289,4 +289,28 @@ func TestValidatorFindsIllegalTransitions(t *testing.T) {
 			t.Fatalf("got %v, want a version gap", err)
 		}
 	})
+
+	// A log written before appends kept each stream's versions in log
+	// order can hold a version before the one it follows: judged in
+	// version order, it is legal; a version that never comes is a gap.
+	t.Run("VersionBeforeTheOneItFollows", func(t *testing.T) {
+		t.Parallel()
+		log := newLog()
+		id := uuid.New()
+		log.add(id, domain.TaskRunCreated{Task: spec}, domain.TaskRunStarted{Attempt: 1}, domain.TaskRunCompleted{Attempt: 1})
+		log.envs[1], log.envs[2] = log.envs[2], log.envs[1]
+		if err := domain.ValidateLog(reg, log.envs); err != nil {
+			t.Fatalf("version 3 before version 2: %v", err)
+		}
+		if err := domain.ValidateLog(reg, log.envs[:2]); err == nil || !strings.Contains(err.Error(), "version 3 follows version 1") {
+			t.Fatalf("version 3 with no version 2: got %v, want a version gap", err)
+		}
+		// judged in version order: a completion before its start is not legal
+		log.envs[1].Event, log.envs[2].Event = log.envs[2].Event, log.envs[1].Event
+		log.envs[1].Type, log.envs[2].Type = log.envs[2].Type, log.envs[1].Type
+		log.envs[1].Data, log.envs[2].Data = log.envs[2].Data, log.envs[1].Data
+		if err := domain.ValidateLog(reg, log.envs); err == nil {
+			t.Fatal("a result before its attempt started was found legal")
+		}
+	})
 }

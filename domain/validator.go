@@ -1,7 +1,9 @@
 package domain
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 
 	"github.com/google/uuid"
 )
@@ -22,9 +24,15 @@ func (v *Violation) Error() string {
 // the first one that is not a legal transition from the state before it.
 // Streams whose first event lies before the replayed slice are followed but
 // their transitions are not judged, since their earlier state is unknown.
+//
+// Each stream is judged in version order. A log written before appends kept
+// each stream's versions in log order can hold an event before the version
+// it follows: that event waits for it, and Finish reports any that waited
+// in vain.
 type LogValidator struct {
 	reg       *Registry
 	versions  map[uuid.UUID]int64
+	early     map[uuid.UUID][]Envelope // events that came before the version they follow, by version
 	partial   map[uuid.UUID]bool
 	flowRuns  map[uuid.UUID]FlowRun
 	taskRuns  map[uuid.UUID]TaskRun
@@ -39,6 +47,7 @@ func NewLogValidator(reg *Registry) *LogValidator {
 	return &LogValidator{
 		reg:      reg,
 		versions: map[uuid.UUID]int64{},
+		early:    map[uuid.UUID][]Envelope{},
 		partial:  map[uuid.UUID]bool{},
 		flowRuns: map[uuid.UUID]FlowRun{},
 		taskRuns: map[uuid.UUID]TaskRun{},
@@ -55,21 +64,63 @@ func ValidateLog(reg *Registry, events []Envelope) error {
 			return err
 		}
 	}
-	return nil
+	return v.Finish()
 }
 
 // Check judges the next event of the log.
 func (v *LogValidator) Check(env Envelope) error {
-	bad := func(format string, args ...any) error {
-		return &Violation{Position: env.Position, StreamID: env.StreamID, Type: env.Type, Problem: fmt.Sprintf(format, args...)}
-	}
 	if env.Event == nil {
 		if err := v.reg.DecodeEnvelope(&env); err != nil {
-			return bad("%v", err)
+			return violation(env, "%v", err)
 		}
 	} else if env.Event.StreamType() != env.StreamType {
-		return bad("a %s event on a %s stream", env.Event.StreamType(), env.StreamType)
+		return violation(env, "a %s event on a %s stream", env.Event.StreamType(), env.StreamType)
 	}
+	id := env.StreamID
+	if last, seen := v.versions[id]; seen && env.Version > last+1 {
+		early := append(v.early[id], env)
+		slices.SortFunc(early, func(a, b Envelope) int { return cmp.Compare(a.Version, b.Version) })
+		v.early[id] = early
+		return nil
+	}
+	if err := v.judge(env); err != nil {
+		return err
+	}
+	for early := v.early[id]; len(early) > 0 && early[0].Version == v.versions[id]+1; early = v.early[id] {
+		if len(early) == 1 {
+			delete(v.early, id)
+		} else {
+			v.early[id] = early[1:]
+		}
+		if err := v.judge(early[0]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Finish reports an event that came before the version it follows and is
+// still waiting for it: a gap in the log.
+func (v *LogValidator) Finish() error {
+	var first *Envelope
+	for _, early := range v.early {
+		if first == nil || early[0].Position < first.Position {
+			first = &early[0]
+		}
+	}
+	if first == nil {
+		return nil
+	}
+	return violation(*first, "version %d follows version %d", first.Version, v.versions[first.StreamID])
+}
+
+func violation(env Envelope, format string, args ...any) error {
+	return &Violation{Position: env.Position, StreamID: env.StreamID, Type: env.Type, Problem: fmt.Sprintf(format, args...)}
+}
+
+// judge checks env, decoded, against its stream's state.
+func (v *LogValidator) judge(env Envelope) error {
+	bad := func(format string, args ...any) error { return violation(env, format, args...) }
 	last, seen := v.versions[env.StreamID]
 	switch {
 	case !seen && env.Version != 1:

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/google/uuid"
@@ -365,13 +366,15 @@ func (s *Store) ReadStream(ctx context.Context, q Querier, streamID uuid.UUID, a
 }
 
 // ReadStreams returns the events of several streams, each in order, all in
-// log order.
+// log order (see InStreamOrder).
 func (s *Store) ReadStreams(ctx context.Context, q Querier, streamIDs []uuid.UUID) ([]domain.Envelope, error) {
 	rows, err := q.Query(ctx, `SELECT `+selectColumns+` FROM events WHERE stream_id = ANY($1) ORDER BY events.transaction_id, events.position`, streamIDs)
 	if err != nil {
 		return nil, fmt.Errorf("read streams: %w", err)
 	}
-	return s.scan(rows)
+	envs, err := s.scan(rows)
+	InStreamOrder(envs)
+	return envs, err
 }
 
 // ReadStreamsAfter returns the events of several streams, each after its
@@ -392,7 +395,44 @@ ORDER BY e.transaction_id, e.position`, ids, versions)
 	if err != nil {
 		return nil, fmt.Errorf("read streams: %w", err)
 	}
-	return s.scan(rows)
+	envs, err := s.scan(rows)
+	InStreamOrder(envs)
+	return envs, err
+}
+
+// InStreamOrder puts each stream's events of envs, a slice of the log in
+// log order, in version order, in the places the stream's events take. A
+// log written before appends kept each stream's versions in log order (see
+// appendSQL) can hold an event before the version it follows; its readers
+// still fold every stream in version order. A slice in order is left as
+// it is.
+func InStreamOrder(envs []domain.Envelope) {
+	last := make(map[uuid.UUID]int64, len(envs))
+	var behind map[uuid.UUID]bool
+	for i := range envs {
+		id := envs[i].StreamID
+		if v, ok := last[id]; ok && envs[i].Version < v {
+			if behind == nil {
+				behind = map[uuid.UUID]bool{}
+			}
+			behind[id] = true
+		}
+		last[id] = envs[i].Version
+	}
+	for id := range behind {
+		var places []int
+		var events []domain.Envelope
+		for i := range envs {
+			if envs[i].StreamID == id {
+				places = append(places, i)
+				events = append(events, envs[i])
+			}
+		}
+		sort.SliceStable(events, func(a, b int) bool { return events[a].Version < events[b].Version })
+		for k, i := range places {
+			envs[i] = events[k]
+		}
+	}
 }
 
 func (s *Store) scan(rows pgx.Rows) ([]domain.Envelope, error) {

@@ -636,3 +636,23 @@ func readAll(t *testing.T, b testBundle, id uuid.UUID) []domain.Envelope {
 	}
 	return envs
 }
+
+// InStreamOrder puts a stream's events in version order in the places they
+// take, leaving other streams and a slice in order as they are.
+func TestInStreamOrder(t *testing.T) {
+	t.Parallel()
+	a, b := uuid.New(), uuid.New()
+	env := func(id uuid.UUID, v, pos int64) domain.Envelope {
+		return domain.Envelope{StreamID: id, Version: v, Position: pos}
+	}
+	got := []domain.Envelope{env(a, 1, 1), env(b, 1, 2), env(a, 3, 3), env(b, 2, 4), env(a, 4, 5), env(a, 2, 6)}
+	eventstore.InStreamOrder(got)
+	want := []domain.Envelope{env(a, 1, 1), env(b, 1, 2), env(a, 2, 6), env(b, 2, 4), env(a, 3, 3), env(a, 4, 5)}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %v\nwant %v", got, want)
+	}
+	eventstore.InStreamOrder(got)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("a slice in order was changed: %v", got)
+	}
+}

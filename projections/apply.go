@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ordoflow/ordo/domain"
+	"github.com/ordoflow/ordo/eventstore"
 )
 
 // A batch folds a slice of the log into the read-model rows it touches, in
@@ -29,6 +30,11 @@ type batch struct {
 	attemptKeys []attemptKey
 	history     []historyRow
 	ended       []taskEnd // task runs that reached a terminal state
+	// ahead reads the events of a stream with versions between after and
+	// before, both excluded, in version order: those an event came before
+	// in a log written before appends kept each stream's versions in log
+	// order (see outOfOrder). Nil: such an event is a gap.
+	ahead func(stream uuid.UUID, after, before int64) ([]domain.Envelope, error)
 	// Rows are carved from slabs that grow with the batch: a replay folds
 	// hundreds of thousands of them, one allocation each was a tenth of
 	// its CPU.
@@ -60,7 +66,8 @@ type deploymentRow struct {
 type flowRunRow struct {
 	r         domain.FlowRun
 	isNew     bool
-	resultSet bool // an event of the batch set or cleared the result
+	loadedAt  int64 // the version the table held, for a row not new
+	resultSet bool  // an event of the batch set or cleared the result
 	taskCount int
 	metrics   map[string]float64 // set by Replay; the projector derives them in SQL
 	createdAt time.Time
@@ -70,6 +77,7 @@ type flowRunRow struct {
 type taskRunRow struct {
 	t         domain.TaskRun
 	isNew     bool
+	loadedAt  int64 // the version the table held, for a row not new
 	position  int64 // of its TaskRunCreated event
 	resultSet bool
 	createdAt time.Time
@@ -182,6 +190,7 @@ FROM flow_runs WHERE id = ANY($1)`, flowIDs)
 				rows.Close()
 				return fmt.Errorf("load flow runs: %w", err)
 			}
+			row.loadedAt = r.Version
 			b.flows[r.ID] = row
 			b.flowOrder = append(b.flowOrder, r.ID)
 		}
@@ -214,6 +223,7 @@ FROM task_runs WHERE id = ANY($1)`, taskIDs)
 			if errText != nil {
 				t.LastFailure = &domain.AttemptFailure{Error: *errText, ExitCode: exitCode}
 			}
+			row.loadedAt = t.Version
 			b.tasks[t.ID] = row
 			b.taskOrder = append(b.taskOrder, t.ID)
 		}
@@ -232,6 +242,62 @@ func gapError(env domain.Envelope, have int64) error {
 		env.Position, env.Type, env.Version, env.StreamType, env.StreamID, have)
 }
 
+// outOfOrder handles an event that does not follow version have, the one
+// the rows hold for its stream. A log written before appends kept each
+// stream's versions in log order can hold an event before the version it
+// follows: the versions between are read from the stream and folded
+// first, and the event is skipped when its own turn comes, the rows
+// holding it already. skip says to pass over env; otherwise the rows now
+// hold the version before it. Anything else (versions missing, or found
+// earlier in the log, as when a read model was damaged) is a gap.
+func (b *batch) outOfOrder(env domain.Envelope, have int64) (skip bool, err error) {
+	if b.ahead == nil {
+		return false, gapError(env, have)
+	}
+	at := eventstore.CheckpointOf(env)
+	if env.Version <= have {
+		// folded already if a later version came before it
+		later, err := b.ahead(env.StreamID, env.Version, have+1)
+		if err != nil {
+			return false, fmt.Errorf("read the versions after event %d: %w", env.Position, err)
+		}
+		for _, l := range later {
+			if eventstore.CheckpointOf(l).Less(at) {
+				return true, nil
+			}
+		}
+		return false, gapError(env, have)
+	}
+	missing, err := b.ahead(env.StreamID, have, env.Version)
+	if err != nil {
+		return false, fmt.Errorf("read the versions event %d follows: %w", env.Position, err)
+	}
+	if int64(len(missing)) != env.Version-have-1 {
+		return false, gapError(env, have)
+	}
+	for _, m := range missing {
+		if !at.Less(eventstore.CheckpointOf(m)) {
+			return false, gapError(env, have)
+		}
+	}
+	return false, b.fold(missing)
+}
+
+// readAhead is a batch's ahead: the stream's events read through q.
+func readAhead(ctx context.Context, store *eventstore.Store, q eventstore.Querier) func(uuid.UUID, int64, int64) ([]domain.Envelope, error) {
+	return func(stream uuid.UUID, after, before int64) ([]domain.Envelope, error) {
+		envs, err := store.ReadStream(ctx, q, stream, after)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for n < len(envs) && envs[n].Version < before {
+			n++
+		}
+		return envs[:n], nil
+	}
+}
+
 // fold applies the events, in log order, to the rows in memory.
 func (b *batch) fold(envs []domain.Envelope) error {
 	for _, env := range envs {
@@ -239,16 +305,23 @@ func (b *batch) fold(envs []domain.Envelope) error {
 		switch env.StreamType {
 		case domain.StreamDeployment:
 			row := b.deploys[env.StreamID]
-			if row == nil {
-				if env.Version != 1 {
-					return gapError(env, 0)
+			if row == nil && env.Version != 1 {
+				if _, err := b.outOfOrder(env, 0); err != nil {
+					return err
 				}
+				row = b.deploys[env.StreamID]
+			}
+			if row == nil {
 				row = &deploymentRow{d: domain.Deployment{ID: env.StreamID}}
 				b.deploys[env.StreamID] = row
 				b.deployOrder = append(b.deployOrder, env.StreamID)
 			}
 			if env.Version != row.d.Stream+1 {
-				return gapError(env, row.d.Stream)
+				if skip, err := b.outOfOrder(env, row.d.Stream); err != nil {
+					return err
+				} else if skip {
+					continue
+				}
 			}
 			row.d = row.d.Apply(env.Event, at)
 			row.d.Stream = env.Version
@@ -256,17 +329,24 @@ func (b *batch) fold(envs []domain.Envelope) error {
 
 		case domain.StreamFlowRun:
 			row := b.flows[env.StreamID]
-			if row == nil {
-				if env.Version != 1 {
-					return gapError(env, 0)
+			if row == nil && env.Version != 1 {
+				if _, err := b.outOfOrder(env, 0); err != nil {
+					return err
 				}
+				row = b.flows[env.StreamID]
+			}
+			if row == nil {
 				row = carve(&b.flowSlab)
 				*row = flowRunRow{isNew: true, createdAt: at, r: domain.FlowRun{ID: env.StreamID}}
 				b.flows[env.StreamID] = row
 				b.flowOrder = append(b.flowOrder, env.StreamID)
 			}
 			if env.Version != row.r.Version+1 {
-				return gapError(env, row.r.Version)
+				if skip, err := b.outOfOrder(env, row.r.Version); err != nil {
+					return err
+				} else if skip {
+					continue
+				}
 			}
 			before := row.r.State
 			row.r = row.r.Apply(env.Event, at)
@@ -281,17 +361,24 @@ func (b *batch) fold(envs []domain.Envelope) error {
 
 		case domain.StreamTaskRun:
 			row := b.tasks[env.StreamID]
-			if row == nil {
-				if env.Version != 1 {
-					return gapError(env, 0)
+			if row == nil && env.Version != 1 {
+				if _, err := b.outOfOrder(env, 0); err != nil {
+					return err
 				}
+				row = b.tasks[env.StreamID]
+			}
+			if row == nil {
 				row = carve(&b.taskSlab)
 				*row = taskRunRow{isNew: true, createdAt: at, position: env.Position, t: domain.TaskRun{ID: env.StreamID}}
 				b.tasks[env.StreamID] = row
 				b.taskOrder = append(b.taskOrder, env.StreamID)
 			}
 			if env.Version != row.t.Version+1 {
-				return gapError(env, row.t.Version)
+				if skip, err := b.outOfOrder(env, row.t.Version); err != nil {
+					return err
+				} else if skip {
+					continue
+				}
 			}
 			before := row.t
 			row.t = row.t.Apply(env.Event, at)
@@ -652,9 +739,10 @@ func (b *batch) write(ctx context.Context, tx pgx.Tx) error {
 	var newFlows, oldFlows []flowRunOut
 	for _, id := range b.flowOrder {
 		row := b.flows[id]
-		if row.isNew {
+		switch {
+		case row.isNew:
 			newFlows = append(newFlows, flowRunOutOf(row))
-		} else {
+		case row.r.Version > row.loadedAt: // not when its events were folded ahead of their place
 			oldFlows = append(oldFlows, flowRunOutOf(row))
 		}
 	}
@@ -668,9 +756,10 @@ func (b *batch) write(ctx context.Context, tx pgx.Tx) error {
 	var newTasks, oldTasks []taskRunOut
 	for _, id := range b.taskOrder {
 		row := b.tasks[id]
-		if row.isNew {
+		switch {
+		case row.isNew:
 			newTasks = append(newTasks, taskRunOutOf(row))
-		} else {
+		case row.t.Version > row.loadedAt: // not when its events were folded ahead of their place
 			oldTasks = append(oldTasks, taskRunOutOf(row))
 		}
 	}

@@ -366,6 +366,7 @@ func (p *Projector) applyBatch(ctx context.Context, from eventstore.Checkpoint, 
 			return errHistoryChanged
 		}
 		b := newBatch()
+		b.ahead = readAhead(ctx, p.store, tx)
 		if err := b.load(ctx, tx, envs); err != nil {
 			return err
 		}

@@ -242,3 +242,73 @@ func TestProjectionGapStops(t *testing.T) {
 		t.Fatal("the checkpoint moved past an event that was not applied")
 	}
 }
+
+// TestProjectionFoldsAStreamWrittenOutOfOrder reads a log that holds a task
+// run's version 3 before its version 2, as appends could write before they
+// kept each stream's versions in log order: the projector, a replay and a
+// run's audit trail fold the stream in version order, and verify finds the
+// log and the read models clean.
+func TestProjectionFoldsAStreamWrittenOutOfOrder(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	run := b.log.CreateRun(projtest.RunSpec{})
+	run.Flow(domain.FlowRunPending{}, domain.FlowRunStarted{})
+	run.TaskOutOfOrder("load", domain.TaskRunStarted{Attempt: 1, Worker: "w1"}, domain.TaskRunCompleted{Attempt: 1, Result: json.RawMessage(`7`)})
+	for _, name := range []string{"left", "right", "join"} {
+		run.Succeed(name, 1, name)
+	}
+	run.Flow(domain.FlowRunCompleted{Result: json.RawMessage(`42`)})
+	var inverted bool
+	if err := b.pool.QueryRow(ctx, `
+SELECT array_agg(version ORDER BY transaction_id, position) = '{1,3,2}' FROM events WHERE stream_id = $1`, run.Tasks["load"]).Scan(&inverted); err != nil || !inverted {
+		t.Fatalf("the log does not hold version 3 of load before version 2 (%v)", err)
+	}
+
+	p := newProjector(t, b, ProjectorOptions{BatchSize: 1}) // version 3 alone in its batch
+	catchUp(t, p)
+	reader := NewReader(b.store)
+	got, err := reader.RunGet(ctx, run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := got.TaskRuns[0]
+	if load.TaskName != "load" || load.State.Type != domain.Completed || load.RunCount != 1 || !jsonEqual(load.Result, `7`) {
+		t.Errorf("load: %+v", load)
+	}
+	var history []string
+	rows, err := b.pool.Query(ctx, `SELECT version || ':' || from_state || '>' || to_state FROM state_transitions t JOIN state_history h USING (position) WHERE h.stream_id = $1 ORDER BY version`, run.Tasks["load"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s string
+		_ = rows.Scan(&s)
+		history = append(history, s)
+	}
+	if want := []string{"1:(new)>PENDING/Pending", "2:PENDING/Pending>RUNNING/Running", "3:RUNNING/Running>COMPLETED/Completed"}; !reflect.DeepEqual(history, want) {
+		t.Errorf("load's history %v, want %v", history, want)
+	}
+
+	events, err := reader.RunEvents(ctx, run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		if e.StreamID == run.Tasks["load"] && e.Version == 3 && (e.FromState == nil || e.FromState.Type != domain.Running) {
+			t.Errorf("the audit trail has version 3 of load from %+v, want RUNNING", e.FromState)
+		}
+	}
+
+	report, err := Verify(ctx, b.pool, b.store, ReplayOptions{})
+	if err != nil || !report.Clean {
+		t.Fatalf("verify: %v\n%s", err, report.String())
+	}
+	before := snapshot(t, b.pool)
+	if _, err := Replay(ctx, b.pool, b.store, ReplayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if after := snapshot(t, b.pool); !reflect.DeepEqual(after, before) {
+		t.Errorf("a replay does not rebuild what the projector built:\nprojector %v\nreplay    %v", before, after)
+	}
+}

@@ -303,6 +303,9 @@ func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
 	res.Events = r.events.Load()
 	res.Duration = time.Since(r.start)
 	if r.report != nil {
+		if err := r.validator.Finish(); err != nil {
+			r.report.addViolation(err)
+		}
 		r.report.Events = r.events.Load()
 		r.report.Checkpoint = at.String()
 		r.report.Position, r.report.TransactionID = at.Position, at.TransactionID

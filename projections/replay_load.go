@@ -66,6 +66,7 @@ func (r *replayer) load(ctx context.Context) (eventstore.Checkpoint, *batch, err
 	// chunk was megabytes to allocate and clear, a chunk at a time.
 	written := make(chan []historyRow, 10)
 	b := newBatch()
+	b.ahead = readAhead(ctx, r.store, r.pool)
 	g.Go(func() error { // fold
 		defer close(history)
 		for {

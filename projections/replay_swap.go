@@ -42,6 +42,7 @@ func (r *replayer) catchUpOn(ctx context.Context, on txBeginner, from eventstore
 		return from, 0, nil
 	}
 	b := newBatch()
+	b.ahead = readAhead(ctx, r.store, tx)
 	if err := b.load(ctx, tx, envs); err != nil {
 		return from, 0, err
 	}

@@ -229,6 +229,9 @@ func (c *cluster) validateLog() int {
 		n += len(envs)
 		cp = eventstore.CheckpointOf(envs[len(envs)-1])
 	}
+	if err := v.Finish(); err != nil {
+		c.t.Fatalf("the event log has a gap: %v", err)
+	}
 	return n
 }
 

@@ -170,6 +170,38 @@ func (r *Run) Task(name string, events ...domain.Event) []domain.Envelope {
 	return r.log.Append(evs...)
 }
 
+// TaskOutOfOrder appends first, then second, to one task run's stream,
+// second in a transaction that got its id before first's did: the log's
+// order, (transaction_id, position), then holds second before first, as
+// appends before they kept each stream's versions in log order could
+// write. second goes in without the store's checks.
+func (r *Run) TaskOutOfOrder(name string, first, second domain.Event) {
+	r.log.tb.Helper()
+	ctx := context.Background()
+	fail := func(err error) {
+		r.log.tb.Helper()
+		if err != nil {
+			r.log.tb.Fatalf("projtest: out of order: %v", err)
+		}
+	}
+	older, err := r.log.store.Pool().Begin(ctx)
+	fail(err)
+	defer older.Rollback(ctx) //nolint:errcheck // after the commit, a no-op
+	_, err = older.Exec(ctx, `SELECT pg_current_xact_id()`)
+	fail(err)
+	r.Task(name, first)
+	stream := r.Tasks[name]
+	data, err := json.Marshal(second)
+	fail(err)
+	meta, err := json.Marshal(domain.Metadata{Actor: "worker:w1", Reason: "task " + name})
+	fail(err)
+	_, err = older.Exec(ctx, `INSERT INTO events (stream_id, stream_type, version, type, data, metadata) VALUES ($1, $2, $3, $4, $5, $6)`,
+		stream, second.StreamType(), r.log.versions[stream]+1, second.EventType(), data, meta)
+	fail(err)
+	fail(older.Commit(ctx))
+	r.log.versions[stream]++
+}
+
 // Succeed runs the task's next attempt to completion with result.
 func (r *Run) Succeed(name string, attempt int, result any) []domain.Envelope {
 	r.log.tb.Helper()
