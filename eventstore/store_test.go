@@ -200,7 +200,8 @@ func TestOptimisticConcurrency(t *testing.T) {
 		if _, err := appendTx(t, b, eventstore.Append{StreamID: id, Events: []domain.Event{domain.FlowRunLate{}}}); err != nil {
 			t.Fatal(err)
 		}
-		for _, n := range []int{1, 2} { // the single-event statement and the batch
+		// the single-event statement, the batch, and Save (the commands' path)
+		for _, n := range []int{1, 2, 3} {
 			older, err := b.pool.Begin(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -216,12 +217,17 @@ func TestOptimisticConcurrency(t *testing.T) {
 			for i := range events {
 				events[i] = domain.FlowRunLate{}
 			}
-			_, err = b.store.Append(ctx, older, eventstore.Append{StreamID: id, ExpectedVersion: have + 1, Events: events})
+			next := eventstore.Append{StreamID: id, ExpectedVersion: have + 1, Events: events}
+			if n == 3 {
+				err = b.store.Save(ctx, older, next)
+			} else {
+				_, err = b.store.Append(ctx, older, next)
+			}
 			_ = older.Rollback(ctx)
 			if !errors.Is(err, eventstore.ErrConflict) {
 				t.Fatalf("%d events after a newer transaction's version %d: got %v, want a conflict", n, have+1, err)
 			}
-			if _, err := appendTx(t, b, eventstore.Append{StreamID: id, ExpectedVersion: have + 1, Events: events}); err != nil {
+			if _, err := appendTx(t, b, next); err != nil {
 				t.Fatalf("decided again in a new transaction: %v", err)
 			}
 		}
