@@ -44,10 +44,10 @@ func (w *trueWorker) Work(ctx context.Context, _ *river.Job[trueArgs]) error {
 // database, then starts a River client with CommandConcurrency workers and
 // the fetch settings of Ordo's workers, and measures until River has
 // completed them all.
-func riverTruePerSecond(ctx context.Context, env Env, n int) (rate, cpu float64, err error) {
+func riverTruePerSecond(ctx context.Context, env Env, n int) (rate, cpu, pgCPU float64, err error) {
 	pool, err := newPool(ctx, env)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer pool.Close()
 	workers := river.NewWorkers()
@@ -61,36 +61,37 @@ func riverTruePerSecond(ctx context.Context, env Env, n int) (rate, cpu float64,
 		Logger:            quiet,
 	})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	params := make([]river.InsertManyParams, n)
 	for i := range params {
 		params[i] = river.InsertManyParams{Args: trueArgs{}}
 	}
 	if _, err := client.InsertManyFast(ctx, params); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	events, cancel := client.SubscribeConfig(&river.SubscribeConfig{ChanSize: n, Kinds: []river.EventKind{river.EventKindJobCompleted, river.EventKindJobFailed}})
 	defer cancel()
-	began, cpuBefore := time.Now(), cpuTime()
+	server := newServerCPU(ctx, pool)
+	began, cpuBefore, pgBefore := time.Now(), cpuTime(), server.used()
 	if err := client.Start(ctx); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	for seen := 0; seen < n; seen++ {
 		select {
 		case e := <-events:
 			if e.Kind != river.EventKindJobCompleted {
-				return 0, 0, fmt.Errorf("a `true` job failed: %v", e.Job.Errors)
+				return 0, 0, 0, fmt.Errorf("a `true` job failed: %v", e.Job.Errors)
 			}
 		case <-ctx.Done():
-			return 0, 0, ctx.Err()
+			return 0, 0, 0, ctx.Err()
 		}
 	}
-	took, used := time.Since(began), cpuTime()-cpuBefore
+	took, used, pgUsed := time.Since(began), cpuTime()-cpuBefore, server.used()-pgBefore
 	if err := client.Stop(context.WithoutCancel(ctx)); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	return float64(n) / took.Seconds(), perTask(used, n), nil
+	return float64(n) / took.Seconds(), perTask(used, n), perTask(pgUsed, n), nil
 }
 
 // trueFlow is a flow of n independent command tasks that each run `true`.
@@ -105,15 +106,15 @@ func trueFlow(n int) domain.FlowSpec {
 // ordoTruePerSecond creates runs of tasks that each run `true` on a new
 // database (not worked yet), then starts a worker of CommandConcurrency
 // slots and measures until every task has completed.
-func ordoTruePerSecond(ctx context.Context, env Env, runs, tasks int) (rate, cpu float64, err error) {
+func ordoTruePerSecond(ctx context.Context, env Env, runs, tasks int) (rate, cpu, pgCPU float64, err error) {
 	o, err := openOrdo(ctx, env)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer o.Close()
 	ids, err := o.createRuns(ctx, runs, trueFlow(tasks))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	w, err := jobs.NewWorker(o.pool, o.store, jobs.WorkerOptions{
 		Queues: []string{domain.DefaultWorkQueue}, Concurrency: CommandConcurrency,
@@ -121,28 +122,29 @@ func ordoTruePerSecond(ctx context.Context, env Env, runs, tasks int) (rate, cpu
 		WorkspaceDir: filepath.Join(env.TempDir, "workspaces"), Logger: quiet,
 	})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	began, cpuBefore := time.Now(), cpuTime()
+	server := newServerCPU(ctx, o.pool)
+	began, cpuBefore, pgBefore := time.Now(), cpuTime(), server.used()
 	if err := w.Start(ctx); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	err = o.waitRuns(ctx, ids)
-	took, used := time.Since(began), cpuTime()-cpuBefore
+	took, used, pgUsed := time.Since(began), cpuTime()-cpuBefore, server.used()-pgBefore
 	if stopErr := w.Stop(context.WithoutCancel(ctx)); err == nil {
 		err = stopErr
 	}
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	var completed int
 	if err := o.pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE type = 'TaskRunCompleted'`).Scan(&completed); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if completed != runs*tasks {
-		return 0, 0, fmt.Errorf("%d task runs completed, want %d", completed, runs*tasks)
+		return 0, 0, 0, fmt.Errorf("%d task runs completed, want %d", completed, runs*tasks)
 	}
-	return float64(runs*tasks) / took.Seconds(), perTask(used, runs*tasks), nil
+	return float64(runs*tasks) / took.Seconds(), perTask(used, runs*tasks), perTask(pgUsed, runs*tasks), nil
 }
 
 // perTask is d over n tasks, in milliseconds.
@@ -155,8 +157,10 @@ func perTask(d time.Duration, n int) float64 {
 type CommandPair struct {
 	Ordo, River float64
 	// OrdoCPU and RiverCPU are the CPU milliseconds per task of this
-	// process (the worker or the River client) and its children.
-	OrdoCPU, RiverCPU float64
+	// process (the worker or the River client) and its children; OrdoPG
+	// and RiverPG those of the PostgreSQL server, when its processes are
+	// visible here (else 0).
+	OrdoCPU, RiverCPU, OrdoPG, RiverPG float64
 }
 
 // Ratio is Ordo's rate over the baseline's.
@@ -175,7 +179,7 @@ func MeasureCommandThroughput(ctx context.Context, env Env, rounds, runs, tasks 
 		var p CommandPair
 		river := func() (err error) {
 			env.logf("raw River, %s jobs that run `true` (%s)", count(n), of)
-			p.River, p.RiverCPU, err = riverTruePerSecond(ctx, env, n)
+			p.River, p.RiverCPU, p.RiverPG, err = riverTruePerSecond(ctx, env, n)
 			if err != nil {
 				err = fmt.Errorf("raw River: %w", err)
 			}
@@ -183,7 +187,7 @@ func MeasureCommandThroughput(ctx context.Context, env Env, rounds, runs, tasks 
 		}
 		ordo := func() (err error) {
 			env.logf("Ordo, %s of %s `true` tasks (%s)", runsOf(runs), count(tasks), of)
-			p.Ordo, p.OrdoCPU, err = ordoTruePerSecond(ctx, env, runs, tasks)
+			p.Ordo, p.OrdoCPU, p.OrdoPG, err = ordoTruePerSecond(ctx, env, runs, tasks)
 			return err
 		}
 		steps := []func() error{river, ordo}
@@ -195,7 +199,7 @@ func MeasureCommandThroughput(ctx context.Context, env Env, rounds, runs, tasks 
 				return pairs, err
 			}
 		}
-		env.logf("Ordo %s tasks/s, River %s jobs/s: %.2f; CPU per task: Ordo %.2f ms, River %.2f ms", count(p.Ordo), count(p.River), p.Ratio(), p.OrdoCPU, p.RiverCPU)
+		env.logf("Ordo %s tasks/s, River %s jobs/s: %.2f; CPU per task: Ordo %.2f ms, River %.2f ms; PostgreSQL's: %.2f ms, %.2f ms", count(p.Ordo), count(p.River), p.Ratio(), p.OrdoCPU, p.RiverCPU, p.OrdoPG, p.RiverPG)
 		pairs = append(pairs, p)
 	}
 	return pairs, nil
@@ -217,15 +221,19 @@ func commandThroughputScenario(ctx context.Context, env Env, opts Options) ([]Ro
 		if err != nil {
 			return rows, err
 		}
-		var ordo, river, ratios, ordoCPU, riverCPU []float64
+		var ordo, river, ratios, ordoCPU, riverCPU, ordoPG, riverPG []float64
 		for _, p := range pairs {
 			ordo, river, ratios = append(ordo, p.Ordo), append(river, p.River), append(ratios, p.Ratio())
 			ordoCPU, riverCPU = append(ordoCPU, p.OrdoCPU), append(riverCPU, p.RiverCPU)
+			ordoPG, riverPG = append(ordoPG, p.OrdoPG), append(riverPG, p.RiverPG)
 		}
 		r := median(ratios)
 		lo, hi := slices.Min(ratios), slices.Max(ratios)
 		note := fmt.Sprintf("ratio: median of %d per-round ratios (%.2f–%.2f), the two sides alternating which goes first; CPU per task of the worker process and its children (not PostgreSQL's): Ordo %.2f ms, River %.2f ms",
 			len(ratios), lo, hi, median(ordoCPU), median(riverCPU))
+		if median(ordoPG) > 0 {
+			note += fmt.Sprintf("; PostgreSQL's CPU per task: Ordo %.2f ms, River %.2f ms", median(ordoPG), median(riverPG))
+		}
 		rows = append(rows, Row{
 			What: fmt.Sprintf("`true` command tasks, %s of %s tasks, %d slots", runsOf(shape.runs), count(shape.tasks), CommandConcurrency),
 			Ordo: count(median(ordo)) + " tasks/s",
@@ -237,6 +245,7 @@ func commandThroughputScenario(ctx context.Context, env Env, opts Options) ([]Ro
 			Metrics: map[string]float64{
 				"tasks_per_s": median(ordo), "river_jobs_per_s": median(river), "ratio": r,
 				"ordo_cpu_ms_per_task": median(ordoCPU), "river_cpu_ms_per_task": median(riverCPU),
+				"ordo_pg_cpu_ms_per_task": median(ordoPG), "river_pg_cpu_ms_per_task": median(riverPG),
 			},
 			Note: note,
 		})
