@@ -177,17 +177,8 @@ func TestAPIEventsCarryTheAuditTrailFields(t *testing.T) {
 			t.Fatalf("audit trail event lacks its run or state: %+v", e)
 		}
 	}
-	var all []projections.Event
-	for after := ""; ; {
-		// pages of 3 put task runs' events on pages without their run's
-		var p projections.Page[projections.Event]
-		b.do(t, "GET", "/api/v1/events?limit=3&after="+url.QueryEscape(after), nil).decode(t, &p)
-		all = append(all, p.Items...)
-		if p.NextCursor == nil {
-			break
-		}
-		after = *p.NextCursor
-	}
+	// pages of 3 put task runs' events on pages without their run's
+	all := b.globalLog(t, 3)
 	matched, tasks := 0, 0
 	for _, e := range all {
 		want, inTrail := byPosition[e.Position]
