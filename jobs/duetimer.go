@@ -27,8 +27,9 @@ type DueTimer struct {
 	sleepsUntil atomic.Int64
 
 	// observe, when set (by tests), hears "listening" once the timer
-	// listens, "sleep" before each sleep, and "heard: woke" or "heard: not
-	// needed" for each notification of a due time.
+	// listens, "sleep" before each sleep, "woken" when a wake-up ends a
+	// sleep (or the first one, when it came during a tick), and "heard:
+	// woke" or "heard: not needed" for each notification of a due time.
 	observe func(event string)
 }
 
@@ -107,6 +108,7 @@ func (d *DueTimer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-d.wake:
+			d.observed("woken")
 		case <-timer.C:
 		}
 		if !timer.Stop() {

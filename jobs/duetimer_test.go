@@ -181,7 +181,12 @@ func TestDueTimerWakesOnlyForJobsDueBeforeItLooksAgain(t *testing.T) {
 	b := setup(t)
 	ctx := t.Context()
 	events := startDueTimer(t, b) // looks again within the hour at the latest
+	// Once it listens, the timer wakes itself to read what was queued
+	// before; that wake-up can come while it ticks, after which it ticks
+	// again. The sleep to wait for is the one after it: until then, any
+	// notification wakes it.
 	awaitEvent(t, events, "listening")
+	awaitEvent(t, events, "woken")
 	awaitEvent(t, events, "sleep")
 
 	flow := domain.FlowSpec{Name: "ahead", Tasks: []domain.TaskSpec{{Name: "t", Command: []string{"true"}}}}

@@ -8,8 +8,9 @@ import (
 	"github.com/ordoflow/ordo/riverjob"
 )
 
-// ObserveDueTimer makes d send "listening" to events once it listens for
-// jobs queued for later, and "sleep" before each of its sleeps.
+// ObserveDueTimer makes d send its events to events: "listening" once it
+// listens for jobs queued for later, "sleep" before each of its sleeps,
+// "woken" when a wake-up ends one, and what it heard.
 func ObserveDueTimer(d *DueTimer, events chan<- string) {
 	d.observe = func(e string) { events <- e }
 }
