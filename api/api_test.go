@@ -206,6 +206,25 @@ func (b bundle) globalLog(t *testing.T, limit int) []projections.Event {
 	}
 }
 
+// fullEventPage gets path, a page of the global log, until it holds want
+// events (for at most 20 s): a page can come back short while a
+// transaction of another database ends (see globalLog).
+func (b bundle) fullEventPage(t *testing.T, path string, want int) response {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := b.do(t, "GET", path, nil)
+		var page projections.Page[projections.Event]
+		if r.status != http.StatusOK || time.Now().After(deadline) {
+			return r
+		}
+		if r.decode(t, &page); len(page.Items) >= want {
+			return r
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (b bundle) sync(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

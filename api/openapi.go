@@ -221,7 +221,7 @@ var openAPIDocument = withAutomations(obj{
 		"/api/v1/deployments/{id}/metrics": obj{"get": op("deploymentMetrics", "the metric series of a deployment: its last runs that have metrics, oldest first, each with the union of its task runs' metrics",
 			obj{"200": response("the series", listOf("MetricPoint"))}, deploymentRef,
 			qparam("limit", "how many runs, 1 to 1000 (default 100)", obj{"type": "integer", "minimum": 1, "maximum": 1000}))},
-		"/api/v1/events": obj{"get": op("eventList", "the global event log, in log order (read gap-free: an event shows once no earlier one can still commit)", obj{"200": response("a page", listOf("Event"))},
+		"/api/v1/events": obj{"get": op("eventList", "the global event log, in log order, read gap-free: an event shows once no earlier one can still commit. next_cursor is set on a full page; a shorter page ends what can be read now (a transaction still running may hold back the events after it), and a reader goes on later from its last event's cursor", obj{"200": response("a page", listOf("Event"))},
 			qparam("after", "an event's cursor (or position): events after it", str),
 			qparam("type", "event types, comma-separated or repeated", strList),
 			limitParam)},

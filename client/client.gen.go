@@ -1270,7 +1270,7 @@ type ClientInterface interface {
 	// Corresponds with POST /api/v1/deployments/{id}/runs (the `RunCreate` operationId).
 	RunCreate(ctx context.Context, id string, params *RunCreateParams, body RunCreateJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// EventList the global event log, in log order (read gap-free: an event shows once no earlier one can still commit)
+	// EventList the global event log, in log order, read gap-free: an event shows once no earlier one can still commit. next_cursor is set on a full page; a shorter page ends what can be read now (a transaction still running may hold back the events after it), and a reader goes on later from its last event's cursor
 	//
 	// Corresponds with GET /api/v1/events (the `EventList` operationId).
 	EventList(ctx context.Context, params *EventListParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1731,7 +1731,7 @@ func (c *Client) RunCreate(ctx context.Context, id string, params *RunCreatePara
 	return c.Client.Do(req)
 }
 
-// EventList the global event log, in log order (read gap-free: an event shows once no earlier one can still commit)
+// EventList the global event log, in log order, read gap-free: an event shows once no earlier one can still commit. next_cursor is set on a full page; a shorter page ends what can be read now (a transaction still running may hold back the events after it), and a reader goes on later from its last event's cursor
 //
 // Corresponds with GET /api/v1/events (the `EventList` operationId).
 func (c *Client) EventList(ctx context.Context, params *EventListParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -4302,7 +4302,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /api/v1/deployments/{id}/runs (the `RunCreate` operationId).
 	RunCreateWithResponse(ctx context.Context, id string, params *RunCreateParams, body RunCreateJSONRequestBody, reqEditors ...RequestEditorFn) (*RunCreateResponse, error)
 
-	// EventListWithResponse the global event log, in log order (read gap-free: an event shows once no earlier one can still commit)
+	// EventListWithResponse the global event log, in log order, read gap-free: an event shows once no earlier one can still commit. next_cursor is set on a full page; a shorter page ends what can be read now (a transaction still running may hold back the events after it), and a reader goes on later from its last event's cursor
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -6726,7 +6726,7 @@ func (c *ClientWithResponses) RunCreateWithResponse(ctx context.Context, id stri
 	return ParseRunCreateResponse(rsp)
 }
 
-// EventListWithResponse the global event log, in log order (read gap-free: an event shows once no earlier one can still commit)
+// EventListWithResponse the global event log, in log order, read gap-free: an event shows once no earlier one can still commit. next_cursor is set on a full page; a shorter page ends what can be read now (a transaction still running may hold back the events after it), and a reader goes on later from its last event's cursor
 //
 // Returns a wrapper object for the known response body format(s).
 //
