@@ -128,7 +128,7 @@ func (c *Consumer) horizon(ctx context.Context, tx pgx.Tx, cp eventstore.Checkpo
 	if !ok || !cp.Less(stable) {
 		return time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), nil
 	}
-	envs, err := c.store.ReadAll(ctx, tx, eventstore.Checkpoint{TransactionID: cp.TransactionID, Position: cp.Position - 1}, 1)
+	envs, err := c.store.ReadBetween(ctx, tx, eventstore.Checkpoint{TransactionID: cp.TransactionID, Position: cp.Position - 1}, cp, 1)
 	if err != nil || len(envs) == 0 || envs[0].Position != cp.Position {
 		return time.Time{}, err
 	}

@@ -73,6 +73,32 @@ func (s *Store) ReadAll(ctx context.Context, q Querier, after Checkpoint, limit 
 	return s.scan(rows)
 }
 
+// readBetweenSQL reads the log after one checkpoint up to another.
+const readBetweenSQL = `
+SELECT ` + selectColumns + `
+FROM events
+WHERE (transaction_id, position) > ($1::text::xid8, $2)
+  AND (transaction_id, position) <= ($3::text::xid8, $4)
+ORDER BY events.transaction_id, events.position
+LIMIT $5`
+
+// ReadBetween returns up to limit events of the global log after after and
+// up to upTo, which must lie in the stable prefix of the log: a checkpoint
+// that StableHead or ReadAll returned. That prefix no longer changes, so
+// the read does not bound itself by the oldest running transaction again.
+// Doing so could return less than upTo: a transaction of another database
+// that ends between the statement's snapshot and its look at pg_locks is
+// no longer known to run elsewhere, and bounds that statement's prefix as
+// if it could still append here (see events_stable_xmin).
+func (s *Store) ReadBetween(ctx context.Context, q Querier, after, upTo Checkpoint, limit int) ([]domain.Envelope, error) {
+	rows, err := q.Query(ctx, readBetweenSQL, strconv.FormatUint(after.TransactionID, 10), after.Position,
+		strconv.FormatUint(upTo.TransactionID, 10), upTo.Position, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read log: %w", err)
+	}
+	return s.scan(rows)
+}
+
 // Lag counts the events of the log after a checkpoint, committed or not yet
 // readable: how far a reader at that checkpoint is behind.
 func (s *Store) Lag(ctx context.Context, q Querier, after Checkpoint) (int64, error) {

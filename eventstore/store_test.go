@@ -537,6 +537,65 @@ func TestReaderPassesOverTransactionsOfOtherDatabases(t *testing.T) {
 	}
 }
 
+// TestReadBetweenReadsTheRangeItIsGiven: ReadBetween reads the events
+// after one checkpoint up to another, in log order, and does not bound
+// itself by the transactions running now. Its callers pass a checkpoint of
+// the stable prefix read earlier (a replay's target), which a second look
+// at the running transactions could put out of reach for a moment: a
+// transaction of another database that ends during that look counts as
+// one that may still append here.
+func TestReadBetweenReadsTheRangeItIsGiven(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for range 3 {
+		if _, err := appendTx(t, b, eventstore.Append{StreamID: uuid.New(), Events: []domain.Event{domain.FlowRunPending{}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := readUntil(t, 3, func() ([]domain.Envelope, error) { return b.store.ReadAll(ctx, b.pool, eventstore.Checkpoint{}, 10) })
+	// a transaction of this database that started before a fourth event
+	// holds back every stable read from here on
+	open, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Rollback(ctx) //nolint:errcheck
+	if _, err := open.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := appendTx(t, b, eventstore.Append{StreamID: uuid.New(), Events: []domain.Event{domain.FlowRunPending{}}}); err != nil {
+		t.Fatal(err)
+	}
+	fourth, ok, err := b.store.Head(ctx, b.pool)
+	if err != nil || !ok || !eventstore.CheckpointOf(all[2]).Less(fourth) {
+		t.Fatalf("head %v %v %v, want the fourth event", fourth, ok, err)
+	}
+	if got, err := b.store.ReadAll(ctx, b.pool, eventstore.CheckpointOf(all[2]), 10); err != nil || len(got) != 0 {
+		t.Fatalf("a stable read past an open transaction returned %d events (%v): the test proves nothing", len(got), err)
+	}
+	for _, c := range []struct {
+		after, upTo eventstore.Checkpoint
+		limit, want int
+	}{
+		{eventstore.Checkpoint{}, eventstore.CheckpointOf(all[1]), 10, 2},
+		{eventstore.CheckpointOf(all[0]), eventstore.CheckpointOf(all[2]), 10, 2},
+		{eventstore.CheckpointOf(all[0]), eventstore.CheckpointOf(all[2]), 1, 1},
+		{eventstore.CheckpointOf(all[2]), fourth, 10, 1}, // past the open transaction
+		{eventstore.CheckpointOf(all[2]), eventstore.CheckpointOf(all[2]), 10, 0},
+	} {
+		got, err := b.store.ReadBetween(ctx, b.pool, c.after, c.upTo, c.limit)
+		if err != nil || len(got) != c.want {
+			t.Fatalf("ReadBetween(%v, %v, %d): %d events (%v), want %d", c.after, c.upTo, c.limit, len(got), err, c.want)
+		}
+		for i, e := range got {
+			if !c.after.Less(eventstore.CheckpointOf(e)) || c.upTo.Less(eventstore.CheckpointOf(e)) || i > 0 && !eventstore.CheckpointOf(got[i-1]).Less(eventstore.CheckpointOf(e)) {
+				t.Fatalf("ReadBetween(%v, %v): event %v out of the range or out of order", c.after, c.upTo, eventstore.CheckpointOf(e))
+			}
+		}
+	}
+}
+
 func ExampleCheckpoint_String() {
 	fmt.Println(eventstore.Checkpoint{TransactionID: 812, Position: 40}.String())
 	// Output: 812-40

@@ -27,16 +27,15 @@ func (r *replayer) catchUpOn(ctx context.Context, on txBeginner, from eventstore
 		return from, 0, fmt.Errorf("replay: %w", err)
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck
-	envs, err := r.store.ReadAll(ctx, tx, from, limit)
+	var envs []domain.Envelope
+	if upTo != nil {
+		// up to a stable head read before: not bounded again by what runs now
+		envs, err = r.store.ReadBetween(ctx, tx, from, *upTo, limit)
+	} else {
+		envs, err = r.store.ReadAll(ctx, tx, from, limit)
+	}
 	if err != nil {
 		return from, 0, err
-	}
-	if upTo != nil {
-		n := 0
-		for n < len(envs) && !upTo.Less(eventstore.CheckpointOf(envs[n])) {
-			n++
-		}
-		envs = envs[:n]
 	}
 	if len(envs) == 0 {
 		return from, 0, nil
