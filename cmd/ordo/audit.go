@@ -134,7 +134,11 @@ before; --follow keeps printing new events as they are recorded.`,
 					printed++
 				}
 				tw.Flush()
-				if !follow && (printed >= limit || page.NextCursor == nil || len(page.Items) == 0) {
+				// A short page is not always the end of what is readable: a
+				// transaction of another database that ended while the server
+				// looked can cut a page short. Without --follow, the read ends
+				// at an empty page (or the limit), one request later.
+				if !follow && (printed >= limit || len(page.Items) == 0) {
 					return nil
 				}
 				if follow && len(page.Items) == 0 {
