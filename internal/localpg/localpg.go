@@ -194,6 +194,17 @@ func (s *Server) Stop(ctx context.Context) error {
 	return nil
 }
 
+// StopIn stops the server running in dataDir, if any, as Stop does: for a
+// caller that holds no Server, such as one cleaning up after a process that
+// was killed before it could stop its own.
+func StopIn(ctx context.Context, dataDir string) error {
+	dir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return fmt.Errorf("localpg: data dir: %w", err)
+	}
+	return (&Server{dataDir: dir, log: io.Discard}).Stop(ctx)
+}
+
 // initdb creates a new cluster in the (empty) data directory.
 func (s *Server) initdb(ctx context.Context, fast bool) error {
 	args := []string{"-D", s.dataDir, "-U", pgUser, "--auth=trust", "--encoding=UTF8", "--locale=C"}

@@ -7,7 +7,8 @@
 // environment unchanged. Otherwise it starts a private, fast (fsync off)
 // server in a fresh directory under /dev/shm (when it has room) or /tmp, runs
 // the command with both variables pointing at it, then stops the server and
-// removes the directory.
+// removes the directory. Directories that a killed withpg left behind are
+// removed first, their servers stopped.
 // It forwards SIGINT and SIGTERM to the command and exits with the command's
 // exit status.
 //
@@ -60,12 +61,25 @@ func run(args []string) int {
 	if durable {
 		base = os.TempDir()
 	}
-	dir, err := os.MkdirTemp(base, "ordo-pg-")
+	cleanCtx, cancelClean := context.WithTimeout(context.Background(), time.Minute)
+	removed, err := removeAbandoned(cleanCtx, base)
+	cancelClean()
+	for _, d := range removed {
+		fmt.Fprintf(os.Stderr, "withpg: removed %s, left by a withpg that was killed\n", d)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "withpg: %v (going on)\n", err)
+	}
+	dir, err := os.MkdirTemp(base, scratchPrefix)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "withpg: %v\n", err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	if err := writeOwner(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "withpg: %v\n", err)
+		return 1
+	}
 	// The server may run as the postgres user, which must traverse dir.
 	if err := os.Chmod(dir, 0o755); err != nil {
 		fmt.Fprintf(os.Stderr, "withpg: %v\n", err)
