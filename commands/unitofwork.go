@@ -321,9 +321,6 @@ func (u *unitOfWork) record(id uuid.UUID, events []domain.Event, meta domain.Met
 	u.chunks[id] = cs
 }
 
-// pending reports whether any events wait to be appended.
-func (u *unitOfWork) pending() bool { return len(u.order) > 0 }
-
 // flush appends every recorded event: one statement, or one per round
 // when a stream got events with different metadata. Afterwards the unit of
 // work is empty again and its streams are at their new versions.

@@ -187,7 +187,7 @@ func newHarness() (*harness, error) {
 // process already did. A session advisory lock on its own connection makes
 // concurrent test processes wait for the first one.
 func (h *harness) ensureTemplate(ctx context.Context, adminURL string) error {
-	ready, exists, err := h.templateState(ctx, h.admin)
+	ready, _, err := h.templateState(ctx, h.admin)
 	if err != nil || ready {
 		return err
 	}
@@ -200,7 +200,8 @@ func (h *harness) ensureTemplate(ctx context.Context, adminURL string) error {
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", lockKey); err != nil {
 		return fmt.Errorf("take lock: %w", err)
 	}
-	if ready, exists, err = h.templateState(ctx, conn); err != nil || ready {
+	ready, exists, err := h.templateState(ctx, conn)
+	if err != nil || ready {
 		return err
 	}
 
