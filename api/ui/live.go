@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sync"
 	"time"
@@ -81,12 +82,22 @@ func (l *live) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	w.WriteHeader(http.StatusOK)
 	out := &sseWriter{w: w, rc: http.NewResponseController(w)}
+	// The heartbeats and the resets are sent from goroutines of their own.
+	// Once this handler returns, net/http finishes the response and may
+	// reuse the connection: so before it returns, no send may be under way
+	// or still to come (out.close), and the goroutines have ended.
+	var senders sync.WaitGroup
+	defer func() {
+		out.close()
+		cancel()
+		senders.Wait()
+	}()
 	ready, _ := json.Marshal(map[string]string{"checkpoint": after.String()})
 	if err := out.send("retry: 2000\nid: " + after.String() + "\nevent: ready\ndata: " + string(ready) + "\n\n"); err != nil {
 		return
 	}
 
-	go func() {
+	senders.Go(func() {
 		tick := time.NewTicker(l.opts.Heartbeat)
 		defer tick.Stop()
 		for {
@@ -100,10 +111,10 @@ func (l *live) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		}
-	}()
+	})
 
 	lagged := make(chan eventstore.Checkpoint, 1)
-	go l.resetWhenCaughtUp(ctx, out, lagged)
+	senders.Go(func() { l.resetWhenCaughtUp(ctx, out, lagged) })
 	// A page reads what it shows again on "ready". A stream that starts at
 	// the end of the log (no checkpoint to resume after: a first tab, or
 	// one that took the stream over before it heard of any event) will not
@@ -298,21 +309,36 @@ func (o *owners) resolve(ctx context.Context, store *eventstore.Store, msgs []li
 	return nil
 }
 
-// sseWriter writes to one event stream from several goroutines (events and
-// heartbeats), flushing after each write.
+// sseWriter writes to one event stream from several goroutines (events,
+// heartbeats and resets), flushing after each write, until it is closed.
 type sseWriter struct {
-	mu sync.Mutex
-	w  http.ResponseWriter
-	rc *http.ResponseController
+	mu     sync.Mutex
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	closed bool
 }
+
+// errStreamClosed is what a send after close returns.
+var errStreamClosed = errors.New("the live stream has ended")
 
 func (s *sseWriter) send(text string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return errStreamClosed
+	}
 	if _, err := s.w.Write([]byte(text)); err != nil {
 		return err
 	}
 	return s.rc.Flush()
+}
+
+// close waits for a send under way to end and refuses every later one: the
+// handler's response is then its own again.
+func (s *sseWriter) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 }
 
 // writeError answers with the API's error envelope.

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -318,6 +320,93 @@ func TestLive(t *testing.T) {
 			t.Fatalf("shutdown took %s", d)
 		}
 	})
+}
+
+// lateWriter is the response writer a live stream's handler gets, which
+// notes every write or flush after the handler returned (net/http owns the
+// response then) and can hold one flush until it is released.
+type lateWriter struct {
+	http.ResponseWriter
+	returned atomic.Bool
+	late     atomic.Int32
+	holdNext atomic.Bool
+	held     chan struct{} // a flush is being held
+	release  chan struct{}
+}
+
+func (w *lateWriter) Write(b []byte) (int, error) {
+	if w.returned.Load() {
+		w.late.Add(1)
+		return 0, errors.New("write after the handler returned")
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *lateWriter) FlushError() error {
+	if w.holdNext.CompareAndSwap(true, false) {
+		close(w.held)
+		<-w.release
+	}
+	if w.returned.Load() {
+		w.late.Add(1)
+		return errors.New("flush after the handler returned")
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// TestLiveSendsNothingAfterItReturns holds a heartbeat in the middle of its
+// send while the client goes away: the handler must not return before the
+// send has ended, or the send writes to a response net/http has finished
+// (and may have handed the connection to another request).
+func TestLiveSendsNothingAfterItReturns(t *testing.T) {
+	t.Parallel()
+	store := eventstore.New(pgtest.Pool(t), domain.NewRegistry())
+	t.Cleanup(store.Close)
+	live := ui.Handler(ui.Options{Store: store, Heartbeat: 10 * time.Millisecond})
+	lw := &lateWriter{held: make(chan struct{}), release: make(chan struct{})}
+	returned := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lw.ResponseWriter = w
+		live.ServeHTTP(lw, r)
+		lw.returned.Store(true)
+		close(returned)
+	}))
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close() })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/ui/live", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || !strings.HasPrefix(line, "retry:") {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	lw.holdNext.Store(true)
+	select {
+	case <-lw.held: // a heartbeat is in the middle of its send
+	case <-time.After(10 * time.Second):
+		t.Fatal("no heartbeat in 10 s")
+	}
+	cancel() // the client goes away
+	select {
+	case <-returned:
+		close(lw.release)
+		t.Fatal("the handler returned while a heartbeat was being sent")
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(lw.release)
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler did not return in 10 s after the send ended")
+	}
+	time.Sleep(50 * time.Millisecond) // a heartbeat is due every 10 ms
+	if n := lw.late.Load(); n > 0 {
+		t.Fatalf("%d writes or flushes after the handler returned", n)
+	}
 }
 
 func TestPages(t *testing.T) {
