@@ -90,18 +90,24 @@ func (w *Worker) execute(ctx context.Context, p commands.Plan, log *taskLog) com
 	return failed(p.Attempt, "task %s is a %q task, which this worker cannot run", p.Task.Name, p.Task.Kind())
 }
 
+// envByName is an environment as a map, made once per worker rather than
+// once per task. A later entry wins, as it does for exec.
+func envByName(env []string) map[string]string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
 // commandEnv builds a command task's environment: the worker's basic
 // variables (PATH, HOME, LANG, LC_ALL, TZ, TMPDIR), then the worker's
 // variables the task names in inherit_env, then the task's env, then the
 // ORDO_* contract variables; a later source wins. Nothing else of the
 // worker's environment is passed, so its secrets do not leak into tasks.
-func commandEnv(workerEnv []string, t domain.TaskSpec, contract map[string]string) []string {
-	worker := map[string]string{}
-	for _, kv := range workerEnv {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			worker[k] = v
-		}
-	}
+func commandEnv(worker map[string]string, t domain.TaskSpec, contract map[string]string) []string {
 	env := map[string]string{}
 	for _, k := range append(slices.Clone(basicEnv), t.InheritEnv...) {
 		if v, ok := worker[k]; ok {
@@ -202,7 +208,7 @@ func (w *Worker) commandFor(p commands.Plan, ws, resultPath string, files attemp
 		return nil, fmt.Errorf("encode inputs: %w", err)
 	}
 	cmd := command(w.commandPath(p.Task.Command[0]), p.Task.Command[1:]...)
-	cmd.Env = commandEnv(w.opts.Env, p.Task, map[string]string{
+	cmd.Env = commandEnv(w.env, p.Task, map[string]string{
 		"ORDO_RUN_ID":      p.FlowRunID.String(),
 		"ORDO_TASK_RUN_ID": p.TaskRunID.String(),
 		"ORDO_TASK_NAME":   p.Task.Name,

@@ -249,13 +249,14 @@ type Worker struct {
 	stopOnce  sync.Once
 	starts    *groupcommit.Committer[*commands.Op]
 	finishes  *groupcommit.Committer[*commands.Op]
-	deleted   *deletedJobs // jobs the worker's commits deleted, left out of River's completions
-	cutOff    *cutOff      // set while no heartbeat was recorded for HeartbeatTimeout
-	held      *heldJobs    // jobs in Work or whose outcome is being recorded
-	cache     *blobCache   // input blobs on this worker's disk
-	outDirs   *dirPool     // attempts' ORDO_OUTPUT_DIR
-	inDirs    *dirPool     // attempts' ORDO_INPUT_DIR
-	warm      *warmPool    // warm Python interpreters; nil when off
+	deleted   *deletedJobs      // jobs the worker's commits deleted, left out of River's completions
+	cutOff    *cutOff           // set while no heartbeat was recorded for HeartbeatTimeout
+	held      *heldJobs         // jobs in Work or whose outcome is being recorded
+	cache     *blobCache        // input blobs on this worker's disk
+	outDirs   *dirPool          // attempts' ORDO_OUTPUT_DIR
+	inDirs    *dirPool          // attempts' ORDO_INPUT_DIR
+	warm      *warmPool         // warm Python interpreters; nil when off
+	env       map[string]string // opts.Env by name, which tasks inherit from
 	sdkMu     sync.Mutex
 	sdkDir    string // the extracted Python package, once extracted
 
@@ -285,6 +286,7 @@ func NewWorker(pool *pgxpool.Pool, store *eventstore.Store, opts WorkerOptions) 
 		cache:     newBlobCache(opts.BlobCacheDir, opts.BlobCacheBytes, opts.BlobStore),
 		recording: map[string]chan struct{}{},
 		stopping:  make(chan struct{}),
+		env:       envByName(opts.Env),
 	}
 	w.outDirs = newDirPool(filepath.Join(opts.WorkspaceDir, outputsDirName), id.String(), 0o700)
 	w.inDirs = newDirPool(filepath.Join(opts.WorkspaceDir, inputsDirName), id.String(), 0o555)
