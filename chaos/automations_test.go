@@ -107,17 +107,6 @@ type firingKey struct {
 	position   int64
 }
 
-// TestChaosAutomations runs two servers at once with three automations
-// whose webhooks go to a receiver on loopback that checks signatures, and
-// a workload of failing runs (and some that complete), and SIGKILLs the
-// servers in turn, four times, each time while the receiver has requests
-// in flight (both at once the last time), starting new ones after each
-// kill. Afterwards: each event an automation matches fired it exactly once
-// (one AutomationFired per automation and triggering position, none for
-// events it does not match), every firing was delivered at least once with
-// its own id as the idempotency key on every attempt and the same body,
-// every delivery ended delivered, a kill cut at least one request short,
-// and the read models equal a fresh replay.
 // waitInFlight waits for a webhook request in flight at the receiver and
 // returns how many there are. It looks every 2 ms (a request is held
 // 300 ms), and gives up (0) only when the log has not grown for
@@ -144,6 +133,17 @@ func waitInFlight(c *cluster, hook *hookReceiver) int {
 	}
 }
 
+// TestChaosAutomations runs two servers at once with three automations
+// whose webhooks go to a receiver on loopback that checks signatures, and
+// a workload of failing runs (and some that complete), and SIGKILLs the
+// servers in turn, four times, each time while the receiver has requests
+// in flight (both at once the last time), starting new ones after each
+// kill. Afterwards: each event an automation matches fired it exactly once
+// (one AutomationFired per automation and triggering position, none for
+// events it does not match), every firing was delivered at least once with
+// its own id as the idempotency key on every attempt and the same body,
+// every delivery ended delivered, a kill cut at least one request short,
+// and the read models equal a fresh replay.
 func TestChaosAutomations(t *testing.T) {
 	t.Parallel()
 	const secret = "chaos-hook-secret"
