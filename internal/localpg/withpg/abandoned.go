@@ -32,8 +32,10 @@ func writeOwner(dir string) error {
 // in base whose withpg no longer runs: one killed with SIGKILL cannot stop
 // its server or remove its directory, and under /dev/shm that is memory held
 // until the machine restarts. A directory without an owner file (made by an
-// older withpg, or by one that has not written it yet) is left alone. It
-// returns the directories removed and the first error met.
+// older withpg, or by one that has not written it yet) is left alone. A
+// command the killed withpg ran may outlive it (nothing kills it) and loses
+// its database here: its results were no one's to read. It returns the
+// directories removed and the first error met.
 func removeAbandoned(ctx context.Context, base string) ([]string, error) {
 	dirs, err := filepath.Glob(filepath.Join(base, scratchPrefix+"*"))
 	if err != nil {
