@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,23 +57,16 @@ func removeAbandoned(ctx context.Context, base string) ([]string, error) {
 		// The server first: removing the files of a running server would
 		// leave it running on nothing.
 		if err := localpg.StopIn(ctx, filepath.Join(dir, "data")); err != nil {
-			firstErr = cmpOr(firstErr, fmt.Errorf("stop the server left in %s: %w", dir, err))
+			firstErr = cmp.Or(firstErr, fmt.Errorf("stop the server left in %s: %w", dir, err))
 			continue
 		}
 		if err := os.RemoveAll(dir); err != nil {
-			firstErr = cmpOr(firstErr, err)
+			firstErr = cmp.Or(firstErr, err)
 			continue
 		}
 		removed = append(removed, dir)
 	}
 	return removed, firstErr
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // ownerAlive reports whether the process pid, started at start (empty when
